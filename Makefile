@@ -1,0 +1,59 @@
+# keel — `make run` on a fresh machine sets everything up and runs the local stack.
+# Every target installs what it needs first (apt packages, Kafka jars, the .venv).
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: help deps venv run up down status test unit integration lint bench clean
+
+help:
+	@echo "make run    set up and run the whole local stack with a demo feed (Ctrl-C stops it)"
+	@echo "make up     start the stack in the background (no demo feed); returns once ready"
+	@echo "make down   stop what 'make up' started"
+	@echo "make test   set up and run the whole test suite"
+	@echo "make lint   ruff + mypy"
+
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "keel: $(PYTHON) not found: install Python >= 3.11"; exit 2; }
+	@echo "setting up $(VENV) (first run only)"
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --disable-pip-version-check --progress-bar on -e '.[test]'
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+# apt packages (redis-server, postgresql, prometheus) and the Kafka jars, each only if missing.
+deps: venv
+	@$(PY) -m deploy.local.stack fetch
+
+run: deps
+	@$(PY) -m deploy.local.run
+
+up: deps
+	@$(PY) -m deploy.local.run --background
+
+down:
+	@if [ -x $(PY) ]; then $(PY) -m deploy.local.run --down; else $(PYTHON) -m deploy.local.run --down; fi
+
+status:
+	@$(PY) -m deploy.local.stack status
+
+test: deps
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+unit: venv
+	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+integration: deps
+	$(PY) -m pytest tests/integration $(PYTEST_ARGS)
+
+lint: venv
+	$(VENV)/bin/ruff check streams connectors deploy tests
+	$(VENV)/bin/mypy
+
+clean:
+	rm -rf .run .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,165 @@
+"""Get the programs the local stack runs: Kafka's jars from Maven Central, the rest from apt.
+
+There is no Kafka package for Debian and no Docker here, so the broker is the plain
+``kafka_2.13`` jar and its dependencies, fetched once by Maven (``pom.xml`` next to this file)
+into a cache outside git::
+
+    lib = ensure_kafka_jars()      # ~/.cache/keel/kafka-3.9.1/lib, or $KEEL_CACHE/...
+    ensure_apt_packages()          # redis-server, postgresql, prometheus (root only)
+
+Progress goes to the ``logging`` logger of this module and to Maven's own output; the CLI in
+``deploy.local.cli`` shows both.
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+
+from deploy.local.errors import MissingTool, StackError
+
+log = logging.getLogger(__name__)
+
+KAFKA_VERSION = "3.9.1"
+SCALA_VERSION = "2.13"
+POM = Path(__file__).with_name("pom.xml")
+DEPENDENCY_PLUGIN = "org.apache.maven.plugins:maven-dependency-plugin:3.6.1:copy-dependencies"
+JAVA_HINT = "apt-get install openjdk-17-jre-headless maven"
+DEFAULT_APT_PACKAGES = ("redis-server", "postgresql", "prometheus")
+# The system-wide service each package starts when installed (see ensure_apt_packages).
+SERVICES = {"redis-server": "redis-server", "postgresql": "postgresql", "prometheus": "prometheus"}
+
+# How to tell a package is installed without asking dpkg: the binaries it provides.  Debian
+# keeps PostgreSQL's server binaries off PATH, under a versioned directory.
+_PACKAGE_BINARIES: dict[str, tuple[str, ...]] = {
+    "redis-server": ("redis-server",),
+    "postgresql": ("postgres", "/usr/lib/postgresql/*/bin/postgres"),
+    "prometheus": ("prometheus",),
+}
+
+
+def cache_dir() -> Path:
+    """``$KEEL_CACHE`` or ``~/.cache/keel``: downloads live outside the git checkout."""
+    configured = os.environ.get("KEEL_CACHE")
+    return Path(configured).expanduser() if configured else Path.home() / ".cache" / "keel"
+
+
+def java_binary() -> str:
+    """The ``java`` to run the broker with, honouring ``$JAVA_HOME`` like Kafka's scripts do."""
+    java_home = os.environ.get("JAVA_HOME")
+    if java_home and os.access(Path(java_home, "bin", "java"), os.X_OK):
+        return str(Path(java_home, "bin", "java"))
+    found = shutil.which("java")
+    if found is None:
+        raise MissingTool(f"java not found; install it: {JAVA_HINT}")
+    return found
+
+
+def ensure_kafka_jars() -> Path:
+    """Return the directory holding Kafka's jars, downloading them on the first call only.
+
+    Maven copies into a temporary sibling directory which is then renamed into place, so an
+    interrupted download never leaves a half-filled cache that later runs would trust.
+    """
+    java_binary()  # the jars are useless without it: say so before downloading 50 MB
+    base = cache_dir() / f"kafka-{KAFKA_VERSION}"
+    lib = base / "lib"
+    if _is_complete(lib):
+        return lib
+    mvn = shutil.which("mvn")
+    if mvn is None:
+        raise MissingTool(f"mvn not found; install it: {JAVA_HINT}")
+    base.mkdir(parents=True, exist_ok=True)
+    _remove_abandoned_downloads(base)
+    if lib.exists() and not _is_complete(lib):
+        # Renames are atomic, so an incomplete lib/ is debris from a hand edit: start over.
+        shutil.rmtree(lib)
+    log.info("fetching Kafka %s jars (first run only, ~50 MB)…", KAFKA_VERSION)
+    tmp = Path(tempfile.mkdtemp(prefix=f".lib-{os.getpid()}-", dir=base))
+    try:
+        command = [
+            mvn, "-B", "-f", str(POM), DEPENDENCY_PLUGIN,
+            "-DincludeScope=runtime", f"-DoutputDirectory={tmp}",
+        ]  # fmt: skip
+        result = subprocess.run(command, stdin=subprocess.DEVNULL, check=False)
+        if result.returncode != 0:
+            raise StackError(f"mvn failed (exit {result.returncode}) fetching Kafka's jars")
+        if not _is_complete(tmp):
+            raise StackError(f"mvn finished but {_broker_jar_name()} is not in {tmp}")
+        try:
+            tmp.rename(lib)
+        except OSError:
+            if not _is_complete(lib):  # not a concurrent fetch that won the race
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    log.info("Kafka jars cached in %s", lib)
+    return lib
+
+
+def ensure_apt_packages(packages: Iterable[str] = DEFAULT_APT_PACKAGES) -> None:
+    """Install the Debian packages whose binaries are missing (as root), else say what to run.
+
+    apt starts a system-wide service for each of these packages; keel runs its own instances on
+    its own data directories and the same default ports, so those services are stopped and
+    disabled again right after installing.
+    """
+    missing = [package for package in packages if not _has_binaries(package)]
+    if not missing:
+        return
+    command = ["apt-get", "install", "-y", "--no-install-recommends", *missing]
+    if os.geteuid() != 0:
+        raise MissingTool(f"{', '.join(missing)} not installed; install: sudo {' '.join(command)}")
+    if shutil.which("apt-get") is None:
+        raise MissingTool(f"{', '.join(missing)} not installed and there is no apt-get here")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    log.info("installing %s with apt-get…", " ".join(missing))
+    for step in (["apt-get", "update"], command):
+        result = subprocess.run(step, env=env, stdin=subprocess.DEVNULL, check=False)
+        if result.returncode != 0:
+            raise StackError(f"{' '.join(step)} failed (exit {result.returncode})")
+    _stop_system_services([SERVICES[package] for package in missing if package in SERVICES])
+    still_missing = [package for package in missing if not _has_binaries(package)]
+    if still_missing:
+        raise StackError(f"apt-get installed {', '.join(still_missing)} but found no binaries")
+
+
+def _broker_jar_name() -> str:
+    return f"kafka_{SCALA_VERSION}-{KAFKA_VERSION}.jar"
+
+
+def _is_complete(lib: Path) -> bool:
+    return (lib / _broker_jar_name()).is_file()
+
+
+def _remove_abandoned_downloads(base: Path) -> None:
+    """Delete ``.lib-<pid>-*`` directories whose downloading process no longer exists."""
+    for leftover in base.glob(".lib-*-*"):
+        pid = leftover.name.split("-")[1]
+        if pid.isdigit() and not Path("/proc", pid).exists():
+            shutil.rmtree(leftover, ignore_errors=True)
+
+
+def _has_binaries(package: str) -> bool:
+    for candidate in _PACKAGE_BINARIES.get(package, (package,)):
+        found = glob.glob(candidate) if candidate.startswith("/") else shutil.which(candidate)
+        if found:
+            return True
+    return False
+
+
+def _stop_system_services(services: list[str]) -> None:
+    if not services:
+        return
+    if Path("/run/systemd/system").is_dir() and shutil.which("systemctl"):
+        log.info("disabling the system services apt started: %s", " ".join(services))
+        subprocess.run(["systemctl", "disable", "--now", *services], check=False)
+    elif shutil.which("service"):
+        for service in services:
+            subprocess.run(["service", service, "stop"], check=False, capture_output=True)

@@ -1,0 +1,90 @@
+"""Create keel's topics with the contract's cleanup policies before the worker starts.
+
+Tables are co-partitioned with the topics that write them, so every topic keel reads must
+have exactly ``KEEL_PARTITIONS`` partitions. An existing topic with another count is an
+error with a fix in its message, not something to discover later as missing joins.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from streams.config import Settings
+
+log = logging.getLogger(__name__)
+
+WEEK_MS = 7 * 24 * 3600 * 1000
+
+
+class TopicError(RuntimeError):
+    """A topic exists with settings keel cannot work with, or cannot be created."""
+
+
+def topic_specs(settings: Settings) -> dict[str, dict[str, str]]:
+    """Topic name -> config for every topic the worker needs (CONTRACT.md §1)."""
+    t = settings.topics
+    delete = {"cleanup.policy": "delete"}
+    specs = {
+        t.orders: {**delete, "retention.ms": str(WEEK_MS)},
+        t.shipments: {**delete, "retention.ms": str(WEEK_MS)},
+        t.contacts: {**delete, "retention.ms": str(WEEK_MS)},
+        t.state: {"cleanup.policy": "compact"},
+        t.signals: delete,
+        t.deadletter: {**delete, "retention.ms": str(4 * WEEK_MS)},
+        f"{settings.app_id}-customer-events": delete,
+    }
+    for ns in ("order", "contact", "email", "phone"):
+        specs[f"{settings.app_id}-{ns}-refs"] = delete
+    return specs
+
+
+def ensure_topics(settings: Settings, timeout: float = 60.0) -> list[str]:
+    """Create missing topics; verify partition counts of existing ones. Returns created names."""
+    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+    specs = topic_specs(settings)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            existing = admin.list_topics(timeout=5).topics
+            break
+        except KafkaException as exc:
+            if time.monotonic() > deadline:
+                raise TopicError(
+                    f"cannot reach Kafka at {settings.kafka_bootstrap}: {exc}"
+                ) from exc
+            time.sleep(0.5)
+    wrong = [
+        f"{name} has {len(existing[name].partitions)} partitions"
+        for name in specs
+        if name in existing and len(existing[name].partitions) != settings.partitions
+    ]
+    if wrong:
+        raise TopicError(
+            f"topics must have KEEL_PARTITIONS={settings.partitions} partitions so tables stay "
+            f"co-partitioned with their streams, but {'; '.join(wrong)}. "
+            "Set KEEL_PARTITIONS to match, or recreate the topics."
+        )
+    missing = [
+        NewTopic(
+            name,
+            num_partitions=settings.partitions,
+            replication_factor=settings.replication,
+            config=config,
+        )
+        for name, config in specs.items()
+        if name not in existing
+    ]
+    if not missing:
+        return []
+    for name, future in admin.create_topics(missing).items():
+        try:
+            future.result(timeout=timeout)
+            log.info("created topic %s", name)
+        except KafkaException as exc:
+            if "TOPIC_ALREADY_EXISTS" not in str(exc):
+                raise TopicError(f"cannot create topic {name}: {exc}") from exc
+    return [t.topic for t in missing]

@@ -1,0 +1,62 @@
+"""The one ``faust.App`` of keel, configured from the environment (streams/config.py).
+
+Settings that matter for correctness, not just speed:
+
+- ``processing_guarantee='at_least_once'``: faust's exactly-once mode is unreliable
+  (faust-streaming issues #517, #323), so every state update is idempotent by
+  ``event_id`` instead (streams/state.py) and a replayed event changes nothing.
+- ``store='rocksdb://'`` with changelog topics: tables survive a restart (kept dir) and
+  a lost disk (restored from the changelog).
+- ``topic_partitions`` equals the input topics' partition count: tables must be
+  co-partitioned with the streams that write them (streams/admin.py enforces it).
+- ``canonical_url`` must be reachable by the other workers: ``table_route`` forwards
+  queries for keys this worker does not own to that URL.
+"""
+
+from __future__ import annotations
+
+import faust
+import orjson
+from faust.serializers import codecs
+
+from streams.config import Settings
+
+
+class _OrjsonCodec(codecs.Codec):
+    """JSON for tables and internal topics, via orjson (several times faster than json)."""
+
+    def _dumps(self, obj: object) -> bytes:
+        return orjson.dumps(obj)
+
+    def _loads(self, s: bytes) -> object:
+        return orjson.loads(s)
+
+
+codecs.register("orjson", _OrjsonCodec())
+
+settings = Settings.from_env()
+
+
+def _broker_url(bootstrap: str) -> str:
+    return ";".join(f"kafka://{host.strip()}" for host in bootstrap.split(",") if host.strip())
+
+
+app = faust.App(
+    settings.app_id,
+    broker=_broker_url(settings.kafka_bootstrap),
+    store="rocksdb://",
+    datadir=str(settings.data_dir),
+    processing_guarantee="at_least_once",
+    topic_partitions=settings.partitions,
+    topic_replication_factor=settings.replication,
+    topic_allow_declare=True,
+    table_standby_replicas=settings.standby_replicas,
+    web_enabled=True,
+    web_bind=settings.api_bind,
+    web_port=settings.api_port,
+    web_host=settings.api_bind,
+    canonical_url=settings.canonical_url,
+    consumer_auto_offset_reset="earliest",
+    key_serializer="raw",
+    value_serializer="raw",
+)

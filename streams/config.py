@@ -1,0 +1,154 @@
+"""keel's configuration: one validated, frozen object read from the environment.
+
+Every variable is listed in ``VARIABLES`` (name, default, meaning) so the README, the
+validation and the code cannot drift apart. An unknown ``KEEL_*`` variable is an error,
+like confluent-kafka's ``Unrecognized properties``: a typo must not silently fall back
+to a default.
+
+    >>> s = Settings.from_env({"KEEL_PARTITIONS": "4"})
+    >>> s.partitions
+    4
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+
+class ConfigError(ValueError):
+    """A configuration variable is unknown or has a value keel cannot use."""
+
+
+# (environment variable, default, meaning) — the README's table is generated from this.
+VARIABLES: tuple[tuple[str, str, str], ...] = (
+    ("KAFKA_BOOTSTRAP", "127.0.0.1:9092", "Kafka bootstrap servers"),
+    ("REDIS_URL", "redis://127.0.0.1:6379/0", "Redis for the Redis sink"),
+    ("KEEL_APP_ID", "keel", "Faust app id = consumer group of the stream workers"),
+    ("KEEL_PARTITIONS", "8", "partitions of every topic keel creates (inputs, internal, tables)"),
+    ("KEEL_REPLICATION", "1", "replication factor of the topics keel creates"),
+    ("KEEL_DATA_DIR", ".run/worker", "worker data dir (RocksDB tables); one per worker"),
+    ("KEEL_API_BIND", "127.0.0.1", "address the query API binds to"),
+    ("KEEL_API_PORT", "6066", "query API port"),
+    ("KEEL_CANONICAL_URL", "", "URL other workers reach this one at (default http://BIND:PORT)"),
+    ("KEEL_STANDBY_REPLICAS", "1", "standby table replicas kept by other workers"),
+    ("KEEL_KEEP_CLOSED", "50", "closed orders / resolved contacts kept per customer"),
+    ("KEEL_MAX_NOTES", "20", "notes kept per contact"),
+    ("KEEL_MAX_RECORD_BYTES", "1048576", "larger input records are dead letters"),
+    ("KEEL_LOG_LEVEL", "info", "worker log level"),
+    ("KEEL_TOPIC_ORDERS", "orders.v1", "order events topic"),
+    ("KEEL_TOPIC_SHIPMENTS", "shipments.v1", "shipment events topic"),
+    ("KEEL_TOPIC_CONTACTS", "contacts.v1", "contact events topic"),
+    ("KEEL_TOPIC_STATE", "customer-state.v1", "compacted customer state topic"),
+    ("KEEL_TOPIC_SIGNALS", "customer-signals.v1", "customer signals topic"),
+    ("KEEL_TOPIC_DEADLETTER", "deadletter.v1", "dead letters"),
+)
+
+# Variables read by other parts of keel (connectors, local stack, tests) that the worker
+# accepts without using, so one environment can serve every process.
+OTHER_KNOWN = frozenset(
+    {
+        "KEEL_CACHE",
+        "KEEL_KAFKA_PORT",
+        "KEEL_REDIS_PORT",
+        "KEEL_RUN_DIR",
+        "KEEL_DEMO_CUSTOMERS",
+        "KEEL_DEMO_RATE",
+    }
+)
+
+
+def _int(name: str, raw: str, minimum: int = 0) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a whole number") from None
+    if value < minimum:
+        raise ConfigError(f"{name}={value} must be at least {minimum}")
+    return value
+
+
+@dataclass(frozen=True)
+class Topics:
+    orders: str
+    shipments: str
+    contacts: str
+    state: str
+    signals: str
+    deadletter: str
+
+    def inputs(self) -> tuple[str, str, str]:
+        return (self.orders, self.shipments, self.contacts)
+
+
+@dataclass(frozen=True)
+class Settings:
+    kafka_bootstrap: str
+    redis_url: str
+    app_id: str
+    partitions: int
+    replication: int
+    data_dir: Path
+    api_bind: str
+    api_port: int
+    canonical_url: str
+    standby_replicas: int
+    keep_closed: int
+    max_notes: int
+    max_record_bytes: int
+    log_level: str
+    topics: Topics
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Read and validate the settings; raise ConfigError naming the bad variable."""
+        env = os.environ if env is None else env
+        known = {name for name, _, _ in VARIABLES} | OTHER_KNOWN
+        unknown = sorted(k for k in env if k.startswith("KEEL_") and k not in known)
+        if unknown:
+            raise ConfigError(
+                f"unknown configuration variable(s): {', '.join(unknown)} "
+                "(see the configuration table in README.md)"
+            )
+
+        def get(name: str) -> str:
+            default = next(d for n, d, _ in VARIABLES if n == name)
+            return env.get(name, "") or default
+
+        bind = get("KEEL_API_BIND")
+        port = _int("KEEL_API_PORT", get("KEEL_API_PORT"), 1)
+        canonical = get("KEEL_CANONICAL_URL") or f"http://{bind}:{port}"
+        level = get("KEEL_LOG_LEVEL").lower()
+        if level not in {"debug", "info", "warning", "error"}:
+            raise ConfigError(f"KEEL_LOG_LEVEL={level!r} is not one of debug/info/warning/error")
+        return cls(
+            kafka_bootstrap=get("KAFKA_BOOTSTRAP"),
+            redis_url=get("REDIS_URL"),
+            app_id=get("KEEL_APP_ID"),
+            partitions=_int("KEEL_PARTITIONS", get("KEEL_PARTITIONS"), 1),
+            replication=_int("KEEL_REPLICATION", get("KEEL_REPLICATION"), 1),
+            data_dir=Path(get("KEEL_DATA_DIR")),
+            api_bind=bind,
+            api_port=port,
+            canonical_url=canonical,
+            standby_replicas=_int("KEEL_STANDBY_REPLICAS", get("KEEL_STANDBY_REPLICAS")),
+            keep_closed=_int("KEEL_KEEP_CLOSED", get("KEEL_KEEP_CLOSED")),
+            max_notes=_int("KEEL_MAX_NOTES", get("KEEL_MAX_NOTES"), 1),
+            max_record_bytes=_int("KEEL_MAX_RECORD_BYTES", get("KEEL_MAX_RECORD_BYTES"), 1024),
+            log_level=level,
+            topics=Topics(
+                orders=get("KEEL_TOPIC_ORDERS"),
+                shipments=get("KEEL_TOPIC_SHIPMENTS"),
+                contacts=get("KEEL_TOPIC_CONTACTS"),
+                state=get("KEEL_TOPIC_STATE"),
+                signals=get("KEEL_TOPIC_SIGNALS"),
+                deadletter=get("KEEL_TOPIC_DEADLETTER"),
+            ),
+        )
+
+
+def settings_field_names() -> list[str]:
+    """Names of the Settings fields (used by tests to keep VARIABLES complete)."""
+    return [f.name for f in fields(Settings)]

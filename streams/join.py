@@ -1,0 +1,88 @@
+"""Pure join rules: which customer an event belongs to (CONTRACT.md §4).
+
+Every department keys its topic by the id it knows, so keel keeps one *reference index*
+per kind of id ("namespace"): order id, contact (case) id, e-mail and phone, each mapping
+to the customer that owns it. An event that does not carry its ``customer_id`` is
+resolved through the first reference that is known, in the contract's order of
+preference; while none is known it is *held* at every reference it could resolve
+through, and released as soon as one of them becomes known (a *bind*). Holding at all
+of them is what makes the result independent of which reference arrives first; applying
+a released event twice is harmless because the merge is idempotent by ``event_id``.
+
+Nothing here touches Faust or Kafka: the agents move the messages, these functions say
+where they go.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from streams.identity import normalize_email, normalize_phone
+
+ORDER, CONTACT, EMAIL, PHONE = "order", "contact", "email", "phone"
+NAMESPACES = (ORDER, CONTACT, EMAIL, PHONE)
+
+Ref = tuple[str, str]  # (namespace, key)
+
+
+@dataclass(frozen=True)
+class Route:
+    """Where an event goes: straight to a customer, or through a chain of references."""
+
+    customer_id: str | None
+    refs: tuple[Ref, ...] = ()
+
+
+def route(kind: str, event: dict) -> Route:
+    """Return how to find the customer of an input event.
+
+    >>> route("shipment", {"order_id": "o-1"})
+    Route(customer_id=None, refs=(('order', 'o-1'),))
+    """
+    if kind == "order":
+        return Route(event["customer_id"])
+    if kind == "shipment":
+        return Route(None, ((ORDER, event["order_id"]),))
+    if kind == "contact":
+        if event.get("customer_id"):
+            return Route(event["customer_id"])
+        refs: list[Ref] = [(CONTACT, event["contact_id"])]
+        if event.get("order_id"):
+            refs.append((ORDER, event["order_id"]))
+        email = normalize_email(event.get("email"))
+        if email:
+            refs.append((EMAIL, email))
+        phone = normalize_phone(event.get("phone"))
+        if phone:
+            refs.append((PHONE, phone))
+        return Route(None, tuple(refs))
+    raise ValueError(f"unknown event kind {kind!r}")
+
+
+def known_refs(view: dict) -> set[Ref]:
+    """The references a customer's public state makes known (what others may join on)."""
+    refs: set[Ref] = {(ORDER, o["order_id"]) for o in view["orders"]}
+    refs.update((CONTACT, c["contact_id"]) for c in view["contacts"])
+    refs.update((EMAIL, e) for e in view["emails"])
+    refs.update((PHONE, p) for p in view["phones"])
+    return refs
+
+
+def new_refs(before: dict | None, after: dict) -> list[Ref]:
+    """References that ``after`` knows and ``before`` did not, in a stable order."""
+    old = known_refs(before) if before is not None else set()
+    return sorted(known_refs(after) - old)
+
+
+def add_held(held: list[dict] | None, message: dict) -> list[dict] | None:
+    """Add a message to a reference's held list; None when it is already held (by event_id)."""
+    held = held or []
+    event_id = message["event"]["event_id"]
+    if any(m["event"]["event_id"] == event_id for m in held):
+        return None
+    return [*held, message]
+
+
+def held_count(lists: Iterable[list[dict]]) -> int:
+    return sum(len(x) for x in lists)

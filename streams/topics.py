@@ -1,0 +1,44 @@
+"""Every topic keel's worker reads or writes, declared once.
+
+Input and output topics carry raw bytes: values are decoded by streams/codec.py inside
+the agents, so that a record that cannot be decoded becomes a dead letter with a reason
+instead of an exception inside faust. Internal topics carry orjson-encoded messages and
+are keyed like the table they feed, so each is co-partitioned with that table.
+"""
+
+from __future__ import annotations
+
+from faust.types import TopicT
+
+from streams.app import app, settings
+from streams.join import NAMESPACES
+
+_t = settings.topics
+
+
+def _raw(name: str, **config: str) -> TopicT:
+    return app.topic(
+        name,
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+        partitions=settings.partitions,
+        config=config or None,
+    )
+
+
+orders = _raw(_t.orders)
+shipments = _raw(_t.shipments)
+contacts = _raw(_t.contacts)
+customer_state = _raw(_t.state)
+customer_signals = _raw(_t.signals)
+deadletter = _raw(_t.deadletter)
+
+#: events whose customer is known, keyed by customer_id (co-partitioned with orders.v1)
+customer_events = _raw(f"{settings.app_id}-customer-events")
+
+#: binds and lookups for each reference namespace, keyed by the reference
+ref_topics: dict[str, TopicT] = {ns: _raw(f"{settings.app_id}-{ns}-refs") for ns in NAMESPACES}
+
+INPUT_KINDS = {_t.orders: "order", _t.shipments: "shipment", _t.contacts: "contact"}

@@ -1,0 +1,43 @@
+"""Fixtures that start the real local stack: a Kafka broker (and workers) per test session.
+
+Nothing is mocked: the broker is Apache Kafka run from the jars deploy/local fetches, on
+ports the OS hands out, with its data in pytest's temp dir.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from deploy.local.stack import Kafka, free_port
+from tests.integration.harness import Departments, Worker
+
+
+@pytest.fixture(scope="session")
+def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kafka]:
+    base = tmp_path_factory.mktemp("kafka")
+    broker = Kafka(base / "data", port=free_port(), log_file=base / "kafka.log")
+    broker.start(timeout=120)
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
+@pytest.fixture(scope="session")
+def worker(kafka: Kafka, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
+    """One worker shared by the pipeline tests (each test uses its own customer ids)."""
+    base: Path = tmp_path_factory.mktemp("worker")
+    w = Worker(kafka.bootstrap, base / "data", free_port(), base / "worker.log")
+    w.start()
+    try:
+        yield w
+    finally:
+        w.stop()
+
+
+@pytest.fixture(scope="session")
+def departments(kafka: Kafka) -> Departments:
+    return Departments(kafka.bootstrap)

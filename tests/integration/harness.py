@@ -1,0 +1,189 @@
+"""What the integration tests drive keel with: a worker process and public-interface clients.
+
+Everything here talks to keel the way its users do: Avro records produced to the input
+topics, HTTP GETs on the query API, records read back from customer-state.v1.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from confluent_kafka import Consumer, TopicPartition
+
+from connectors.kafka import ConfirmedProducer
+from streams.codec import get_codec
+
+ROOT = Path(__file__).resolve().parents[2]
+T = TypeVar("T")
+
+TOPIC = {"order": "orders.v1", "shipment": "shipments.v1", "contact": "contacts.v1"}
+KEY_FIELD = {"order": "customer_id", "shipment": "order_id", "contact": "contact_id"}
+SCHEMA = {"order": "OrderEvent", "shipment": "ShipmentEvent", "contact": "ContactEvent"}
+
+
+def wait_for(
+    what: str, check: Callable[[], T | None], timeout: float = 60.0, interval: float = 0.2
+) -> T:
+    """Poll ``check`` until it returns something truthy; fail with ``what`` after timeout."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+def http_get(url: str, timeout: float = 10.0) -> tuple[int, Any]:
+    """GET a JSON resource; return (status, parsed body or text)."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            status, body = resp.status, resp.read()
+    except urllib.error.HTTPError as exc:
+        status, body = exc.code, exc.read()
+    except (urllib.error.URLError, ConnectionError, TimeoutError):
+        return 0, None
+    try:
+        return status, json.loads(body)
+    except ValueError:
+        return status, body.decode(errors="replace")
+
+
+class Worker:
+    """A ``keel worker`` subprocess with its own data dir and API port."""
+
+    def __init__(
+        self, bootstrap: str, data_dir: Path, port: int, log_file: Path, **env: str
+    ) -> None:
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.log_file = log_file
+        self.env = {
+            **os.environ,
+            "KAFKA_BOOTSTRAP": bootstrap,
+            "KEEL_DATA_DIR": str(data_dir),
+            "KEEL_API_PORT": str(port),
+            "KEEL_PARTITIONS": "4",
+            **env,
+        }
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 120.0) -> Worker:
+        with open(self.log_file, "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "streams", "worker"],
+                cwd=ROOT,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self.wait_ready(timeout)
+        return self
+
+    def wait_ready(self, timeout: float = 120.0) -> None:
+        def ready() -> bool:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise AssertionError(f"worker exited with {self.proc.returncode}:\n{self.tail()}")
+            return http_get(f"{self.url}/readyz", timeout=2)[0] == 200
+
+        try:
+            wait_for("worker /readyz", ready, timeout, interval=0.5)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n--- worker log ---\n{self.tail()}") from None
+
+    def tail(self, lines: int = 60) -> str:
+        try:
+            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def get(self, path: str) -> tuple[int, Any]:
+        return http_get(f"{self.url}{path}")
+
+    def stop(self, timeout: float = 30.0) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+
+class Departments:
+    """Produces input events to the input topics, Avro-encoded, as departments would."""
+
+    def __init__(self, bootstrap: str) -> None:
+        self.producer = ConfirmedProducer(bootstrap)
+        self.codec = get_codec()
+
+    def send(self, items: Iterable[tuple[str, dict]]) -> int:
+        count = 0
+        for kind, event in items:
+            value = self.codec.encode(SCHEMA[kind], event)
+            self.producer.publish(TOPIC[kind], [(event[KEY_FIELD[kind]].encode(), value)])
+            count += 1
+        return count
+
+    def send_raw(self, topic: str, key: bytes | None, value: bytes | None) -> None:
+        self.producer.publish(topic, [(key, value)])
+
+
+def read_topic(bootstrap: str, topic: str, timeout: float = 10.0) -> list[Any]:
+    """Every record currently in ``topic`` (from the beginning up to the end offsets)."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"reader-{time.time_ns()}",
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+        }
+    )
+    try:
+        meta = consumer.list_topics(topic, timeout=timeout).topics[topic]
+        tps = [TopicPartition(topic, p, 0) for p in meta.partitions]
+        ends = {tp.partition: consumer.get_watermark_offsets(tp, timeout=timeout)[1] for tp in tps}
+        consumer.assign(tps)
+        pending = {p for p, end in ends.items() if end > 0}
+        out = []
+        deadline = time.monotonic() + timeout
+        while pending and time.monotonic() < deadline:
+            msg = consumer.poll(0.5)
+            if msg is None or msg.error():
+                continue
+            out.append(msg)
+            if msg.offset() + 1 >= ends[msg.partition()]:
+                pending.discard(msg.partition())
+        return out
+    finally:
+        consumer.close()
+
+
+def metric_value(text: str, name: str, **labels: str) -> float:
+    """Sum of the samples of ``name`` whose labels include ``labels`` in a /metrics body."""
+    total = 0.0
+    for line in text.splitlines():
+        if not line.startswith(name + "{") and not line.startswith(name + " "):
+            continue
+        head, _, value = line.rpartition(" ")
+        if all(f'{k}="{v}"' in head for k, v in labels.items()):
+            total += float(value)
+    return total

@@ -1,0 +1,41 @@
+"""Configuration: validated from env, documented in the README exactly as the code reads it."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from streams.config import OTHER_KNOWN, VARIABLES, ConfigError, Settings
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def test_defaults_match_the_contract() -> None:
+    s = Settings.from_env({})
+    assert s.kafka_bootstrap == "127.0.0.1:9092"
+    assert s.redis_url == "redis://127.0.0.1:6379/0"
+    assert (s.api_bind, s.api_port) == ("127.0.0.1", 6066)
+    assert s.canonical_url == "http://127.0.0.1:6066"
+    assert s.topics.inputs() == ("orders.v1", "shipments.v1", "contacts.v1")
+    assert s.topics.state == "customer-state.v1"
+
+
+def test_unknown_keel_variable_is_an_error_naming_it() -> None:
+    with pytest.raises(ConfigError, match="KEEL_PARTITONS"):
+        Settings.from_env({"KEEL_PARTITONS": "4"})
+
+
+@pytest.mark.parametrize("value", ["four", "0", "-1"])
+def test_bad_number_is_an_error_naming_the_variable(value: str) -> None:
+    with pytest.raises(ConfigError, match="KEEL_PARTITIONS"):
+        Settings.from_env({"KEEL_PARTITIONS": value})
+
+
+def test_every_variable_is_in_the_readme_with_its_default() -> None:
+    text = README.read_text()
+    rows = dict(re.findall(r"^\| `([A-Z_]+)` \| `([^`]*)` \|", text, re.MULTILINE))
+    assert rows == {name: default for name, default, _ in VARIABLES}
+    for name in OTHER_KNOWN:
+        assert f"`{name}`" in text, name

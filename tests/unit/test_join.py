@@ -1,0 +1,42 @@
+"""Join routing (CONTRACT.md §4): which reference an event resolves through, in what order."""
+
+from __future__ import annotations
+
+from streams.join import CONTACT, EMAIL, ORDER, PHONE, add_held, new_refs, route
+from tests.builders import contact, order, shipment
+
+
+def test_an_order_goes_straight_to_its_customer() -> None:
+    assert route(*order("c-1", "o-1")).customer_id == "c-1"
+
+
+def test_a_shipment_resolves_through_its_order() -> None:
+    r = route(*shipment("o-1", "s-1"))
+    assert (r.customer_id, r.refs) == (None, ((ORDER, "o-1"),))
+
+
+def test_a_contact_with_customer_id_needs_no_lookup() -> None:
+    r = route(*contact("k-1", customer_id="c-9", email="a@b.c", order_id="o-1"))
+    assert (r.customer_id, r.refs) == ("c-9", ())
+
+
+def test_a_contact_resolves_by_case_then_order_then_email_then_phone() -> None:
+    r = route(*contact("k-1", order_id="o-1", email=" A@B.C ", phone="+1 (555) 010-99"))
+    assert r.customer_id is None
+    assert r.refs == ((CONTACT, "k-1"), (ORDER, "o-1"), (EMAIL, "a@b.c"), (PHONE, "+155501099"))
+
+
+def test_new_refs_lists_only_what_the_new_state_adds() -> None:
+    before = {"orders": [{"order_id": "o-1"}], "contacts": [], "emails": ["a@b.c"], "phones": []}
+    after = {"orders": [{"order_id": "o-1"}, {"order_id": "o-2"}],
+             "contacts": [{"contact_id": "k-1"}], "emails": ["a@b.c"], "phones": ["+1"]}
+    assert new_refs(before, after) == [(CONTACT, "k-1"), (ORDER, "o-2"), (PHONE, "+1")]
+    assert len(new_refs(None, after)) == 5
+
+
+def test_add_held_keeps_one_copy_per_event_id() -> None:
+    m = {"event": {"event_id": "e-1"}}
+    held = add_held(None, m)
+    assert held == [m]
+    assert add_held(held, {"event": {"event_id": "e-1"}}) is None
+    assert add_held(held, {"event": {"event_id": "e-2"}}) == [m, {"event": {"event_id": "e-2"}}]
