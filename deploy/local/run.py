@@ -23,7 +23,7 @@ import urllib.request
 from pathlib import Path
 
 from deploy.local.errors import StackError
-from deploy.local.stack import Kafka, Redis, stop_pid
+from deploy.local.stack import Kafka, Redis, ensure_port_free, stop_pid
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKER_MARKER = b"streams"
@@ -59,6 +59,7 @@ class Stack:
         }
 
     def start_worker(self, detached: bool) -> subprocess.Popen[bytes]:
+        ensure_port_free(self.api_port, "the stream worker's API")  # else /readyz lies
         log = open(self.run_dir / "worker.log", "ab")  # noqa: SIM115 (handed to the child)
         proc = subprocess.Popen(
             [sys.executable, "-m", "streams", "worker"],

@@ -34,7 +34,8 @@ from deploy.local.provision import ensure_apt_packages, ensure_kafka_jars, java_
 
 __all__ = [
     "Kafka", "MissingTool", "PortInUse", "Redis", "StackError", "StartupError",
-    "ensure_apt_packages", "ensure_kafka_jars", "free_port", "is_running", "stop_pid",
+    "ensure_apt_packages", "ensure_kafka_jars", "ensure_port_free", "free_port", "is_running",
+    "stop_pid",
 ]  # fmt: skip
 
 HOST = "127.0.0.1"
@@ -93,7 +94,7 @@ class _Service:
             return
         deadline = time.monotonic() + timeout
         for port in self._ports():
-            _ensure_port_free(port, self.name)
+            ensure_port_free(port, self.name)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         command = self._prepare(deadline)
@@ -336,7 +337,7 @@ class Redis(_Service):
         ]  # fmt: skip
 
 
-def _ensure_port_free(port: int, service: str) -> None:
+def ensure_port_free(port: int, service: str) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is not "in use"
         try:

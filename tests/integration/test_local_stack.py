@@ -93,13 +93,15 @@ def test_redis_answers_and_keeps_data_across_a_restart(tmp_path: Path) -> None:
         assert pid is not None
         with redis.Redis.from_url(server.url) as client:
             assert client.ping() is True
+            assert client.config_get("appendonly") == {"appendonly": "yes"}
+            assert client.config_get("bind") == {"bind": "127.0.0.1"}
             client.set("greeting", "hello")
     assert server.pid is None
     assert not is_running(pid, b"redis-server")
 
     with Redis(tmp_path / "redis", port=server.port) as restarted:
         with redis.Redis.from_url(restarted.url) as client:
-            assert client.get("greeting") == b"hello"  # replayed from the append-only file
+            assert client.get("greeting") == b"hello"
 
 
 def test_cli_up_is_detached_and_idempotent_and_down_stops_it(tmp_path: Path) -> None:
