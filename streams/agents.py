@@ -24,6 +24,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
+import faust
 import orjson
 from faust.types import EventT
 
@@ -43,16 +44,21 @@ limits = Limits(keep_closed=settings.keep_closed, max_notes=settings.max_notes)
 codec = get_codec()
 
 
-def _table(name: str) -> Any:
+class _KeelTable(faust.Table):
     """A RocksDB table keyed by a plain UTF-8 id, values as orjson.
 
-    faust would JSON-encode str keys ('"c-1"'), which hash to another partition than the
-    topics' keys: ``table_route`` would then ask the wrong worker. Raw keys hash alike.
+    faust picks serializers from the types and would JSON-encode str keys ('"c-1"'), which
+    hash to another partition than the topics' keys, so ``table_route`` would ask the wrong
+    worker. The serializers must be right from construction on: faust builds the changelog
+    topic (and with it how recovery decodes) while the table is being registered.
     """
-    table = app.Table(name, key_type=str)
-    table.key_serializer = "raw"
-    table.value_serializer = "orjson"
-    return table
+
+    def _serializer_from_type(self, typ: Any) -> str:
+        return "raw" if typ is str else "orjson"
+
+
+def _table(name: str) -> Any:
+    return app.tables.add(_KeelTable(app, name=name, key_type=str))
 
 
 customers = _table("customers")

@@ -9,6 +9,8 @@ Settings that matter for correctness, not just speed:
   a lost disk (restored from the changelog).
 - ``topic_partitions`` equals the input topics' partition count: tables must be
   co-partitioned with the streams that write them (streams/admin.py enforces it).
+- ``broker_session_timeout`` of 10 s (faust's default is 60 s): a crashed worker's
+  partitions move to the others after at most that long.
 - ``canonical_url`` must be reachable by the other workers: ``table_route`` forwards
   queries for keys this worker does not own to that URL.
 """
@@ -57,6 +59,8 @@ app = faust.App(
     web_host=settings.api_bind,
     canonical_url=settings.canonical_url,
     consumer_auto_offset_reset="earliest",
+    broker_session_timeout=10.0,
+    broker_heartbeat_interval=2.0,
     key_serializer="raw",
     value_serializer="raw",
 )

@@ -1,6 +1,8 @@
-"""The ``keel`` command: ``keel worker`` runs a stream worker with its query API.
+"""The ``keel`` command: a stream worker, and the dead-letter tools.
 
     $ KAFKA_BOOTSTRAP=127.0.0.1:9092 keel worker
+    $ keel deadletters list [--json]
+    $ keel deadletters replay 0:17 2:5
 
 Configuration comes from the environment (README.md lists every variable); a bad value
 stops the command with one line saying which variable and why.
@@ -38,10 +40,40 @@ def _worker(settings: Settings) -> int:
     return 0
 
 
+def _deadletters(settings: Settings, args: argparse.Namespace) -> int:
+    import json
+
+    from streams.deadletters import DeadLetterError, read_dead_letters, replay
+
+    if args.action == "list":
+        letters = [d.summary() for d in read_dead_letters(settings)]
+        if args.json:
+            print(json.dumps(letters, indent=2))
+        else:
+            for d in letters:
+                print(f"{d['position']:>8}  {d['source']:<24} {d['failed_at']}  {d['reason']}")
+            print(f"{len(letters)} dead letter(s) in {settings.topics.deadletter}")
+        return 0
+    try:
+        done = replay(settings, args.positions)
+    except DeadLetterError as exc:
+        print(f"keel: {exc}", file=sys.stderr)
+        return 2
+    for d in done:
+        print(f"replayed {d.position} to {d.source_topic}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="keel", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("worker", help="run a stream worker and its query API")
+    dl = sub.add_parser("deadletters", help="list dead letters or re-publish them")
+    dl_sub = dl.add_subparsers(dest="action", required=True)
+    dl_list = dl_sub.add_parser("list", help="every dead letter with its reason")
+    dl_list.add_argument("--json", action="store_true", help="machine-readable output")
+    dl_replay = dl_sub.add_parser("replay", help="re-publish to the source topic after a fix")
+    dl_replay.add_argument("positions", nargs="+", metavar="PARTITION:OFFSET")
     args = parser.parse_args(argv)
     try:
         settings = Settings.from_env()
@@ -53,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     if args.command == "worker":
         return _worker(settings)
-    return 2
+    return _deadletters(settings, args)
 
 
 if __name__ == "__main__":

@@ -30,7 +30,8 @@ def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kafka]:
 def worker(kafka: Kafka, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
     """One worker shared by the pipeline tests (each test uses its own customer ids)."""
     base: Path = tmp_path_factory.mktemp("worker")
-    w = Worker(kafka.bootstrap, base / "data", free_port(), base / "worker.log")
+    w = Worker(kafka.bootstrap, base / "data", free_port(), base / "worker.log",
+               KEEL_MAX_RECORD_BYTES="65536")
     w.start()
     try:
         yield w
