@@ -16,6 +16,7 @@ help:
 	@echo "make down   stop what 'make up' started"
 	@echo "make test   set up and run the whole test suite"
 	@echo "make lint   ruff + mypy"
+	@echo "make bench  throughput, freshness, query latency, recovery (bench/results/)"
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "keel: $(PYTHON) not found: install Python >= 3.11"; exit 2; }
@@ -50,6 +51,16 @@ unit: venv
 
 integration: deps
 	$(PY) -m pytest tests/integration $(PYTEST_ARGS)
+
+# Benchmarks on the real local stack (own broker, own worker; < 10 min on 2 cores):
+# bench/results/<run>.json + .png and a table. BENCH_ARGS=--quick for a run of seconds.
+BENCH_ARGS ?=
+$(VENV)/.bench-installed: $(STAMP)
+	$(VENV)/bin/pip install --disable-pip-version-check --quiet -e '.[test,bench]'
+	@touch $@
+
+bench: deps $(VENV)/.bench-installed
+	$(PY) -m bench $(BENCH_ARGS)
 
 lint: venv
 	$(VENV)/bin/ruff check streams connectors deploy tests

@@ -12,7 +12,7 @@ the Java clients and faust, so a key lands on the partition the stream worker ex
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from typing import Any
 
 from confluent_kafka import KafkaError, Message, Producer
@@ -50,7 +50,7 @@ class ConfirmedProducer:
         self,
         topic: str,
         records: Iterable[Record],
-        headers: Sequence[tuple[str, bytes]] | None = None,
+        headers: list[tuple[str, str | bytes | None]] | None = None,
         timeout: float = 30.0,
     ) -> int:
         """Produce records and wait until Kafka acknowledged all; return how many."""

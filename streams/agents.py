@@ -33,6 +33,7 @@ from streams import topics as t
 from streams.app import app, settings
 from streams.codec import CodecError, get_codec
 from streams.join import NAMESPACES, Route, add_held, new_refs, route
+from streams.signals import Windows, apply_signals, next_check_ms
 from streams.state import Limits, apply_event, empty_state, view
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,11 @@ SCHEMA_OF_KIND = {"order": "OrderEvent", "shipment": "ShipmentEvent", "contact":
 KEY_FIELD_OF_KIND = {"order": "customer_id", "shipment": "order_id", "contact": "contact_id"}
 
 limits = Limits(keep_closed=settings.keep_closed, max_notes=settings.max_notes)
+windows = Windows(
+    duplicate_order_ms=settings.duplicate_order_window_s * 1000,
+    repeat_contact_ms=settings.repeat_contact_window_s * 1000,
+    complaint_unresolved_ms=settings.complaint_unresolved_s * 1000,
+)
 codec = get_codec()
 
 
@@ -64,6 +70,13 @@ def _table(name: str) -> Any:
 customers = _table("customers")
 owners = {ns: _table(f"{ns}-owners") for ns in NAMESPACES}
 held = {ns: _table(f"{ns}-held") for ns in NAMESPACES}
+#: customer -> when its time-based signals next change (SHIPMENT_LATE, COMPLAINT_UNRESOLVED)
+due = _table("signal-due")
+
+
+def views_ready() -> bool:
+    """Tables recovered and not rebalancing (the same test as /readyz)."""
+    return bool(app.tables.recovery.completed.is_set() and not app.rebalancing)  # type: ignore[attr-defined]
 
 
 def now_ms() -> int:
@@ -132,23 +145,65 @@ async def decoded(kind: str, stream: AsyncIterator[EventT]) -> AsyncIterator[tup
 async def apply_to_customer(customer_id: str, kind: str, event: dict, topic: str) -> None:
     """Merge one event into its customer's state; publish the state and new binds if it changed."""
     before = customers.get(customer_id)
-    state, changed = apply_event(before or empty_state(customer_id), kind, event, now_ms(), limits)
+    now = now_ms()
+    state, changed = apply_event(before or empty_state(customer_id), kind, event, now, limits)
     if not changed:
         metrics.EVENTS.labels(topic, "duplicate").inc()
         return
-    customers[customer_id] = state
+    version = state["version"]
+    state, signal_changes = apply_signals(state, now, windows)
+    state["version"] = version  # one change, one version, even when it also moved a signal
     metrics.EVENTS.labels(topic, "applied").inc()
     metrics.FRESHNESS.observe(max(0.0, time.time() - event["occurred_at"] / 1000))
     metrics.observe_source(event["source"], event["occurred_at"])
+    public = await save_and_publish(customer_id, state, signal_changes, now)
+    old_public = view(before) if before is not None else None
+    bind = orjson.dumps({"op": "bind", "customer_id": customer_id})
+    for ns, ref in new_refs(old_public, public):
+        await t.ref_topics[ns].send(key=ref.encode(), value=bind)
+
+
+async def recheck_signals(customer_id: str) -> None:
+    """Re-evaluate time-based signals (a deadline passed) for one customer; sent by the timer."""
+    stored = customers.get(customer_id)
+    if stored is None:
+        if customer_id in due:
+            del due[customer_id]
+        return
+    now = now_ms()
+    state, signal_changes = apply_signals(stored, now, windows)
+    if state is not stored:
+        await save_and_publish(customer_id, state, signal_changes, now)
+    else:
+        schedule(customer_id, state, now)
+
+
+async def save_and_publish(
+    customer_id: str, state: dict, signal_changes: list[dict], now: int
+) -> dict:
+    """Store a changed state; publish it and its signal changes; return its public view."""
+    customers[customer_id] = state
+    schedule(customer_id, state, now)
     public = view(state)
     await t.customer_state.send(
         key=customer_id.encode(), value=codec.encode("CustomerState", public)
     )
     metrics.STATE_PUBLISHED.inc()
-    old_public = view(before) if before is not None else None
-    bind = orjson.dumps({"op": "bind", "customer_id": customer_id})
-    for ns, ref in new_refs(old_public, public):
-        await t.ref_topics[ns].send(key=ref.encode(), value=bind)
+    for change in signal_changes:
+        await t.customer_signals.send(
+            key=customer_id.encode(), value=codec.encode("CustomerSignal", change)
+        )
+    return public
+
+
+def schedule(customer_id: str, state: dict, now: int) -> None:
+    """Remember when this customer's signals next change on their own (or forget it)."""
+    when = next_check_ms(state, now, windows)
+    if when is None:
+        if customer_id in due:
+            del due[customer_id]
+    elif due.get(customer_id) != when:
+        due[customer_id] = when
 
 
 async def forward(customer_id: str, message: dict) -> None:
@@ -225,7 +280,27 @@ async def on_contacts(stream: Any) -> None:
 async def on_customer_events(stream: Any) -> None:
     async for event in stream.events():
         m = orjson.loads(event.value)
-        await apply_to_customer(event.key.decode(), m["kind"], m["event"], m["topic"])
+        if m["kind"] == "recheck":
+            await recheck_signals(event.key.decode())
+        else:
+            await apply_to_customer(event.key.decode(), m["kind"], m["event"], m["topic"])
+
+
+@app.timer(interval=settings.signal_check_interval_s)
+async def signal_clock() -> None:
+    """Ask the owner of every customer whose deadline passed to re-check its signals.
+
+    faust tables can only be changed from inside an agent (the change needs the event's
+    partition), so the timer only reads the due table and sends a message through
+    customer-events, keyed by customer, which the customer agent handles like an event.
+    """
+    if not views_ready():
+        return
+    now = now_ms()
+    recheck = orjson.dumps({"kind": "recheck"})
+    for customer_id, when in list(due.items()):
+        if when <= now:
+            await t.customer_events.send(key=customer_id.encode(), value=recheck)
 
 
 def _ref_agent(ns: str) -> None:

@@ -15,6 +15,7 @@ import logging
 import sys
 
 from streams.config import ConfigError, Settings
+from streams.logs import configure as configure_logging
 
 
 def _worker(settings: Settings) -> int:
@@ -35,7 +36,9 @@ def _worker(settings: Settings) -> int:
     from streams.app import app
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    worker = Worker(app, loglevel=settings.log_level.upper(), quiet=True)
+    # override_logging=False: keep streams/logs.py's set-up (KEEL_LOG_FORMAT), not faust's.
+    worker = Worker(app, loglevel=settings.log_level.upper(), quiet=True, override_logging=False)
+    worker.spinner = None  # its terminal escape codes would land between the log lines
     worker.execute_from_commandline()
     return 0
 
@@ -59,8 +62,8 @@ def _deadletters(settings: Settings, args: argparse.Namespace) -> int:
     except DeadLetterError as exc:
         print(f"keel: {exc}", file=sys.stderr)
         return 2
-    for d in done:
-        print(f"replayed {d.position} to {d.source_topic}")
+    for letter in done:
+        print(f"replayed {letter.position} to {letter.source_topic}")
     return 0
 
 
@@ -80,9 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"keel: configuration error: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
+    configure_logging(settings.log_level, settings.log_format)
     if args.command == "worker":
         return _worker(settings)
     return _deadletters(settings, args)

@@ -37,13 +37,44 @@ VARIABLES: tuple[tuple[str, str, str], ...] = (
     ("KEEL_KEEP_CLOSED", "50", "closed orders / resolved contacts kept per customer"),
     ("KEEL_MAX_NOTES", "20", "notes kept per contact"),
     ("KEEL_MAX_RECORD_BYTES", "1048576", "larger input records are dead letters"),
+    (
+        "KEEL_DUPLICATE_ORDER_WINDOW_S",
+        "1800",
+        "same basket placed within this many seconds: DUPLICATE_ORDER",
+    ),
+    (
+        "KEEL_REPEAT_CONTACT_WINDOW_S",
+        "1209600",
+        "second contact about an order/topic within this: REPEAT_CONTACT",
+    ),
+    (
+        "KEEL_COMPLAINT_UNRESOLVED_S",
+        "86400",
+        "complaint open longer than this: COMPLAINT_UNRESOLVED",
+    ),
+    (
+        "KEEL_SIGNAL_CHECK_INTERVAL_S",
+        "5",
+        "how often time-based signals (SHIPMENT_LATE, ...) are re-checked",
+    ),
     ("KEEL_LOG_LEVEL", "info", "worker log level"),
+    ("KEEL_LOG_FORMAT", "text", "worker log lines: text, or json (one JSON object per line)"),
     ("KEEL_TOPIC_ORDERS", "orders.v1", "order events topic"),
     ("KEEL_TOPIC_SHIPMENTS", "shipments.v1", "shipment events topic"),
     ("KEEL_TOPIC_CONTACTS", "contacts.v1", "contact events topic"),
     ("KEEL_TOPIC_STATE", "customer-state.v1", "compacted customer state topic"),
     ("KEEL_TOPIC_SIGNALS", "customer-signals.v1", "customer signals topic"),
     ("KEEL_TOPIC_DEADLETTER", "deadletter.v1", "dead letters"),
+    ("POSTGRES_URL", "postgresql://keel@127.0.0.1:5432/keel", "PostgreSQL of the outbox connector"),
+    ("KEEL_CONNECTOR_BIND", "127.0.0.1", "address the connectors' HTTP servers bind to"),
+    ("KEEL_INGEST_PORT", "8088", "HTTP ingest port (also its /metrics, /healthz, /openapi.json)"),
+    ("KEEL_INGEST_MAX_BYTES", "1048576", "larger HTTP ingest request bodies get 413"),
+    ("KEEL_OUTBOX_PORT", "8089", "outbox connector's /metrics and /healthz port"),
+    ("KEEL_OUTBOX_BATCH", "500", "outbox rows published per round trip"),
+    ("KEEL_OUTBOX_POLL_MS", "200", "idle outbox connector: how often it looks for rows / the lock"),
+    ("KEEL_REDIS_SINK_PORT", "8090", "Redis sink's /metrics and /healthz port"),
+    ("KEEL_REDIS_SINK_GROUP", "keel-redis-sink", "consumer group of the Redis sink"),
+    ("KEEL_REDIS_SINK_BATCH", "500", "customer-state records written to Redis per MULTI/EXEC"),
 )
 
 # Variables read by other parts of keel (connectors, local stack, tests) that the worker
@@ -52,7 +83,10 @@ OTHER_KNOWN = frozenset(
     {
         "KEEL_CACHE",
         "KEEL_KAFKA_PORT",
+        "KEEL_KAFKA_CONTROLLER_PORT",
+        "KEEL_KAFKA_JVM_FLAGS",
         "KEEL_REDIS_PORT",
+        "KEEL_POSTGRES_PORT",
         "KEEL_RUN_DIR",
         "KEEL_DEMO_CUSTOMERS",
         "KEEL_DEMO_RATE",
@@ -98,7 +132,12 @@ class Settings:
     keep_closed: int
     max_notes: int
     max_record_bytes: int
+    duplicate_order_window_s: int
+    repeat_contact_window_s: int
+    complaint_unresolved_s: int
+    signal_check_interval_s: int
     log_level: str
+    log_format: str
     topics: Topics
 
     @classmethod
@@ -123,6 +162,9 @@ class Settings:
         level = get("KEEL_LOG_LEVEL").lower()
         if level not in {"debug", "info", "warning", "error"}:
             raise ConfigError(f"KEEL_LOG_LEVEL={level!r} is not one of debug/info/warning/error")
+        log_format = get("KEEL_LOG_FORMAT").lower()
+        if log_format not in {"text", "json"}:
+            raise ConfigError(f"KEEL_LOG_FORMAT={log_format!r} is not one of text/json")
         return cls(
             kafka_bootstrap=get("KAFKA_BOOTSTRAP"),
             redis_url=get("REDIS_URL"),
@@ -137,7 +179,20 @@ class Settings:
             keep_closed=_int("KEEL_KEEP_CLOSED", get("KEEL_KEEP_CLOSED")),
             max_notes=_int("KEEL_MAX_NOTES", get("KEEL_MAX_NOTES"), 1),
             max_record_bytes=_int("KEEL_MAX_RECORD_BYTES", get("KEEL_MAX_RECORD_BYTES"), 1024),
+            duplicate_order_window_s=_int(
+                "KEEL_DUPLICATE_ORDER_WINDOW_S", get("KEEL_DUPLICATE_ORDER_WINDOW_S")
+            ),
+            repeat_contact_window_s=_int(
+                "KEEL_REPEAT_CONTACT_WINDOW_S", get("KEEL_REPEAT_CONTACT_WINDOW_S")
+            ),
+            complaint_unresolved_s=_int(
+                "KEEL_COMPLAINT_UNRESOLVED_S", get("KEEL_COMPLAINT_UNRESOLVED_S")
+            ),
+            signal_check_interval_s=_int(
+                "KEEL_SIGNAL_CHECK_INTERVAL_S", get("KEEL_SIGNAL_CHECK_INTERVAL_S"), 1
+            ),
             log_level=level,
+            log_format=log_format,
             topics=Topics(
                 orders=get("KEEL_TOPIC_ORDERS"),
                 shipments=get("KEEL_TOPIC_SHIPMENTS"),

@@ -15,6 +15,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import cast
 
 from confluent_kafka import Consumer, TopicPartition
 
@@ -88,10 +89,19 @@ def read_dead_letters(settings: Settings, timeout: float = 10.0) -> Iterator[Dea
             msg = consumer.poll(0.5)
             if msg is None or msg.error():
                 continue
-            headers = {k: v.decode(errors="replace") for k, v in (msg.headers() or [])}
-            yield DeadLetter(msg.partition(), msg.offset(), msg.key(), msg.value(), headers)
-            if msg.offset() + 1 >= ends[msg.partition()]:
-                del ends[msg.partition()]
+            pairs = cast(list[tuple[str, bytes | None]], msg.headers() or [])
+            headers = {k: (v or b"").decode(errors="replace") for k, v in pairs}
+            partition, offset = int(msg.partition() or 0), int(msg.offset() or 0)
+            key, value = msg.key(), msg.value()
+            yield DeadLetter(
+                partition,
+                offset,
+                key.encode() if isinstance(key, str) else key,
+                value.encode() if isinstance(value, str) else value,
+                headers,
+            )
+            if offset + 1 >= ends[partition]:
+                del ends[partition]
     finally:
         consumer.close()
 

@@ -1,26 +1,46 @@
 """The query API (CONTRACT.md §7): every worker answers for every customer.
 
-A request for a key another worker owns is forwarded there by faust's router
-(``table_route``), using the owners' ``canonical_url``. Lookups by e-mail, phone or order
-go first to the worker owning that reference, which then answers with the customer's
-state — itself, or by asking the worker that owns the customer.
+A request for a key another worker owns is forwarded to that worker's ``canonical_url``,
+found in the partition map faust's assignor hands every group member. Lookups by e-mail,
+phone or order go first to the worker owning that reference, which then answers with the
+customer's state — itself, or by asking the worker that owns the customer.
+
+keel routes itself rather than through faust's ``table_route`` because of what that does
+while workers come and go (seen with faust-streaming 0.15):
+
+- a forward to a worker that just crashed raised ``ClientConnectorError``: a 500 and a
+  traceback in the log for every request until the group noticed, instead of a 503 the
+  caller can retry;
+- it hashes keys with the producer's metadata of the changelog topic, which a worker that
+  never wrote to that topic does not have (``TypeError``: another 500);
+- two workers with different views of the assignment (one has seen a rebalance, the other
+  not yet) would forward a request back and forth. Here a forwarded request carries
+  :data:`FORWARDED_HEADER` and is never forwarded again: the receiver answers or says 503.
 """
 
 from __future__ import annotations
 
+import logging
+import time
 from typing import Any
+from urllib.parse import quote
 
+import aiohttp
 import orjson
-from faust.exceptions import SameNode
+from aiokafka.partitioner import murmur2
 from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from yarl import URL
 
 from streams.agents import customers, owners
-from streams.app import app
+from streams.app import app, settings
 from streams.identity import normalize_email, normalize_phone
 from streams.join import EMAIL, ORDER, PHONE
 from streams.jsonconv import to_json
+from streams.monitoring import ready
 from streams.state import view
+
+log = logging.getLogger(__name__)
 
 LOOKUPS = {
     "email": (EMAIL, normalize_email),
@@ -28,19 +48,100 @@ LOOKUPS = {
     "order_id": (ORDER, lambda s: s.strip() or None),
 }
 
+FORWARDED_HEADER = "X-Keel-Forwarded-By"
+"""Set on a request one worker forwards to another; its value is the sender's URL."""
 
-def ready() -> bool:
-    """True once table recovery finished and the worker is not rebalancing."""
-    recovery = app.tables.recovery
-    return bool(recovery.completed.is_set() and not app.rebalancing)
+FORWARD_TIMEOUT = aiohttp.ClientTimeout(total=5.0, connect=1.0)
+"""A worker that does not answer a forward within this is treated as gone (503)."""
+
+RETRY_AFTER = {"Retry-After": "1"}
 
 
-def _json(web: View, body: Any, status: int = 200) -> Response:
-    return web.bytes(orjson.dumps(body), content_type="application/json", status=status)
+def _json(web: View, body: Any, status: int = 200, headers: dict | None = None) -> Response:
+    return web.bytes(
+        orjson.dumps(body), content_type="application/json", status=status, headers=headers
+    )
 
 
 def _error(web: View, status: int, message: str) -> Response:
-    return _json(web, {"error": message}, status)
+    return _json(web, {"error": message}, status, RETRY_AFTER if status == 503 else None)
+
+
+def key_partition(key: str) -> int:
+    """The partition of ``key`` in every keel table: murmur2 like faust's producer and Java's.
+
+    Tables are keyed by the raw UTF-8 id (streams/agents.py) and have ``KEEL_PARTITIONS``
+    partitions, like the topics they are co-partitioned with.
+    """
+    return (murmur2(key.encode()) & 0x7FFFFFFF) % settings.partitions
+
+
+def owner_url(table: Any, key: str) -> URL | None:
+    """URL of the worker that owns ``key``'s partition of ``table``; None while unassigned."""
+    partition = key_partition(key)
+    topic = table.changelog_topic.get_topic_name()
+    for url, partitions in app.router.table_metadata(table.name).items():
+        if partition in partitions.get(topic, ()):
+            return URL(url)
+    return None
+
+
+def _is_me(url: URL) -> bool:
+    me = URL(str(app.conf.canonical_url))
+    return (url.host, url.port) == (me.host, me.port)
+
+
+_warned_at: dict[str, float] = {}
+
+
+def _warn_unreachable(owner: URL, exc: BaseException) -> None:
+    """One warning per unreachable worker per 30 s, not one per request while it is down."""
+    now = time.monotonic()
+    if now - _warned_at.get(str(owner), -60.0) >= 30.0:
+        _warned_at[str(owner)] = now
+        log.warning(
+            "worker %s does not answer forwarded queries (%s); answering 503 until the group "
+            "moves its partitions",
+            owner,
+            type(exc).__name__,
+        )
+
+
+async def _forward(web: View, owner: URL, path_qs: str) -> Response:
+    """GET ``path_qs`` from ``owner`` and pass its answer on; 503 if it cannot be reached."""
+    target = f"{str(owner).rstrip('/')}{path_qs}"
+    headers = {FORWARDED_HEADER: str(app.conf.canonical_url)}
+    try:
+        async with app.http_client.get(target, headers=headers, timeout=FORWARD_TIMEOUT) as resp:
+            body = await resp.read()
+            retry = resp.headers.get("Retry-After")
+            passed = {"Retry-After": retry} if retry else None
+            return web.bytes(
+                body, content_type=resp.content_type, status=resp.status, headers=passed
+            )
+    except (TimeoutError, aiohttp.ClientError) as exc:
+        _warn_unreachable(owner, exc)
+        return _error(
+            web,
+            503,
+            f"the worker owning this key ({owner}) does not answer; it is probably restarting "
+            "and its partitions will move to another worker shortly — try again",
+        )
+
+
+async def _route(web: View, request: Request, table: Any, key: str) -> Response | None:
+    """Forward ``request`` to the owner of ``key`` in ``table``; None if this worker owns it."""
+    owner = owner_url(table, key)
+    if owner is None:
+        return _error(web, 503, "partition assignment in progress; try again shortly")
+    if _is_me(owner):
+        return None
+    if FORWARDED_HEADER in request.headers:
+        # The sender thinks this worker owns the key, this worker thinks not: the two have
+        # seen different assignments, i.e. a rebalance is under way. Forwarding on could
+        # send the request back and forth.
+        return _error(web, 503, "workers are rebalancing partitions; try again shortly")
+    return await _forward(web, owner, str(request.rel_url))
 
 
 def _local_customer(web: View, customer_id: str) -> Response:
@@ -51,11 +152,11 @@ def _local_customer(web: View, customer_id: str) -> Response:
 
 
 @app.page("/customers/{customer_id}")
-@app.table_route(table=customers, match_info="customer_id")
 async def get_customer(web: View, request: Request, customer_id: str) -> Response:
     if not ready():
         return _error(web, 503, "worker is recovering its tables; try again shortly")
-    return _local_customer(web, customer_id)
+    routed = await _route(web, request, customers, customer_id)
+    return routed if routed is not None else _local_customer(web, customer_id)
 
 
 @app.page("/customers")
@@ -72,21 +173,19 @@ async def find_customer(web: View, request: Request) -> Response:
     if not ref:
         return _error(web, 400, f"{name} is empty or not valid")
     table = owners[ns]
-    try:
-        return await app.router.route_req(table.name, ref, web, request)
-    except SameNode:
-        pass
+    routed = await _route(web, request, table, ref)
+    if routed is not None:
+        return routed
     customer_id = table.get(ref)
     if customer_id is None:
         return _error(web, 404, f"no customer known by that {name}")
-    try:
-        dest = app.router.key_store(customers.name, customer_id)
-    except KeyError:
+    # A new request, not the caller's forwarded again: the customer's owner answers it.
+    owner = owner_url(customers, customer_id)
+    if owner is None:
         return _error(web, 503, "partition assignment in progress; try again shortly")
-    if str(dest).rstrip("/") == str(app.conf.canonical_url).rstrip("/"):
+    if _is_me(owner):
         return _local_customer(web, customer_id)
-    async with app.http_client.get(f"{str(dest).rstrip('/')}/customers/{customer_id}") as resp:
-        return web.bytes(await resp.read(), content_type="application/json", status=resp.status)
+    return await _forward(web, owner, f"/customers/{quote(customer_id, safe='')}")
 
 
 @app.page("/healthz")

@@ -1,13 +1,16 @@
 """`make run`, `make up`, `make down`: the whole local stack, in the foreground or not.
 
-- ``python -m deploy.local.run``: Kafka, Redis, a stream worker with its API and the demo
-  feed in the foreground; Ctrl-C (or SIGTERM) stops every process it started.
+- ``python -m deploy.local.run``: Kafka, Redis, PostgreSQL, a stream worker with its API, the
+  three connectors (HTTP ingest, PostgreSQL outbox, Redis sink) and the demo feed in the
+  foreground; Ctrl-C (or SIGTERM) stops every process it started.
 - ``--background`` (`make up`): the same without the demo feed, detached; returns once the
-  worker's ``/readyz`` answers 200. Pid files and logs live in ``.run/`` (``KEEL_RUN_DIR``).
-- ``--down`` (`make down`): stops what ``--background`` started.
+  worker's ``/readyz`` and every connector's ``/healthz`` answer 200. Pid files and logs live
+  in ``.run/`` (``KEEL_RUN_DIR``).
+- ``--down`` (`make down`): stops what ``--background`` started, connectors first.
 
 Ports come from the same variables the processes read (``KEEL_KAFKA_PORT``,
-``KEEL_REDIS_PORT``, ``KEEL_API_PORT``), so the printed URLs are the ones that answer.
+``KEEL_REDIS_PORT``, ``KEEL_POSTGRES_PORT``, ``KEEL_API_PORT``, ``KEEL_INGEST_PORT``,
+``KEEL_OUTBOX_PORT``, ``KEEL_REDIS_SINK_PORT``), so the printed URLs are the ones that answer.
 """
 
 from __future__ import annotations
@@ -20,40 +23,83 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 from deploy.local.errors import StackError
-from deploy.local.stack import Kafka, Redis, ensure_port_free, stop_pid
+from deploy.local.postgres import Postgres
+from deploy.local.stack import Kafka, Redis, ensure_port_free, is_running, stop_pid
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKER_MARKER = b"streams"
+
+
+@dataclass(frozen=True)
+class Connector:
+    """One connector process: its module, the port its /healthz answers on, its log name."""
+
+    name: str
+    module: str
+    port: int
+
+    @property
+    def marker(self) -> bytes:
+        return self.module.encode()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
 
 
 def _say(message: str) -> None:
     print(f"keel: {message}", flush=True)
 
 
-def _ready(url: str) -> bool:
+def _answers(url: str) -> bool:
     try:
-        with urllib.request.urlopen(f"{url}/readyz", timeout=2) as resp:
+        with urllib.request.urlopen(url, timeout=2) as resp:
             return bool(resp.status == 200)
     except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
         return False
 
 
+def _ready(url: str) -> bool:
+    return _answers(f"{url}/readyz")
+
+
+def _port(variable: str, default: int) -> int:
+    return int(os.environ.get(variable) or default)
+
+
 class Stack:
     def __init__(self, run_dir: Path) -> None:
         self.run_dir = run_dir
-        self.kafka_port = int(os.environ.get("KEEL_KAFKA_PORT", "9092"))
-        self.redis_port = int(os.environ.get("KEEL_REDIS_PORT", "6379"))
-        self.api_port = int(os.environ.get("KEEL_API_PORT", "6066"))
+        self.kafka_port = _port("KEEL_KAFKA_PORT", 9092)
+        self.redis_port = _port("KEEL_REDIS_PORT", 6379)
+        self.postgres_port = _port("KEEL_POSTGRES_PORT", 5432)
+        self.api_port = _port("KEEL_API_PORT", 6066)
         self.api = f"http://127.0.0.1:{self.api_port}"
         self.kafka = Kafka(run_dir / "kafka", port=self.kafka_port, log_file=run_dir / "kafka.log")
         self.redis = Redis(run_dir / "redis", port=self.redis_port, log_file=run_dir / "redis.log")
+        self.postgres = Postgres(
+            run_dir / "postgres", port=self.postgres_port, log_file=run_dir / "postgres.log"
+        )
+        self.connectors = [
+            Connector(
+                "http-ingest", "connectors.sources.http_ingest", _port("KEEL_INGEST_PORT", 8088)
+            ),
+            Connector(
+                "postgres-outbox",
+                "connectors.sources.postgres_outbox",
+                _port("KEEL_OUTBOX_PORT", 8089),
+            ),
+            Connector("redis-sink", "connectors.sinks.redis", _port("KEEL_REDIS_SINK_PORT", 8090)),
+        ]
         self.env = {
             **os.environ,
             "KAFKA_BOOTSTRAP": self.kafka.bootstrap,
             "REDIS_URL": self.redis.url,
+            "POSTGRES_URL": os.environ.get("POSTGRES_URL") or self.postgres.url,
             "KEEL_API_PORT": str(self.api_port),
             "KEEL_DATA_DIR": os.environ.get("KEEL_DATA_DIR", str(run_dir / "worker")),
         }
@@ -79,6 +125,66 @@ class Stack:
             time.sleep(0.5)
         return proc
 
+    def start_connectors(self, detached: bool) -> list[subprocess.Popen[bytes]]:
+        """Start the three connectors; return once each answers /healthz (or raise)."""
+        for connector in self.connectors:
+            ensure_port_free(connector.port, f"the {connector.name} connector")
+        procs: list[subprocess.Popen[bytes]] = []
+        try:
+            for connector in self.connectors:
+                log = open(self.run_dir / f"{connector.name}.log", "ab")  # noqa: SIM115
+                procs.append(
+                    subprocess.Popen(
+                        [sys.executable, "-m", connector.module],
+                        cwd=ROOT,
+                        env=self.env,
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                        start_new_session=detached,
+                    )
+                )
+            deadline = time.monotonic() + 60
+            for connector, proc in zip(self.connectors, procs, strict=True):
+                while not _answers(f"{connector.url}/healthz"):
+                    if proc.poll() is not None:
+                        log_file = self.run_dir / f"{connector.name}.log"
+                        tail = log_file.read_text(errors="replace")[-3000:]
+                        raise StackError(
+                            f"{connector.name} exited with {proc.returncode}; its log ends:\n{tail}"
+                        )
+                    if time.monotonic() > deadline:
+                        raise StackError(f"{connector.name} did not answer /healthz in 60 s")
+                    time.sleep(0.2)
+        except BaseException:
+            _terminate(procs)
+            raise
+        return procs
+
+    def hints(self) -> list[str]:
+        ingest, outbox, sink = (c.url for c in self.connectors)
+        return [
+            f"query API      {self.api}/customers/<id>  (metrics {self.api}/metrics)",
+            f"HTTP ingest    POST {ingest}/events/orders|shipments|contacts"
+            f"  ({ingest}/openapi.json)",
+            f"outbox         INSERT INTO keel_outbox(topic, key, payload)"
+            f" at {self.env['POSTGRES_URL']}  (metrics {outbox}/metrics)",
+            f"Redis sink     redis-cli -p {self.redis_port} GET keel:customer:<id>"
+            f"  (metrics {sink}/metrics)",
+        ]
+
+
+def _terminate(procs: list[subprocess.Popen[bytes]]) -> None:
+    """SIGTERM the processes (newest first), SIGKILL whatever is left after 20 s."""
+    for proc in reversed(procs):
+        if proc.poll() is None:
+            proc.terminate()
+    for proc in reversed(procs):
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
 
 def run_foreground(stack: Stack, customers: int, rate: float) -> int:
     procs: list[subprocess.Popen[bytes]] = []
@@ -93,9 +199,16 @@ def run_foreground(stack: Stack, customers: int, rate: float) -> int:
         stack.kafka.start()
         _say(f"starting Redis on {stack.redis.url}")
         stack.redis.start()
+        _say(f"starting PostgreSQL on {stack.postgres.url} (log: {stack.run_dir}/postgres.log)")
+        stack.postgres.start()
         _say(f"starting the stream worker, API on {stack.api} (log: {stack.run_dir}/worker.log)")
-        procs.append(stack.start_worker(detached=False))
-        _say(f"ready: {stack.api}/readyz, {stack.api}/metrics; Ctrl-C stops everything")
+        worker = stack.start_worker(detached=False)
+        procs.append(worker)
+        _say(f"starting the connectors (logs: {stack.run_dir}/<connector>.log)")
+        procs += stack.start_connectors(detached=False)
+        for line in stack.hints():
+            _say(line)
+        _say(f"ready: {stack.api}/readyz; Ctrl-C stops everything")
         feed = subprocess.Popen(
             [
                 sys.executable,
@@ -112,9 +225,12 @@ def run_foreground(stack: Stack, customers: int, rate: float) -> int:
             env=stack.env,
         )
         procs.append(feed)
-        while all(p.poll() is None for p in procs[:1]):
+        services = procs[:-1]  # the worker and the connectors; the feed may finish
+        while all(p.poll() is None for p in services):
             time.sleep(0.5)
-        _say(f"the worker stopped with {procs[0].returncode}; see {stack.run_dir}/worker.log")
+        names = ["worker"] + [c.name for c in stack.connectors]
+        gone = next(n for n, p in zip(names, services, strict=True) if p.poll() is not None)
+        _say(f"the {gone} process stopped; see {stack.run_dir}/{gone}.log")
         return 1
     except KeyboardInterrupt:
         stopping = True
@@ -125,21 +241,19 @@ def run_foreground(stack: Stack, customers: int, rate: float) -> int:
     finally:
         if stopping:
             _say("stopping")
-        for proc in reversed(procs):
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(20)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+        _terminate(procs)
+        stack.postgres.stop()
         stack.redis.stop()
         stack.kafka.stop()
         _say("stopped")
 
 
+def _pid_file(stack: Stack, name: str) -> Path:
+    return stack.run_dir / f"{name}.pid"
+
+
 def run_background(stack: Stack) -> int:
-    pid_file = stack.run_dir / "worker.pid"
+    pid_file = _pid_file(stack, "worker")
     if pid_file.exists() and _ready(stack.api):
         _say(f"already up: {stack.api}")
         return 0
@@ -149,28 +263,50 @@ def run_background(stack: Stack) -> int:
             cwd=ROOT,
             check=True,
         )
+        postgres_pid = _pid_file(stack, "postgres")
+        old = int(postgres_pid.read_text()) if postgres_pid.exists() else None
+        if old is None or not is_running(old, Postgres.marker):
+            _say(f"starting PostgreSQL at {stack.postgres.url}")
+            stack.postgres.start()
+            postgres_pid.write_text(f"{stack.postgres.pid}\n")
         _say(f"starting the stream worker, API on {stack.api}")
         proc = stack.start_worker(detached=True)
+        pid_file.write_text(str(proc.pid))
+        _say("starting the connectors")
+        for connector, cproc in zip(
+            stack.connectors, stack.start_connectors(detached=True), strict=True
+        ):
+            _pid_file(stack, connector.name).write_text(str(cproc.pid))
     except (StackError, subprocess.CalledProcessError) as exc:
         _say(f"could not start the stack: {exc}")
         return 1
-    pid_file.write_text(str(proc.pid))
-    _say(f"up: {stack.api}/customers/<id>, {stack.api}/metrics; `make down` stops it")
+    for line in stack.hints():
+        _say(line)
+    _say("up; `make down` stops it")
     return 0
 
 
 def run_down(stack: Stack) -> int:
-    pid_file = stack.run_dir / "worker.pid"
-    if pid_file.exists():
-        stop_pid(int(pid_file.read_text()), WORKER_MARKER)
-        pid_file.unlink()
-        _say("stopped the stream worker")
+    for connector in reversed(stack.connectors):
+        _stop_from_pid_file(stack, connector.name, connector.marker)
+    _stop_from_pid_file(stack, "worker", WORKER_MARKER, "the stream worker")
+    _stop_from_pid_file(stack, "postgres", Postgres.marker, "PostgreSQL")
     subprocess.run(
         [sys.executable, "-m", "deploy.local.stack", "down", "--dir", str(stack.run_dir)],
         cwd=ROOT,
         check=False,
     )
     return 0
+
+
+def _stop_from_pid_file(stack: Stack, name: str, marker: bytes, label: str = "") -> None:
+    pid_file = _pid_file(stack, name)
+    if not pid_file.exists():
+        return
+    text = pid_file.read_text().strip()
+    if text.isdigit() and stop_pid(int(text), marker):
+        _say(f"stopped {label or name}")
+    pid_file.unlink()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,1 @@
+"""keel's benchmarks: throughput, freshness, query latency and recovery (``python -m bench``)."""

@@ -1,0 +1,270 @@
+"""``python -m bench`` (``make bench``): keel's benchmarks on the real local stack, side by side.
+
+One run, in this order, on its own Kafka broker (free ports) and its own worker (its own
+``KEEL_APP_ID``, topic names, data dir and API port):
+
+1. a seeded history (bench/generator.py) is Avro-encoded and pre-loaded into the input topics;
+2. **ceiling**: a bare confluent-kafka consumer reads and decodes it (bench/ceiling.py);
+3. **peer**: the same aggregation in Quix Streams (bench/peer_quix.py);
+4. **throughput**: one ``keel worker`` consumes the backlog (py-spy attached) until every
+   customer state is final; a sample of customers is checked against a replay of
+   streams.state over the generator's events; **footprint** is read off the worker then;
+5. **freshness**: live events at 2,000/s, then higher steps until keel saturates;
+6. **query latency**: ids and e-mails from another process while 2,000 events/s go in;
+7. **recovery**: SIGKILL and restart with the RocksDB dir kept, then wiped.
+
+Results: ``bench/results/<run>.json`` (every figure, the machine, versions, settings), a PNG
+chart beside it, logs and the raw profile in ``bench/results/<run>/``, and a table on stdout.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bench import phases, report
+from bench import throughput as tp
+from bench.generator import DAY, History
+from bench.kafka import count_keys, preload
+from bench.machine import machine, versions
+from bench.peers import quix_python, quix_version
+from bench.profile import Profiler
+from bench.settings import BenchSettings, parse
+from bench.worker import ROOT, BenchError, KeelNames, KeelWorker, worker_args
+
+log = logging.getLogger("bench")
+
+
+def _now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _free_port() -> int:
+    from deploy.local.stack import free_port
+
+    return free_port()
+
+
+def _create_topics(env: dict[str, str]) -> None:
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith("KEEL_")}
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.topics"],
+        cwd=ROOT,
+        env={**inherited, **env},
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    if out.returncode != 0:
+        raise BenchError(f"creating topics failed:\n{out.stderr[-3000:]}")
+
+
+class Run:
+    """One benchmark run: its settings, names, directories and the result being filled in."""
+
+    def __init__(self, s: BenchSettings) -> None:
+        self.s = s
+        self.id = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        self.names = KeelNames.for_run(f"{self.id.lower()}-{os.getpid()}")
+        self.work = s.out_dir / self.id  # logs, plans, raw profile
+        self.work.mkdir(parents=True, exist_ok=True)
+        self.scratch = Path(tempfile.mkdtemp(prefix="keel-bench-"))  # broker + RocksDB data
+        self.t0 = time.monotonic()
+        self.result: dict[str, Any] = {"schema": report.SCHEMA, "started_at": _now_iso()}
+
+    def phase(self, name: str) -> None:
+        log.info("[%6.1fs] %s", time.monotonic() - self.t0, name)
+
+
+def run(s: BenchSettings) -> dict[str, Any]:
+    r = Run(s)
+    res = r.result
+    quix_py = quix_python(install=s.peer) if s.peer else None
+    res["machine"] = {**machine(), "load_avg_at_start": list(os.getloadavg())}
+    res["versions"] = versions(quix_version(quix_py))
+    with contextlib.ExitStack() as stack:
+        bootstrap = s.bootstrap
+        broker_pid = None
+        if bootstrap is None:
+            from deploy.local.stack import Kafka
+
+            r.phase("starting Kafka")
+            kafka = Kafka(r.scratch / "kafka", port=_free_port(), log_file=r.work / "kafka.log")
+            kafka.start(timeout=120)
+            stack.callback(kafka.stop)
+            bootstrap, broker_pid = kafka.bootstrap, kafka.pid
+        env = {
+            **r.names.env(),
+            "KAFKA_BOOTSTRAP": bootstrap,
+            "KEEL_PARTITIONS": str(s.partitions),
+            **s.worker_env,
+        }
+        res["settings"] = {
+            **s.as_json(),
+            "worker_env": env,
+            "run_id": r.id,
+            "worker_command": worker_args(),
+            "broker": "own" if s.bootstrap is None else s.bootstrap,
+        }
+        _create_topics(env)
+
+        r.phase(f"generating {s.events:,} events for {s.customers:,} customers")
+        history = History(s.customers, s.seed, start_ms=int(time.time() * 1000) - 30 * DAY - 60_000)
+        t = time.perf_counter()
+        items = history.backlog(s.events, duplicates=s.duplicates, late=s.late)
+        generated = time.perf_counter() - t
+        kinds = Counter(i.kind for i in items)
+        in_history = sorted({i.customer_id for i in items})
+        # customers an order made known by e-mail: what the query phase asks for
+        ordered = sorted({i.customer_id for i in items if i.kind == "order"})
+        sample = set(
+            random.Random(s.seed).sample(in_history, min(s.sample_customers, len(in_history)))
+        )
+        expected = phases.expected_states(items, sample)
+        t = time.perf_counter()
+        records = tp.encode(items, r.names)
+        encoded = time.perf_counter() - t
+        del items
+        history_file = r.work / "history.pickle"
+        phases.save_history(history, history_file)
+        r.phase("pre-loading the backlog")
+        count, seconds = preload(bootstrap, records)
+        del records
+        res["dataset"] = {
+            "events": count,
+            "customers": len(in_history),
+            "mix": {k: round(v / count, 4) for k, v in sorted(kinds.items())},
+            "duplicates": s.duplicates,
+            "late": s.late,
+            "generate_s": round(generated, 2),
+            "encode_s": round(encoded, 2),
+            "preload": {
+                "events": count,
+                "seconds": round(seconds, 2),
+                "events_per_s": round(count / seconds),
+            },
+        }
+
+        r.phase("ceiling: bare consumer + Avro decode")
+        thr: dict[str, Any] = {"ceiling": tp.ceiling(bootstrap, r.names, timeout=900)}
+        if quix_py is not None:
+            r.phase("peer: Quix Streams")
+            peer_events = round(count * (kinds["order"] + kinds["contact"]) / sum(kinds.values()))
+            thr["quix"] = tp.quix(
+                bootstrap,
+                quix_py,
+                r.names,
+                peer_events,
+                r.work,
+                timeout=s.ready_timeout_s,
+                budget=s.throughput_budget_s,
+            )
+        else:
+            thr["quix"] = {"skipped": "Quix Streams not available (--no-peer or no venv)"}
+
+        r.phase("throughput: one keel worker on the backlog")
+        worker = KeelWorker(env, r.scratch / "worker", _free_port(), r.work / "worker.log")
+        stack.callback(worker.stop)
+        profiler = Profiler(r.work / "worker.pyspy.txt") if s.profile else None
+        thr["keel"] = tp.keel(
+            bootstrap,
+            worker,
+            r.names,
+            count,
+            s.ready_timeout_s,
+            s.throughput_budget_s,
+            profiler,
+            broker_pid,
+        )
+        ceiling = thr["ceiling"]["events_per_s"]
+        quix_rate = thr["quix"].get("events_per_s")
+        keel_rate = thr["keel"]["events_per_s"]
+        thr["keel_over_ceiling"] = round(keel_rate / ceiling, 4) if ceiling else None
+        thr["keel_over_quix"] = round(keel_rate / quix_rate, 4) if quix_rate else None
+        res["throughput"] = thr
+        res["profile"] = profiler.top(20) if profiler else {"skipped": "--no-profile"}
+
+        if thr["keel"]["complete"]:
+            res["verification"] = phases.verify(worker, expected)
+            held = len(in_history)
+        else:
+            r.phase("backlog not finished within budget: skipping the rest")
+            thr["keel"]["skipped_events"] = phases.skip_backlog(
+                bootstrap, worker, r.names, s.ready_timeout_s
+            )
+            res["verification"] = {
+                "checked": 0,
+                "matching": 0,
+                "skipped": "backlog not finished within the budget",
+            }
+            held = count_keys(bootstrap, r.names.state)
+        res["footprint"] = phases.footprint(worker, held, thr["keel"]["rss_at_ready_bytes"])
+
+        r.phase("freshness: live events at fixed rates")
+        fresh = phases.freshness(s, bootstrap, worker, r.names, history_file, r.work)
+        fresh["drain"] = phases.drain(bootstrap, worker, r.names, s.drain_s, s.ready_timeout_s)
+        res["freshness"] = fresh
+
+        r.phase("query latency under ingest")
+        known = random.Random(s.seed + 1).sample(ordered, min(len(ordered), 5000))
+        keys = [(cid, History.email(int(cid.removeprefix("c-")))) for cid in known]
+        query = phases.queries(s, bootstrap, worker, r.names, history_file, r.work, keys)
+        query["drain"] = phases.drain(bootstrap, worker, r.names, s.drain_s, s.ready_timeout_s)
+        res["query"] = query
+        res["footprint"]["after_live_rss_bytes"] = worker.rss()
+
+        r.phase("recovery: SIGKILL, restart with RocksDB kept, then wiped")
+        snapshot = {cid: worker.get(f"/customers/{cid}")[1] for cid in sorted(sample)[:50]}
+        kept = phases.restart(worker, wipe=False, timeout=s.ready_timeout_s)
+        wiped = phases.restart(worker, wipe=True, timeout=s.restore_timeout_s)
+        same = sum(
+            1
+            for cid, before in snapshot.items()
+            if phases._comparable(worker.get(f"/customers/{cid}")[1] or {})
+            == phases._comparable(before or {})
+        )
+        res["recovery"] = {
+            "customers": held,
+            "kept": kept,
+            "wiped": wiped,
+            "same_state_after_restore": f"{same}/{len(snapshot)}",
+        }
+    shutil.rmtree(r.scratch, ignore_errors=True)
+    res["machine"]["load_avg_at_end"] = list(os.getloadavg())
+    res["finished_at"] = _now_iso()
+    res["duration_s"] = round(time.monotonic() - r.t0, 1)
+    res["targets"] = report.targets(res)
+    res["chart"] = report.chart(res, s.out_dir / f"{r.id}.png")
+    path = s.out_dir / f"{r.id}.json"
+    report.write(res, path)
+    res["_path"] = str(path)
+    return res
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level="INFO", format="%(asctime)s %(name)s %(message)s")
+    s = parse(argv)
+    try:
+        res = run(s)
+    except BenchError as exc:
+        log.error("benchmark failed: %s", exc)
+        return 1
+    print(report.table(res))
+    if not res["profile"].get("skipped"):
+        print("\nprofile (py-spy, worker during the backlog), self time:")
+        for row in res["profile"].get("self", [])[:10]:
+            print(f"  {100 * row['share']:5.1f}%  {row['function']}")
+    print(f"\nresults: {res.pop('_path')}\nchart:   {res['chart']}")
+    return 0

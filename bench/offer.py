@@ -1,0 +1,222 @@
+"""Offer live events at fixed rates and measure how fast keel makes them visible.
+
+Each event's ``occurred_at`` is the moment it is produced, so the newest ``last_event_at`` of
+its source in the customer's state says when that event arrived there. Two clocks run:
+
+- **topic**: a consumer of customer-state.v1 (assigned at the end before the first event) sees
+  the record whose ``last_event_at[source]`` equals the stamp: produce → record received;
+- **api**: a sample of events (``probes_per_s``) is polled on ``GET /customers/{id}`` every
+  ``poll_ms`` until the stamp shows: produce → first answer showing it (resolution poll_ms).
+
+Steps run in order, each at a fixed rate (paced every millisecond, never bursting ahead);
+after a step whose events are not all seen within ``grace_s``, or whose p99 passes
+``saturated_p99_s``, the ladder stops: that rate is past saturation. The world (a pickled
+bench.generator.History) is advanced and written back, so the next run continues it.
+
+    python -m bench.offer PLAN.json   # prints one JSON object with every step's figures
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import pickle
+import queue
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import OFFSET_END, Consumer, KafkaError, Message, Producer, TopicPartition
+
+from bench.kafka import partitions
+from bench.stats import latency_summary
+from bench.throughput import KEY_OF_KIND, SCHEMA_OF_KIND
+from connectors.kafka import producer_config
+from streams.codec import get_codec
+from streams.jsonconv import iso_ms
+
+Pending = dict[tuple[str, str, int], float]
+
+
+class StateWatcher(threading.Thread):
+    """Reads customer-state.v1 from its end; matches records to produced stamps."""
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        super().__init__(daemon=True)
+        self.pending: Pending = {}
+        self.seen: list[float] = []
+        self.lock = threading.Lock()
+        self.stop_flag = threading.Event()
+        self.consumer = Consumer(
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": f"bench-offer-{time.time_ns()}",
+                "enable.auto.commit": False,
+                "fetch.wait.max.ms": 20,
+            }
+        )
+        tps = [
+            TopicPartition(tp.topic, tp.partition, OFFSET_END)
+            for tp in partitions(bootstrap, [topic])
+        ]
+        self.consumer.assign(tps)
+        self.ready = threading.Event()
+
+    def run(self) -> None:
+        codec = get_codec()
+        while not self.stop_flag.is_set():
+            msg = self.consumer.poll(0.05)
+            self.ready.set()
+            if msg is None or msg.error() or msg.value() is None:
+                continue
+            now = time.time()
+            state = codec.decode(msg.value(), "CustomerState")
+            cid = state["customer_id"]
+            with self.lock:
+                for source, at in state["last_event_at"].items():
+                    t = self.pending.pop((cid, source, at), None)
+                    if t is not None:
+                        self.seen.append(now - t)
+        self.consumer.close()
+
+
+def prober(url: str, jobs: queue.Queue, results: list, poll_s: float, timeout_s: float) -> None:
+    host, port = url.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=10)
+    while True:
+        job = jobs.get()
+        if job is None:
+            return
+        cid, source, stamp, produced = job
+        deadline = produced + timeout_s
+        while True:
+            try:
+                conn.request("GET", f"/customers/{cid}")
+                resp = conn.getresponse()
+                body = resp.read()
+                if resp.status == 200:
+                    shown = json.loads(body)["last_event_at"].get(source, "")
+                    if shown >= stamp:
+                        results.append(time.time() - produced)
+                        break
+            except (OSError, http.client.HTTPException, ValueError):
+                conn.close()
+                conn = http.client.HTTPConnection(host, int(port), timeout=10)
+            if time.time() > deadline:
+                results.append(None)
+                break
+            time.sleep(poll_s)
+
+
+def run_step(
+    plan: dict,
+    history: Any,
+    producer: Producer,
+    watcher: StateWatcher,
+    rate: float,
+    duration: float,
+) -> dict[str, Any]:
+    codec = get_codec()
+    topic_of = plan["topics"]
+    jobs: queue.Queue = queue.Queue()
+    api: list[float | None] = []
+    probe = plan["api_url"] is not None and plan["probes_per_s"] > 0
+    threads = [
+        threading.Thread(
+            target=prober,
+            args=(plan["api_url"], jobs, api, plan["poll_ms"] / 1000, plan["grace_s"]),
+            daemon=True,
+        )
+        for _ in range(plan["probe_threads"] if probe else 0)
+    ]
+    for t in threads:
+        t.start()
+    every = max(1, round(rate / plan["probes_per_s"])) if probe else 0
+    failed: list[str] = []
+
+    def on_delivery(err: KafkaError | None, _msg: Message) -> None:
+        if err is not None:
+            failed.append(err.str())
+
+    total = int(rate * duration)
+    with watcher.lock:
+        watcher.seen = []
+    start = time.time()
+    for i in range(total):
+        target = start + i / rate
+        delay = target - time.time()
+        if delay > 0.001:
+            time.sleep(delay)
+        now = time.time()
+        stamp = int(now * 1000)
+        kind, event, cid = history.live(stamp)
+        value = codec.encode(SCHEMA_OF_KIND[kind], event)
+        with watcher.lock:
+            watcher.pending[(cid, event["source"], stamp)] = now
+        producer.produce(
+            topic_of[kind], value, event[KEY_OF_KIND[kind]].encode(), on_delivery=on_delivery
+        )
+        producer.poll(0)
+        if every and i % every == 0:
+            jobs.put((cid, event["source"], iso_ms(stamp), now))
+    offered_s = time.time() - start
+    producer.flush(30)
+    deadline = time.time() + plan["grace_s"]
+    while time.time() < deadline:
+        with watcher.lock:
+            if not watcher.pending:
+                break
+        time.sleep(0.05)
+    for _ in threads:
+        jobs.put(None)
+    for t in threads:
+        t.join(plan["grace_s"] + 5)
+    with watcher.lock:
+        seen, missing = list(watcher.seen), len(watcher.pending)
+        watcher.pending.clear()
+    topic = latency_summary(seen, total)
+    api_seen = [x for x in api if x is not None]
+    result = {
+        "offered_per_s": rate,
+        "achieved_offer_per_s": total / offered_s if offered_s > 0 else 0.0,
+        "duration_s": duration,
+        "events": total,
+        "produce_failures": len(failed),
+        "topic": topic,
+        "api": latency_summary(api_seen, len(api)) if probe else None,
+        "not_seen_within_grace": missing,
+    }
+    p99 = topic["p99_ms"]
+    result["saturated"] = bool(
+        missing > 0.01 * total or p99 is None or p99 > 1000 * plan["saturated_p99_s"]
+    )
+    return result
+
+
+def main(plan_path: str) -> int:
+    plan = json.loads(Path(plan_path).read_text())
+    world = Path(plan["history"])
+    history = pickle.loads(world.read_bytes())
+    watcher = StateWatcher(plan["bootstrap"], plan["state_topic"])
+    watcher.start()
+    watcher.ready.wait(30)
+    producer = Producer(producer_config(plan["bootstrap"]))
+    steps = []
+    try:
+        for rate, duration in plan["steps"]:
+            step = run_step(plan, history, producer, watcher, rate, duration)
+            steps.append(step)
+            if step["saturated"] and plan.get("stop_when_saturated", True):
+                break
+    finally:
+        watcher.stop_flag.set()
+        watcher.join(10)
+        world.write_bytes(pickle.dumps(history))
+    print(json.dumps({"steps": steps}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1]))

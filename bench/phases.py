@@ -1,0 +1,274 @@
+"""The benchmark's phases after the backlog: correctness check, live load, queries, restarts.
+
+Every phase talks to keel through its public interfaces only (input topics, the query API,
+customer-state.v1) and to the broker for progress; the worker is a ``KeelWorker`` subprocess.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import subprocess
+import sys
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
+from confluent_kafka.admin import AdminClient
+
+from bench.generator import History, Item
+from bench.kafka import BenchKafkaError, end_offsets, group_lag, wait_caught_up
+from bench.settings import BenchSettings
+from bench.worker import ROOT, BenchError, KeelNames, KeelWorker, dir_bytes, http_get
+from streams.jsonconv import to_json
+from streams.state import apply_event, empty_state, view
+
+#: Fields that legitimately differ from a replay: arrival-dependent bookkeeping (CONTRACT §5)
+#: and signals, which also depend on the wall clock at merge time.
+NOT_COMPARED = ("version", "updated_at", "signals")
+
+
+def expected_states(items: Iterable[Item], sample: set[str]) -> dict[str, dict[str, Any]]:
+    """Public JSON state of each sampled customer after all its events (streams.state)."""
+    states: dict[str, dict[str, Any]] = {}
+    for kind, event, cid in items:
+        if cid in sample:
+            before = states.get(cid) or empty_state(cid)
+            states[cid], _ = apply_event(before, kind, event, 0)
+    return {cid: _comparable(to_json("CustomerState", view(s))) for cid, s in states.items()}
+
+
+def _comparable(state: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in state.items() if k not in NOT_COMPARED}
+
+
+def verify(worker: KeelWorker, expected: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Ask the API for every sampled customer and compare with the replayed state."""
+    matching, mismatched = 0, []
+    for cid, want in expected.items():
+        status, body = worker.get(f"/customers/{cid}")
+        if status == 200 and isinstance(body, dict) and _comparable(body) == want:
+            matching += 1
+            continue
+        got = _comparable(body) if isinstance(body, dict) else {}
+        fields = sorted(k for k in want if got.get(k) != want[k]) if status == 200 else []
+        mismatched.append({"customer_id": cid, "status": status, "fields": fields})
+    return {
+        "checked": len(expected),
+        "matching": matching,
+        "mismatches": mismatched[:10],
+        "ignored_fields": list(NOT_COMPARED),
+    }
+
+
+def footprint(worker: KeelWorker, customers: int, base_rss: int) -> dict[str, Any]:
+    """RSS and RocksDB size, scaled to 100,000 customers.
+
+    RSS is modelled as a fixed base (the worker when it became ready, before it held any
+    state) plus a part growing with the customers; only that part is scaled, so a tiny run
+    does not extrapolate the interpreter's own 100 MB. Disk is scaled whole.
+    """
+    rss, disk = worker.rss(), dir_bytes(worker.data_dir)
+    scale = 100_000 / customers if customers else 0.0
+    base = min(base_rss, rss)
+    return {
+        "customers": customers,
+        "rss_bytes": rss,
+        "rss_base_bytes": base,
+        "disk_bytes": disk,
+        "rss_mb_per_100k_customers": round((base + (rss - base) * scale) / 1e6, 1),
+        "disk_mb_per_100k_customers": round(disk * scale / 1e6, 1),
+    }
+
+
+def skip_backlog(bootstrap: str, worker: KeelWorker, names: KeelNames, timeout: float) -> int:
+    """Stop the worker, move its group past every unread input record, start it again.
+
+    Used when a phase left more than the worker can drain in time; returns how many input
+    records were skipped. Internal topics are drained, not skipped (held events live there).
+    """
+    worker.stop()
+    ends = end_offsets(bootstrap, list(names.inputs))
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    skipped = group_lag(bootstrap, names.app_id, list(names.inputs))
+    request = ConsumerGroupTopicPartitions(
+        names.app_id, [TopicPartition(t, p, off) for (t, p), off in ends.items()]
+    )
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            admin.alter_consumer_group_offsets([request])[names.app_id].result(timeout=30)
+            break
+        except Exception as exc:  # noqa: BLE001 - the group may still be winding down
+            if time.monotonic() > deadline:
+                raise BenchError(f"cannot move {names.app_id} past the backlog: {exc}") from exc
+            time.sleep(1)
+    worker.start()
+    worker.wait_ready(timeout)
+    wait_caught_up(
+        bootstrap,
+        names.app_id,
+        [*names.inputs, *names.internal],
+        timeout,
+        interval=0.5,
+        alive=worker.check_alive,
+    )
+    return skipped
+
+
+def drain(
+    bootstrap: str, worker: KeelWorker, names: KeelNames, timeout: float, restart_timeout: float
+) -> dict:
+    """Wait until the worker caught up; skip the rest of the inputs if it cannot in time."""
+    start = time.monotonic()
+    try:
+        wait_caught_up(
+            bootstrap,
+            names.app_id,
+            [*names.inputs, *names.internal],
+            timeout,
+            interval=0.5,
+            alive=worker.check_alive,
+        )
+        return {"drained_s": round(time.monotonic() - start, 2), "skipped_events": 0}
+    except BenchKafkaError:
+        skipped = skip_backlog(bootstrap, worker, names, restart_timeout)
+        return {"drained_s": None, "skipped_events": skipped}
+
+
+def _offer_plan(
+    s: BenchSettings,
+    bootstrap: str,
+    names: KeelNames,
+    history_file: Path,
+    api_url: str | None,
+    steps: list[tuple[float, float]],
+) -> dict:
+    return {
+        "bootstrap": bootstrap,
+        "topics": {"order": names.orders, "shipment": names.shipments, "contact": names.contacts},
+        "state_topic": names.state,
+        "history": str(history_file),
+        "api_url": api_url,
+        "probes_per_s": s.probes_per_s,
+        "probe_threads": 4,
+        "poll_ms": s.poll_ms,
+        "grace_s": s.grace_s,
+        "saturated_p99_s": s.saturated_p99_s,
+        "steps": steps,
+    }
+
+
+def _spawn(module: str, plan: dict, work: Path, name: str) -> subprocess.Popen[str]:
+    plan_file = work / f"{name}.plan.json"
+    plan_file.write_text(json.dumps(plan))
+    return subprocess.Popen(
+        [sys.executable, "-m", module, str(plan_file)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=open(work / f"{name}.log", "w"),
+        text=True,
+    )
+
+
+def _result(proc: subprocess.Popen[str], what: str, timeout: float) -> dict[str, Any]:
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise BenchError(f"{what} did not finish in {timeout:g}s") from None
+    if proc.returncode != 0 or not out.strip():
+        raise BenchError(f"{what} failed with exit code {proc.returncode}")
+    result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+    return result
+
+
+def freshness(
+    s: BenchSettings,
+    bootstrap: str,
+    worker: KeelWorker,
+    names: KeelNames,
+    history_file: Path,
+    work: Path,
+) -> dict[str, Any]:
+    """The base rate, then higher steps until keel saturates."""
+    steps = [(s.fresh_rate, s.fresh_duration_s)] + [
+        (rate, s.fresh_step_duration_s) for rate in s.fresh_steps if rate > s.fresh_rate
+    ]
+    plan = _offer_plan(s, bootstrap, names, history_file, worker.url, steps)
+    budget = sum(d + s.grace_s + 30 for _, d in steps)
+    result = _result(_spawn("bench.offer", plan, work, "freshness"), "freshness run", budget)
+    unsaturated = [st["offered_per_s"] for st in result["steps"] if not st["saturated"]]
+    result["base"] = result["steps"][0]
+    result["max_unsaturated_rate"] = max(unsaturated) if unsaturated else None
+    return result
+
+
+def queries(
+    s: BenchSettings,
+    bootstrap: str,
+    worker: KeelWorker,
+    names: KeelNames,
+    history_file: Path,
+    work: Path,
+    customers: list[tuple[str, str]],
+) -> dict[str, Any]:
+    """Query load from its own process while another offers fresh_rate events/s."""
+    ingest = _offer_plan(
+        s, bootstrap, names, history_file, None, [(s.fresh_rate, s.query_duration_s + 2)]
+    )
+    ingest["stop_when_saturated"] = False
+    offer = _spawn("bench.offer", ingest, work, "query-ingest")
+    time.sleep(1.0)
+    plan = {
+        "api_url": worker.url,
+        "rate": s.query_rate,
+        "duration_s": s.query_duration_s,
+        "threads": s.query_threads,
+        "customers": customers,
+    }
+    load = _result(
+        _spawn("bench.query_load", plan, work, "query"), "query load", s.query_duration_s + 90
+    )
+    load["ingest"] = _result(offer, "ingest during queries", s.query_duration_s + s.grace_s + 60)
+    return load
+
+
+def restart(worker: KeelWorker, wipe: bool, timeout: float) -> dict[str, Any]:
+    """SIGKILL the worker, keep or wipe its RocksDB dir, start it; time until /readyz is 200."""
+    worker.kill()
+    if wipe:
+        worker.wipe()
+    launched = worker.start()
+    alive = None
+    deadline = time.monotonic() + timeout
+    while alive is None and time.monotonic() < deadline:
+        worker.check_alive()
+        if http_get(f"{worker.url}/healthz", timeout=1)[0] == 200:
+            alive = time.time()
+        else:
+            time.sleep(0.05)
+    try:
+        ready: float | None = worker.wait_ready(max(1.0, deadline - time.monotonic()))
+    except BenchError:
+        if worker.proc is None or worker.proc.poll() is not None:
+            raise
+        ready = None  # still recovering: the figure is "more than timeout"
+    return {
+        "ready_s": round(ready - launched, 2) if ready else None,
+        "timed_out_after_s": None if ready else timeout,
+        "api_up_s": round(alive - launched, 2) if alive else None,
+        "state_dir": "wiped" if wipe else "kept",
+        "disk_bytes_after": dir_bytes(worker.data_dir),
+    }
+
+
+def save_history(history: History, path: Path) -> None:
+    path.write_bytes(pickle.dumps(history))
+
+
+def load_history(path: Path) -> History:
+    loaded: History = pickle.loads(path.read_bytes())
+    return loaded

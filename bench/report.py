@@ -1,0 +1,256 @@
+"""What a run leaves behind: the results JSON, a PNG chart and a short table on stdout.
+
+``REQUIRED`` lists every key a results file has (dotted paths), whatever the scale, so the
+smoke test can hold the format still; ``targets`` compares the figures with the issue's goals.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+SCHEMA = "keel-bench/1"
+
+REQUIRED = (
+    "schema",
+    "started_at",
+    "finished_at",
+    "duration_s",
+    "machine.cores",
+    "machine.memory_bytes",
+    "machine.cpu_model",
+    "versions.python",
+    "versions.faust",
+    "versions.aiokafka",
+    "versions.confluent_kafka",
+    "versions.quixstreams",
+    "versions.kafka",
+    "settings.events",
+    "settings.customers",
+    "settings.seed",
+    "settings.partitions",
+    "settings.worker_env",
+    "dataset.events",
+    "dataset.customers",
+    "dataset.mix",
+    "dataset.duplicates",
+    "dataset.late",
+    "dataset.preload.events_per_s",
+    "throughput.keel.events_per_s",
+    "throughput.keel.complete",
+    "throughput.keel.seconds",
+    "throughput.keel.cpu_ms_per_event",
+    "throughput.ceiling.events_per_s",
+    "throughput.quix",
+    "throughput.keel_over_ceiling",
+    "throughput.keel_over_quix",
+    "verification.checked",
+    "verification.matching",
+    "freshness.base.topic.p50_ms",
+    "freshness.base.topic.p95_ms",
+    "freshness.base.topic.p99_ms",
+    "freshness.base.topic.max_ms",
+    "freshness.base.api.p50_ms",
+    "freshness.base.api.p99_ms",
+    "freshness.steps",
+    "freshness.max_unsaturated_rate",
+    "query.achieved_per_s",
+    "query.by_id.p50_ms",
+    "query.by_id.p99_ms",
+    "query.by_email.p50_ms",
+    "query.by_email.p99_ms",
+    "query.all.p99_ms",
+    "query.errors",
+    "recovery.kept.ready_s",
+    "recovery.wiped.ready_s",
+    "recovery.customers",
+    "footprint.rss_mb_per_100k_customers",
+    "footprint.disk_mb_per_100k_customers",
+    "profile",
+    "targets",
+    "chart",
+)
+
+
+def get(result: dict[str, Any], dotted: str) -> Any:
+    """``get(r, "a.b")`` is r["a"]["b"]; raises KeyError naming the missing path."""
+    value: Any = result
+    for part in dotted.split("."):
+        if not isinstance(value, dict) or part not in value:
+            raise KeyError(dotted)
+        value = value[part]
+    return value
+
+
+def missing_keys(result: dict[str, Any]) -> list[str]:
+    out = []
+    for key in REQUIRED:
+        try:
+            get(result, key)
+        except KeyError:
+            out.append(key)
+    return out
+
+
+def _maybe(result: dict[str, Any], dotted: str) -> Any:
+    try:
+        return get(result, dotted)
+    except KeyError:
+        return None
+
+
+def targets(r: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each goal of the issue with the measured value and whether it was met (None: unmeasured)."""
+    rows = [
+        ("throughput, one worker (events/s)", "throughput.keel.events_per_s", ">=", 15000),
+        ("keel / ceiling", "throughput.keel_over_ceiling", ">=", 0.25),
+        ("keel / quix", "throughput.keel_over_quix", ">=", 1.0),
+        ("freshness @base, topic p50 (ms)", "freshness.base.topic.p50_ms", "<=", 50),
+        ("freshness @base, topic p99 (ms)", "freshness.base.topic.p99_ms", "<=", 250),
+        ("freshness @base, API p50 (ms)", "freshness.base.api.p50_ms", "<=", 50),
+        ("freshness @base, API p99 (ms)", "freshness.base.api.p99_ms", "<=", 250),
+        ("query p99, id + e-mail (ms)", "query.all.p99_ms", "<=", 10),
+        ("query rate achieved (req/s)", "query.achieved_per_s", ">=", 200),
+        ("restart ready, dir kept (s)", "recovery.kept.ready_s", "<=", 15),
+        ("restart ready, from changelog (s)", "recovery.wiped.ready_s", "<=", 60),
+        ("RSS per 100k customers (MB)", "footprint.rss_mb_per_100k_customers", "<=", 400),
+    ]
+    out = []
+    for name, key, op, goal in rows:
+        value = _maybe(r, key)
+        met = None if value is None else (value >= goal if op == ">=" else value <= goal)
+        out.append(
+            {"name": name, "key": key, "target": f"{op} {goal:g}", "value": value, "met": met}
+        )
+    return out
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "NO"
+    if isinstance(value, float):
+        return f"{value:,.3f}" if abs(value) < 10 else f"{value:,.0f}"
+    return f"{value:,}" if isinstance(value, int) else str(value)
+
+
+def table(r: dict[str, Any]) -> str:
+    """The short table printed at the end of a run."""
+    lines = [f"{'':2}{'figure':38}{'value':>14}  {'target':>10}"]
+    for t in r["targets"]:
+        mark = {True: "ok", False: "MISS", None: "--"}[t["met"]]
+        lines.append(f"{mark:>4} {t['name']:36}{_fmt(t['value']):>14}  {t['target']:>10}")
+    tp = r["throughput"]
+    extra = [
+        ("ceiling (events/s)", _maybe(r, "throughput.ceiling.events_per_s")),
+        ("quix peer (events/s)", _maybe(r, "throughput.quix.events_per_s")),
+        ("keel CPU per event (ms)", _maybe(r, "throughput.keel.cpu_ms_per_event")),
+        ("backlog finished", tp["keel"].get("complete")),
+        (
+            "sample states matching",
+            f"{_maybe(r, 'verification.matching')}/{_maybe(r, 'verification.checked')}",
+        ),
+        ("highest unsaturated rate (events/s)", _maybe(r, "freshness.max_unsaturated_rate")),
+        ("disk per 100k customers (MB)", _maybe(r, "footprint.disk_mb_per_100k_customers")),
+    ]
+    for name, value in extra:
+        lines.append(f"{'':5}{name:36}{_fmt(value):>14}")
+    return "\n".join(lines)
+
+
+def chart(r: dict[str, Any], path: Path) -> str | None:
+    """A PNG with one panel per figure family; None (and no file) without matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    fig, ax = plt.subplots(2, 3, figsize=(15, 8.5))
+    fig.suptitle(
+        f"keel benchmark {r['started_at']} — {r['settings']['events']:,} events, "
+        f"{r['settings']['customers']:,} customers, {r['machine']['cores']} cores"
+    )
+
+    names, rates = [], []
+    for label, key in (("keel", "keel"), ("ceiling", "ceiling"), ("quix peer", "quix")):
+        value = _maybe(r, f"throughput.{key}.events_per_s")
+        if value:
+            names.append(label)
+            rates.append(value)
+    a = ax[0][0]
+    a.bar(names, rates, color=["tab:blue", "tab:gray", "tab:orange"][: len(names)])
+    a.axhline(15000, color="red", ls="--", lw=1, label="target 15k/s")
+    a.set_yscale("log")
+    a.set_title("throughput on the backlog (events/s)")
+    a.legend()
+
+    a = ax[0][1]
+    steps = r["freshness"].get("steps") or []
+    xs = [st["offered_per_s"] for st in steps]
+    for where, style in (("topic", "-o"), ("api", "--s")):
+        for q in ("p50_ms", "p99_ms"):
+            ys = [(st.get(where) or {}).get(q) for st in steps]
+            if any(y is not None for y in ys):
+                a.plot(
+                    xs,
+                    [y if y is not None else float("nan") for y in ys],
+                    style,
+                    label=f"{where} {q[:3]}",
+                )
+    a.axhline(250, color="red", ls="--", lw=1)
+    a.axhline(50, color="red", ls=":", lw=1)
+    a.set_xscale("log")
+    a.set_yscale("log")
+    a.set_xlabel("offered events/s")
+    a.set_title("freshness: produce → visible (ms)")
+    a.legend(fontsize=8)
+
+    a = ax[0][2]
+    q = r["query"]
+    kinds = ["by_id", "by_email"]
+    for i, pct in enumerate(("p50_ms", "p99_ms")):
+        vals = [(q.get(k) or {}).get(pct) or 0 for k in kinds]
+        a.bar([x + i * 0.4 for x in range(2)], vals, width=0.4, label=pct[:3])
+    a.set_xticks([0.2, 1.2], ["GET /customers/{id}", "?email="])
+    a.axhline(10, color="red", ls="--", lw=1)
+    a.set_title(f"query latency (ms) at {q.get('achieved_per_s') or 0:.0f} req/s")
+    a.legend()
+
+    a = ax[1][0]
+    rec = r["recovery"]
+    vals = [(rec.get(k) or {}).get("ready_s") or 0 for k in ("kept", "wiped")]
+    a.bar(["RocksDB kept", "from changelog"], vals, color=["tab:green", "tab:purple"])
+    a.axhline(15, color="green", ls="--", lw=1)
+    a.axhline(60, color="purple", ls="--", lw=1)
+    a.set_title(f"restart after SIGKILL → /readyz (s), {rec.get('customers', 0):,} customers")
+
+    a = ax[1][1]
+    fp = r["footprint"]
+    a.bar(
+        ["RSS", "disk"],
+        [fp.get("rss_mb_per_100k_customers") or 0, fp.get("disk_mb_per_100k_customers") or 0],
+    )
+    a.axhline(400, color="red", ls="--", lw=1)
+    a.set_title("footprint per 100k customers (MB)")
+
+    a = ax[1][2]
+    a.axis("off")
+    text = "\n".join(
+        f"{ {True: 'ok  ', False: 'MISS', None: '--  '}[t['met']] } {t['name']}: "
+        f"{_fmt(t['value'])} ({t['target']})"
+        for t in r["targets"]
+    )
+    a.text(0, 1, text, va="top", family="monospace", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return str(path)
+
+
+def write(r: dict[str, Any], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(r, indent=2, default=str) + "\n")

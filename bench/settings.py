@@ -1,0 +1,132 @@
+"""The benchmark's knobs: one frozen object from the command line, defaults from ``BENCH_*``.
+
+    python -m bench                       # the full run: 1,000,000 events, 100,000 customers
+    python -m bench --quick               # seconds: tiny history, short steps (what the test runs)
+    python -m bench --events 200000 --customers 20000
+
+Every figure in a result file comes with the settings that produced it (``settings`` key).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class BenchSettings:
+    events: int = 1_000_000
+    customers: int = 100_000
+    seed: int = 7
+    duplicates: float = 0.03
+    late: float = 0.08
+    partitions: int = 8
+    out_dir: Path = ROOT / "bench" / "results"
+    bootstrap: str | None = None  # an existing broker; default: start one on free ports
+    profile: bool = True
+    peer: bool = True
+    quick: bool = False
+    # seconds one worker may spend on the backlog before the rest is skipped (figure partial)
+    throughput_budget_s: float = 150.0
+    fresh_rate: float = 2000.0
+    fresh_steps: tuple[float, ...] = (2000.0, 4000.0, 8000.0, 16000.0)
+    fresh_duration_s: float = 15.0
+    fresh_step_duration_s: float = 8.0
+    probes_per_s: float = 40.0
+    poll_ms: float = 5.0
+    grace_s: float = 5.0
+    saturated_p99_s: float = 2.0
+    query_rate: float = 250.0
+    query_duration_s: float = 15.0
+    query_threads: int = 8
+    sample_customers: int = 200
+    ready_timeout_s: float = 120.0
+    restore_timeout_s: float = 120.0  # restart from the changelog alone (RocksDB dir wiped)
+    drain_s: float = 20.0  # wait this long for a backlog left by a live phase, then skip it
+    worker_env: dict[str, str] = field(default_factory=dict)
+
+    def as_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["out_dir"] = str(self.out_dir)
+        d["fresh_steps"] = list(self.fresh_steps)
+        return d
+
+
+# Seconds, not minutes: checks that every phase runs and reports, not how fast keel is
+# (rates low enough that even a slow worker is not saturated).
+QUICK = {
+    "events": 1_500,
+    "customers": 300,
+    "profile": False,
+    "throughput_budget_s": 40.0,
+    "fresh_rate": 100.0,
+    "fresh_steps": (100.0,),
+    "fresh_duration_s": 1.5,
+    "fresh_step_duration_s": 1.0,
+    "probes_per_s": 20.0,
+    "grace_s": 2.0,
+    "query_rate": 200.0,
+    "query_duration_s": 1.0,
+    "query_threads": 4,
+    "sample_customers": 20,
+    "ready_timeout_s": 60.0,
+    "restore_timeout_s": 60.0,
+    "drain_s": 10.0,
+}
+
+
+def _env(name: str, default: Any) -> Any:
+    raw = os.environ.get(f"BENCH_{name.upper()}")
+    if raw is None:
+        return default
+    if isinstance(default, bool):
+        return raw.lower() in ("1", "true", "yes")
+    return type(default)(raw)
+
+
+def parse(argv: list[str] | None = None) -> BenchSettings:
+    base = BenchSettings()
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        default=_env("quick", False),
+        help="tiny version that runs in seconds (BENCH_QUICK)",
+    )
+    p.add_argument("--events", type=int, help="backlog size (BENCH_EVENTS)")
+    p.add_argument("--customers", type=int, help="customers in the history (BENCH_CUSTOMERS)")
+    p.add_argument("--seed", type=int, default=_env("seed", base.seed))
+    p.add_argument("--partitions", type=int, default=_env("partitions", base.partitions))
+    p.add_argument("--out", type=Path, default=Path(_env("out", str(base.out_dir))))
+    p.add_argument(
+        "--bootstrap",
+        default=os.environ.get("BENCH_BOOTSTRAP"),
+        help="use this broker instead of starting one",
+    )
+    p.add_argument("--budget", type=float, help="seconds for the throughput run (BENCH_BUDGET)")
+    p.add_argument("--no-profile", action="store_true", help="skip py-spy on the worker")
+    p.add_argument("--profile", action="store_true", help="profile even with --quick")
+    p.add_argument("--no-peer", action="store_true", help="skip the Quix Streams peer")
+    args = p.parse_args(argv)
+    s = replace(base, **QUICK) if args.quick else base
+    s = replace(
+        s,
+        quick=args.quick,
+        events=args.events or _env("events", s.events),
+        customers=args.customers or _env("customers", s.customers),
+        seed=args.seed,
+        partitions=args.partitions,
+        out_dir=args.out,
+        bootstrap=args.bootstrap,
+        throughput_budget_s=args.budget or _env("budget", s.throughput_budget_s),
+        profile=(s.profile or args.profile) and not args.no_profile,
+        peer=s.peer and not args.no_peer,
+    )
+    if s.events < 100 or s.customers < 10:
+        p.error("--events must be at least 100 and --customers at least 10")
+    return s

@@ -1,0 +1,219 @@
+"""Throughput on a pre-loaded backlog: keel's worker, the bare-consumer ceiling, the Quix peer.
+
+Each contender's time is the span between the first and the last record it wrote (their
+CreateTime), read back from the broker once its consumer group has committed everything;
+events/s is the backlog it read divided by that span. The wall time from launching the
+process until it was done (start-up and the completion check included) is recorded too.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from bench.generator import Item
+from bench.kafka import (
+    BenchKafkaError,
+    Record,
+    consumed,
+    create_log_append_topic,
+    partitions_of,
+    record_span,
+    topics_with_prefix,
+    wait_caught_up,
+)
+from bench.profile import Profiler
+from bench.worker import ROOT, BenchError, KeelNames, KeelWorker, cpu_seconds, tree_rss
+from streams.codec import get_codec
+
+SCHEMA_OF_KIND = {"order": "OrderEvent", "shipment": "ShipmentEvent", "contact": "ContactEvent"}
+KEY_OF_KIND = {"order": "customer_id", "shipment": "order_id", "contact": "contact_id"}
+
+
+def encode(items: Iterable[Item], names: KeelNames) -> list[Record]:
+    """Avro-encode items into (topic, key, value) records, keyed as each department keys them."""
+    codec = get_codec()
+    topic_of = {"order": names.orders, "shipment": names.shipments, "contact": names.contacts}
+    return [
+        (
+            topic_of[item.kind],
+            item.event[KEY_OF_KIND[item.kind]].encode(),
+            codec.encode(SCHEMA_OF_KIND[item.kind], item.event),
+        )
+        for item in items
+    ]
+
+
+def ceiling(bootstrap: str, names: KeelNames, timeout: float) -> dict[str, Any]:
+    """Run bench/ceiling.py in its own process and return its figures."""
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.ceiling", bootstrap, *names.inputs],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise BenchError(f"ceiling failed: {result.stderr[-2000:]}")
+    figures: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
+    return figures
+
+
+def _output_topics(bootstrap: str, names: KeelNames) -> list[str]:
+    own = [t for t in topics_with_prefix(bootstrap, names.app_id) if "__assignor" not in t]
+    return [names.state, *own]
+
+
+def keel(
+    bootstrap: str,
+    worker: KeelWorker,
+    names: KeelNames,
+    events: int,
+    timeout: float,
+    budget: float,
+    profiler: Profiler | None = None,
+    broker_pid: int | None = None,
+) -> dict[str, Any]:
+    """Start ``worker`` on the backlog and wait until every customer state is final.
+
+    When that takes longer than ``budget`` seconds the figure is the rate until then
+    (input records the group committed / seconds since its first output) and ``complete``
+    is False; the caller skips the rest of the backlog.
+    """
+    launched = worker.start()
+    broker_cpu = cpu_seconds(broker_pid)
+    if profiler is not None:
+        profiler.attach(worker.pid)
+    ready = worker.wait_ready(timeout)
+    rss_at_ready = worker.rss()
+    try:
+        done = wait_caught_up(
+            bootstrap,
+            names.app_id,
+            [*names.inputs, *names.internal],
+            max(1.0, budget - (time.time() - launched)),
+            interval=0.5,
+            alive=worker.check_alive,
+        )
+        read, complete = events, True
+    except BenchKafkaError:  # out of budget: the rate so far, from what the group committed
+        done, complete = time.time(), False
+        read = consumed(bootstrap, names.app_id, list(names.inputs))
+    cpu = worker.cpu()
+    broker_cpu = cpu_seconds(broker_pid) - broker_cpu
+    if profiler is not None:
+        profiler.detach()
+    span = record_span(bootstrap, _output_topics(bootstrap, names))
+    seconds = (span.last if complete else done) - span.first
+    return {
+        "events": events,
+        "events_read": read,
+        "complete": complete,
+        "budget_s": budget,
+        "seconds": seconds,
+        "events_per_s": read / seconds if seconds > 0 else 0.0,
+        "wall_seconds": done - launched,
+        "ready_after_s": ready - launched,
+        "records_written": span.records,
+        "rss_bytes": worker.rss(),
+        "rss_at_ready_bytes": rss_at_ready,
+        "cpu_seconds": cpu,
+        "cpu_ms_per_event": 1000 * cpu / read if read else None,
+        "broker_cpu_seconds": broker_cpu,
+        "profiled": profiler is not None,
+    }
+
+
+def quix(
+    bootstrap: str,
+    python: str,
+    names: KeelNames,
+    events: int,
+    run_dir: Path,
+    timeout: float,
+    budget: float,
+) -> dict[str, Any]:
+    """Run the Quix Streams peer (bench/peer_quix.py) on orders and contacts until done.
+
+    Its output topic is created with LogAppendTime: Quix stamps output records with the
+    input record's timestamp, which would say nothing about when it wrote them.
+    """
+    group = f"{names.app_id.removesuffix('-keel')}-quix"
+    out = f"{group}.customer-state"
+    create_log_append_topic(bootstrap, out, partitions_of(bootstrap, names.orders))
+    log_file = run_dir / "quix.log"
+    with open(log_file, "ab") as log:
+        launched = time.time()
+        proc = subprocess.Popen(
+            [
+                python,
+                str(ROOT / "bench" / "peer_quix.py"),
+                bootstrap,
+                group,
+                names.orders,
+                names.contacts,
+                out,
+                str(run_dir / "quix-state"),
+            ],
+            cwd=ROOT,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def alive() -> None:
+        if proc.poll() is not None:
+            raise BenchError(f"quix peer exited ({proc.returncode}); see {log_file}")
+
+    try:
+        deadline = time.monotonic() + timeout
+        while not (repartition := topics_with_prefix(bootstrap, f"repartition__{group}")):
+            alive()
+            if time.monotonic() > deadline:
+                raise BenchError(f"quix peer made no repartition topic; see {log_file}")
+            time.sleep(0.2)
+        read, complete = events, True
+        try:
+            done = wait_caught_up(
+                bootstrap,
+                group,
+                [names.orders, names.contacts, *repartition],
+                max(1.0, budget - (time.time() - launched)),
+                interval=0.5,
+                alive=alive,
+            )
+        except BenchKafkaError:
+            done, complete = time.time(), False
+            read = consumed(bootstrap, group, [names.orders, names.contacts])
+        rss = tree_rss(proc.pid)
+        cpu = cpu_seconds(proc.pid)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    span = record_span(bootstrap, [out])
+    seconds = (span.last if complete else done) - span.first
+    return {
+        "events": events,
+        "events_read": read,
+        "complete": complete,
+        "budget_s": budget,
+        "seconds": seconds,
+        "events_per_s": read / seconds if seconds > 0 else 0.0,
+        "wall_seconds": done - launched,
+        "records_written": span.records,
+        "rss_bytes": rss,
+        "cpu_seconds": cpu,
+        "cpu_ms_per_event": 1000 * cpu / read if read else None,
+        "topics_read": [names.orders, names.contacts],
+    }

@@ -1,0 +1,239 @@
+"""The processes a benchmark drives: a ``keel worker`` and helpers to watch any child process.
+
+Each worker gets its own ``KEEL_APP_ID`` (consumer group), topic names, data dir and API port,
+so a benchmark never touches a running ``make run`` stack or another benchmark.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class BenchError(RuntimeError):
+    """A benchmark step could not be carried out (a process died, a deadline passed)."""
+
+
+def http_get(url: str, timeout: float = 5.0) -> tuple[int, Any]:
+    """GET a JSON resource; (status, body); status 0 when nothing answered."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            status, body = resp.status, resp.read()
+    except urllib.error.HTTPError as exc:
+        status, body = exc.code, exc.read()
+    except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
+        return 0, None
+    try:
+        return status, json.loads(body)
+    except ValueError:
+        return status, body.decode(errors="replace")
+
+
+def _rss(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def cpu_seconds(pid: int | None) -> float:
+    """User + system CPU time a process has used so far (Linux /proc), 0.0 if gone."""
+    if pid is None:
+        return 0.0
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def tree_rss(pid: int) -> int:
+    """Resident memory of a process and all its descendants, in bytes (Linux /proc)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(entry))
+    total, todo = 0, [pid]
+    while todo:
+        p = todo.pop()
+        total += _rss(p)
+        todo.extend(children.get(p, ()))
+    return total
+
+
+def dir_bytes(path: Path) -> int:
+    total = 0
+    for root, _dirs, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(root, name)).st_size
+            except OSError:
+                pass
+    return total
+
+
+def worker_args() -> list[str]:
+    """How the worker is started: ``-m streams worker``, or ``$BENCH_WORKER_ARGS`` (a wrapper
+    that tunes something before calling streams.cli, to measure a change before making it)."""
+    return os.environ.get("BENCH_WORKER_ARGS", "-m streams worker").split()
+
+
+@dataclass(frozen=True)
+class KeelNames:
+    """The consumer group and topic names of one benchmark run's keel worker."""
+
+    app_id: str
+    orders: str
+    shipments: str
+    contacts: str
+    state: str
+    signals: str
+    deadletter: str
+
+    @classmethod
+    def for_run(cls, run_id: str) -> KeelNames:
+        p = f"bench-{run_id}"
+        return cls(
+            app_id=f"{p}-keel",
+            orders=f"{p}.orders.v1",
+            shipments=f"{p}.shipments.v1",
+            contacts=f"{p}.contacts.v1",
+            state=f"{p}.customer-state.v1",
+            signals=f"{p}.customer-signals.v1",
+            deadletter=f"{p}.deadletter.v1",
+        )
+
+    @property
+    def inputs(self) -> tuple[str, str, str]:
+        return (self.orders, self.shipments, self.contacts)
+
+    @property
+    def internal(self) -> list[str]:
+        """Topics the worker writes and reads itself (the joins' extra hops)."""
+        return [f"{self.app_id}-customer-events"] + [
+            f"{self.app_id}-{ns}-refs" for ns in ("order", "contact", "email", "phone")
+        ]
+
+    def env(self) -> dict[str, str]:
+        return {
+            "KEEL_APP_ID": self.app_id,
+            "KEEL_TOPIC_ORDERS": self.orders,
+            "KEEL_TOPIC_SHIPMENTS": self.shipments,
+            "KEEL_TOPIC_CONTACTS": self.contacts,
+            "KEEL_TOPIC_STATE": self.state,
+            "KEEL_TOPIC_SIGNALS": self.signals,
+            "KEEL_TOPIC_DEADLETTER": self.deadletter,
+        }
+
+
+class KeelWorker:
+    """``python -m streams worker`` as a subprocess with its own env, data dir and port."""
+
+    def __init__(self, env: Mapping[str, str], data_dir: Path, port: int, log_file: Path) -> None:
+        self.data_dir = data_dir
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.log_file = log_file
+        inherited = {k: v for k, v in os.environ.items() if not k.startswith("KEEL_")}
+        self.env = {
+            **inherited,
+            **env,
+            "KEEL_DATA_DIR": str(data_dir),
+            "KEEL_API_PORT": str(port),
+        }
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.started_at = 0.0
+
+    @property
+    def pid(self) -> int:
+        if self.proc is None:
+            raise BenchError("worker not started")
+        return self.proc.pid
+
+    def start(self) -> float:
+        """Launch the worker; return the wall-clock time it was launched (epoch s)."""
+        self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_file, "ab") as log:
+            self.started_at = time.time()
+            self.proc = subprocess.Popen(
+                [sys.executable, *worker_args()],
+                cwd=ROOT,
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        return self.started_at
+
+    def check_alive(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            code = None if self.proc is None else self.proc.returncode
+            raise BenchError(f"keel worker exited ({code}); log {self.log_file}:\n{self.tail()}")
+
+    def wait_ready(self, timeout: float, interval: float = 0.05) -> float:
+        """Wait for /readyz 200; return when it first answered 200 (epoch s)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.check_alive()
+            if http_get(f"{self.url}/readyz", timeout=2)[0] == 200:
+                return time.time()
+            time.sleep(interval)
+        raise BenchError(f"worker not ready after {timeout:g}s; log:\n{self.tail()}")
+
+    def get(self, path: str, timeout: float = 10.0) -> tuple[int, Any]:
+        return http_get(f"{self.url}{path}", timeout)
+
+    def rss(self) -> int:
+        return tree_rss(self.pid)
+
+    def cpu(self) -> float:
+        return cpu_seconds(self.proc.pid if self.proc is not None else None)
+
+    def kill(self) -> None:
+        """SIGKILL the worker's process group: a crash, no shutdown hooks."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(30)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+    def wipe(self) -> None:
+        shutil.rmtree(self.data_dir, ignore_errors=True)
+
+    def tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"

@@ -1,0 +1,232 @@
+"""Redis sink: customer-state.v1 into Redis, for apps that want a key lookup instead of HTTP.
+
+For every record of the compacted ``customer-state.v1`` topic:
+
+- ``keel:customer:{customer_id}`` = the CustomerState as JSON (the query API's form),
+- ``keel:email:{email}``, ``keel:phone:{phone}``, ``keel:order:{order_id}`` = customer_id for
+  each e-mail, phone and order of the state; index keys the new state no longer has are
+  removed (only while they still point at this customer),
+- a tombstone (null value) deletes the customer key and its index keys.
+
+A batch of records is one ``MULTI``/``EXEC`` transaction and the consumer's offsets are committed
+only after Redis accepted it. Redis down: the same batch is retried with backoff until Redis is
+back (never skipped), then the sink catches up. A record that cannot be decoded is logged,
+counted (``keel_connector_rejected_total{reason="undecodable"}``) and leaves Redis as it was.
+
+    $ python -m connectors.sinks.redis      # REDIS_URL, KEEL_REDIS_SINK_* ; /metrics on 8090
+    $ redis-cli GET keel:customer:c-1
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import orjson
+import redis
+from confluent_kafka import Consumer
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from connectors import metrics
+from connectors.base import (
+    ConnectorError,
+    Sink,
+    SinkRecord,
+    StatusServer,
+    Stopper,
+    Unavailable,
+    drain,
+    load_settings,
+    redact,
+)
+from connectors.settings import ConnectorSettings
+from streams.codec import CodecError, get_codec
+from streams.jsonconv import to_json
+
+log = logging.getLogger("connectors.sinks.redis")  # not __main__ under python -m
+
+__all__ = ["CUSTOMER_KEY", "RedisSink", "index_keys", "main"]
+
+CONNECTOR = "redis_sink"
+CUSTOMER_KEY = "keel:customer:{}"
+
+# Delete an index key only if it still names this customer: an id belongs to one customer.
+_DELETE_IF_OURS = (
+    "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
+)
+_UNAVAILABLE = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    redis.exceptions.BusyLoadingError,
+    redis.exceptions.ReadOnlyError,
+    redis.exceptions.ClusterDownError,
+    redis.exceptions.TryAgainError,
+)
+
+
+def index_keys(state: dict[str, Any] | None) -> set[str]:
+    """The ``keel:email|phone|order:*`` keys that should point at the customer of ``state``.
+
+    >>> state = {"emails": ["a@x.io"], "phones": ["+4930"], "orders": [{"order_id": "o-1"}]}
+    >>> sorted(index_keys(state))
+    ['keel:email:a@x.io', 'keel:order:o-1', 'keel:phone:+4930']
+    """
+    if not state:
+        return set()
+    keys = {f"keel:email:{email}" for email in state.get("emails") or ()}
+    keys |= {f"keel:phone:{phone}" for phone in state.get("phones") or ()}
+    keys |= {f"keel:order:{order['order_id']}" for order in state.get("orders") or ()}
+    return keys
+
+
+class RedisSink(Sink):
+    """Writes batches of customer-state records to Redis, one MULTI/EXEC per batch."""
+
+    def __init__(self, client: redis.Redis, topic: str = "customer-state.v1") -> None:
+        self.client = client
+        self.topic = topic  # for the metrics' topic label
+        self.codec = get_codec()
+        self.last_write_ok: bool | None = None
+
+    @classmethod
+    def from_url(cls, url: str, topic: str = "customer-state.v1") -> RedisSink:
+        """A sink whose client fails fast; retrying is the sink loop's job, with backoff."""
+        client = redis.Redis.from_url(
+            url,
+            socket_timeout=5,
+            socket_connect_timeout=2,
+            retry=Retry(NoBackoff(), 0),
+        )
+        return cls(client, topic)
+
+    def status(self) -> dict[str, Any]:
+        return {"redis": {None: "unknown", True: "up", False: "down"}[self.last_write_ok]}
+
+    def write(self, batch: Sequence[SinkRecord]) -> None:
+        latest = self._latest(batch)
+        if not latest:
+            return
+        began = time.perf_counter()
+        try:
+            self._apply(latest)
+        except _UNAVAILABLE as exc:
+            self.last_write_ok = False
+            metrics.REDIS_RETRIES.inc()
+            raise Unavailable(f"Redis: {exc}") from exc
+        self.last_write_ok = True
+        metrics.REDIS_WRITE_SECONDS.observe(time.perf_counter() - began)
+        for value in latest.values():
+            metrics.REDIS_RECORDS.labels("delete" if value is None else "upsert").inc()
+
+    def _latest(self, batch: Iterable[SinkRecord]) -> dict[str, bytes | None]:
+        """customer_id -> the JSON to store (None: delete), the last record of each key winning.
+
+        Records of one key come from one partition in offset order, so the last one is the
+        newest state; decoding only that one also saves work on busy customers.
+        """
+        raw: dict[str, bytes | None] = {}
+        for record in batch:
+            metrics.ACCEPTED.labels(CONNECTOR, self.topic).inc()
+            if record.key is None:
+                metrics.REJECTED.labels(CONNECTOR, "undecodable").inc()
+                log.warning("record at offset %d has no key; skipped", record.offset)
+                continue
+            raw[record.key.decode("utf-8", "replace")] = record.value
+        out: dict[str, bytes | None] = {}
+        for customer_id, value in raw.items():
+            if value is None:
+                out[customer_id] = None
+                continue
+            try:
+                state = to_json("CustomerState", self.codec.decode(value, "CustomerState"))
+            except CodecError as exc:
+                metrics.REJECTED.labels(CONNECTOR, "undecodable").inc()
+                log.warning("state of %s not decodable, Redis left as it was: %s", customer_id, exc)
+                continue
+            out[customer_id] = orjson.dumps(state)
+        return out
+
+    def _apply(self, latest: dict[str, bytes | None]) -> None:
+        ids = list(latest)
+        previous = self.client.mget([CUSTOMER_KEY.format(cid) for cid in ids])
+        tx = self.client.pipeline(transaction=True)
+        for cid, old_json in zip(ids, previous, strict=True):
+            new_json = latest[cid]
+            old_keys = index_keys(_loads(old_json))
+            if new_json is None:
+                tx.delete(CUSTOMER_KEY.format(cid))
+                stale = old_keys
+            else:
+                new_keys = index_keys(orjson.loads(new_json))
+                tx.set(CUSTOMER_KEY.format(cid), new_json)
+                if new_keys:
+                    tx.mset(dict.fromkeys(sorted(new_keys), cid))
+                stale = old_keys - new_keys
+            for key in sorted(stale):
+                tx.eval(_DELETE_IF_OURS, 1, key, cid)
+        tx.execute()
+
+
+def _loads(value: Any) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    try:
+        state = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return None  # not ours to interpret; it is overwritten anyway
+    return state if isinstance(state, dict) else None
+
+
+def consumer_config(settings: ConnectorSettings) -> dict[str, Any]:
+    """Manual commits only (after Redis accepted a batch); a new group starts at the beginning."""
+    return {
+        "bootstrap.servers": settings.keel.kafka_bootstrap,
+        "group.id": settings.redis_sink_group,
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "auto.offset.reset": "earliest",
+        "session.timeout.ms": 10_000,
+        "max.poll.interval.ms": 300_000,
+        "logger": logging.getLogger("librdkafka"),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    settings = load_settings("redis-sink")
+    stopper = Stopper().install()
+    sink = RedisSink.from_url(settings.keel.redis_url, settings.keel.topics.state)
+    try:
+        status = StatusServer(settings.bind, settings.redis_sink_port, sink.status).start()
+    except ConnectorError as exc:
+        log.error("%s", exc)
+        return 1
+    consumer = Consumer(consumer_config(settings))
+    log.info(
+        "Redis sink: %s -> %s (group %s); /metrics on %s:%d",
+        settings.keel.topics.state,
+        redact(settings.keel.redis_url),
+        settings.redis_sink_group,
+        settings.bind,
+        status.port,
+    )
+    try:
+        drain(
+            consumer,
+            settings.keel.topics.state,
+            sink,
+            stopper,
+            connector=CONNECTOR,
+            limit=settings.redis_sink_batch,
+        )
+    finally:
+        consumer.close()
+        status.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

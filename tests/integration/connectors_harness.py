@@ -1,0 +1,107 @@
+"""What the connector tests drive: connector processes and the clients a department would use.
+
+A connector runs as ``python -m <module>`` with its own environment, exactly as `make run`
+starts it; tests talk to it over HTTP (ingest, ``/healthz``, ``/metrics``), PostgreSQL and Redis.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from tests.integration.harness import http_get, wait_for
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class ConnectorProcess:
+    """One connector subprocess; ``port`` is where its /healthz (and /metrics) answer."""
+
+    def __init__(self, module: str, port: int, log_file: Path, **env: str) -> None:
+        self.module = module
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.log_file = log_file
+        self.env = {**os.environ, "KEEL_LOG_LEVEL": "info", **env}
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 30.0) -> ConnectorProcess:
+        with open(self.log_file, "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", self.module],
+                cwd=ROOT,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+        def healthy() -> bool:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise AssertionError(f"{self.module} exited with {self.proc.returncode}")
+            return http_get(f"{self.url}/healthz", timeout=2)[0] == 200
+
+        try:
+            wait_for(f"{self.module} /healthz", healthy, timeout, interval=0.1)
+        except AssertionError as exc:
+            self.kill()  # never leave a half-started connector behind a failed test
+            raise AssertionError(f"{exc}\n--- log ---\n{self.tail()}") from None
+        return self
+
+    def tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def metrics(self) -> str:
+        status, body = http_get(f"{self.url}/metrics")
+        assert status == 200, status
+        return str(body)
+
+    def health(self) -> dict[str, Any]:
+        status, body = http_get(f"{self.url}/healthz")
+        assert status == 200, status
+        return dict(body)
+
+    def stop(self, timeout: float = 20.0) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown hooks run, what a crash looks like."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+
+def post(url: str, body: bytes, content_type: str | None = None) -> tuple[int, Any]:
+    """POST ``body``; (status, parsed JSON) — JSON errors included, as a client sees them."""
+    headers = {"Content-Type": content_type} if content_type else {}
+    request = urllib.request.Request(url, data=body, headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=60) as resp:
+            status, raw = resp.status, resp.read()
+    except urllib.error.HTTPError as exc:
+        status, raw = exc.code, exc.read()
+    try:
+        return status, json.loads(raw)
+    except ValueError:
+        return status, raw.decode(errors="replace")
+
+
+def ndjson(events: list[dict[str, Any]]) -> bytes:
+    return b"".join(json.dumps(event).encode() + b"\n" for event in events)

@@ -1,0 +1,96 @@
+"""`python -m bench --quick` end to end, so the benchmark cannot rot between real runs.
+
+The tiny run goes through every phase against the test session's broker with a worker of
+its own; what is checked is the results file a person would read: every key present and
+every figure plausible (no timing thresholds: those belong to the benchmark itself).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench.generator import History
+from bench.profile import summarise
+from bench.report import REQUIRED, get, missing_keys, targets
+from bench.stats import latency_summary
+from deploy.local.stack import Kafka
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_history_is_seeded_and_mixed_like_the_departments() -> None:
+    one = History(customers=200, seed=3).backlog(2000)
+    two = History(customers=200, seed=3).backlog(2000)
+    assert [i.event for i in one] == [i.event for i in two]
+    share = {k: sum(i.kind == k for i in one) / len(one) for k in ("order", "shipment", "contact")}
+    assert abs(share["order"] - 0.5) < 0.06
+    assert abs(share["shipment"] - 0.3) < 0.06
+    assert abs(share["contact"] - 0.2) < 0.06
+    ids = [i.event["event_id"] for i in one]
+    assert 0 < len(ids) - len(set(ids)) < 0.06 * len(ids)  # a few re-sent events
+    contacts = [i.event for i in one if i.kind == "contact"]
+    assert any(c["customer_id"] is None for c in contacts)  # joins have work to do
+
+
+def test_percentiles_and_profile_summary() -> None:
+    s = latency_summary([0.001 * n for n in range(1, 101)], expected=110)
+    assert (s["p50_ms"], s["p99_ms"], s["max_ms"], s["missing"]) == (50.0, 99.0, 100.0, 10)
+    top = summarise("process 1;main (a.py:1);f (b.py:2) 3\nprocess 1;main (a.py:1) 1\n")
+    assert top["samples"] == 4
+    assert top["self"][0] == {"function": "f (b.py)", "samples": 3, "share": 0.75}
+
+
+def test_quick_benchmark_reports_every_figure(kafka: Kafka, tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    run = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--no-peer", "--events", "1000",
+         "--bootstrap", kafka.bootstrap, "--out", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=240, check=False,
+    )  # fmt: skip
+    assert run.returncode == 0, f"{run.stdout[-2000:]}\n{run.stderr[-4000:]}"
+    assert "throughput, one worker" in run.stdout
+
+    [path] = out.glob("*.json")
+    r = json.loads(path.read_text())
+    assert missing_keys(r) == [], f"missing: {missing_keys(r)} of {len(REQUIRED)}"
+
+    assert r["machine"]["cores"] >= 1 and r["machine"]["memory_bytes"] > 0
+    assert r["versions"]["kafka"] == "3.9.1" and r["versions"]["faust"]
+    assert r["dataset"]["events"] == 1000
+    assert sum(r["dataset"]["mix"].values()) == pytest.approx(1.0, abs=0.01)
+
+    keel, ceiling = r["throughput"]["keel"], r["throughput"]["ceiling"]
+    assert keel["complete"] and keel["events_read"] == 1000
+    assert 0 < keel["events_per_s"] < ceiling["events_per_s"]
+    assert 0 < r["throughput"]["keel_over_ceiling"] < 1
+    assert "skipped" in r["throughput"]["quix"]
+
+    v = r["verification"]
+    assert v["checked"] > 0 and v["matching"] == v["checked"], v["mismatches"]
+
+    base = r["freshness"]["base"]
+    assert base["events"] > 0 and base["topic"]["count"] > 0
+    assert 0 < base["topic"]["p50_ms"] <= base["topic"]["p99_ms"] <= base["topic"]["max_ms"]
+
+    q = r["query"]
+    assert q["requests"] > 0 and q["errors"] == 0
+    assert 0 < q["by_id"]["p50_ms"] <= q["by_id"]["p99_ms"]
+    assert 0 < q["by_email"]["p50_ms"] <= q["by_email"]["p99_ms"]
+
+    for mode in ("kept", "wiped"):
+        assert r["recovery"][mode]["ready_s"] > 0
+    assert r["recovery"]["same_state_after_restore"].split("/")[0] != "0"
+    assert r["footprint"]["rss_bytes"] > 0 and r["footprint"]["disk_bytes"] > 0
+
+    assert [t["key"] for t in r["targets"]] == [t["key"] for t in targets(r)]
+    assert all(t["met"] in (True, False, None) for t in r["targets"])
+    assert get(r, "throughput.keel.events_per_s") == keel["events_per_s"]
+    if r["chart"] is not None:
+        assert Path(r["chart"]).stat().st_size > 10_000

@@ -1,0 +1,244 @@
+"""Two workers in one consumer group: shared partitions, any worker answers, crash takeover.
+
+What a service desk sees is checked through the public API only: either worker answers for
+every customer, whichever worker owns the customer's partition; when one worker is killed
+(SIGKILL, no shutdown hooks) the other answers for all customers within a minute, with the
+states from before the crash plus what was sent since, nothing lost and nothing applied twice.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from aiokafka.partitioner import murmur2
+from prometheus_client.parser import text_string_to_metric_families
+
+from deploy.local.stack import Kafka, free_port
+from tests.builders import T0, contact, order, shipment, unique
+from tests.integration.harness import Departments, Worker, http_get, wait_for
+
+pytestmark = pytest.mark.integration
+
+PARTITIONS = 4
+HOUR = 3_600_000
+TAKEOVER_LIMIT = 60.0
+
+
+def partition_of(key: str) -> int:
+    """The partition Kafka's Java default partitioner (and faust) gives ``key``."""
+    return (murmur2(key.encode()) & 0x7FFFFFFF) % PARTITIONS
+
+
+def assigned_partitions(worker: Worker, topic: str = "orders.v1") -> frozenset[int]:
+    """Partitions of ``topic`` the worker consumes, as its /metrics reports them."""
+    status, body = worker.get("/metrics")
+    if status != 200 or not isinstance(body, str):
+        return frozenset()
+    return frozenset(
+        int(sample.labels["partition"])
+        for family in text_string_to_metric_families(body)
+        if family.name == "keel_consumer_lag_records"
+        for sample in family.samples
+        if sample.labels["topic"] == topic
+    )
+
+
+def unprocessed_records(worker: Worker) -> float | None:
+    """Sum of keel_consumer_lag_records: records not yet processed *and* committed."""
+    status, body = worker.get("/metrics")
+    if status != 200 or not isinstance(body, str):
+        return None
+    families = {f.name: f for f in text_string_to_metric_families(body)}
+    lag = families.get("keel_consumer_lag_records")
+    if lag is None or not lag.samples:
+        return None
+    return sum(s.value for s in lag.samples)
+
+
+def customers_on_every_partition(per_partition: int) -> dict[int, list[str]]:
+    """Fresh customer ids, ``per_partition`` of them on each partition."""
+    found: dict[int, list[str]] = {p: [] for p in range(PARTITIONS)}
+    while any(len(ids) < per_partition for ids in found.values()):
+        cid = unique("c")
+        if len(found[partition_of(cid)]) < per_partition:
+            found[partition_of(cid)].append(cid)
+    return found
+
+
+class ReadinessWatch:
+    """Polls a worker's /readyz every 50 ms in a thread; keeps every status it saw, in order."""
+
+    def __init__(self, worker: Worker) -> None:
+        self.url = f"{worker.url}/readyz"
+        self.seen: list[int] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> ReadinessWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.05):
+            status = http_get(self.url, timeout=2)[0]
+            if not self.seen or self.seen[-1] != status:
+                self.seen.append(status)
+
+
+@pytest.fixture
+def two_workers(kafka: Kafka, tmp_path: Path) -> Iterator[list[Worker]]:
+    """Two workers of a consumer group of this test's own, started side by side."""
+    app_id = unique("keel-scale")
+    workers = [
+        Worker(
+            kafka.bootstrap,
+            tmp_path / f"worker-{n}",
+            free_port(),
+            tmp_path / f"worker-{n}.log",
+            KEEL_APP_ID=app_id,
+            KEEL_PARTITIONS=str(PARTITIONS),
+            KEEL_STANDBY_REPLICAS="1",
+        )
+        for n in (1, 2)
+    ]
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            list(pool.map(lambda w: w.start(), workers))
+        yield workers
+    finally:
+        for w in workers:
+            w.stop()
+
+
+def test_two_workers_share_the_partitions_and_one_takes_over_when_the_other_dies(
+    two_workers: list[Worker], departments: Departments, record_property: object
+) -> None:
+    survivor, victim = two_workers
+
+    def split() -> tuple[frozenset[int], frozenset[int]] | None:
+        mine, theirs = assigned_partitions(survivor), assigned_partitions(victim)
+        shared = mine and theirs and not (mine & theirs)
+        everything = (mine | theirs) == set(range(PARTITIONS))
+        ready = all(w.get("/readyz")[0] == 200 for w in two_workers)
+        return (mine, theirs) if shared and everything and ready else None
+
+    survivor_parts, victim_parts = wait_for("the group to split the partitions", split, 90)
+
+    by_partition = customers_on_every_partition(per_partition=2)
+    customers = [cid for ids in by_partition.values() for cid in ids]
+    orders = {cid: unique("o") for cid in customers}
+    emails = {cid: f"m.{cid}@example.com" for cid in customers}
+    departments.send(
+        event
+        for cid in customers
+        for event in (
+            order(cid, orders[cid], email=emails[cid], phone="+49 30 5550100"),
+            shipment(orders[cid], unique("s"), "IN_TRANSIT", T0 + HOUR),
+            contact(unique("k"), at=T0 + 2 * HOUR, email=emails[cid], note="where is it"),
+        )
+    )
+
+    def all_joined(worker: Worker) -> dict[str, dict] | None:
+        states = {}
+        for cid in customers:
+            status, body = worker.get(f"/customers/{cid}")
+            if status != 200 or not (body["orders"] and body["orders"][0]["shipments"]):
+                return None
+            if not body["contacts"]:
+                return None
+            states[cid] = body
+        return states
+
+    before = wait_for("every customer joined, asked at the survivor", lambda: all_joined(survivor))
+    # Either worker answers for every customer, its own and the other's, with the same state.
+    assert wait_for("every customer joined, asked at the victim", lambda: all_joined(victim)) == (
+        before
+    )
+    for cid in customers:
+        for w in two_workers:
+            status, found = w.get(f"/customers?email={emails[cid]}")
+            assert (status, found["customer_id"]) == (200, cid)
+            status, found = w.get(f"/customers?order_id={orders[cid]}")
+            assert (status, found["customer_id"]) == (200, cid)
+
+    # A forwarded request is never forwarded again (two workers that disagree about an owner
+    # must not bounce it between them): the receiver that does not own the key says 503.
+    foreign = by_partition[min(victim_parts)][0]
+    request = urllib.request.Request(
+        f"{survivor.url}/customers/{foreign}", headers={"X-Keel-Forwarded-By": victim.url}
+    )
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=10)
+    assert refused.value.code == 503 and refused.value.headers["Retry-After"] == "1"
+
+    # Everything processed and committed, so what the survivor reads after the crash can be
+    # compared with what was read before it, field by field.
+    wait_for("nothing unprocessed", lambda: all(unprocessed_records(w) == 0 for w in two_workers))
+    before = {cid: survivor.get(f"/customers/{cid}")[1] for cid in customers}
+
+    # One order of each partition is completed after the crash.
+    touched = {ids[0] for ids in by_partition.values()}
+    with ReadinessWatch(survivor) as watch:
+        victim.kill()
+        killed_at = time.monotonic()
+        departments.send(order(cid, orders[cid], "COMPLETED", T0 + 5 * HOUR) for cid in touched)
+
+        answers: set[int] = set()
+
+        def all_answered() -> dict[str, dict] | None:
+            states = {}
+            for cid in customers:
+                status, body = survivor.get(f"/customers/{cid}")
+                answers.add(status)
+                if status != 200:
+                    return None
+                if cid in touched and body["orders"][0]["status"] != "COMPLETED":
+                    return None
+                states[cid] = body
+            return states
+
+        after = wait_for("the survivor to answer for everyone", all_answered, TAKEOVER_LIMIT)
+        takeover = time.monotonic() - killed_at
+    record_property("takeover_seconds", round(takeover, 1))  # type: ignore[operator]
+    print(f"\ntakeover after SIGKILL: {takeover:.1f}s (victim owned partitions {victim_parts})")
+
+    # Meanwhile the survivor said "try again" (503) or answered right, never anything else:
+    # no 404 from a half-recovered table, no 500 from forwarding to the dead worker.
+    assert answers <= {200, 503}, answers
+    for cid in customers:
+        if cid not in touched:
+            assert after[cid] == before[cid], cid
+            continue
+        old, new = before[cid], after[cid]
+        assert new["version"] == old["version"] + 1, "the COMPLETED applied exactly once"
+        assert (new["open_orders"], old["open_orders"]) == (0, 1)
+        changed = {"version", "updated_at", "orders", "open_orders", "last_event_at"}
+        assert {k: v for k, v in new.items() if k not in changed} == {
+            k: v for k, v in old.items() if k not in changed
+        }
+        assert [s for o in new["orders"] for s in o["shipments"]] == [
+            s for o in old["orders"] for s in o["shipments"]
+        ]
+    for cid in customers:
+        status, found = survivor.get(f"/customers?email={emails[cid]}")
+        assert (status, found["customer_id"]) == (200, cid)
+
+    # The survivor said "not ready" while it took the partitions over, and ready after.
+    assert 503 in watch.seen and watch.seen[-1] == 200, watch.seen
+    wait_for(
+        "the survivor to own every partition",
+        lambda: assigned_partitions(survivor) == set(range(PARTITIONS)),
+        30,
+    )
+    assert survivor_parts | victim_parts == set(range(PARTITIONS))

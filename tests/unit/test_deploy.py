@@ -1,0 +1,391 @@
+"""deploy/: the compose file, k8s manifests, Prometheus rules and dashboard agree with the code.
+
+Nothing here starts a container (there is no Docker on the build machines); instead every
+name a manifest shares with the code is checked against the code: environment variables
+against ``streams.config.VARIABLES``, ports against their defaults, probe paths against the
+worker's routes, commands against importable modules, metric names against the metrics keel
+exports. Kubernetes objects are validated against the Kubernetes 1.30 OpenAPI schemas shipped
+in the ``kubernetes-validate`` package (strict: unknown fields are errors); the Prometheus
+Operator's PodMonitor, which those schemas lack, is checked structurally. Alert rules go
+through ``promtool check rules`` and their unit tests through ``promtool test rules``.
+"""
+
+from __future__ import annotations
+
+import base64
+import importlib.util
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from streams.config import OTHER_KNOWN, VARIABLES
+
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOY = ROOT / "deploy"
+COMPOSE = DEPLOY / "compose" / "docker-compose.yml"
+K8S = DEPLOY / "k8s"
+PROMETHEUS = DEPLOY / "prometheus"
+DASHBOARD = DEPLOY / "grafana" / "keel.json"
+K8S_VERSION = "1.30.0"
+
+KNOWN_ENV = {name for name, _, _ in VARIABLES} | OTHER_KNOWN
+DEFAULTS = {name: default for name, default, _ in VARIABLES}
+# Helpers that exist only to build a keel variable (KEEL_CANONICAL_URL from the pod's name).
+K8S_HELPER_ENV = {"POD_NAME"}
+
+WORKER_MODULE = "streams"  # the image's ENTRYPOINT: python -m streams
+# connector module -> the variable holding its HTTP port
+CONNECTOR_PORT_VAR = {
+    "connectors.sources.http_ingest": "KEEL_INGEST_PORT",
+    "connectors.sources.postgres_outbox": "KEEL_OUTBOX_PORT",
+    "connectors.sinks.redis": "KEEL_REDIS_SINK_PORT",
+}
+
+
+def promtool() -> str:
+    found = shutil.which("promtool")
+    assert found, "promtool not found: apt-get install prometheus (make deps does)"
+    return found
+
+
+def run(*args: str, cwd: Path = PROMETHEUS) -> str:
+    result = subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+def worker_routes() -> set[str]:
+    import streams.views  # noqa: F401  (registers the routes)
+    from streams.app import app
+
+    return {route.resource.canonical for route in app.web.web_app.router.routes()}
+
+
+def connector_paths(module: str) -> str:
+    """Source of a connector and of connectors/base.py (which serves /healthz, /metrics)."""
+    spec = importlib.util.find_spec(module)
+    assert spec is not None and spec.origin, f"{module} does not exist"
+    return Path(spec.origin).read_text() + (ROOT / "connectors" / "base.py").read_text()
+
+
+def module_of(command: list[str]) -> str:
+    """The module of ``python -m MODULE ...``."""
+    assert command[:2] == ["python", "-m"], command
+    return command[2]
+
+
+# ------------------------------------------------------------------------------ Prometheus
+
+
+def test_promtool_accepts_the_rules_their_unit_tests_and_the_compose_config() -> None:
+    run(promtool(), "check", "rules", "keel-alerts.yml")
+    assert "SUCCESS" in run(promtool(), "test", "rules", "tests.yml")
+    run(promtool(), "check", "config", "--syntax-only", "prometheus.yml")
+
+
+def alert_rules() -> list[dict]:
+    groups = yaml.safe_load((PROMETHEUS / "keel-alerts.yml").read_text())["groups"]
+    return [rule for group in groups for rule in group["rules"]]
+
+
+def test_every_alert_tells_the_person_paged_what_to_check_and_is_unit_tested() -> None:
+    tested = (PROMETHEUS / "tests.yml").read_text()
+    names = {rule["alert"] for rule in alert_rules()}
+    assert {"KeelCustomerViewStale", "KeelDeadLetters", "KeelConsumerLagGrowing"} <= names
+    assert {"KeelHeldEventsPilingUp", "KeelWorkerNotReady", "KeelSourceStale"} <= names
+    for rule in alert_rules():
+        assert rule["labels"]["severity"] in {"page", "warning", "ticket"}, rule["alert"]
+        assert rule["annotations"]["summary"], rule["alert"]
+        description = rule["annotations"]["description"]
+        assert "First checks" in description and len(description) > 300, rule["alert"]
+    for name in names - {"KeelWorkerDown"}:  # `up` is Prometheus' own series
+        assert f"alertname: {name}" in tested, f"{name} has no promtool unit test"
+
+
+def exported_metric_names() -> set[str]:
+    """Every sample name keel's worker and connectors can expose."""
+    source = (ROOT / "streams" / "metrics.py").read_text()
+    source += (ROOT / "connectors" / "metrics.py").read_text()
+    declared = set(re.findall(r'"(keel_[a-z_]+)"', source))
+    suffixes = ("", "_total", "_bucket", "_count", "_sum")
+    return {name + suffix for name in declared for suffix in suffixes}
+
+
+def used_metric_names(expr: str) -> set[str]:
+    return set(re.findall(r"\b(keel_[a-z_]+)\b", expr))
+
+
+def test_alerts_and_dashboard_use_only_metrics_keel_exports() -> None:
+    known = exported_metric_names()
+    for rule in alert_rules():
+        unknown = used_metric_names(rule["expr"]) - known
+        assert not unknown, f"{rule['alert']} uses {unknown}"
+    dashboard = json.loads(DASHBOARD.read_text())
+    datasource = yaml.safe_load(
+        (DEPLOY / "grafana" / "provisioning" / "datasources" / "prometheus.yml").read_text()
+    )["datasources"][0]["uid"]
+    panels = [p for p in dashboard["panels"] if p["type"] != "row"]
+    assert len(panels) >= 10
+    for panel in panels:
+        for target in panel["targets"]:
+            unknown = used_metric_names(target["expr"]) - known
+            assert not unknown, f"panel {panel['title']!r} uses {unknown}"
+            assert target["datasource"]["uid"] == datasource
+    shown = {m for p in panels for t in p["targets"] for m in used_metric_names(t["expr"])}
+    for needed in ("keel_event_freshness_seconds_bucket", "keel_consumer_lag_records",
+                   "keel_held_events", "keel_events_total", "keel_source_lag_seconds"):  # fmt: skip
+        assert needed in shown, f"the dashboard lacks {needed}"
+
+
+# --------------------------------------------------------------------------------- compose
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    return yaml.safe_load(COMPOSE.read_text())  # type: ignore[no-any-return]
+
+
+def keel_services(compose: dict[str, Any]) -> dict[str, dict]:
+    return {n: s for n, s in compose["services"].items() if s.get("image") == "keel:local"}
+
+
+def test_compose_runs_kafka_redis_postgres_prometheus_grafana_two_workers_three_connectors(
+    compose: dict[str, Any],
+) -> None:
+    services = compose["services"]
+    assert services["kafka"]["image"] == "apache/kafka:3.9.1"
+    kafka = services["kafka"]["environment"]
+    assert kafka["KAFKA_PROCESS_ROLES"] == "broker,controller"
+    # kafka-storage format refuses anything but 16 bytes in URL-safe base64 (22 characters).
+    cluster_id = kafka["CLUSTER_ID"]
+    assert len(base64.urlsafe_b64decode(cluster_id + "==")) == 16 and len(cluster_id) == 22
+    assert kafka["KAFKA_AUTO_CREATE_TOPICS_ENABLE"] == "false", "topics need KEEL_PARTITIONS"
+    assert {"redis", "postgres", "prometheus", "grafana"} <= services.keys()
+    keel = keel_services(compose)
+    workers = [n for n, s in keel.items() if s.get("command") == ["worker"]]
+    connectors = sorted(module_of(s["entrypoint"]) for s in keel.values() if "entrypoint" in s)
+    assert len(workers) >= 2
+    assert connectors == sorted(CONNECTOR_PORT_VAR)
+    for service in keel.values():
+        assert service["build"]["context"] == "../.."
+
+
+def test_compose_env_ports_and_commands_match_the_code(compose: dict[str, Any]) -> None:
+    for name, service in keel_services(compose).items():
+        env = service["environment"]
+        unknown = set(env) - KNOWN_ENV
+        assert not unknown, f"{name} sets variables keel does not know: {unknown}"
+        published = {str(p).split(":")[-1] for p in service.get("ports", [])}
+        if service.get("command") == ["worker"]:
+            assert importlib.util.find_spec(f"{WORKER_MODULE}.__main__") is not None
+            port = env.get("KEEL_API_PORT", DEFAULTS["KEEL_API_PORT"])
+            assert port == DEFAULTS["KEEL_API_PORT"]
+            assert env["KEEL_API_BIND"] == "0.0.0.0"
+            assert env["KEEL_CANONICAL_URL"] == f"http://{name}:{port}"
+            assert f"127.0.0.1:{port}/readyz" in " ".join(service["healthcheck"]["test"])
+            assert "/readyz" in worker_routes()
+        else:
+            module = module_of(service["entrypoint"])
+            assert importlib.util.find_spec(module) is not None, module
+            var = CONNECTOR_PORT_VAR[module]
+            port = env.get(var, DEFAULTS[var])
+            assert port == DEFAULTS[var], f"{name}: {var}={port}"
+            assert env["KEEL_CONNECTOR_BIND"] == "0.0.0.0"
+        assert published <= {port}, f"{name} publishes {published}, listens on {port}"
+
+
+def test_prometheus_scrapes_every_keel_service_on_its_port(compose: dict[str, Any]) -> None:
+    config = yaml.safe_load((PROMETHEUS / "prometheus.yml").read_text())
+    targets = {
+        target
+        for job in config["scrape_configs"]
+        for static in job["static_configs"]
+        for target in static["targets"]
+    }
+    expected = set()
+    for name, service in keel_services(compose).items():
+        env = service["environment"]
+        if service.get("command") == ["worker"]:
+            expected.add(f"{name}:{env.get('KEEL_API_PORT', DEFAULTS['KEEL_API_PORT'])}")
+        else:
+            var = CONNECTOR_PORT_VAR[module_of(service["entrypoint"])]
+            expected.add(f"{name}:{env.get(var, DEFAULTS[var])}")
+    assert targets == expected
+    assert config["rule_files"] == ["/etc/prometheus/keel-alerts.yml"]
+    jobs = {job["job_name"] for job in config["scrape_configs"]}
+    assert "keel-worker" in jobs, "KeelWorkerDown matches up{job=~'.*keel-worker.*'}"
+
+
+def test_compose_mounts_files_that_exist(compose: dict[str, Any]) -> None:
+    for service in compose["services"].values():
+        for volume in service.get("volumes", []):
+            source = volume.split(":")[0]
+            if source.startswith("."):
+                assert (COMPOSE.parent / source).exists(), volume
+
+
+def test_dockerfile_runs_the_worker_from_a_tree_with_the_schemas() -> None:
+    text = (ROOT / "Dockerfile").read_text()
+    assert text.startswith("#") and "FROM python:3.11-slim" in text
+    assert 'ENTRYPOINT ["python", "-m", "streams"]' in text and 'CMD ["worker"]' in text
+    assert "COPY schemas ./schemas" in text and "RUN pip install ." in text
+    assert f"EXPOSE {DEFAULTS['KEEL_API_PORT']}" in text
+    for name in re.findall(r"\b(KEEL_[A-Z_]+)=", text):
+        assert name in KNOWN_ENV, name
+
+
+# ------------------------------------------------------------------------------ kubernetes
+
+
+def k8s_objects() -> list[tuple[str, dict]]:
+    return [
+        (path.name, doc)
+        for path in sorted(K8S.glob("*.yaml"))
+        for doc in yaml.safe_load_all(path.read_text())
+        if doc
+    ]
+
+
+def workloads() -> list[dict]:
+    return [d for _, d in k8s_objects() if d["kind"] in {"StatefulSet", "Deployment"}]
+
+
+def test_kubernetes_objects_are_valid_against_the_api_schemas() -> None:
+    kinds = set()
+    for _, doc in k8s_objects():
+        kinds.add(doc["kind"])
+        if doc["kind"] in {"Kustomization", "PodMonitor"}:
+            continue
+        kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+    assert {"StatefulSet", "Deployment", "Service", "ConfigMap", "PodMonitor"} <= kinds
+
+
+def test_the_schema_validation_catches_a_misspelt_field() -> None:
+    """Guards the guard: strict validation must reject what kubectl would reject."""
+    statefulset = next(w for w in workloads() if w["kind"] == "StatefulSet")
+    broken = json.loads(json.dumps(statefulset))
+    broken["spec"]["template"]["spec"]["containers"][0]["readinessProbes"] = {}
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(broken, K8S_VERSION, strict=True)
+
+
+def test_kustomization_lists_every_manifest() -> None:
+    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+    files = {p.name for p in K8S.glob("*.yaml")} - {"kustomization.yaml"}
+    assert set(kustomization["resources"]) == files
+
+
+def container_env(container: dict, config: dict[str, str]) -> dict[str, str | None]:
+    env: dict[str, str | None] = {}
+    for source in container.get("envFrom", []):
+        env.update(config)  # the one ConfigMap, keel-config
+        assert source["configMapRef"]["name"] == "keel-config"
+    for item in container.get("env", []):
+        env[item["name"]] = item.get("value")
+    return env
+
+
+def test_workloads_use_known_variables_real_modules_ports_and_probe_paths() -> None:
+    config = next(d for _, d in k8s_objects() if d["kind"] == "ConfigMap")["data"]
+    assert not set(config) - KNOWN_ENV, set(config) - KNOWN_ENV
+    routes = worker_routes()
+    seen_connectors = set()
+    for workload in workloads():
+        pod = workload["spec"]["template"]
+        assert (
+            workload["spec"]["selector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
+        )
+        [container] = pod["spec"]["containers"]
+        env = container_env(container, config)
+        unknown = set(env) - KNOWN_ENV - K8S_HELPER_ENV
+        assert not unknown, f"{workload['metadata']['name']} sets unknown variables {unknown}"
+        ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+        if workload["kind"] == "StatefulSet":
+            assert container["args"] == ["worker"] and "command" not in container
+            port_var, paths = "KEEL_API_PORT", routes
+        else:
+            module = module_of(container["command"])
+            seen_connectors.add(module)
+            port_var = CONNECTOR_PORT_VAR[module]
+            source = connector_paths(module)
+            paths = {p for p in ("/healthz", "/readyz", "/metrics") if f'"{p}"' in source}
+        port = int(env.get(port_var) or DEFAULTS[port_var])
+        assert port == int(DEFAULTS[port_var]) and ports["http"] == port
+        for kind in ("livenessProbe", "readinessProbe", "startupProbe"):
+            probe = container.get(kind)
+            if probe:
+                assert probe["httpGet"]["path"] in paths, (kind, probe)
+                assert probe["httpGet"]["port"] in ports
+        assert "livenessProbe" in container
+    assert seen_connectors == set(CONNECTOR_PORT_VAR)
+
+
+def test_workers_have_stable_urls_volumes_and_ready_gated_probes() -> None:
+    statefulset = next(w for w in workloads() if w["kind"] == "StatefulSet")
+    services = {d["metadata"]["name"]: d for _, d in k8s_objects() if d["kind"] == "Service"}
+    headless = services[statefulset["spec"]["serviceName"]]
+    assert headless["spec"]["clusterIP"] == "None"
+    assert headless["spec"]["publishNotReadyAddresses"] is True  # forwards during rebalances
+    [container] = statefulset["spec"]["template"]["spec"]["containers"]
+    env = [item["name"] for item in container["env"]]
+    values = {item["name"]: item for item in container["env"]}
+    assert env.index("POD_NAME") < env.index("KEEL_CANONICAL_URL"), "$(POD_NAME) needs order"
+    assert values["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    url = urlsplit(values["KEEL_CANONICAL_URL"]["value"].replace("$(POD_NAME)", "pod-0"))
+    assert url.hostname == f"pod-0.{headless['metadata']['name']}"
+    assert url.port == int(DEFAULTS["KEEL_API_PORT"])
+    assert values["KEEL_API_BIND"]["value"] == "0.0.0.0"
+    [claim] = statefulset["spec"]["volumeClaimTemplates"]
+    [mount] = container["volumeMounts"]
+    assert mount["name"] == claim["metadata"]["name"]
+    assert mount["mountPath"] == values["KEEL_DATA_DIR"]["value"]
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+
+
+def test_services_and_podmonitors_select_pods_that_exist() -> None:
+    pods = [w["spec"]["template"] for w in workloads()]
+
+    def matching(labels: dict[str, str]) -> list[dict]:
+        return [p for p in pods if labels.items() <= p["metadata"]["labels"].items()]
+
+    for _, doc in k8s_objects():
+        if doc["kind"] == "Service":
+            targets = matching(doc["spec"]["selector"])
+            assert targets, doc["metadata"]["name"]
+            for port in doc["spec"]["ports"]:
+                names = {p["name"] for t in targets for p in t["spec"]["containers"][0]["ports"]}
+                assert port["targetPort"] in names
+        if doc["kind"] == "PodMonitor":
+            assert doc["apiVersion"] == "monitoring.coreos.com/v1"
+            selector = doc["spec"]["selector"]
+            if "matchLabels" in selector:
+                targets = matching(selector["matchLabels"])
+            else:
+                [expr] = selector["matchExpressions"]
+                targets = [
+                    p for p in pods if p["metadata"]["labels"].get(expr["key"]) in expr["values"]
+                ]
+            assert targets, doc["metadata"]["name"]
+            for endpoint in doc["spec"]["podMetricsEndpoints"]:
+                assert endpoint["path"] == "/metrics"
+                for target in targets:
+                    names = {p["name"] for p in target["spec"]["containers"][0]["ports"]}
+                    assert endpoint["port"] in names
+    assert "/metrics" in worker_routes()
+
+
+def test_the_k8s_scrape_config_keeps_the_worker_job_name_the_alerts_match() -> None:
+    config = yaml.safe_load((PROMETHEUS / "k8s-scrape.yml").read_text())
+    jobs = {job["job_name"] for job in config["scrape_configs"]}
+    assert "keel-worker" in jobs
+    for job in config["scrape_configs"]:
+        assert job["kubernetes_sd_configs"][0]["role"] == "pod"
