@@ -32,7 +32,7 @@ from streams import metrics
 from streams import topics as t
 from streams.app import app, settings
 from streams.codec import CodecError, get_codec
-from streams.join import NAMESPACES, Route, add_held, new_refs, route
+from streams.join import NAMESPACES, Route, add_held, new_refs, remove_held, route, unhold_refs
 from streams.signals import Windows, apply_signals, next_check_ms
 from streams.state import Limits, apply_event, empty_state, view
 
@@ -161,6 +161,11 @@ async def apply_to_customer(customer_id: str, kind: str, event: dict, topic: str
     bind = orjson.dumps({"op": "bind", "customer_id": customer_id})
     for ns, ref in new_refs(old_public, public):
         await t.ref_topics[ns].send(key=ref.encode(), value=bind)
+    refs = unhold_refs(kind, event)
+    if refs:
+        unhold = orjson.dumps({"op": "unhold", "event_id": event["event_id"]})
+        for ns, ref in refs:
+            await t.ref_topics[ns].send(key=ref.encode(), value=unhold)
 
 
 async def recheck_signals(customer_id: str) -> None:
@@ -245,6 +250,18 @@ async def bind(ns: str, ref: str, customer_id: str) -> None:
             await forward(owner, message)
 
 
+def drop_held(ns: str, ref: str, event_id: str) -> None:
+    """Forget a held copy of an event that was applied through another reference."""
+    rest = remove_held(held[ns].get(ref), event_id)
+    if rest is None:
+        return
+    if rest:
+        held[ns][ref] = rest
+    else:
+        del held[ns][ref]
+    metrics.HELD.dec()
+
+
 async def start(kind: str, topic: str, event: dict) -> None:
     """Send a freshly decoded input event on its way to its customer."""
     r: Route = route(kind, event)
@@ -310,6 +327,8 @@ def _ref_agent(ns: str) -> None:
             ref = event.key.decode()
             if m["op"] == "bind":
                 await bind(ns, ref, m["customer_id"])
+            elif m["op"] == "unhold":
+                drop_held(ns, ref, m["event_id"])
             else:
                 await lookup(ns, ref, m)
 

@@ -86,3 +86,22 @@ def add_held(held: list[dict] | None, message: dict) -> list[dict] | None:
 
 def held_count(lists: Iterable[list[dict]]) -> int:
     return sum(len(x) for x in lists)
+
+
+def unhold_refs(kind: str, event: dict) -> list[Ref]:
+    """References where copies of an applied event may still wait, to be dropped there.
+
+    A contact is held at every reference of its chain that was unknown when it passed; once it
+    is applied, copies at references that never become known would wait forever. The case
+    reference is left out: binding the case (the state now knows it) releases that copy.
+    """
+    r = route(kind, event)
+    return list(r.refs[1:]) if r.customer_id is None and kind == "contact" else []
+
+
+def remove_held(held: list[dict] | None, event_id: str) -> list[dict] | None:
+    """``held`` without the message of ``event_id``; None when it was not there."""
+    if not held:
+        return None
+    rest = [m for m in held if m["event"]["event_id"] != event_id]
+    return rest if len(rest) < len(held) else None

@@ -35,7 +35,7 @@ from typing import Any
 
 import orjson
 
-from streams.join import NAMESPACES, Route, add_held, new_refs, route
+from streams.join import NAMESPACES, Route, add_held, new_refs, remove_held, route, unhold_refs
 from streams.signals import DEFAULT_WINDOWS, Windows, apply_signals, next_check_ms
 from streams.state import DEFAULT_LIMITS, Limits, State, apply_event, empty_state, view
 
@@ -146,6 +146,13 @@ class Pipeline:
         ns = topic.removesuffix("-refs")
         if m["op"] == "bind":
             self._bind(ns, key, m["customer_id"])
+        elif m["op"] == "unhold":
+            rest = remove_held(self.held[ns].get(key), m["event_id"])
+            if rest is not None:
+                if rest:
+                    self.held[ns][key] = rest
+                else:
+                    del self.held[ns][key]
         else:
             self._lookup(ns, key, m)
 
@@ -164,6 +171,8 @@ class Pipeline:
         old_public = view(before) if before is not None else None
         for ns, ref in new_refs(old_public, public):
             self._send(_refs_topic(ns), ref, {"op": "bind", "customer_id": customer_id})
+        for ns, ref in unhold_refs(kind, event):
+            self._send(_refs_topic(ns), ref, {"op": "unhold", "event_id": event["event_id"]})
 
     def _recheck_signals(self, customer_id: str) -> None:
         stored = self.customers.get(customer_id)

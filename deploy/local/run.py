@@ -104,7 +104,7 @@ class Stack:
             "KEEL_DATA_DIR": os.environ.get("KEEL_DATA_DIR", str(run_dir / "worker")),
         }
 
-    def start_worker(self, detached: bool) -> subprocess.Popen[bytes]:
+    def start_worker(self) -> subprocess.Popen[bytes]:
         ensure_port_free(self.api_port, "the stream worker's API")  # else /readyz lies
         log = open(self.run_dir / "worker.log", "ab")  # noqa: SIM115 (handed to the child)
         proc = subprocess.Popen(
@@ -113,7 +113,9 @@ class Stack:
             env=self.env,
             stdout=log,
             stderr=subprocess.STDOUT,
-            start_new_session=detached,
+            # own session even in the foreground: Ctrl-C reaches only this script, which
+            # then stops every process in order (the feed, connectors, worker, services)
+            start_new_session=True,
         )
         deadline = time.monotonic() + 180
         while not _ready(self.api):
@@ -125,7 +127,7 @@ class Stack:
             time.sleep(0.5)
         return proc
 
-    def start_connectors(self, detached: bool) -> list[subprocess.Popen[bytes]]:
+    def start_connectors(self) -> list[subprocess.Popen[bytes]]:
         """Start the three connectors; return once each answers /healthz (or raise)."""
         for connector in self.connectors:
             ensure_port_free(connector.port, f"the {connector.name} connector")
@@ -140,7 +142,7 @@ class Stack:
                         env=self.env,
                         stdout=log,
                         stderr=subprocess.STDOUT,
-                        start_new_session=detached,
+                        start_new_session=True,  # see start_worker
                     )
                 )
             deadline = time.monotonic() + 60
@@ -202,10 +204,10 @@ def run_foreground(stack: Stack, customers: int, rate: float) -> int:
         _say(f"starting PostgreSQL on {stack.postgres.url} (log: {stack.run_dir}/postgres.log)")
         stack.postgres.start()
         _say(f"starting the stream worker, API on {stack.api} (log: {stack.run_dir}/worker.log)")
-        worker = stack.start_worker(detached=False)
+        worker = stack.start_worker()
         procs.append(worker)
         _say(f"starting the connectors (logs: {stack.run_dir}/<connector>.log)")
-        procs += stack.start_connectors(detached=False)
+        procs += stack.start_connectors()
         for line in stack.hints():
             _say(line)
         _say(f"ready: {stack.api}/readyz; Ctrl-C stops everything")
@@ -223,6 +225,7 @@ def run_foreground(stack: Stack, customers: int, rate: float) -> int:
             ],
             cwd=ROOT,
             env=stack.env,
+            start_new_session=True,  # see start_worker
         )
         procs.append(feed)
         services = procs[:-1]  # the worker and the connectors; the feed may finish
@@ -270,12 +273,10 @@ def run_background(stack: Stack) -> int:
             stack.postgres.start()
             postgres_pid.write_text(f"{stack.postgres.pid}\n")
         _say(f"starting the stream worker, API on {stack.api}")
-        proc = stack.start_worker(detached=True)
+        proc = stack.start_worker()
         pid_file.write_text(str(proc.pid))
         _say("starting the connectors")
-        for connector, cproc in zip(
-            stack.connectors, stack.start_connectors(detached=True), strict=True
-        ):
+        for connector, cproc in zip(stack.connectors, stack.start_connectors(), strict=True):
             _pid_file(stack, connector.name).write_text(str(cproc.pid))
     except (StackError, subprocess.CalledProcessError) as exc:
         _say(f"could not start the stack: {exc}")

@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
-from streams.join import CONTACT, EMAIL, ORDER, PHONE, add_held, new_refs, route
+from streams.join import (
+    CONTACT,
+    EMAIL,
+    ORDER,
+    PHONE,
+    add_held,
+    new_refs,
+    remove_held,
+    route,
+    unhold_refs,
+)
 from tests.builders import contact, order, shipment
 
 
@@ -28,8 +38,12 @@ def test_a_contact_resolves_by_case_then_order_then_email_then_phone() -> None:
 
 def test_new_refs_lists_only_what_the_new_state_adds() -> None:
     before = {"orders": [{"order_id": "o-1"}], "contacts": [], "emails": ["a@b.c"], "phones": []}
-    after = {"orders": [{"order_id": "o-1"}, {"order_id": "o-2"}],
-             "contacts": [{"contact_id": "k-1"}], "emails": ["a@b.c"], "phones": ["+1"]}
+    after = {
+        "orders": [{"order_id": "o-1"}, {"order_id": "o-2"}],
+        "contacts": [{"contact_id": "k-1"}],
+        "emails": ["a@b.c"],
+        "phones": ["+1"],
+    }
     assert new_refs(before, after) == [(CONTACT, "k-1"), (ORDER, "o-2"), (PHONE, "+1")]
     assert len(new_refs(None, after)) == 5
 
@@ -40,3 +54,18 @@ def test_add_held_keeps_one_copy_per_event_id() -> None:
     assert held == [m]
     assert add_held(held, {"event": {"event_id": "e-1"}}) is None
     assert add_held(held, {"event": {"event_id": "e-2"}}) == [m, {"event": {"event_id": "e-2"}}]
+
+
+def test_an_applied_contact_is_unheld_at_every_later_reference_of_its_chain() -> None:
+    kind, event = contact("k-1", order_id="o-1", email="a@b.c")
+    assert unhold_refs(kind, event) == [(ORDER, "o-1"), (EMAIL, "a@b.c")]
+    assert unhold_refs(*contact("k-2", customer_id="c-1", email="a@b.c")) == []
+    assert unhold_refs(*shipment("o-1", "s-1")) == []
+
+
+def test_remove_held_drops_only_that_event() -> None:
+    a, b = {"event": {"event_id": "e-1"}}, {"event": {"event_id": "e-2"}}
+    assert remove_held([a, b], "e-1") == [b]
+    assert remove_held([a], "e-1") == []
+    assert remove_held([a], "e-9") is None
+    assert remove_held(None, "e-1") is None
