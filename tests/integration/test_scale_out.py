@@ -184,7 +184,11 @@ def test_two_workers_share_the_partitions_and_one_takes_over_when_the_other_dies
 
     # Everything processed and committed, so what the survivor reads after the crash can be
     # compared with what was read before it, field by field.
-    wait_for("nothing unprocessed", lambda: all(unprocessed_records(w) == 0 for w in two_workers))
+    wait_for(
+        "nothing unprocessed",
+        lambda: all(unprocessed_records(w) == 0 for w in two_workers),
+        timeout=120,
+    )
     before = {cid: survivor.get(f"/customers/{cid}")[1] for cid in customers}
 
     # One order of each partition is completed after the crash.
