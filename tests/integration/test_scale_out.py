@@ -22,7 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from deploy.local.stack import Kafka, free_port
 from tests.builders import T0, contact, order, shipment, unique
-from tests.integration.harness import Departments, Worker, http_get, wait_for
+from tests.integration.harness import TOPIC, Departments, Worker, http_get, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -36,8 +36,9 @@ def partition_of(key: str) -> int:
     return (murmur2(key.encode()) & 0x7FFFFFFF) % PARTITIONS
 
 
-def assigned_partitions(worker: Worker, topic: str = "orders.v1") -> frozenset[int]:
-    """Partitions of ``topic`` the worker consumes, as its /metrics reports them."""
+def assigned_partitions(worker: Worker, topic: str | None = None) -> frozenset[int]:
+    """Partitions of ``topic`` (its orders topic) the worker consumes, as /metrics reports them."""
+    topic = topic or worker.env.get("KEEL_TOPIC_ORDERS", "orders.v1")
     status, body = worker.get("/metrics")
     if status != 200 or not isinstance(body, str):
         return frozenset()
@@ -96,10 +97,22 @@ class ReadinessWatch:
                 self.seen.append(status)
 
 
+def own_topics(app_id: str) -> dict[str, str]:
+    """Input/output topics of this test alone: nothing other tests wrote is replayed here."""
+    names = ("ORDERS", "SHIPMENTS", "CONTACTS", "STATE", "SIGNALS", "DEADLETTER")
+    return {f"KEEL_TOPIC_{n}": f"{app_id}.{n.lower()}" for n in names}
+
+
 @pytest.fixture
-def two_workers(kafka: Kafka, tmp_path: Path) -> Iterator[list[Worker]]:
-    """Two workers of a consumer group of this test's own, started side by side."""
+def two_workers(kafka: Kafka, tmp_path: Path, departments: Departments) -> Iterator[list[Worker]]:
+    """Two workers of a consumer group (and topics) of this test's own, started side by side."""
     app_id = unique("keel-scale")
+    topics = own_topics(app_id)
+    departments.topics = {
+        "order": topics["KEEL_TOPIC_ORDERS"],
+        "shipment": topics["KEEL_TOPIC_SHIPMENTS"],
+        "contact": topics["KEEL_TOPIC_CONTACTS"],
+    }
     workers = [
         Worker(
             kafka.bootstrap,
@@ -109,6 +122,7 @@ def two_workers(kafka: Kafka, tmp_path: Path) -> Iterator[list[Worker]]:
             KEEL_APP_ID=app_id,
             KEEL_PARTITIONS=str(PARTITIONS),
             KEEL_STANDBY_REPLICAS="1",
+            **topics,
         )
         for n in (1, 2)
     ]
@@ -117,6 +131,7 @@ def two_workers(kafka: Kafka, tmp_path: Path) -> Iterator[list[Worker]]:
             list(pool.map(lambda w: w.start(), workers))
         yield workers
     finally:
+        departments.topics = dict(TOPIC)
         for w in workers:
             w.stop()
 
