@@ -29,6 +29,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -36,11 +37,12 @@ from typing import Any
 from bench import phases, report
 from bench import throughput as tp
 from bench.generator import DAY, History
-from bench.kafka import count_keys, preload
+from bench.kafka import keys_of, preload
 from bench.machine import machine, versions
 from bench.peers import quix_python, quix_version
 from bench.profile import Profiler
 from bench.settings import BenchSettings, parse
+from bench.stats import latency_summary
 from bench.worker import ROOT, BenchError, KeelNames, KeelWorker, worker_args
 
 log = logging.getLogger("bench")
@@ -56,6 +58,15 @@ def _free_port() -> int:
     return free_port()
 
 
+def _worker_tuning(env: dict[str, str]) -> dict[str, Any]:
+    """The worker's speed settings in effect for this run (streams/tuning.py + its env)."""
+    from streams.config import Settings
+    from streams.tuning import describe
+
+    worker = Settings.from_env({k: v for k, v in env.items() if k.startswith("KEEL_")})
+    return describe(worker.batch_max, worker.batch_wait_ms)
+
+
 def _create_topics(env: dict[str, str]) -> None:
     inherited = {k: v for k, v in os.environ.items() if not k.startswith("KEEL_")}
     out = subprocess.run(
@@ -69,6 +80,33 @@ def _create_topics(env: dict[str, str]) -> None:
     )
     if out.returncode != 0:
         raise BenchError(f"creating topics failed:\n{out.stderr[-3000:]}")
+
+
+_NO_LATENCY = latency_summary([])
+_FRESHNESS_UNMEASURED = {
+    "base": {"topic": _NO_LATENCY, "api": _NO_LATENCY},
+    "steps": [],
+    "max_unsaturated_rate": None,
+}
+_QUERY_UNMEASURED = {
+    "achieved_per_s": None,
+    "errors": None,
+    **{k: _NO_LATENCY for k in ("by_id", "by_email", "all")},
+}
+_RECOVERY_UNMEASURED = {
+    "kept": {"ready_s": None},
+    "wiped": {"ready_s": None},
+    "wiped_ready_s_for_100k": None,
+}
+
+
+def _attempt(what: str, phase: Callable[[], dict[str, Any]], unmeasured: dict) -> dict[str, Any]:
+    """Run a phase; if it fails, log why and record its figures as unmeasured with the error."""
+    try:
+        return phase()
+    except BenchError as exc:
+        log.error("%s failed: %s", what, exc)
+        return {**unmeasured, "error": str(exc)[-3000:]}
 
 
 class Run:
@@ -116,6 +154,7 @@ def run(s: BenchSettings) -> dict[str, Any]:
             "worker_env": env,
             "run_id": r.id,
             "worker_command": worker_args(),
+            "worker_tuning": _worker_tuning(env),
             "broker": "own" if s.bootstrap is None else s.bootstrap,
         }
         _create_topics(env)
@@ -162,15 +201,15 @@ def run(s: BenchSettings) -> dict[str, Any]:
         if quix_py is not None:
             r.phase("peer: Quix Streams")
             peer_events = round(count * (kinds["order"] + kinds["contact"]) / sum(kinds.values()))
-            thr["quix"] = tp.quix(
-                bootstrap,
-                quix_py,
-                r.names,
-                peer_events,
-                r.work,
-                timeout=s.ready_timeout_s,
-                budget=s.throughput_budget_s,
-            )
+            peer = quix_py
+            thr["quix"] = _attempt(
+                "quix peer",
+                lambda: tp.quix(
+                    bootstrap, peer, r.names, peer_events, r.work,
+                    timeout=s.ready_timeout_s, budget=s.throughput_budget_s,
+                ),
+                {"events_per_s": None},
+            )  # fmt: skip
         else:
             thr["quix"] = {"skipped": "Quix Streams not available (--no-peer or no venv)"}
 
@@ -197,11 +236,18 @@ def run(s: BenchSettings) -> dict[str, Any]:
         res["profile"] = profiler.top(20) if profiler else {"skipped": "--no-profile"}
 
         if thr["keel"]["complete"]:
-            res["verification"] = phases.verify(worker, expected)
             held = len(in_history)
+            res["footprint"] = phases.footprint(worker, held, thr["keel"]["rss_at_ready_bytes"])
+            res["verification"] = _attempt(
+                "verification", lambda: phases.verify(worker, expected), {"checked": 0}
+            )
         else:
             r.phase("backlog not finished within budget: skipping the rest")
-            thr["keel"]["skipped_events"] = phases.skip_backlog(
+            known = keys_of(bootstrap, r.names.state)
+            held = len(known)
+            ordered = [cid for cid in ordered if cid.encode() in known]
+            res["footprint"] = phases.footprint(worker, held, thr["keel"]["rss_at_ready_bytes"])
+            thr["keel"]["skipped_records"] = phases.skip_backlog(
                 bootstrap, worker, r.names, s.ready_timeout_s
             )
             res["verification"] = {
@@ -209,37 +255,49 @@ def run(s: BenchSettings) -> dict[str, Any]:
                 "matching": 0,
                 "skipped": "backlog not finished within the budget",
             }
-            held = count_keys(bootstrap, r.names.state)
-        res["footprint"] = phases.footprint(worker, held, thr["keel"]["rss_at_ready_bytes"])
+
+        def fresh() -> dict[str, Any]:
+            return phases.freshness(s, bootstrap, worker, r.names, history_file, r.work)
 
         r.phase("freshness: live events at fixed rates")
-        fresh = phases.freshness(s, bootstrap, worker, r.names, history_file, r.work)
-        fresh["drain"] = phases.drain(bootstrap, worker, r.names, s.drain_s, s.ready_timeout_s)
-        res["freshness"] = fresh
+        res["freshness"] = _attempt("freshness", fresh, _FRESHNESS_UNMEASURED)
+
+        def query() -> dict[str, Any]:
+            known = random.Random(s.seed + 1).sample(ordered, min(len(ordered), 5000))
+            keys = [(cid, History.email(int(cid.removeprefix("c-")))) for cid in known]
+            out = phases.queries(s, bootstrap, worker, r.names, history_file, r.work, keys)
+            out["drain"] = phases.drain(bootstrap, worker, r.names, s.drain_s, s.ready_timeout_s)
+            return out
 
         r.phase("query latency under ingest")
-        known = random.Random(s.seed + 1).sample(ordered, min(len(ordered), 5000))
-        keys = [(cid, History.email(int(cid.removeprefix("c-")))) for cid in known]
-        query = phases.queries(s, bootstrap, worker, r.names, history_file, r.work, keys)
-        query["drain"] = phases.drain(bootstrap, worker, r.names, s.drain_s, s.ready_timeout_s)
-        res["query"] = query
+        res["query"] = _attempt("query latency", query, _QUERY_UNMEASURED)
         res["footprint"]["after_live_rss_bytes"] = worker.rss()
 
+        def recovery() -> dict[str, Any]:
+            snapshot = {cid: worker.get(f"/customers/{cid}")[1] for cid in sorted(sample)[:50]}
+            kept = phases.restart(worker, wipe=False, timeout=s.ready_timeout_s)
+            wiped = phases.restart(worker, wipe=True, timeout=s.restore_timeout_s)
+            same = sum(
+                1
+                for cid, before in snapshot.items()
+                if wiped["ready_s"] is not None
+                and phases.comparable(worker.get(f"/customers/{cid}")[1] or {})
+                == phases.comparable(before or {})
+            )
+            return {
+                "kept": kept,
+                "wiped": wiped,
+                "same_state_after_restore": f"{same}/{len(snapshot)}",
+                # restoring replays the changelogs, which grow with the customers held
+                "wiped_ready_s_for_100k": None
+                if wiped["ready_s"] is None or not held
+                else round(wiped["ready_s"] * max(1.0, 100_000 / held), 1),
+            }
+
         r.phase("recovery: SIGKILL, restart with RocksDB kept, then wiped")
-        snapshot = {cid: worker.get(f"/customers/{cid}")[1] for cid in sorted(sample)[:50]}
-        kept = phases.restart(worker, wipe=False, timeout=s.ready_timeout_s)
-        wiped = phases.restart(worker, wipe=True, timeout=s.restore_timeout_s)
-        same = sum(
-            1
-            for cid, before in snapshot.items()
-            if phases._comparable(worker.get(f"/customers/{cid}")[1] or {})
-            == phases._comparable(before or {})
-        )
         res["recovery"] = {
             "customers": held,
-            "kept": kept,
-            "wiped": wiped,
-            "same_state_after_restore": f"{same}/{len(snapshot)}",
+            **_attempt("recovery", recovery, _RECOVERY_UNMEASURED),
         }
     shutil.rmtree(r.scratch, ignore_errors=True)
     res["machine"]["load_avg_at_end"] = list(os.getloadavg())

@@ -17,6 +17,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from bench.errors import BenchError
 from connectors.kafka import producer_config
 
 Record = tuple[str, bytes, bytes]  # (topic, key, value)
@@ -32,7 +33,7 @@ PRELOAD_OVERRIDES: dict[str, Any] = {
 }
 
 
-class BenchKafkaError(RuntimeError):
+class BenchKafkaError(BenchError):
     """Kafka refused or lost something the benchmark needed."""
 
 
@@ -206,6 +207,11 @@ def consumed(bootstrap: str, group: str, topics: Sequence[str]) -> int:
 
 def count_keys(bootstrap: str, topic: str, timeout: float = 120) -> int:
     """Distinct non-null-valued keys in ``topic`` (customers with a state)."""
+    return len(keys_of(bootstrap, topic, timeout))
+
+
+def keys_of(bootstrap: str, topic: str, timeout: float = 120) -> set[bytes]:
+    """The distinct keys of ``topic``'s records with a value."""
     consumer = _consumer(bootstrap, **{"fetch.max.bytes": 52_428_800})
     keys: set[bytes] = set()
     try:
@@ -224,7 +230,7 @@ def count_keys(bootstrap: str, topic: str, timeout: float = 120) -> int:
                     pending.discard(msg.partition())
     finally:
         consumer.close()
-    return len(keys)
+    return keys
 
 
 def partitions_of(bootstrap: str, topic: str) -> int:

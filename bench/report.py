@@ -31,6 +31,8 @@ REQUIRED = (
     "settings.seed",
     "settings.partitions",
     "settings.worker_env",
+    "settings.worker_tuning.batch_max",
+    "settings.worker_tuning.emitter",
     "dataset.events",
     "dataset.customers",
     "dataset.mix",
@@ -65,6 +67,11 @@ REQUIRED = (
     "recovery.kept.ready_s",
     "recovery.wiped.ready_s",
     "recovery.customers",
+    "recovery.wiped_ready_s_for_100k",
+    "throughput.keel.events_merged",
+    "throughput.keel.inputs_read_per_s",
+    "footprint.rss_bytes",
+    "footprint.disk_bytes",
     "footprint.rss_mb_per_100k_customers",
     "footprint.disk_mb_per_100k_customers",
     "profile",
@@ -114,6 +121,7 @@ def targets(r: dict[str, Any]) -> list[dict[str, Any]]:
         ("query rate achieved (req/s)", "query.achieved_per_s", ">=", 200),
         ("restart ready, dir kept (s)", "recovery.kept.ready_s", "<=", 15),
         ("restart ready, from changelog (s)", "recovery.wiped.ready_s", "<=", 60),
+        ("  same, scaled to 100k customers (s)", "recovery.wiped_ready_s_for_100k", "<=", 60),
         ("RSS per 100k customers (MB)", "footprint.rss_mb_per_100k_customers", "<=", 400),
     ]
     out = []
@@ -147,6 +155,7 @@ def table(r: dict[str, Any]) -> str:
         ("ceiling (events/s)", _maybe(r, "throughput.ceiling.events_per_s")),
         ("quix peer (events/s)", _maybe(r, "throughput.quix.events_per_s")),
         ("keel CPU per event (ms)", _maybe(r, "throughput.keel.cpu_ms_per_event")),
+        ("keel inputs read (events/s)", _maybe(r, "throughput.keel.inputs_read_per_s")),
         ("backlog finished", tp["keel"].get("complete")),
         (
             "sample states matching",

@@ -32,15 +32,16 @@ class BenchSettings:
     peer: bool = True
     quick: bool = False
     # seconds one worker may spend on the backlog before the rest is skipped (figure partial)
-    throughput_budget_s: float = 150.0
+    throughput_budget_s: float = 120.0
     fresh_rate: float = 2000.0
-    fresh_steps: tuple[float, ...] = (2000.0, 4000.0, 8000.0, 16000.0)
+    fresh_steps: tuple[float, ...] = (4000.0, 8000.0, 16000.0)  # when the base keeps up
+    fresh_down_steps: tuple[float, ...] = (1000.0, 500.0, 250.0)  # when it does not
     fresh_duration_s: float = 15.0
     fresh_step_duration_s: float = 8.0
     probes_per_s: float = 40.0
     poll_ms: float = 5.0
-    grace_s: float = 5.0
-    saturated_p99_s: float = 2.0
+    grace_s: float = 10.0
+    saturated_p99_s: float = 10.0  # or when more than 1 % is still unseen after grace_s
     query_rate: float = 250.0
     query_duration_s: float = 15.0
     query_threads: int = 8
@@ -54,6 +55,7 @@ class BenchSettings:
         d = asdict(self)
         d["out_dir"] = str(self.out_dir)
         d["fresh_steps"] = list(self.fresh_steps)
+        d["fresh_down_steps"] = list(self.fresh_down_steps)
         return d
 
 
@@ -65,7 +67,8 @@ QUICK = {
     "profile": False,
     "throughput_budget_s": 40.0,
     "fresh_rate": 100.0,
-    "fresh_steps": (100.0,),
+    "fresh_steps": (),
+    "fresh_down_steps": (),
     "fresh_duration_s": 1.5,
     "fresh_step_duration_s": 1.0,
     "probes_per_s": 20.0,

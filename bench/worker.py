@@ -20,11 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.errors import BenchError
+
 ROOT = Path(__file__).resolve().parents[1]
-
-
-class BenchError(RuntimeError):
-    """A benchmark step could not be carried out (a process died, a deadline passed)."""
+__all__ = ["BenchError", "KeelNames", "KeelWorker", "ROOT"]
 
 
 def http_get(url: str, timeout: float = 5.0) -> tuple[int, Any]:

@@ -9,8 +9,9 @@ Settings that matter for correctness, not just speed:
   a lost disk (restored from the changelog).
 - ``topic_partitions`` equals the input topics' partition count: tables must be
   co-partitioned with the streams that write them (streams/admin.py enforces it).
-- ``producer_linger_ms=5``: faust's default (0) sends every state/changelog record in a
-  request of its own; 5 ms batches them (+20 % orders/s here) at a bounded latency cost.
+- ``producer_linger_ms=5`` (streams/tuning.py): faust's default (0) sends every record in
+  a request of its own. The agents' outputs and table changelogs go through
+  streams/emit.py instead; what is left on faust's producer is little.
 - ``broker_session_timeout`` of 10 s (faust's default is 60 s): a crashed worker's
   partitions move to the others after at most that long.
 - ``canonical_url`` must be reachable by the other workers: ``table_route`` forwards
@@ -23,6 +24,7 @@ import faust
 import orjson
 from faust.serializers import codecs
 
+from streams import tuning
 from streams.config import Settings
 
 
@@ -61,7 +63,7 @@ app = faust.App(
     web_host=settings.api_bind,
     canonical_url=settings.canonical_url,
     consumer_auto_offset_reset="earliest",
-    producer_linger_ms=5,
+    producer_linger_ms=tuning.FAUST_PRODUCER_LINGER_MS,
     broker_session_timeout=10.0,
     broker_heartbeat_interval=2.0,
     key_serializer="raw",

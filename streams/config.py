@@ -57,6 +57,12 @@ VARIABLES: tuple[tuple[str, str, str], ...] = (
         "5",
         "how often time-based signals (SHIPMENT_LATE, ...) are re-checked",
     ),
+    ("KEEL_BATCH_MAX", "1000", "most input records an agent handles as one batch"),
+    (
+        "KEEL_BATCH_WAIT_MS",
+        "5",
+        "how long an agent waits to fill a batch before handling what it has",
+    ),
     ("KEEL_LOG_LEVEL", "info", "worker log level"),
     ("KEEL_LOG_FORMAT", "text", "worker log lines: text, or json (one JSON object per line)"),
     ("KEEL_TOPIC_ORDERS", "orders.v1", "order events topic"),
@@ -136,9 +142,15 @@ class Settings:
     repeat_contact_window_s: int
     complaint_unresolved_s: int
     signal_check_interval_s: int
+    batch_max: int
+    batch_wait_ms: int
     log_level: str
     log_format: str
     topics: Topics
+
+    @property
+    def batch_wait_s(self) -> float:
+        return self.batch_wait_ms / 1000
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -191,6 +203,8 @@ class Settings:
             signal_check_interval_s=_int(
                 "KEEL_SIGNAL_CHECK_INTERVAL_S", get("KEEL_SIGNAL_CHECK_INTERVAL_S"), 1
             ),
+            batch_max=_int("KEEL_BATCH_MAX", get("KEEL_BATCH_MAX"), 1),
+            batch_wait_ms=_int("KEEL_BATCH_WAIT_MS", get("KEEL_BATCH_WAIT_MS"), 1),
             log_level=level,
             log_format=log_format,
             topics=Topics(

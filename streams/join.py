@@ -69,6 +69,21 @@ def known_refs(view: dict) -> set[Ref]:
     return refs
 
 
+def state_refs(state: dict) -> set[Ref]:
+    """``known_refs(view(state))`` read straight from a stored state, without building the view."""
+    refs: set[Ref] = {(ORDER, order_id) for order_id in state["_orders"]}
+    refs.update((CONTACT, contact_id) for contact_id in state["_contacts"])
+    refs.update((EMAIL, e) for e in state["emails"])
+    refs.update((PHONE, p) for p in state["phones"])
+    return refs
+
+
+def new_state_refs(before: dict | None, after: dict) -> list[Ref]:
+    """``new_refs`` of two stored states (what the worker uses: no views built)."""
+    old = state_refs(before) if before is not None else set()
+    return sorted(state_refs(after) - old)
+
+
 def new_refs(before: dict | None, after: dict) -> list[Ref]:
     """References that ``after`` knows and ``before`` did not, in a stable order."""
     old = known_refs(before) if before is not None else set()

@@ -229,6 +229,9 @@ def test_two_workers_share_the_partitions_and_one_takes_over_when_the_other_dies
 
         after = wait_for("the survivor to answer for everyone", all_answered, TAKEOVER_LIMIT)
         takeover = time.monotonic() - killed_at
+        # The watch polls on its own thread: give it the moment to see what the answers saw.
+        wait_for("/readyz to say 503 during the takeover and 200 after it",
+                 lambda: 503 in watch.seen and watch.seen[-1] == 200, 30)  # fmt: skip
     record_property("takeover_seconds", round(takeover, 1))  # type: ignore[operator]
     print(f"\ntakeover after SIGKILL: {takeover:.1f}s (victim owned partitions {victim_parts})")
 

@@ -8,12 +8,16 @@ from streams.join import (
     ORDER,
     PHONE,
     add_held,
+    known_refs,
     new_refs,
+    new_state_refs,
     remove_held,
     route,
+    state_refs,
     unhold_refs,
 )
-from tests.builders import contact, order, shipment
+from streams.state import apply_event, empty_state, view
+from tests.builders import T0, contact, order, shipment
 
 
 def test_an_order_goes_straight_to_its_customer() -> None:
@@ -69,3 +73,16 @@ def test_remove_held_drops_only_that_event() -> None:
     assert remove_held([a], "e-1") == []
     assert remove_held([a], "e-9") is None
     assert remove_held(None, "e-1") is None
+
+
+def test_state_refs_are_the_refs_of_the_view() -> None:
+    before, _ = apply_event(
+        empty_state("c-1"), *order("c-1", "o-1", email="A@Example.com", phone="+49 30 1"), 2
+    )
+    after, _ = apply_event(before, *order("c-1", "o-2", at=T0 + 5), 3)
+    after, _ = apply_event(after, *contact("k-1", customer_id="c-1"), 4)
+    assert state_refs(after) == known_refs(view(after))
+    assert {(ORDER, "o-1"), (ORDER, "o-2"), (CONTACT, "k-1")} <= state_refs(after)
+    assert new_state_refs(before, after) == new_refs(view(before), view(after))
+    assert new_state_refs(before, after) == [(CONTACT, "k-1"), (ORDER, "o-2")]
+    assert new_state_refs(None, before) == new_refs(None, view(before))

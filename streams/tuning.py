@@ -1,0 +1,54 @@
+"""The worker's speed settings, in one place: used by the app and recorded by ``make bench``.
+
+Each was measured with ``python -m bench`` (see README "Throughput on this machine"); the
+configurable ones (batch size and wait) are in streams/config.py, these are fixed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+#: faust's own producer now only carries what faust writes itself (offset commits go to the
+#: group coordinator; the tables' changelogs go through the emitter): 5 ms batches those.
+FAUST_PRODUCER_LINGER_MS = 5
+
+#: confluent-kafka settings of the emitter (streams/emit.py), on top of the contract's
+#: murmur2 / idempotence / acks=all (connectors.kafka.producer_config)
+EMITTER: dict[str, Any] = {
+    "linger.ms": 2,
+    "batch.num.messages": 10_000,
+    "queue.buffering.max.messages": 500_000,
+    # a record Kafka has not taken within a minute fails its batch (the worker restarts
+    # from the last committed offsets) instead of waiting forever
+    "message.timeout.ms": 60_000,
+}
+
+#: the cyclic GC's thresholds once the worker has started (default 700/10/10 ran a
+#: collection every few hundred events and took ~10 % of the CPU)
+GC_THRESHOLDS = (100_000, 50, 50)
+
+#: internal messages for one partition are packed into records of at most this many bytes
+PACK_BYTES = 256 * 1024
+
+
+def describe(batch_max: int, batch_wait_ms: int) -> dict[str, Any]:
+    """The settings that decide the worker's speed, as recorded with benchmark results."""
+    from connectors.kafka import producer_config
+
+    emitter = producer_config("-", **EMITTER)
+    emitter.pop("bootstrap.servers")
+    return {
+        "batch_max": batch_max,
+        "batch_wait_ms": batch_wait_ms,
+        "batching": "faust Stream.take_events, handled per partition without awaits",
+        "outputs": "one confluent-kafka producer, confirmed per batch before acking it",
+        "emitter": emitter,
+        "faust_producer_linger_ms": FAUST_PRODUCER_LINGER_MS,
+        "internal_topics": f"packed per destination partition, records <= {PACK_BYTES} bytes",
+        "table_writes": "once per key per batch: RocksDB put + changelog record",
+        "state_publish": "once per customer per batch",
+        "json": "orjson",
+        "gc_thresholds": list(GC_THRESHOLDS),
+        "event_loop": "asyncio",
+        "processing_guarantee": "at_least_once, idempotent merges",
+    }
