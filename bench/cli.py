@@ -5,6 +5,8 @@ One run, in this order, on its own Kafka broker (free ports) and its own worker 
 
 1. a seeded history (bench/generator.py) is Avro-encoded and pre-loaded into the input topics;
 2. **ceiling**: a bare confluent-kafka consumer reads and decodes it (bench/ceiling.py);
+   **faust floor**: a faust app consumes and decodes it in keel's batches, no state or
+   outputs (bench/faust_floor.py): what faust costs before keel does anything;
 3. **peer**: the same aggregation in Quix Streams (bench/peer_quix.py);
 4. **throughput**: one ``keel worker`` consumes the backlog (py-spy attached) until every
    customer state is final; a sample of customers is checked against a replay of
@@ -198,6 +200,12 @@ def run(s: BenchSettings) -> dict[str, Any]:
 
         r.phase("ceiling: bare consumer + Avro decode")
         thr: dict[str, Any] = {"ceiling": tp.ceiling(bootstrap, r.names, timeout=900)}
+        r.phase("faust floor: faust consumer + Avro decode, no state")
+        thr["faust_floor"] = _attempt(
+            "faust floor",
+            lambda: tp.faust_floor(bootstrap, r.names, count, timeout=s.throughput_budget_s),
+            {"events_per_s": None},
+        )
         if quix_py is not None:
             r.phase("peer: Quix Streams")
             peer_events = round(count * (kinds["order"] + kinds["contact"]) / sum(kinds.values()))
@@ -232,6 +240,8 @@ def run(s: BenchSettings) -> dict[str, Any]:
         keel_rate = thr["keel"]["events_per_s"]
         thr["keel_over_ceiling"] = round(keel_rate / ceiling, 4) if ceiling else None
         thr["keel_over_quix"] = round(keel_rate / quix_rate, 4) if quix_rate else None
+        floor = thr["faust_floor"].get("events_per_s")
+        thr["keel_over_faust_floor"] = round(keel_rate / floor, 4) if floor else None
         res["throughput"] = thr
         res["profile"] = profiler.top(20) if profiler else {"skipped": "--no-profile"}
 

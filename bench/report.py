@@ -46,6 +46,8 @@ REQUIRED = (
     "throughput.ceiling.events_per_s",
     "throughput.quix",
     "throughput.keel_over_ceiling",
+    "throughput.faust_floor.events_per_s",
+    "throughput.keel_over_faust_floor",
     "throughput.keel_over_quix",
     "verification.checked",
     "verification.matching",
@@ -154,6 +156,8 @@ def table(r: dict[str, Any]) -> str:
     extra = [
         ("ceiling (events/s)", _maybe(r, "throughput.ceiling.events_per_s")),
         ("quix peer (events/s)", _maybe(r, "throughput.quix.events_per_s")),
+        ("faust floor (events/s)", _maybe(r, "throughput.faust_floor.events_per_s")),
+        ("keel / faust floor", _maybe(r, "throughput.keel_over_faust_floor")),
         ("keel CPU per event (ms)", _maybe(r, "throughput.keel.cpu_ms_per_event")),
         ("keel inputs read (events/s)", _maybe(r, "throughput.keel.inputs_read_per_s")),
         ("backlog finished", tp["keel"].get("complete")),
@@ -185,13 +189,19 @@ def chart(r: dict[str, Any], path: Path) -> str | None:
     )
 
     names, rates = [], []
-    for label, key in (("keel", "keel"), ("ceiling", "ceiling"), ("quix peer", "quix")):
+    for label, key in (
+        ("keel", "keel"),
+        ("ceiling", "ceiling"),
+        ("faust floor", "faust_floor"),
+        ("quix peer", "quix"),
+    ):
         value = _maybe(r, f"throughput.{key}.events_per_s")
         if value:
             names.append(label)
             rates.append(value)
     a = ax[0][0]
-    a.bar(names, rates, color=["tab:blue", "tab:gray", "tab:orange"][: len(names)])
+    colors = {"keel": "tab:blue", "ceiling": "tab:gray", "faust floor": "tab:green"}
+    a.bar(names, rates, color=[colors.get(n, "tab:orange") for n in names])
     a.axhline(15000, color="red", ls="--", lw=1, label="target 15k/s")
     a.set_yscale("log")
     a.set_title("throughput on the backlog (events/s)")

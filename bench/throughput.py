@@ -65,6 +65,25 @@ def ceiling(bootstrap: str, names: KeelNames, timeout: float) -> dict[str, Any]:
     return figures
 
 
+def faust_floor(bootstrap: str, names: KeelNames, events: int, timeout: float) -> dict[str, Any]:
+    """Run bench/faust_floor.py (faust consuming + decoding, nothing else); its figures."""
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.faust_floor", bootstrap, str(events), *names.inputs],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout + 60,
+        check=False,
+    )
+    from bench.faust_floor import RESULT
+
+    found = [ln.split(RESULT, 1)[1] for ln in result.stdout.splitlines() if RESULT in ln]
+    if result.returncode != 0 or not found:
+        raise BenchError(f"faust floor failed: {(result.stdout + result.stderr)[-2000:]}")
+    figures: dict[str, Any] = json.loads(found[-1])
+    return figures
+
+
 def _output_topics(bootstrap: str, names: KeelNames) -> list[str]:
     own = [t for t in topics_with_prefix(bootstrap, names.app_id) if "__assignor" not in t]
     return [names.state, *own]

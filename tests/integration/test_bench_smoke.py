@@ -71,6 +71,13 @@ def test_quick_benchmark_reports_every_figure(kafka: Kafka, tmp_path: Path) -> N
     assert 0 < keel["events_per_s"] < ceiling["events_per_s"]
     assert 0 < r["throughput"]["keel_over_ceiling"] < 1
     assert "skipped" in r["throughput"]["quix"]
+    floor = r["throughput"]["faust_floor"]
+    assert floor["events"] == 1000 and floor["decode_errors"] == 0, floor
+    assert 0 < floor["events_per_s"] < ceiling["events_per_s"]
+    assert r["throughput"]["keel_over_faust_floor"] == round(
+        keel["events_per_s"] / floor["events_per_s"], 4
+    )
+    assert r["settings"]["worker_tuning"]["batch_max"] == 1000
 
     v = r["verification"]
     assert v["checked"] > 0 and v["matching"] == v["checked"], v["mismatches"]
