@@ -203,7 +203,7 @@ def run(s: BenchSettings) -> dict[str, Any]:
         r.phase("faust floor: faust consumer + Avro decode, no state")
         thr["faust_floor"] = _attempt(
             "faust floor",
-            lambda: tp.faust_floor(bootstrap, r.names, count, timeout=s.throughput_budget_s),
+            lambda: tp.faust_floor(bootstrap, r.names, count, timeout=s.floor_budget_s),
             {"events_per_s": None},
         )
         if quix_py is not None:
@@ -214,7 +214,7 @@ def run(s: BenchSettings) -> dict[str, Any]:
                 "quix peer",
                 lambda: tp.quix(
                     bootstrap, peer, r.names, peer_events, r.work,
-                    timeout=s.ready_timeout_s, budget=s.throughput_budget_s,
+                    timeout=s.ready_timeout_s, budget=s.peer_budget_s,
                 ),
                 {"events_per_s": None},
             )  # fmt: skip

@@ -32,7 +32,11 @@ class BenchSettings:
     peer: bool = True
     quick: bool = False
     # seconds one worker may spend on the backlog before the rest is skipped (figure partial)
-    throughput_budget_s: float = 120.0
+    throughput_budget_s: float = 300.0
+    # seconds the faust floor and the Quix peer may read for: their rates are steady long
+    # before the end of a big backlog (the figure is then the rate over what they read)
+    floor_budget_s: float = 30.0
+    peer_budget_s: float = 45.0
     fresh_rate: float = 2000.0
     fresh_steps: tuple[float, ...] = (4000.0, 8000.0, 16000.0)  # when the base keeps up
     fresh_down_steps: tuple[float, ...] = (1000.0, 500.0, 250.0)  # when it does not

@@ -13,10 +13,10 @@ emits a *bind* for every reference a state newly knows; the bind sets the owner 
 releases what was held. Both tables are changelog-backed, so held events survive a crash.
 
 Every agent takes its input in batches (``stream.take_events``: up to ``KEEL_BATCH_MAX``
-records, or what arrived within ``KEEL_BATCH_WAIT_MS``) and handles a batch partition by
-partition, synchronously: table reads and writes go through a per-partition :class:`Tx`
-that writes each changed key once, a customer's state is published once per batch however
-many of its events the batch held, and every output record goes through the Emitter
+records, or what arrived within ``KEEL_BATCH_WAIT_MS``) and handles a batch in chunks of one
+partition's events, each synchronously: table reads and writes go through a :class:`Tx`
+that writes each changed key once, a customer's state is published once per chunk however
+many of its events the chunk held, and every output record goes through the Emitter
 (streams/emit.py). The batch's offsets are acknowledged only after Kafka confirmed all of
 its outputs, so a crash replays the batch and the idempotent merge absorbs the replay.
 
@@ -26,6 +26,7 @@ with more.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import weakref
@@ -206,9 +207,9 @@ _GONE = object()
 
 
 class Tx:
-    """One partition's share of a batch: table reads and writes, and the outputs they cause.
+    """One chunk of a batch (one partition): table reads and writes, and the outputs they cause.
 
-    Reads see this batch's own writes; :meth:`commit` writes each changed key once: into
+    Reads see this chunk's own writes; :meth:`commit` writes each changed key once: into
     RocksDB and, through the batch's outbox, to the table's changelog partition (the same
     record faust would write: raw key, orjson value, null to delete), and publishes each
     changed customer's latest state once. Going around faust's table API saves most of the
@@ -283,30 +284,39 @@ def persist_changelog_offsets(out: Outbox) -> None:
             table.data.set_persisted_offset(TP(topic, partition), offset)
 
 
-def _by_partition(events: list[EventT]) -> Iterator[list[EventT]]:
+def _chunks(events: list[EventT]) -> Iterator[list[EventT]]:
+    """A batch as runs of one partition's events, at most ``tuning.CHUNK`` long each."""
     groups: dict[int, list[EventT]] = {}
     for event in events:
         groups.setdefault(event.message.partition, []).append(event)
-    return iter(groups.values())
+    for group in groups.values():
+        for i in range(0, len(group), tuning.CHUNK):
+            yield group[i : i + tuning.CHUNK]
 
 
 Handler = Callable[[Tx, EventT], None]
 
 
 async def run_batches(stream: Any, handle: Handler) -> None:
-    """Feed ``stream`` to ``handle`` batch by batch; acknowledge a batch once its outputs are in."""
+    """Feed ``stream`` to ``handle`` batch by batch; acknowledge a batch once its outputs are in.
+
+    A batch is handled in chunks of one partition's events; each chunk's table writes are
+    committed before the event loop is given a turn (queries, other agents), so no other
+    agent ever sees, or overwrites, a half-applied chunk.
+    """
     async for events in stream.take_events(settings.batch_max, settings.batch_wait_s):
         out = emitter.outbox()
         internal = Internal(out)
-        for group in _by_partition(events):
-            token = _current_event.set(weakref.ref(group[-1]))
+        for chunk in _chunks(events):
+            token = _current_event.set(weakref.ref(chunk[-1]))
             try:
-                tx = Tx(out, internal, group[-1].message.partition)
-                for event in group:
+                tx = Tx(out, internal, chunk[-1].message.partition)
+                for event in chunk:
                     handle(tx, event)
                 tx.commit()
             finally:
                 _current_event.reset(token)
+            await asyncio.sleep(0)
         internal.flush()
         await out.confirmed()
         persist_changelog_offsets(out)
@@ -379,7 +389,7 @@ def recheck_signals(tx: Tx, customer_id: str) -> None:
 def save_and_publish(
     tx: Tx, customer_id: str, state: dict, signal_changes: list[dict], now: int
 ) -> dict:
-    """Store a changed state; publish it (once per batch) and its signal changes."""
+    """Store a changed state; publish it (once per chunk) and its signal changes."""
     tx.set(customers, customer_id, state)
     schedule(tx, customer_id, state, now)
     public = view(state)

@@ -27,6 +27,10 @@ EMITTER: dict[str, Any] = {
 #: collection every few hundred events and took ~10 % of the CPU)
 GC_THRESHOLDS = (100_000, 50, 50)
 
+#: events of one partition handled (and committed) between two turns of the event loop:
+#: ~10 ms of work, so a query waits for at most that much of an agent's batch
+CHUNK = 50
+
 #: internal messages for one partition are packed into records of at most this many bytes
 PACK_BYTES = 256 * 1024
 
@@ -45,8 +49,9 @@ def describe(batch_max: int, batch_wait_ms: int) -> dict[str, Any]:
         "emitter": emitter,
         "faust_producer_linger_ms": FAUST_PRODUCER_LINGER_MS,
         "internal_topics": f"packed per destination partition, records <= {PACK_BYTES} bytes",
-        "table_writes": "once per key per batch: RocksDB put + changelog record",
-        "state_publish": "once per customer per batch",
+        "chunk": CHUNK,
+        "table_writes": "once per key per chunk: RocksDB put + changelog record",
+        "state_publish": "once per customer per chunk",
         "json": "orjson",
         "gc_thresholds": list(GC_THRESHOLDS),
         "event_loop": "asyncio",

@@ -47,6 +47,24 @@ def test_percentiles_and_profile_summary() -> None:
     assert top["self"][0] == {"function": "f (b.py)", "samples": 3, "share": 0.75}
 
 
+def test_finished_events_are_read_from_the_worker_counters() -> None:
+    from bench.throughput import finished_events
+
+    class Worker:
+        def get(self, path: str) -> tuple[int, str]:
+            assert path == "/metrics"
+            return 200, (
+                '# TYPE keel_events_total counter\n'
+                'keel_events_total{outcome="applied",topic="orders.v1"} 7.0\n'
+                'keel_events_total{outcome="held",topic="shipments.v1"} 5.0\n'
+                'keel_events_total{outcome="duplicate",topic="orders.v1"} 2.0\n'
+                'keel_events_total{outcome="dead_letter",topic="contacts.v1"} 1.0\n'
+                'keel_events_created{outcome="applied",topic="orders.v1"} 1.7e9\n'
+            )
+
+    assert finished_events(Worker()) == 10  # type: ignore[arg-type]
+
+
 def test_quick_benchmark_reports_every_figure(kafka: Kafka, tmp_path: Path) -> None:
     out = tmp_path / "results"
     run = subprocess.run(
@@ -72,7 +90,7 @@ def test_quick_benchmark_reports_every_figure(kafka: Kafka, tmp_path: Path) -> N
     assert 0 < r["throughput"]["keel_over_ceiling"] < 1
     assert "skipped" in r["throughput"]["quix"]
     floor = r["throughput"]["faust_floor"]
-    assert floor["events"] == 1000 and floor["decode_errors"] == 0, floor
+    assert floor["complete"] and floor["events"] == 1000 and floor["decode_errors"] == 0, floor
     assert 0 < floor["events_per_s"] < ceiling["events_per_s"]
     assert r["throughput"]["keel_over_faust_floor"] == round(
         keel["events_per_s"] / floor["events_per_s"], 4
