@@ -260,6 +260,9 @@ def run(s: BenchSettings) -> dict[str, Any]:
             thr["keel"]["skipped_records"] = phases.skip_backlog(
                 bootstrap, worker, r.names, s.ready_timeout_s
             )
+            # the live phases go on from what keel saw, not from orders it skipped
+            history.continue_with({cid.decode() for cid in known})
+            phases.save_history(history, history_file)
             res["verification"] = {
                 "checked": 0,
                 "matching": 0,

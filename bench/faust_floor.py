@@ -5,7 +5,7 @@ decode, but no routing, no state and no outputs: what any faust-based worker on 
 spends before it does anything. keel / this figure is the share of faust's budget that keel's
 own work takes; this / ceiling is what faust's consumer path costs against a bare one::
 
-    python -m bench.faust_floor BOOTSTRAP EVENTS orders-topic shipments-topic contacts-topic
+    python -m bench.faust_floor BOOTSTRAP EVENTS orders shipments contacts SECONDS
 
 It prints one line, ``faust-floor-result:`` and a JSON object: events, seconds (first to last
 event), events_per_s, cpu_seconds.
@@ -29,7 +29,7 @@ BATCH, WITHIN = 1000, 0.005  # keel's defaults (KEEL_BATCH_MAX, KEEL_BATCH_WAIT_
 RESULT = "faust-floor-result: "  # faust's worker writes to stdout too
 
 
-def main(bootstrap: str, expected: int, topics: list[str], timeout: float = 600) -> None:
+def main(bootstrap: str, expected: int, topics: list[str], timeout: float) -> None:
     codec = get_codec()
     app = faust.App(
         f"bench-faust-floor-{time.time_ns()}",
@@ -78,6 +78,8 @@ def main(bootstrap: str, expected: int, topics: list[str], timeout: float = 600)
                 seen["last"] = time.perf_counter()
                 if seen["events"] >= expected:
                     finish(0, complete=True)
+                if time.monotonic() - started > timeout:  # steady long before the end
+                    finish(0, complete=False, budget_s=timeout)
 
         agent.__name__ = agent.__qualname__ = f"floor_{schema}"
         app.agent(app.topic(topic, key_type=bytes, value_type=bytes), concurrency=1)(agent)
@@ -86,14 +88,13 @@ def main(bootstrap: str, expected: int, topics: list[str], timeout: float = 600)
         consume(topic, schema)
 
     @app.timer(interval=1.0)
-    async def deadline() -> None:
-        # a steady rate is reached long before a big backlog is read: report it so far
-        if time.monotonic() - started > timeout:
-            finish(0 if seen["events"] else 1, complete=False, budget_s=timeout)
+    async def deadline() -> None:  # nothing arrives at all
+        if time.monotonic() - started > timeout + 30 and not seen["events"]:
+            finish(1, complete=False, budget_s=timeout, error="no events read")
 
     worker = faust.Worker(app, loglevel="WARNING", quiet=True)
     worker.execute_from_commandline()
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], int(sys.argv[2]), sys.argv[3:6])
+    main(sys.argv[1], int(sys.argv[2]), sys.argv[3:6], float(sys.argv[6]))

@@ -345,6 +345,22 @@ class History:
         self.now = start + span_ms
         return [item for _, _, item in keyed]
 
+    def continue_with(self, known: set[str]) -> None:
+        """Go on with only what keel has seen: the customers in ``known``, no open orders or cases.
+
+        After a backlog was cut short (the rest skipped), events about orders or cases keel
+        never saw would wait for them forever and read as keel being slow. From here on the
+        world places new orders for customers keel knows, ships those and opens new cases.
+        """
+        kept = [c for c in self.customers if self.customer_id(c.index) in known]
+        if not kept:
+            raise ValueError("no known customer to continue with")
+        for c in kept:
+            c.open_orders, c.order_ids, c.cases = [], [], []
+        self.customers = kept
+        self._hot = max(1, len(kept) // 50)
+        self._shippable = []
+
     def live(self, now_ms: int) -> Item:
         """One event happening now, for the freshness runs: ``occurred_at`` is ``now_ms``."""
         self.now = max(self.now, now_ms)

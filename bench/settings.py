@@ -32,7 +32,7 @@ class BenchSettings:
     peer: bool = True
     quick: bool = False
     # seconds one worker may spend on the backlog before the rest is skipped (figure partial)
-    throughput_budget_s: float = 300.0
+    throughput_budget_s: float = 150.0
     # seconds the faust floor and the Quix peer may read for: their rates are steady long
     # before the end of a big backlog (the figure is then the rate over what they read)
     floor_budget_s: float = 30.0

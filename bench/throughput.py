@@ -68,7 +68,10 @@ def ceiling(bootstrap: str, names: KeelNames, timeout: float) -> dict[str, Any]:
 def faust_floor(bootstrap: str, names: KeelNames, events: int, timeout: float) -> dict[str, Any]:
     """Run bench/faust_floor.py (faust consuming + decoding, nothing else); its figures."""
     result = subprocess.run(
-        [sys.executable, "-m", "bench.faust_floor", bootstrap, str(events), *names.inputs],
+        [
+            sys.executable, "-m", "bench.faust_floor",
+            bootstrap, str(events), *names.inputs, str(timeout),
+        ],  # fmt: skip
         cwd=ROOT,
         capture_output=True,
         text=True,

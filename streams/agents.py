@@ -92,7 +92,8 @@ class _KeelTable(faust.Table):
 
 
 def _table(name: str) -> Any:
-    return app.tables.add(_KeelTable(app, name=name, key_type=str))
+    table = _KeelTable(app, name=name, key_type=str, options=tuning.ROCKSDB)
+    return app.tables.add(table)
 
 
 customers = _table("customers")

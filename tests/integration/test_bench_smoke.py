@@ -47,6 +47,25 @@ def test_percentiles_and_profile_summary() -> None:
     assert top["self"][0] == {"function": "f (b.py)", "samples": 3, "share": 0.75}
 
 
+def test_a_cut_short_history_goes_on_with_known_customers_and_new_orders_only() -> None:
+    from bench.generator import History
+
+    h = History(200, seed=3, start_ms=1_790_000_000_000)
+    before = h.backlog(3000)
+    old_orders = {i.event["order_id"] for i in before if i.kind == "order"}
+    known = {i.customer_id for i in before[:400]}
+    h.continue_with(known)
+    live = [h.live(1_800_000_000_000 + n) for n in range(2000)]
+    assert {i.customer_id for i in live} <= known
+    placed = [i.event["order_id"] for i in live if i.kind == "order"]
+    shipped = {i.event["order_id"] for i in live if i.kind == "shipment"}
+    assert placed and shipped and shipped <= set(placed)
+    assert not shipped & old_orders
+    assert {i.kind for i in live} == {"order", "shipment", "contact"}
+    with pytest.raises(ValueError):
+        h.continue_with(set())
+
+
 def test_finished_events_are_read_from_the_worker_counters() -> None:
     from bench.throughput import finished_events
 
