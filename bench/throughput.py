@@ -69,8 +69,13 @@ def faust_floor(bootstrap: str, names: KeelNames, events: int, timeout: float) -
     """Run bench/faust_floor.py (faust consuming + decoding, nothing else); its figures."""
     result = subprocess.run(
         [
-            sys.executable, "-m", "bench.faust_floor",
-            bootstrap, str(events), *names.inputs, str(timeout),
+            sys.executable,
+            "-m",
+            "bench.faust_floor",
+            bootstrap,
+            str(events),
+            *names.inputs,
+            str(timeout),
         ],  # fmt: skip
         cwd=ROOT,
         capture_output=True,

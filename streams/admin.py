@@ -13,11 +13,22 @@ import time
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from streams import tuning
 from streams.config import Settings
+from streams.join import NAMESPACES
 
 log = logging.getLogger(__name__)
 
 WEEK_MS = 7 * 24 * 3600 * 1000
+
+
+#: the worker's tables (streams/agents.py); each has a changelog topic ``{app_id}-{name}-changelog``
+TABLES = (
+    "customers",
+    "signal-due",
+    *(f"{ns}-owners" for ns in NAMESPACES),
+    *(f"{ns}-held" for ns in NAMESPACES),
+)
 
 
 class TopicError(RuntimeError):
@@ -39,6 +50,13 @@ def topic_specs(settings: Settings) -> dict[str, dict[str, str]]:
     }
     for ns in ("order", "contact", "email", "phone"):
         specs[f"{settings.app_id}-{ns}-refs"] = delete
+    # Created here rather than by faust, which would leave Kafka's 1 GB / 7 d segments: only
+    # closed segments are compacted, so restores would replay every version of every state.
+    for table in TABLES:
+        specs[f"{settings.app_id}-{table}-changelog"] = {
+            "cleanup.policy": "compact",
+            **tuning.CHANGELOG_TOPIC_CONFIG,
+        }
     return specs
 
 

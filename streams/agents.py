@@ -40,7 +40,7 @@ from aiokafka.partitioner import murmur2
 from faust.streams import _current_event
 from faust.types import TP, EventT
 
-from streams import metrics, tuning
+from streams import admin, metrics, tuning
 from streams import topics as t
 from streams.app import app, settings
 from streams.codec import CodecError, get_codec
@@ -103,6 +103,9 @@ held = {ns: _table(f"{ns}-held") for ns in NAMESPACES}
 due = _table("signal-due")
 
 TABLES = [customers, due, *owners.values(), *held.values()]
+# streams/admin.py creates their changelog topics (with small segments) before faust starts
+if sorted(table.name for table in TABLES) != sorted(admin.TABLES):
+    raise RuntimeError("streams/admin.py TABLES must name every table of streams/agents.py")
 CHANGELOG_TOPIC = {table: table.changelog_topic.get_topic_name() for table in TABLES}
 TABLE_OF_CHANGELOG = {name: table for table, name in CHANGELOG_TOPIC.items()}
 

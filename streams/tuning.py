@@ -39,6 +39,16 @@ ROCKSDB: dict[str, Any] = {
     "block_cache_size": 16 * 1024**2,
 }
 
+#: topic config of the tables' changelogs (streams/admin.py creates them). Kafka compacts only
+#: closed segments, and its default segment is 1 GB or 7 days: a changelog then holds every
+#: version of every state, and a restore from it (data dir lost) replays them all. Small,
+#: hourly segments let the cleaner drop superseded versions while the worker runs.
+CHANGELOG_TOPIC_CONFIG: dict[str, str] = {  # strings: faust passes them to Kafka as they are
+    "segment.bytes": str(16 * 1024**2),
+    "segment.ms": str(3_600_000),
+    "min.cleanable.dirty.ratio": "0.3",
+}
+
 #: internal messages for one partition are packed into records of at most this many bytes
 PACK_BYTES = 256 * 1024
 
@@ -61,6 +71,7 @@ def describe(batch_max: int, batch_wait_ms: int) -> dict[str, Any]:
         "table_writes": "once per key per chunk: RocksDB put + changelog record",
         "state_publish": "once per customer per chunk",
         "rocksdb": ROCKSDB,
+        "changelog_topic_config": CHANGELOG_TOPIC_CONFIG,
         "json": "orjson",
         "gc_thresholds": list(GC_THRESHOLDS),
         "event_loop": "asyncio",

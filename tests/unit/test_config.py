@@ -39,3 +39,16 @@ def test_every_variable_is_in_the_readme_with_its_default() -> None:
     assert rows == {name: default for name, default, _ in VARIABLES}
     for name in OTHER_KNOWN:
         assert f"`{name}`" in text, name
+
+
+def test_changelog_topics_are_created_compacted_with_small_segments() -> None:
+    from streams.admin import TABLES, topic_specs
+
+    specs = topic_specs(Settings.from_env({"KEEL_APP_ID": "shop"}))
+    changelogs = {name: c for name, c in specs.items() if name.endswith("-changelog")}
+    assert sorted(changelogs) == sorted(f"shop-{table}-changelog" for table in TABLES)
+    assert len(TABLES) == 10 and "customers" in TABLES and "email-owners" in TABLES
+    for config in changelogs.values():
+        assert config["cleanup.policy"] == "compact"
+        assert int(config["segment.bytes"]) <= 64 * 1024**2
+        assert all(isinstance(v, str) for v in config.values())
