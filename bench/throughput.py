@@ -49,47 +49,37 @@ def encode(items: Iterable[Item], names: KeelNames) -> list[Record]:
     ]
 
 
-def ceiling(bootstrap: str, names: KeelNames, timeout: float) -> dict[str, Any]:
-    """Run bench/ceiling.py in its own process and return its figures."""
+def _figures(module: str, args: list[str], timeout: float, marker: str = "") -> dict[str, Any]:
+    """Run ``python -m bench.<module> ARGS`` in its own process (a core of its own, like the
+    worker) and return the JSON object on its last output line that holds ``marker``."""
     result = subprocess.run(
-        [sys.executable, "-m", "bench.ceiling", bootstrap, *names.inputs],
+        [sys.executable, "-m", f"bench.{module}", *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=timeout,
         check=False,
     )
-    if result.returncode != 0:
-        raise BenchError(f"ceiling failed: {result.stderr[-2000:]}")
-    figures: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
+    found = [
+        ln[ln.index(marker) + len(marker) :] for ln in result.stdout.splitlines() if marker in ln
+    ]
+    if result.returncode != 0 or not found:
+        raise BenchError(f"{module} failed: {(result.stdout + result.stderr)[-2000:]}")
+    figures: dict[str, Any] = json.loads(found[-1])
     return figures
+
+
+def ceiling(bootstrap: str, names: KeelNames, timeout: float) -> dict[str, Any]:
+    """bench/ceiling.py's figures: a bare consumer reading and decoding the backlog."""
+    return _figures("ceiling", [bootstrap, *names.inputs], timeout)
 
 
 def faust_floor(bootstrap: str, names: KeelNames, events: int, timeout: float) -> dict[str, Any]:
-    """Run bench/faust_floor.py (faust consuming + decoding, nothing else); its figures."""
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bench.faust_floor",
-            bootstrap,
-            str(events),
-            *names.inputs,
-            str(timeout),
-        ],  # fmt: skip
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout + 60,
-        check=False,
-    )
-    from bench.faust_floor import RESULT
+    """bench/faust_floor.py's figures: faust consuming + decoding, nothing else."""
+    from bench.faust_floor import RESULT  # faust's worker writes to stdout too
 
-    found = [ln.split(RESULT, 1)[1] for ln in result.stdout.splitlines() if RESULT in ln]
-    if result.returncode != 0 or not found:
-        raise BenchError(f"faust floor failed: {(result.stdout + result.stderr)[-2000:]}")
-    figures: dict[str, Any] = json.loads(found[-1])
-    return figures
+    args = [bootstrap, str(events), *names.inputs, str(timeout)]
+    return _figures("faust_floor", args, timeout + 60, RESULT)
 
 
 FINISHED = ("applied", "duplicate", "dead_letter")

@@ -48,7 +48,7 @@ def topic_specs(settings: Settings) -> dict[str, dict[str, str]]:
         t.deadletter: {**delete, "retention.ms": str(4 * WEEK_MS)},
         f"{settings.app_id}-customer-events": delete,
     }
-    for ns in ("order", "contact", "email", "phone"):
+    for ns in NAMESPACES:
         specs[f"{settings.app_id}-{ns}-refs"] = delete
     # Created here rather than by faust, which would leave Kafka's 1 GB / 7 d segments: only
     # closed segments are compacted, so restores would replay every version of every state.

@@ -87,9 +87,6 @@ class Outbox:
         if self._done is not None and not self._done.done():
             self._done.set_result(None)
 
-    def __len__(self) -> int:
-        return self._produced
-
     async def confirmed(self) -> None:
         """Wait until every record produced so far is acknowledged; raise if any failed."""
         with self._lock:
@@ -139,19 +136,14 @@ class Emitter:
         assert self._producer is not None
         while True:
             try:
-                if partition is None:
-                    self._producer.produce(
-                        topic, value=value, key=key, headers=headers, on_delivery=on_delivery
-                    )
-                else:
-                    self._producer.produce(
-                        topic,
-                        value=value,
-                        key=key,
-                        headers=headers,
-                        partition=partition,
-                        on_delivery=on_delivery,
-                    )
+                self._producer.produce(
+                    topic,
+                    value=value,
+                    key=key,
+                    headers=headers,
+                    partition=-1 if partition is None else partition,  # -1: by the key
+                    on_delivery=on_delivery,
+                )
                 return
             except BufferError:  # local queue full: wait for deliveries (the poll thread)
                 self._producer.flush(0.05)
