@@ -5,7 +5,7 @@ There is no Kafka package for Debian and no Docker here, so the broker is the pl
 into a cache outside git::
 
     lib = ensure_kafka_jars()      # ~/.cache/keel/kafka-3.9.1/lib, or $KEEL_CACHE/...
-    ensure_apt_packages()          # redis-server, postgresql, prometheus (root only)
+    ensure_apt_packages()          # redis-server, postgresql, prometheus, chromium (root only)
 
 Progress goes to the ``logging`` logger of this module and to Maven's own output; the CLI in
 ``deploy.local.cli`` shows both.
@@ -31,7 +31,11 @@ SCALA_VERSION = "2.13"
 POM = Path(__file__).with_name("pom.xml")
 DEPENDENCY_PLUGIN = "org.apache.maven.plugins:maven-dependency-plugin:3.6.1:copy-dependencies"
 JAVA_HINT = "apt-get install openjdk-17-jre-headless maven"
-DEFAULT_APT_PACKAGES = ("redis-server", "postgresql", "prometheus")
+# chromium and chromium-driver: the desk console's browser tests (tests/integration/test_desk.py)
+# drive /usr/bin/chromium through /usr/bin/chromedriver with selenium.
+DEFAULT_APT_PACKAGES = (
+    "redis-server", "postgresql", "prometheus", "chromium", "chromium-driver",
+)  # fmt: skip
 # The system-wide service each package starts when installed (see ensure_apt_packages).
 SERVICES = {"redis-server": "redis-server", "postgresql": "postgresql", "prometheus": "prometheus"}
 
@@ -41,6 +45,8 @@ _PACKAGE_BINARIES: dict[str, tuple[str, ...]] = {
     "redis-server": ("redis-server",),
     "postgresql": ("postgres", "/usr/lib/postgresql/*/bin/postgres"),
     "prometheus": ("prometheus",),
+    "chromium": ("/usr/bin/chromium",),
+    "chromium-driver": ("/usr/bin/chromedriver",),
 }
 
 
