@@ -40,7 +40,7 @@ from aiokafka.partitioner import murmur2
 from faust.streams import _current_event
 from faust.types import TP, EventT
 
-from streams import admin, metrics, tuning
+from streams import admin, live, metrics, tuning
 from streams import topics as t
 from streams.app import app, settings
 from streams.codec import CodecError, get_codec
@@ -311,12 +311,14 @@ async def run_batches(stream: Any, handle: Handler) -> None:
     async for events in stream.take_events(settings.batch_max, settings.batch_wait_s):
         out = emitter.outbox()
         internal = Internal(out)
+        published: set[str] = set()
         for chunk in _chunks(events):
             token = _current_event.set(weakref.ref(chunk[-1]))
             try:
                 tx = Tx(out, internal, chunk[-1].message.partition)
                 for event in chunk:
                     handle(tx, event)
+                published.update(tx._published)
                 tx.commit()
             finally:
                 _current_event.reset(token)
@@ -324,6 +326,7 @@ async def run_batches(stream: Any, handle: Handler) -> None:
         internal.flush()
         await out.confirmed()
         persist_changelog_offsets(out)
+        live.changed(published)
 
 
 def dead_letter(tx: Tx, event: EventT, reason: str) -> None:

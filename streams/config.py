@@ -63,6 +63,11 @@ VARIABLES: tuple[tuple[str, str, str], ...] = (
         "5",
         "how long an agent waits to fill a batch before handling what it has",
     ),
+    (
+        "KEEL_DESK_STALE_S",
+        "300",
+        "desk console: a department not heard from for longer is shown as stale (red)",
+    ),
     ("KEEL_LOG_LEVEL", "info", "worker log level"),
     ("KEEL_LOG_FORMAT", "text", "worker log lines: text, or json (one JSON object per line)"),
     ("KEEL_TOPIC_ORDERS", "orders.v1", "order events topic"),
@@ -144,6 +149,7 @@ class Settings:
     signal_check_interval_s: int
     batch_max: int
     batch_wait_ms: int
+    desk_stale_s: int
     log_level: str
     log_format: str
     topics: Topics
@@ -205,6 +211,7 @@ class Settings:
             ),
             batch_max=_int("KEEL_BATCH_MAX", get("KEEL_BATCH_MAX"), 1),
             batch_wait_ms=_int("KEEL_BATCH_WAIT_MS", get("KEEL_BATCH_WAIT_MS"), 1),
+            desk_stale_s=_int("KEEL_DESK_STALE_S", get("KEEL_DESK_STALE_S"), 1),
             log_level=level,
             log_format=log_format,
             topics=Topics(

@@ -1,0 +1,252 @@
+"""The service-desk console as a desk agent uses it: a real Chromium on the real stack.
+
+Events go in as Avro records on the input topics (as the departments send them); what is
+checked is what the page shows, and what a client of the live stream receives.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+from selenium import webdriver
+from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
+from selenium.webdriver.support.ui import WebDriverWait
+
+from tests.builders import contact, order, shipment, unique
+from tests.integration.browser import chromium
+from tests.integration.harness import Departments, Worker, wait_for
+
+pytestmark = pytest.mark.integration
+
+MINUTE = 60_000
+HAPPY = "Where is my Kindle? I am happy to wait a couple of days, but please tell me when."
+SECOND = "Second call. Read the first note: carrier confirms delivery tomorrow, 10 % voucher given."
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def customer_when(worker: Worker, customer_id: str, ready: Any, timeout: float = 60) -> dict:
+    def check() -> dict | None:
+        status, body = worker.get(f"/customers/{customer_id}")
+        return body if status == 200 and ready(body) else None
+
+    return wait_for(f"state of {customer_id}", check, timeout)
+
+
+class EventStream:
+    """A plain HTTP client reading a text/event-stream, one event at a time."""
+
+    def __init__(self, url: str, timeout: float = 20.0) -> None:
+        parts = urlsplit(url)
+        self.conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
+        self.conn.request("GET", parts.path, headers={"Accept": "text/event-stream"})
+        self.response = self.conn.getresponse()
+
+    def next(self) -> dict[str, str]:
+        """The next event's fields (``event``, ``data``, ``id``, ``retry``)."""
+        fields: dict[str, str] = {}
+        while True:
+            line = self.response.readline()
+            if not line:
+                raise AssertionError(f"the stream ended; had {fields!r}")
+            text = line.decode().rstrip("\r\n")
+            if not text:
+                if fields:
+                    return fields
+                continue
+            name, _, value = text.partition(":")
+            fields[name] = value.removeprefix(" ")
+
+    def next_state(self, timeout: float = 20.0) -> dict:
+        """The next ``state`` event's CustomerState (pings in between are skipped)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            event = self.next()
+            if event.get("event") == "state":
+                return json.loads(event["data"])
+        raise AssertionError(f"no new state within {timeout} s")
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+@pytest.fixture
+def stream(worker: Worker) -> Iterator[Any]:
+    opened: list[EventStream] = []
+
+    def open_stream(customer_id: str) -> EventStream:
+        s = EventStream(f"{worker.url}/desk/customers/{customer_id}/events")
+        opened.append(s)
+        return s
+
+    yield open_stream
+    for s in opened:
+        s.close()
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[webdriver.Chrome]:
+    driver = chromium(1280, 800, tmp_path_factory.mktemp("chromium-profile"))
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def _until(driver: webdriver.Chrome, what: str, check: Any, timeout: float = 20) -> Any:
+    return WebDriverWait(driver, timeout, poll_frequency=0.1).until(check, message=what)
+
+
+# The page re-renders a customer on every new state: read what it shows in one script, so an
+# element cannot go stale between finding it and reading it.
+
+
+def texts(driver: webdriver.Chrome, selector: str) -> list[str]:
+    script = "return [...document.querySelectorAll(arguments[0])].map(e => e.textContent)"
+    return list(driver.execute_script(script, selector))
+
+
+def notes_shown(driver: webdriver.Chrome, contact_id: str) -> list[str]:
+    return texts(driver, f'[data-contact-id="{contact_id}"] .note .said')
+
+
+def live_text(driver: webdriver.Chrome) -> str:
+    return "".join(texts(driver, "#live-text"))
+
+
+def shown_customer(driver: webdriver.Chrome) -> str | None:
+    found = texts(driver, '#customer:not([hidden]) [data-field="customer_id"]')
+    return found[0] if found else None
+
+
+def section_text(driver: webdriver.Chrome, section_id: str) -> str:
+    return "".join(texts(driver, f"#{section_id}"))
+
+
+# -- the live stream, with a plain HTTP client ------------------------------------------------
+
+
+def test_event_stream_sends_the_new_state_after_an_event(
+    worker: Worker, departments: Departments, stream: Any
+) -> None:
+    cid, oid, kid = unique("c"), unique("o"), unique("k")
+    at = now_ms()
+    departments.send([order(cid, oid, at=at - MINUTE)])
+    customer_when(worker, cid, lambda s: bool(s["orders"]))
+
+    events = stream(cid)
+    assert events.response.status == 200
+    assert events.response.getheader("Content-Type", "").startswith("text/event-stream")
+    assert events.next() == {"retry": "1000"}
+    first = events.next_state()
+    assert first["customer_id"] == cid and first["contacts"] == []
+
+    departments.send([contact(kid, at=at, customer_id=cid, order_id=oid, note=HAPPY)])
+    second = events.next_state()
+
+    assert second["version"] > first["version"]
+    assert [n["text"] for n in second["contacts"][0]["notes"]] == [HAPPY]
+    assert second == worker.get(f"/customers/{cid}")[1]
+
+
+def test_event_stream_of_an_unknown_customer_says_so_then_sends_it_once_known(
+    worker: Worker, departments: Departments, stream: Any
+) -> None:
+    cid = unique("c")
+    events = stream(cid)
+    events.next()  # retry
+    absent = events.next()
+    assert absent["event"] == "absent" and json.loads(absent["data"]) == {"customer_id": cid}
+
+    departments.send([order(cid, unique("o"), at=now_ms())])
+
+    assert events.next_state()["customer_id"] == cid
+
+
+# -- the page, in Chromium ---------------------------------------------------------------------
+
+
+def test_amazon_story_the_second_agent_sees_the_first_note_and_the_next_one_live(
+    worker: Worker, departments: Departments, browser: webdriver.Chrome
+) -> None:
+    """The second agent must see what the customer already told the first, and the page must
+    follow the conversation without a reload."""
+    cid, oid, kid = unique("c"), unique("o"), unique("k")
+    at = now_ms()
+    departments.send(
+        [
+            order(cid, oid, at=at - 30 * MINUTE, name="Jo Reed", email=f"jo.{cid}@example.com"),
+            shipment(oid, unique("s"), "IN_TRANSIT", at - 20 * MINUTE),
+            contact(kid, at=at - MINUTE, customer_id=cid, order_id=oid, channel="CHAT",
+                    topic="where is my parcel", agent="priya", note=HAPPY),
+        ]
+    )  # fmt: skip
+    customer_when(worker, cid, lambda s: bool(s["contacts"]) and bool(s["orders"][0]["shipments"]))
+
+    browser.get(f"{worker.url}/desk/?customer={cid}")
+    _until(browser, "the first agent's note", lambda d: notes_shown(d, kid) == [HAPPY])
+    _until(browser, "the live indicator", lambda d: live_text(d) == "live")
+    assert "happy to wait" in section_text(browser, "contacts")
+    assert "held by priya" in section_text(browser, "contacts")
+    assert "IN TRANSIT" in section_text(browser, "orders")
+    browser.execute_script("window.__sameDocument = 'still here';")
+
+    sent = time.monotonic()
+    departments.send(
+        [contact(kid, "NOTE_ADDED", at=now_ms(), customer_id=cid, agent="marco", note=SECOND)]
+    )
+    _until(browser, "the second note, live", lambda d: notes_shown(d, kid) == [HAPPY, SECOND])
+    seen = time.monotonic() - sent
+
+    assert browser.execute_script("return window.__sameDocument") == "still here", "reloaded"
+    assert live_text(browser) == "live"
+    assert "held by marco" in section_text(browser, "contacts")
+    print(f"second note on the page {seen:.2f} s after it was produced")
+
+
+def test_search_by_email_order_id_and_phone_finds_the_customer(
+    worker: Worker, departments: Departments, browser: webdriver.Chrome
+) -> None:
+    cid, oid = unique("c"), unique("o")
+    email = f"Grace.{cid}@Example.com"
+    digits = str(now_ms())[-7:]
+    departments.send([order(cid, oid, at=now_ms(), email=email, phone=f"+44 20 {digits}")])
+    customer_when(worker, cid, lambda s: bool(s["orders"]))
+    for lookup in (f"order_id={oid}", f"phone=%2B4420{digits}"):
+        wait_for(lookup, lambda: worker.get(f"/customers?{lookup}")[0] == 200)  # noqa: B023
+
+    browser.get(f"{worker.url}/desk/")
+    box = browser.find_element(By.ID, "q")
+    clear_page = "keelDesk.shown = null; document.getElementById('customer').hidden = true;"
+    for query in (email.upper(), oid, f"+44 (20) {digits}"):
+        browser.execute_script(clear_page)
+        box.clear()
+        box.send_keys(query, Keys.ENTER)
+        _until(browser, f"the customer found by {query!r}", lambda d: shown_customer(d) == cid)
+
+    box.clear()
+    box.send_keys(f"nobody-{cid}@example.com", Keys.ENTER)
+    message = browser.find_element(By.ID, "message")
+    _until(browser, "a not-found message", lambda d: "No customer found" in message.text)
+
+
+def test_page_is_plain_local_html_with_labels(worker: Worker, browser: webdriver.Chrome) -> None:
+    browser.get(f"{worker.url}/desk/")
+    resources = browser.execute_script(
+        "return performance.getEntriesByType('resource').map(e => e.name)"
+    )
+    assert resources and all(r.startswith(worker.url) for r in resources), resources
+    for control in browser.find_elements(By.CSS_SELECTOR, "input, select, button"):
+        name = control.get_attribute("id")
+        labelled = browser.find_elements(By.CSS_SELECTOR, f'label[for="{name}"]') or control.text
+        assert labelled, f"{control.tag_name} {name!r} has no label"
+    assert browser.find_element(By.ID, "live").get_attribute("role") == "status"
