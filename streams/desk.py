@@ -197,10 +197,11 @@ async def customer_events(web: View, request: Request, customer_id: str) -> Any:
         sub = live.hub.subscribe(customer_id)  # before reading: no change can slip between
     except live.TooManySubscribers as exc:
         return _error(web, 503, str(exc))
+    resp: aioweb.StreamResponse | None = None
     with sub:
-        resp = await _open(request)
         sent: Any = object()
         try:
+            resp = await _open(request)
             wake: live.Wake = "changed"
             while wake != "closed" and not _gone(request):
                 if wake == "changed":
@@ -213,7 +214,7 @@ async def customer_events(web: View, request: Request, customer_id: str) -> Any:
                 wake = await sub.wait(HEARTBEAT_S)
         except ConnectionResetError:
             pass  # the page went away
-        return resp
+    return resp if resp is not None else _error(web, 503, "the connection closed early")
 
 
 async def _forward_stream(web: View, request: Request, owner: URL, customer_id: str) -> Any:
@@ -235,7 +236,7 @@ async def _forward_stream(web: View, request: Request, owner: URL, customer_id: 
                         await upstream.read(),
                         content_type=upstream.content_type,
                         status=upstream.status,
-                        headers={"Retry-After": upstream.headers.get("Retry-After", "1")},
+                        headers=_retry_after(upstream),
                     )
                 resp = await _open(request)
                 await _pipe(upstream, resp, sub)
@@ -249,7 +250,12 @@ async def _forward_stream(web: View, request: Request, owner: URL, customer_id: 
                 )
         except ConnectionResetError:
             pass  # the page went away
-    return resp
+    return resp if resp is not None else _error(web, 503, "the connection closed early")
+
+
+def _retry_after(upstream: aiohttp.ClientResponse) -> dict[str, str] | None:
+    retry = upstream.headers.get("Retry-After")
+    return {"Retry-After": retry} if retry else None
 
 
 async def _pipe(

@@ -166,6 +166,7 @@ class Stack:
         ingest, outbox, sink = (c.url for c in self.connectors)
         return [
             f"query API      {self.api}/customers/<id>  (metrics {self.api}/metrics)",
+            f"desk console   {self.api}/desk/",
             f"HTTP ingest    POST {ingest}/events/orders|shipments|contacts"
             f"  ({ingest}/openapi.json)",
             f"outbox         INSERT INTO keel_outbox(topic, key, payload)"

@@ -13,6 +13,7 @@ const desk = {
   retryMs: 1000,
   retryTimer: null,
   renders: 0,
+  liveHistory: [],     // every change of the live indicator, oldest first
 };
 window.keelDesk = desk;  // for the browser tests and for curious people in the console
 
@@ -73,6 +74,7 @@ function badge(status) {
 // -- the live indicator ----------------------------------------------------------------------
 
 function setLive(mode) {
+  if (desk.liveHistory[desk.liveHistory.length - 1] !== mode) desk.liveHistory.push(mode);
   const box = $("live");
   box.className = `live ${mode}`;
   $("live-text").textContent = { on: "live", reconnecting: "reconnecting…", idle: "not connected" }[mode];

@@ -10,6 +10,8 @@ import http.client
 import json
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -19,9 +21,16 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import WebDriverWait
 
+from deploy.local.stack import Kafka, free_port
 from tests.builders import contact, order, shipment, unique
 from tests.integration.browser import chromium
-from tests.integration.harness import Departments, Worker, wait_for
+from tests.integration.harness import TOPIC, Departments, Worker, wait_for
+from tests.integration.test_scale_out import (
+    PARTITIONS,
+    assigned_partitions,
+    own_topics,
+    partition_of,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -74,6 +83,14 @@ class EventStream:
             if event.get("event") == "state":
                 return json.loads(event["data"])
         raise AssertionError(f"no new state within {timeout} s")
+
+    def ended(self, timeout: float = 30.0) -> bool:
+        """True once the server ended the stream (events until then are skipped)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.response.readline():
+                return True
+        return False
 
     def close(self) -> None:
         self.conn.close()
@@ -250,3 +267,84 @@ def test_page_is_plain_local_html_with_labels(worker: Worker, browser: webdriver
         labelled = browser.find_elements(By.CSS_SELECTOR, f'label[for="{name}"]') or control.text
         assert labelled, f"{control.tag_name} {name!r} has no label"
     assert browser.find_element(By.ID, "live").get_attribute("role") == "status"
+
+
+# -- several workers -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def two_workers(kafka: Kafka, tmp_path: Path, departments: Departments) -> Iterator[list[Worker]]:
+    """Two workers of a consumer group (and topics) of this test's own."""
+    app_id = unique("keel-desk")
+    topics = own_topics(app_id)
+    departments.topics = {
+        "order": topics["KEEL_TOPIC_ORDERS"],
+        "shipment": topics["KEEL_TOPIC_SHIPMENTS"],
+        "contact": topics["KEEL_TOPIC_CONTACTS"],
+    }
+    workers = [
+        Worker(
+            kafka.bootstrap,
+            tmp_path / f"worker-{n}",
+            free_port(),
+            tmp_path / f"worker-{n}.log",
+            KEEL_APP_ID=app_id,
+            KEEL_PARTITIONS=str(PARTITIONS),
+            **topics,
+        )
+        for n in (1, 2)
+    ]
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            list(pool.map(lambda w: w.start(), workers))
+        yield workers
+    finally:
+        departments.topics = dict(TOPIC)
+        for w in workers:
+            w.stop()
+
+
+def test_any_worker_streams_any_customer_and_the_page_follows_a_rebalance(
+    two_workers: list[Worker], departments: Departments, browser: webdriver.Chrome
+) -> None:
+    """The stream is served by the customer's owner, through whichever worker the page asked;
+    when the owner leaves, the page says "reconnecting", then follows the new owner."""
+    front, owner = two_workers
+
+    def split() -> frozenset[int] | None:
+        mine, theirs = assigned_partitions(front), assigned_partitions(owner)
+        ready = all(w.get("/readyz")[0] == 200 for w in two_workers)
+        return theirs if ready and mine and theirs and not (mine & theirs) else None
+
+    owners_partitions = wait_for("the group to split the partitions", split, 90)
+    cid = next(c for c in iter(lambda: unique("c"), None) if partition_of(c) in owners_partitions)
+    kid = unique("k")
+    departments.send([order(cid, unique("o"), at=now_ms() - MINUTE)])
+    customer_when(front, cid, lambda s: bool(s["orders"]))
+
+    forwarded = EventStream(f"{front.url}/desk/customers/{cid}/events")
+    direct = EventStream(f"{owner.url}/desk/customers/{cid}/events")
+    try:
+        assert forwarded.next_state() == direct.next_state()
+        browser.get(f"{front.url}/desk/?customer={cid}")
+        _until(browser, "the live indicator", lambda d: live_text(d) == "live")
+
+        departments.send([contact(kid, at=now_ms(), customer_id=cid, agent="priya", note=HAPPY)])
+        via_front, at_owner = forwarded.next_state(), direct.next_state()
+        assert via_front == at_owner and at_owner["contacts"][0]["notes"][0]["text"] == HAPPY
+        _until(browser, "the note, through the front worker", lambda d: notes_shown(d, kid))
+
+        browser.execute_script("keelDesk.liveHistory = []; window.__sameDocument = 1;")
+        owner.stop()  # a clean stop: the group moves its partitions to the front worker
+        assert forwarded.ended() and direct.ended()
+        wait_for("the front worker to own everything", lambda: front.get("/readyz")[0] == 200)
+        _until(browser, "live again", lambda d: live_text(d) == "live", timeout=60)
+        history = browser.execute_script("return keelDesk.liveHistory")
+        assert history[0] == "reconnecting" and history[-1] == "on", history
+
+        departments.send([contact(kid, "NOTE_ADDED", at=now_ms(), customer_id=cid, note=SECOND)])
+        _until(browser, "a note after the rebalance", lambda d: len(notes_shown(d, kid)) == 2)
+        assert browser.execute_script("return window.__sameDocument") == 1, "reloaded"
+    finally:
+        forwarded.close()
+        direct.close()
