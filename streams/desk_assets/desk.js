@@ -7,6 +7,7 @@ const desk = {
   config: { stale_after_s: 300, heartbeat_s: 15, signals: {} },
   source: null,        // the EventSource of the customer shown
   customerId: null,
+  shown: null,         // the CustomerState on the screen
   version: null,
   seenNotes: null,     // note keys already shown (new ones are highlighted)
   lastHeard: 0,        // when the stream last said anything (state, absent or ping)

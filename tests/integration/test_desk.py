@@ -215,6 +215,11 @@ def test_amazon_story_the_second_agent_sees_the_first_note_and_the_next_one_live
     assert "happy to wait" in section_text(browser, "contacts")
     assert "held by priya" in section_text(browser, "contacts")
     assert "IN TRANSIT" in section_text(browser, "orders")
+    # as of: the shop and the carrier last spoke about this customer 20-30 min ago (stale at
+    # the default KEEL_DESK_STALE_S of 5 min), the contact centre a minute ago
+    stale = texts(browser, ".source.stale")
+    assert sorted(t.split(":")[0] for t in stale) == ["carrier-dhl", "webshop"], stale
+    assert [t.split(":")[0] for t in texts(browser, ".source:not(.stale)")] == ["callcenter"]
     browser.execute_script("window.__sameDocument = 'still here';")
 
     sent = time.monotonic()
@@ -228,6 +233,31 @@ def test_amazon_story_the_second_agent_sees_the_first_note_and_the_next_one_live
     assert live_text(browser) == "live"
     assert "held by marco" in section_text(browser, "contacts")
     print(f"second note on the page {seen:.2f} s after it was produced")
+
+
+def test_signals_are_at_the_top_with_what_they_mean_and_what_to_do(
+    worker: Worker, departments: Departments, browser: webdriver.Chrome
+) -> None:
+    from streams.desk import SIGNAL_HELP
+
+    cid, first, second = unique("c"), unique("o"), unique("o")
+    lamp = [{"sku": "desk-lamp", "quantity": 1, "unit_price_cents": 4900}]
+    at = now_ms()
+    departments.send(
+        [
+            order(cid, first, at=at - 2 * MINUTE, lines=lamp),
+            order(cid, second, at=at - MINUTE, lines=lamp),
+        ]
+    )
+    customer_when(worker, cid, lambda s: bool(s["signals"]))
+
+    browser.get(f"{worker.url}/desk/?customer={cid}")
+    _until(browser, "the signal", lambda d: texts(d, "[data-signal] .explain"))
+    [signal] = texts(browser, "[data-signal]")
+    assert signal.startswith("DUPLICATE ORDER") and f"order {second}" in signal
+    assert texts(browser, "[data-signal] .explain") == [SIGNAL_HELP["DUPLICATE_ORDER"]]
+    sections = texts(browser, "#customer > section, #customer > div")
+    assert sections[0].strip().startswith("Needs attention"), sections  # above the rest
 
 
 def test_search_by_email_order_id_and_phone_finds_the_customer(
