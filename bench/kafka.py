@@ -10,7 +10,7 @@ the pipeline's own producer when it sent them), so polling intervals do not blur
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -99,43 +99,44 @@ def end_offsets(bootstrap: str, topics: Sequence[str]) -> dict[tuple[str, int], 
         consumer.close()
 
 
-def group_lag(bootstrap: str, group: str, topics: Sequence[str]) -> int:
-    """Records of ``topics`` not yet committed by ``group`` (no commit counts as offset 0)."""
-    consumer = _consumer(bootstrap, group)
-    try:
-        tps = partitions(bootstrap, topics)
-        committed = {
-            (tp.topic, tp.partition): max(tp.offset, 0)
-            for tp in consumer.committed(tps, timeout=10)
-        }
-        lag = 0
-        for tp in tps:
-            end = consumer.get_watermark_offsets(tp, timeout=10)[1]
-            lag += max(0, end - committed[(tp.topic, tp.partition)])
-        return lag
-    finally:
-        consumer.close()
+def group_lag(bootstrap: str, groups: Mapping[str, Sequence[str]]) -> int:
+    """Records not yet committed by each group of its topics (no commit counts as offset 0)."""
+    lag = 0
+    for group, topics in groups.items():
+        consumer = _consumer(bootstrap, group)
+        try:
+            tps = partitions(bootstrap, topics)
+            committed = {
+                (tp.topic, tp.partition): max(tp.offset, 0)
+                for tp in consumer.committed(tps, timeout=10)
+            }
+            for tp in tps:
+                end = consumer.get_watermark_offsets(tp, timeout=10)[1]
+                lag += max(0, end - committed[(tp.topic, tp.partition)])
+        finally:
+            consumer.close()
+    return lag
 
 
 def wait_caught_up(
     bootstrap: str,
-    group: str,
-    topics: Sequence[str],
+    groups: Mapping[str, Sequence[str]],
     timeout: float,
     interval: float = 1.0,
     alive: Any = None,
 ) -> float:
-    """Wait until ``group`` committed everything in ``topics`` twice in a row; return when.
+    """Wait until each group committed everything in its topics twice in a row; return when.
 
     ``alive`` (optional) is called on every round and may raise to abort (a crashed worker).
     """
+    topics = [topic for group_topics in groups.values() for topic in group_topics]
     deadline = time.monotonic() + timeout
     zero_since: float | None = None
     last_ends: dict[tuple[str, int], int] | None = None
     while time.monotonic() < deadline:
         if alive is not None:
             alive()
-        lag = group_lag(bootstrap, group, topics)
+        lag = group_lag(bootstrap, groups)
         ends = end_offsets(bootstrap, topics)
         if lag == 0 and ends == last_ends and zero_since is not None:
             return zero_since
@@ -145,7 +146,7 @@ def wait_caught_up(
             zero_since = None
         last_ends = ends
         time.sleep(interval)
-    raise BenchKafkaError(f"group {group} not caught up on {list(topics)} after {timeout:g}s")
+    raise BenchKafkaError(f"groups {dict(groups)} not caught up after {timeout:g}s")
 
 
 @dataclass(frozen=True)

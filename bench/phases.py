@@ -92,22 +92,22 @@ def skip_backlog(bootstrap: str, worker: KeelWorker, names: KeelNames, timeout: 
     skipped.
     """
     worker.stop()
-    topics = [*names.inputs, *names.internal]
-    ends = end_offsets(bootstrap, topics)
-    skipped = group_lag(bootstrap, names.app_id, topics)
+    skipped = group_lag(bootstrap, names.groups)
     admin = AdminClient({"bootstrap.servers": bootstrap})
-    request = ConsumerGroupTopicPartitions(
-        names.app_id, [TopicPartition(t, p, off) for (t, p), off in ends.items()]
-    )
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            admin.alter_consumer_group_offsets([request])[names.app_id].result(timeout=30)
-            break
-        except Exception as exc:  # noqa: BLE001 - the group may still be winding down
-            if time.monotonic() > deadline:
-                raise BenchError(f"cannot move {names.app_id} past the backlog: {exc}") from exc
-            time.sleep(1)
+    for group, topics in names.groups.items():
+        ends = end_offsets(bootstrap, topics)
+        request = ConsumerGroupTopicPartitions(
+            group, [TopicPartition(t, p, off) for (t, p), off in ends.items()]
+        )
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                admin.alter_consumer_group_offsets([request])[group].result(timeout=30)
+                break
+            except Exception as exc:  # noqa: BLE001 - the group may still be winding down
+                if time.monotonic() > deadline:
+                    raise BenchError(f"cannot move {group} past the backlog: {exc}") from exc
+                time.sleep(1)
     worker.start()
     worker.wait_ready(timeout)
     return skipped
@@ -121,8 +121,7 @@ def drain(
     try:
         wait_caught_up(
             bootstrap,
-            names.app_id,
-            [*names.inputs, *names.internal],
+            names.groups,
             timeout,
             interval=0.5,
             alive=worker.check_alive,

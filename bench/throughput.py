@@ -129,8 +129,7 @@ def keel(
     try:
         done = wait_caught_up(
             bootstrap,
-            names.app_id,
-            [*names.inputs, *names.internal],
+            names.groups,
             max(1.0, budget - (time.time() - launched)),
             interval=0.5,
             alive=worker.check_alive,
@@ -138,7 +137,7 @@ def keel(
         read, complete = events, True
     except BenchKafkaError:  # out of budget: the rate so far, from what the group committed
         done, complete = time.time(), False
-        read = consumed(bootstrap, names.app_id, list(names.inputs))
+        read = consumed(bootstrap, names.intake_group, list(names.inputs))
     cpu = worker.cpu()
     broker_cpu = cpu_seconds(broker_pid) - broker_cpu
     if profiler is not None:
@@ -223,8 +222,7 @@ def quix(
         try:
             done = wait_caught_up(
                 bootstrap,
-                group,
-                [names.orders, names.contacts, *repartition],
+                {group: [names.orders, names.contacts, *repartition]},
                 max(1.0, budget - (time.time() - launched)),
                 interval=0.5,
                 alive=alive,

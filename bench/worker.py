@@ -137,6 +137,16 @@ class KeelNames:
             f"{self.app_id}-{ns}-refs" for ns in ("order", "contact", "email", "phone")
         ]
 
+    @property
+    def intake_group(self) -> str:
+        """The consumer group of the worker's intake (it reads the input topics)."""
+        return f"{self.app_id}-intake"
+
+    @property
+    def groups(self) -> dict[str, list[str]]:
+        """Each consumer group of the worker and the topics it reads."""
+        return {self.intake_group: list(self.inputs), self.app_id: self.internal}
+
     def env(self) -> dict[str, str]:
         return {
             "KEEL_APP_ID": self.app_id,

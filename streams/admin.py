@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 WEEK_MS = 7 * 24 * 3600 * 1000
 
 
-#: the worker's tables (streams/agents.py); each has a changelog topic ``{app_id}-{name}-changelog``
+#: the worker's tables (streams/tables.py); each has a changelog topic ``{app_id}-{name}-changelog``
 TABLES = (
     "customers",
     "signal-due",

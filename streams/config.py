@@ -57,11 +57,12 @@ VARIABLES: tuple[tuple[str, str, str], ...] = (
         "5",
         "how often time-based signals (SHIPMENT_LATE, ...) are re-checked",
     ),
-    ("KEEL_BATCH_MAX", "1000", "most input records an agent handles as one batch"),
+    ("KEEL_BATCH_MAX", "1000", "most records the intake or the join agent takes as one batch"),
     (
         "KEEL_BATCH_WAIT_MS",
         "5",
-        "how long an agent waits to fill a batch before handling what it has",
+        "how long the join agent waits to fill a batch of internal records before handling "
+        "what it has (the intake takes what has arrived)",
     ),
     (
         "KEEL_DESK_STALE_S",

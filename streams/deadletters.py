@@ -117,12 +117,19 @@ def replay(settings: Settings, positions: list[str]) -> list[DeadLetter]:
     missing = wanted - {d.position for d in found}
     if missing:
         raise DeadLetterError(f"no dead letter at {', '.join(sorted(missing))}")
-    producer = ConfirmedProducer(settings.kafka_bootstrap)
     for letter in found:
         if not letter.source_topic:
             raise DeadLetterError(f"dead letter {letter.position} has no x-source-topic header")
+        if "x-truncated-from" in letter.headers:
+            raise DeadLetterError(
+                f"dead letter {letter.position} holds only the first bytes of a record of "
+                f"{letter.headers['x-truncated-from']} bytes; replay the original from "
+                f"{letter.source_topic} (its x-source-partition/offset headers) instead"
+            )
+    producer = ConfirmedProducer(settings.kafka_bootstrap)
+    for letter in found:
         producer.publish(
-            letter.source_topic,
+            cast(str, letter.source_topic),  # checked above
             [(letter.key, letter.value)],
             headers=[
                 ("x-replayed-from", f"{settings.topics.deadletter}:{letter.position}".encode())

@@ -39,7 +39,6 @@ from faust.web import Request, View
 from yarl import URL
 
 from streams import live
-from streams.agents import customers
 from streams.app import app, settings
 from streams.jsonconv import to_json
 from streams.monitoring import ready
@@ -51,6 +50,7 @@ from streams.signals import (
     SHIPMENT_LATE,
 )
 from streams.state import view
+from streams.tables import customers
 from streams.views import FORWARDED_HEADER, _error, _is_me, owner_url
 
 log = logging.getLogger(__name__)

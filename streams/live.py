@@ -1,7 +1,8 @@
 """In-process pub/sub of "this customer's state changed", for the desk console's live feed.
 
 The worker calls :func:`changed` once per batch, after the batch's states are stored in the
-customers table and Kafka confirmed them (streams/agents.py, ``run_batches``). A subscriber
+customers table and Kafka confirmed them (streams/agents.py ``on_internal``, after step 4 of
+streams/checkpoint.py). A subscriber
 (an open Server-Sent Events stream, streams/desk.py) is woken and reads the *stored* state
 itself, so what it sends is always the latest state, never a queued old copy:
 

@@ -32,8 +32,9 @@ from faust.types import TP, AppT
 from faust.web import Request, Response, View
 
 from streams import metrics
-from streams.agents import customers, held
 from streams.app import app, settings
+from streams.intake import intake
+from streams.tables import customers, held
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +119,8 @@ app.sensors.add(ApiTimingSensor())
 
 
 async def refresh_consumer_lag() -> None:
-    """Measure end offset minus committed offset for every assigned non-changelog partition.
+    """Measure end offset minus committed offset for every assigned non-changelog partition,
+    and add the intake's (the department topics, read outside faust).
 
     Changelog partitions are left out: standbys and recovering tables read them without
     committing, so "committed" means nothing there. A partition this worker has not committed
@@ -128,7 +130,7 @@ async def refresh_consumer_lag() -> None:
     changelogs = set(app.tables.changelog_topics)
     assigned = sorted(tp for tp in consumer.assignment() if tp.topic not in changelogs)
     if not assigned:
-        metrics.snapshot.consumer_lag = {}
+        metrics.snapshot.consumer_lag = intake.lag()
         return
     ends = await consumer.highwaters(*assigned)
     # faust's record of the offsets it committed (and read back on assignment); a private
@@ -146,6 +148,7 @@ async def refresh_consumer_lag() -> None:
         if done is None:
             done = starts.get(tp) or 0
         lag[(tp.topic, tp.partition)] = max(0, end - done)
+    lag.update(intake.lag())
     metrics.snapshot.consumer_lag = lag
 
 

@@ -1,9 +1,10 @@
 """Every topic keel's worker reads or writes, declared once.
 
-Input and output topics carry raw bytes: values are decoded by streams/codec.py inside
-the agents, so that a record that cannot be decoded becomes a dead letter with a reason
-instead of an exception inside faust. Internal topics carry orjson-encoded messages and
-are keyed like the table they feed, so each is co-partitioned with that table.
+Input and output topics carry raw bytes: the input topics are read by the intake
+(streams/intake.py), not by faust, which decodes them with streams/codec.py so that a record
+that cannot be decoded becomes a dead letter with a reason instead of an exception.
+Internal topics carry packed orjson messages and are keyed like the table they feed, so
+each is co-partitioned with that table.
 """
 
 from __future__ import annotations
@@ -40,5 +41,16 @@ customer_events = _raw(f"{settings.app_id}-customer-events")
 
 #: binds and lookups for each reference namespace, keyed by the reference
 ref_topics: dict[str, TopicT] = {ns: _raw(f"{settings.app_id}-{ns}-refs") for ns in NAMESPACES}
+
+#: what the join agent reads: all internal topics as one stream (streams/agents.py)
+internal = app.topic(
+    customer_events.get_topic_name(),
+    *(topic.get_topic_name() for topic in ref_topics.values()),
+    key_type=bytes,
+    value_type=bytes,
+    key_serializer="raw",
+    value_serializer="raw",
+    partitions=settings.partitions,
+)
 
 INPUT_KINDS = {_t.orders: "order", _t.shipments: "shipment", _t.contacts: "contact"}

@@ -49,6 +49,33 @@ CHANGELOG_TOPIC_CONFIG: dict[str, str] = {  # strings: faust passes them to Kafk
     "min.cleanable.dirty.ratio": "0.3",
 }
 
+#: Whether keel's RocksDB writes skip the write-ahead log. Each batch's rows and changelog
+#: offset are one write batch, so on their own a crash would lose both together and recovery
+#: would replay them. But faust's recovery writes (rows and offsets) use the WAL, and RocksDB
+#: keeps WAL writes that came after lost non-WAL ones: a recovery after a keel write, then a
+#: SIGKILL, left an offset past rows that were gone (3 of 800 customers lost an event in
+#: tests/integration/test_faults.py). So the WAL stays on.
+ROCKSDB_DISABLE_WAL = False
+
+#: confluent-kafka settings of the intake's producer (streams/intake.py)
+INTAKE_PRODUCER: dict[str, Any] = {
+    "linger.ms": 2,
+    "batch.num.messages": 10_000,
+    "queue.buffering.max.messages": 500_000,
+    "message.timeout.ms": 60_000,
+}
+#: seconds an idle intake waits for a record before it looks whether it should stop
+INTAKE_IDLE_POLL_S = 0.2
+#: seconds between two refreshes of the intake's consumer lag (keel_consumer_lag_records)
+INTAKE_LAG_INTERVAL_S = 1.0
+#: seconds the intake waits for Kafka to confirm a batch before reading it again
+INTAKE_CONFIRM_TIMEOUT_S = 70.0
+
+#: a dead letter bigger than this (key + value) is cut to its first DEADLETTER_KEEP_BYTES:
+#: librdkafka refuses records over message.max.bytes (1,000,000) even when the broker took them
+DEADLETTER_MAX_BYTES = 900_000
+DEADLETTER_KEEP_BYTES = 64 * 1024
+
 #: internal messages for one partition are packed into records of at most this many bytes
 PACK_BYTES = 256 * 1024
 

@@ -32,13 +32,14 @@ from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from yarl import URL
 
-from streams.agents import customers, owners
+from streams import health
 from streams.app import app, settings
 from streams.identity import normalize_email, normalize_phone
 from streams.join import EMAIL, ORDER, PHONE
 from streams.jsonconv import to_json
 from streams.monitoring import ready
 from streams.state import view
+from streams.tables import customers, owners
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +71,7 @@ def _error(web: View, status: int, message: str) -> Response:
 def key_partition(key: str) -> int:
     """The partition of ``key`` in every keel table: murmur2 like faust's producer and Java's.
 
-    Tables are keyed by the raw UTF-8 id (streams/agents.py) and have ``KEEL_PARTITIONS``
+    Tables are keyed by the raw UTF-8 id (streams/tables.py) and have ``KEEL_PARTITIONS``
     partitions, like the topics they are co-partitioned with.
     """
     return (murmur2(key.encode()) & 0x7FFFFFFF) % settings.partitions
@@ -190,6 +191,10 @@ async def find_customer(web: View, request: Request) -> Response:
 
 @app.page("/healthz")
 async def healthz(web: View, request: Request) -> Response:
+    failed = health.failures()
+    if failed:
+        return _json(web, {"status": "failed", "error": "; ".join(failed.values()),
+                           "failed": failed}, 500)
     return _json(web, {"status": "ok"})
 
 

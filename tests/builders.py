@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+import time
 import uuid
 from typing import Any
 
@@ -103,3 +105,21 @@ def contact(
 
 def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+def shuffled_stories(
+    rng: random.Random, customers: int, resent: float
+) -> tuple[list[tuple[str, dict]], list[tuple[str, dict]]]:
+    """(history, what is sent): the demo feed's stories of ``customers`` customers, a month
+    back (every deadline has long passed, so nothing depends on the clock), and the same
+    shuffled across topics with a share ``resent`` of them sent twice."""
+    from connectors.sources.demo_feed import Feed
+
+    run = uuid.uuid4().hex[:6]
+    feed = Feed(seed=rng.randrange(10**6), now_ms=int(time.time() * 1000) - 30 * 86_400_000)
+    history: list[tuple[str, dict]] = []
+    for i in range(customers):
+        history += feed.story(f"c-{run}-{i:04d}")
+    sent = history + rng.sample(history, k=int(len(history) * resent))
+    rng.shuffle(sent)
+    return history, sent

@@ -76,11 +76,16 @@ def test_events_held_for_an_unknown_order_survive_sigkill_and_a_lost_disk(
             ),
         )
         wait_for(
-            "input offsets committed",
+            "input and internal offsets committed",
             lambda: committed_up_to_end(
                 kafka.bootstrap,
-                app_id,
+                f"{app_id}-intake",  # the intake reads the input topics (streams/intake.py)
                 [topics["KEEL_TOPIC_SHIPMENTS"], topics["KEEL_TOPIC_CONTACTS"]],
+            )
+            and committed_up_to_end(
+                kafka.bootstrap,
+                app_id,
+                [f"{app_id}-{ns}-refs" for ns in ("order", "contact")],
             ),
             timeout=60,
         )

@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import random
 import time
-import uuid
 
 import pytest
 
-from connectors.sources.demo_feed import Feed
 from streams.jsonconv import from_json
+from tests.builders import shuffled_stories
 from tests.integration.harness import Departments, Worker, wait_for
 from tests.oracle import content, expected_views
 
@@ -28,17 +27,8 @@ CUSTOMERS = 240
 def test_shuffled_history_with_duplicates_ends_in_the_oracles_states(
     worker: Worker, departments: Departments
 ) -> None:
-    rng = random.Random(20261123)
-    run = uuid.uuid4().hex[:6]
-    # event times a month back: every deadline has long passed, so nothing depends on the clock
-    feed = Feed(seed=rng.randrange(10**6), now_ms=int(time.time() * 1000) - 30 * 86_400_000)
-    history = []
-    for i in range(CUSTOMERS):
-        history += feed.story(f"c-{run}-{i:03d}")
-    duplicates = rng.sample(history, k=len(history) // 8)
-    sent = history + duplicates
-    rng.shuffle(sent)
-    assert len(sent) >= 1000 and len(duplicates) >= len(history) // 10
+    history, sent = shuffled_stories(random.Random(20261123), CUSTOMERS, resent=1 / 8)
+    assert len(sent) >= 1000 and len(sent) - len(history) >= len(history) // 10
 
     expected = expected_views(history, now_ms=int(time.time() * 1000))
     assert len(expected) >= 50

@@ -37,8 +37,10 @@ def partition_of(key: str) -> int:
 
 
 def assigned_partitions(worker: Worker, topic: str | None = None) -> frozenset[int]:
-    """Partitions of ``topic`` (its orders topic) the worker consumes, as /metrics reports them."""
-    topic = topic or worker.env.get("KEEL_TOPIC_ORDERS", "orders.v1")
+    """Partitions of ``topic`` the worker consumes, as /metrics reports them. The default is
+    its customer-events topic: faust's assignor places it, and the tables with it (the input
+    topics are read by the intake, a consumer group of its own)."""
+    topic = topic or f"{worker.env.get('KEEL_APP_ID', 'keel')}-customer-events"
     status, body = worker.get("/metrics")
     if status != 200 or not isinstance(body, str):
         return frozenset()

@@ -1,0 +1,317 @@
+"""The intake: the departments' topics read in bulk, checked, and passed on packed.
+
+faust spends ~70 µs on every record it consumes (a future per message, a loop turn per
+event, four sensor calls, an ack); a confluent-kafka consumer reading batches costs a tenth
+of that. So the department topics (orders.v1, shipments.v1, contacts.v1) are not faust
+streams: a thread of each worker reads them as the consumer group ``{app_id}-intake``,
+decodes and checks every record (streams/codec.py), dead-letters what cannot be used, and
+sends each event, packed with the others of its batch, to where its join starts:
+
+    order              -> customer-events (key customer_id)
+    contact with id    -> customer-events (key customer_id)
+    shipment           -> order-refs      (key order_id):   look the order's customer up
+    other contact      -> contact-refs    (key contact_id): look up by case, order, e-mail, phone
+
+A batch is committed only after Kafka confirmed every record it caused (at-least-once; the
+merge downstream is idempotent by event_id). No record can stop the intake: whatever fails
+for one record makes that record a dead letter with the reason. If Kafka refuses what the
+intake produced, the batch is not committed and is read again.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
+
+from connectors.kafka import producer_config
+from streams import health, metrics, tuning
+from streams.app import settings as _app_settings
+from streams.checkpoint import Packer
+from streams.codec import CodecError, get_codec
+from streams.config import Settings
+from streams.join import route
+
+log = logging.getLogger(__name__)
+
+SCHEMA_OF_KIND = {"order": "OrderEvent", "shipment": "ShipmentEvent", "contact": "ContactEvent"}
+KEY_FIELD_OF_KIND = {"order": "customer_id", "shipment": "order_id", "contact": "contact_id"}
+ID_FIELDS = ("event_id", "order_id", "customer_id", "contact_id", "shipment_id")
+
+Headers = list[tuple[str, str | bytes | None]]
+
+
+class Rejected(Exception):
+    """An input record keel cannot use; becomes a dead letter with ``reason``."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+codec = get_codec()
+
+
+def decode_input(kind: str, key: bytes | None, value: bytes | None, max_bytes: int) -> dict:
+    """Decode and check one input record, or raise Rejected with a reason a person can act on."""
+    if value is None:
+        raise Rejected("record has no value (null)")
+    if len(value) > max_bytes:
+        raise Rejected(f"record of {len(value)} bytes exceeds KEEL_MAX_RECORD_BYTES={max_bytes}")
+    try:
+        event = codec.decode(value, SCHEMA_OF_KIND[kind])
+    except CodecError as exc:
+        raise Rejected(exc.reason) from exc
+    field = KEY_FIELD_OF_KIND[kind]
+    try:
+        key_text = key.decode() if key is not None else None
+    except UnicodeDecodeError:
+        raise Rejected("record key is not valid UTF-8") from None
+    if key_text != event[field]:
+        raise Rejected(
+            f"record key {key_text!r} disagrees with the body's {field} {event[field]!r}"
+        )
+    return event
+
+
+def first_hop(kind: str, event: dict, topic: str, names: dict[str, str]) -> tuple[str, str, dict]:
+    """(internal topic, key, message) where ``event``'s join starts.
+
+    ``names`` maps "customer" and each reference namespace to its internal topic.
+    """
+    r = route(kind, event)
+    message: dict[str, Any] = {"kind": kind, "event": event, "topic": topic}
+    if r.customer_id is not None:
+        return names["customer"], r.customer_id, message
+    (ns, ref), *rest = r.refs
+    return names[ns], ref, {**message, "op": "lookup", "refs": rest}
+
+
+def dead_letter_record(
+    reason: str,
+    topic: str,
+    partition: int,
+    offset: int,
+    key: bytes | None,
+    value: bytes | None,
+) -> tuple[bytes | None, bytes | None, Headers]:
+    """(key, value, headers) of the dead letter of one record (CONTRACT.md §1).
+
+    A record Kafka accepted can still be too big to copy: the broker's limit applies to a
+    compressed batch, the producer's (``message.max.bytes``) to the record as it is. Such a
+    value is cut to its first ``tuning.DEADLETTER_KEEP_BYTES`` and says so (header
+    ``x-truncated-from``, and the reason); the original stays at its source offset.
+    """
+    headers: Headers = [
+        ("x-source-topic", topic.encode()),
+        ("x-source-partition", str(partition).encode()),
+        ("x-source-offset", str(offset).encode()),
+        (
+            "x-failed-at",
+            datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z").encode(),
+        ),
+    ]
+    size = len(key or b"") + len(value or b"")
+    if size > tuning.DEADLETTER_MAX_BYTES:
+        keep = tuning.DEADLETTER_KEEP_BYTES
+        headers.append(("x-truncated-from", str(size).encode()))
+        reason = (
+            f"{reason} (record of {size} bytes is too big to copy: key and value cut to their "
+            f"first {keep} bytes; the original is at {topic}[{partition}]@{offset})"
+        )
+        key = key[:keep] if key is not None else None
+        value = value[:keep] if value is not None else None
+    headers.insert(0, ("x-error", reason.encode()))
+    return key, value, headers
+
+
+class Intake:
+    """A thread reading the input topics in batches for the whole life of the worker."""
+
+    def __init__(self, settings: Settings, names: dict[str, str]) -> None:
+        self.settings = settings
+        self.names = names
+        self.kinds = {
+            settings.topics.orders: "order",
+            settings.topics.shipments: "shipment",
+            settings.topics.contacts: "contact",
+        }
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._consumer: Consumer | None = None
+        self._lag: dict[tuple[str, int], int] = {}
+        self._lag_at = 0.0
+        #: (topic, partition) -> next offset to read, as committed, for assigned partitions
+        self._committed: dict[tuple[str, int], int] = {}
+        self._failures: list[str] = []
+
+    # ------------------------------------------------------------------------- life cycle
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="keel-intake", daemon=True)
+            self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def lag(self) -> dict[tuple[str, int], int]:
+        """(topic, partition) -> records after the intake's committed offset."""
+        return dict(self._lag)
+
+    def _run(self) -> None:
+        try:
+            self._loop()
+        except Exception as exc:  # noqa: BLE001 - reported as unhealthy, not swallowed
+            log.exception("intake failed")
+            health.fail("intake", f"the intake thread failed: {exc!r}")
+
+    def _loop(self) -> None:
+        s = self.settings
+        consumer = self._consumer = Consumer(
+            {
+                "bootstrap.servers": s.kafka_bootstrap,
+                "group.id": f"{s.app_id}-intake",
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+                "fetch.wait.max.ms": 100,
+                "session.timeout.ms": 10_000,
+                "heartbeat.interval.ms": 2_000,
+            }
+        )
+        producer = Producer(producer_config(s.kafka_bootstrap, **tuning.INTAKE_PRODUCER))
+        consumer.subscribe(list(self.kinds), on_assign=self._on_assign, on_revoke=self._on_revoke)
+        try:
+            while not self._stop.is_set():
+                self._measure_lag(consumer)
+                # Wait for the first record (an idle intake sleeps here), then take what is
+                # already fetched without waiting: a lone event goes on at once, and under
+                # load the batch is whatever arrived while the last one was confirmed.
+                first = consumer.poll(tuning.INTAKE_IDLE_POLL_S)
+                if first is None:
+                    continue
+                messages = [first]
+                if s.batch_max > 1:
+                    messages += consumer.consume(s.batch_max - 1, 0)
+                self._handle(consumer, producer, messages)
+        finally:
+            producer.flush(10)
+            consumer.close()
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        for tp in consumer.committed(partitions, timeout=10):
+            self._committed[(tp.topic, tp.partition)] = max(tp.offset, 0)
+        self._lag_at = 0.0
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        for tp in partitions:
+            self._lag.pop((tp.topic, tp.partition), None)
+            self._committed.pop((tp.topic, tp.partition), None)
+
+    def _measure_lag(self, consumer: Consumer) -> None:
+        """Refresh :meth:`lag` about once a second from the fetcher's cached end offsets."""
+        now = time.monotonic()
+        if now - self._lag_at < tuning.INTAKE_LAG_INTERVAL_S:
+            return
+        self._lag_at = now
+        lag = {}
+        for (topic, partition), done in list(self._committed.items()):
+            _, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), cached=True)
+            lag[(topic, partition)] = max(0, high - done) if high >= 0 else 0
+        self._lag = lag
+
+    # --------------------------------------------------------------------------- one batch
+
+    def _handle(self, consumer: Consumer, producer: Producer, messages: list[Message]) -> None:
+        """Pass one batch on; commit it once everything it caused is confirmed."""
+        failures = self._failures
+        failures.clear()
+
+        def on_delivery(err: KafkaError | None, msg: Message) -> None:
+            if err is not None:
+                failures.append(f"{msg.topic()}: {err.str()}")
+
+        def produce(
+            topic: str, key: bytes | None, value: bytes | None, headers: Any, partition: int
+        ) -> None:
+            while True:
+                try:
+                    producer.produce(
+                        topic,
+                        value=value,
+                        key=key,
+                        headers=headers,
+                        partition=partition,
+                        on_delivery=on_delivery,
+                    )
+                    return
+                except BufferError:
+                    producer.poll(0.05)
+
+        packer = Packer(produce)
+        ends: dict[tuple[str, int], int] = {}
+        first: dict[tuple[str, int], int] = {}
+        for msg in messages:
+            err = msg.error()
+            if err is not None:
+                if err.code() != KafkaError._PARTITION_EOF:
+                    log.warning("intake: consumer error %s", err.str())
+                continue
+            topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+            assert topic is not None and partition is not None and offset is not None
+            first.setdefault((topic, partition), offset)
+            ends[(topic, partition)] = offset + 1
+            self._pass_on(msg, topic, partition, offset, packer, produce)
+        packer.flush()
+        left = producer.flush(tuning.INTAKE_CONFIRM_TIMEOUT_S)
+        if left or failures:
+            reason = failures[0] if failures else f"{left} record(s) not confirmed in time"
+            log.warning("intake: Kafka did not take a batch (%s); reading it again", reason)
+            for (topic, partition), offset in first.items():
+                consumer.seek(TopicPartition(topic, partition, offset))
+            time.sleep(1.0)
+            return
+        if ends:
+            consumer.commit(
+                offsets=[TopicPartition(t, p, o) for (t, p), o in ends.items()],
+                asynchronous=False,
+            )
+            self._committed.update(ends)
+
+    def _pass_on(
+        self, msg: Message, topic: str, partition: int, offset: int, packer: Packer, produce: Any
+    ) -> None:
+        kind = self.kinds[topic]
+        key, value = msg.key(), msg.value()
+        try:
+            event = decode_input(kind, key, value, self.settings.max_record_bytes)
+            dest, dest_key, message = first_hop(kind, event, topic, self.names)
+            packer.send(dest, dest_key, message)
+        except Rejected as exc:
+            reason = exc.reason
+        except Exception as exc:  # noqa: BLE001 - one bad record must not stop the intake
+            log.exception("intake: unexpected failure on %s[%s]@%s", topic, partition, offset)
+            reason = f"keel could not process this record: {exc!r}"
+        else:
+            return
+        dl_key, dl_value, headers = dead_letter_record(reason, topic, partition, offset, key, value)
+        produce(self.settings.topics.deadletter, dl_key, dl_value, headers, -1)
+        metrics.EVENTS.labels(topic, "dead_letter").inc()
+        log.warning("dead letter from %s[%s]@%s: %s", topic, partition, offset, reason[:300])
+
+
+def _names() -> dict[str, str]:
+    from streams import topics as t
+
+    names = {ns: topic.get_topic_name() for ns, topic in t.ref_topics.items()}
+    return {"customer": t.customer_events.get_topic_name(), **names}
+
+
+#: the worker's intake (started by streams/agents.py once faust runs)
+intake = Intake(_app_settings, _names())

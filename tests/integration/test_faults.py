@@ -1,0 +1,244 @@
+"""Nothing lost, nothing applied twice: SIGKILLs mid-stream, a lost disk, poison records.
+
+Both tests run a worker on topics of their own and compare with the independent oracle
+(tests/oracle.py), so they check what a desk would read, not keel's own bookkeeping.
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from confluent_kafka import Producer
+
+from connectors.kafka import producer_config
+from deploy.local.stack import Kafka, free_port
+from streams.codec import MAGIC, get_codec
+from streams.config import Settings
+from streams.deadletters import DeadLetterError, replay
+from streams.jsonconv import from_json
+from tests.builders import order, shuffled_stories, unique
+from tests.integration.harness import Departments, Worker, read_topic, wait_for
+from tests.oracle import content, expected_views
+
+pytestmark = pytest.mark.integration
+
+CUSTOMERS = 800
+KILLS = 5
+
+
+def own_worker(kafka: Kafka, tmp: Path, app_id: str, name: str, **env: str) -> Worker:
+    topics = {
+        "KEEL_TOPIC_ORDERS": f"{app_id}.orders",
+        "KEEL_TOPIC_SHIPMENTS": f"{app_id}.shipments",
+        "KEEL_TOPIC_CONTACTS": f"{app_id}.contacts",
+        "KEEL_TOPIC_STATE": f"{app_id}.state",
+        "KEEL_TOPIC_SIGNALS": f"{app_id}.signals",
+        "KEEL_TOPIC_DEADLETTER": f"{app_id}.deadletter",
+    }
+    return Worker(
+        kafka.bootstrap, tmp / "data", free_port(), tmp / f"{name}.log",
+        KEEL_APP_ID=app_id, **topics, **env,
+    )  # fmt: skip
+
+
+def departments_for(kafka: Kafka, app_id: str) -> Departments:
+    departments = Departments(kafka.bootstrap)
+    departments.topics = {
+        "order": f"{app_id}.orders",
+        "shipment": f"{app_id}.shipments",
+        "contact": f"{app_id}.contacts",
+    }
+    return departments
+
+
+def last_states(kafka: Kafka, topic: str) -> dict[str, dict]:
+    """Each customer's last record on the state topic, decoded."""
+    codec = get_codec()
+    last: dict[str, Any] = {}
+    for msg in read_topic(kafka.bootstrap, topic, timeout=30):
+        last[msg.key().decode()] = msg.value()
+    return {k: codec.decode(v, "CustomerState") for k, v in last.items() if v is not None}
+
+
+def mismatches(worker: Worker, expected: dict[str, dict]) -> list[str]:
+    wrong = []
+    for customer_id, view in expected.items():
+        status, state = worker.get(f"/customers/{customer_id}")
+        if status != 200 or content(from_json("CustomerState", state)) != content(view):
+            wrong.append(customer_id)
+    return wrong
+
+
+def explain(worker: Worker, expected: dict[str, dict], wrong: list[str]) -> str:
+    """What differs for the first few wrong customers (for the failure message)."""
+    lines = [f"{len(wrong)} of {len(expected)} customers differ"]
+    for cid in wrong[:3]:
+        status, state = worker.get(f"/customers/{cid}")
+        if status != 200:
+            lines.append(f"{cid}: HTTP {status}")
+            continue
+        got, want = content(from_json("CustomerState", state)), content(expected[cid])
+        for field in sorted(want):
+            if got.get(field) != want[field]:
+                lines.append(f"{cid}.{field}: got {got.get(field)!r}\n   want {want[field]!r}")
+    return "\n".join(lines)
+
+
+def settled(worker: Worker, expected: dict[str, dict], what: str, timeout: float) -> None:
+    try:
+        wait_for(what, lambda: not mismatches(worker, expected), timeout=timeout, interval=2.0)
+    except AssertionError:
+        wrong = mismatches(worker, expected)
+        raise AssertionError(f"{what}: {explain(worker, expected, wrong)}") from None
+
+
+def topic_mismatches(kafka: Kafka, topic: str, expected: dict[str, dict]) -> list[str]:
+    published = last_states(kafka, topic)
+    return [
+        cid for cid, view in expected.items()
+        if cid not in published or content(published[cid]) != content(view)
+    ]  # fmt: skip
+
+
+def test_sigkills_while_a_shuffled_history_streams_in_lose_nothing(
+    kafka: Kafka, tmp_path: Path
+) -> None:
+    rng = random.Random(20261201)
+    app_id = unique("kills")
+    history, sent = shuffled_stories(rng, CUSTOMERS, resent=0.1)
+    expected = expected_views(history, now_ms=int(time.time() * 1000))
+    assert len(sent) >= 3000 and len(expected) >= CUSTOMERS // 2
+
+    worker = own_worker(kafka, tmp_path, app_id, "worker-0")
+    worker.start()
+    departments = departments_for(kafka, app_id)
+    # the history streams in over ~40 s from a thread while the worker is killed and restarted
+    done = threading.Event()
+
+    def stream_in() -> None:
+        slices = 80
+        size = len(sent) // slices + 1
+        for i in range(slices):
+            departments.send(sent[i * size : (i + 1) * size])
+            time.sleep(0.5)
+        done.set()
+
+    producer = threading.Thread(target=stream_in, daemon=True)
+    producer.start()
+    kills = 0
+    try:
+        while kills < KILLS:
+            time.sleep(rng.uniform(2.0, 6.0))
+            worker.kill()
+            kills += 1
+            worker = own_worker(kafka, tmp_path, app_id, f"worker-{kills}")
+            worker.start()
+        producer.join(timeout=120)
+        assert done.is_set(), "the history was not produced"
+        settled(worker, expected, "API states equal to the oracle after the kills", 180)
+        wrong_topic = topic_mismatches(kafka, f"{app_id}.state", expected)
+        assert not wrong_topic, f"{len(wrong_topic)} last state records differ: {wrong_topic[:5]}"
+    finally:
+        worker.stop()
+    print(f"\nfaults: {kills} SIGKILLs survived, {len(sent)} events "
+          f"({len(sent) - len(history)} re-sent), "
+          f"{len(expected)} customers checked on the API and customer-state.v1: 0 mismatches")
+
+    # the disk is lost too: everything comes back from the changelog topics
+    shutil.rmtree(tmp_path / "data")
+    restored = own_worker(kafka, tmp_path, app_id, "worker-restored")
+    restored.start(timeout=180)
+    try:
+        settled(restored, expected, "API states equal to the oracle after a wiped restore", 30)
+    finally:
+        restored.stop()
+    print(f"faults: wiped data dir restored from changelogs, {len(expected)} customers: "
+          "0 mismatches")
+
+
+def _big_producer(bootstrap: str) -> Producer:
+    # A department's producer that allows big records: lz4 squeezes a 2 MB value of repeated
+    # bytes below the broker's limit, so Kafka accepts what librdkafka's default would refuse.
+    return Producer(producer_config(bootstrap, **{"message.max.bytes": 4_000_000}))
+
+
+def test_poison_mixed_into_valid_orders_is_dead_lettered_and_every_valid_order_applies(
+    kafka: Kafka, tmp_path: Path
+) -> None:
+    rng = random.Random(7)
+    app_id = unique("poison")
+    worker = own_worker(kafka, tmp_path, app_id, "worker")
+    worker.start()
+    codec = get_codec()
+    cids = [unique("c") for _ in range(20)]
+    cid = cids[0]
+    valid = [
+        order(cids[i % 20], unique("o"), at=1_760_000_000_000 + i,
+              lines=[{"sku": f"sku-{i}", "quantity": 1, "unit_price_cents": 100}])
+        for i in range(400)
+    ]  # fmt: skip
+    orders_topic = f"{app_id}.orders"
+    fingerprint = codec.fingerprint("OrderEvent")
+
+    def poison(i: int) -> tuple[bytes | None, bytes | None]:
+        kind = i % 4
+        if kind == 0:
+            return cid.encode(), b"x" * 2_000_000  # oversize (accepted thanks to lz4)
+        if kind == 1:
+            return cid.encode(), MAGIC + fingerprint + bytes(rng.randrange(256) for _ in range(40))
+        if kind == 2:
+            _, other = order(unique("c"), unique("o"))
+            return cid.encode(), codec.encode("OrderEvent", other)  # key disagrees with body
+        return cid.encode(), bytes(rng.randrange(256) for _ in range(64))  # not Avro at all
+
+    records: list[tuple[bytes | None, bytes | None]] = []
+    for _, event in valid:
+        records.append((event["customer_id"].encode(), codec.encode("OrderEvent", event)))
+    bad = [poison(i) for i in range(200)]
+    records += bad
+    rng.shuffle(records)
+    producer = _big_producer(kafka.bootstrap)
+    errors: list[str] = []
+    for key, value in records:
+        producer.produce(orders_topic, key=key, value=value,
+                         on_delivery=lambda err, _m: errors.append(str(err)) if err else None)
+        producer.poll(0)
+    assert producer.flush(60) == 0 and not errors, errors[:3]
+    try:
+        def applied() -> bool:
+            counts = [worker.get(f"/customers/{c}") for c in cids]
+            return all(status == 200 for status, _ in counts) and sum(
+                len(state["orders"]) for _, state in counts
+            ) == len(valid)
+
+        wait_for("every valid order applied", applied, timeout=120)
+        wait_for("every poison record dead-lettered",
+                 lambda: len(read_topic(kafka.bootstrap, f"{app_id}.deadletter")) >= len(bad),
+                 timeout=60)
+        letters = read_topic(kafka.bootstrap, f"{app_id}.deadletter")
+        assert len(letters) == len(bad)
+        reasons = [dict(m.headers())["x-error"].decode() for m in letters]
+        assert all(reasons)
+        truncated = [m for m in letters if "x-truncated-from" in dict(m.headers())]
+        assert len(truncated) == 50 and all(len(m.value()) <= 65536 for m in truncated)
+        assert worker.get("/healthz")[0] == 200
+        # a cut-down copy is not the record: `keel deadletters replay` refuses it
+        settings = Settings.from_env(
+            {"KAFKA_BOOTSTRAP": kafka.bootstrap, "KEEL_TOPIC_DEADLETTER": f"{app_id}.deadletter"}
+        )
+        cut = truncated[0]
+        with pytest.raises(DeadLetterError, match="only the first bytes"):
+            replay(settings, [f"{cut.partition()}:{cut.offset()}"])
+    finally:
+        worker.stop()
+    crashes = worker.log_file.read_text().lower().count("crash")
+    assert crashes == 0, worker.tail()
+    print(f"\npoison: {len(records)} records mixed, {len(bad)} dead letters "
+          f"({len(truncated)} truncated oversize), {len(valid)} valid orders applied, "
+          f"/healthz 200, 0 agent crashes")
