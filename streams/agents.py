@@ -280,7 +280,7 @@ async def on_internal(stream: Any) -> None:
     a ``finally``, so an agent that raised, or was cancelled while it waited for Kafka, had
     its unfinished batch committed.
     """
-    async for records in stream.noack_take(settings.batch_max, settings.batch_wait_s):
+    async for records in stream.noack_take(tuning.JOIN_BATCH_RECORDS, settings.batch_wait_s):
         tx = Batch(emitter.outbox())
 
         def current(generation: int = app.consumer_generation_id) -> bool:

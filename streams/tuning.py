@@ -27,8 +27,8 @@ EMITTER: dict[str, Any] = {
 #: collection every few hundred events and took ~10 % of the CPU)
 GC_THRESHOLDS = (100_000, 50, 50)
 
-#: events of one partition handled (and committed) between two turns of the event loop:
-#: ~10 ms of work, so a query waits for at most that much of an agent's batch
+#: internal messages the join agent handles between two turns of the event loop: ~10 ms of
+#: work, so a query waits for at most that much of a batch
 CHUNK = 50
 
 #: RocksDB options of every table partition (faust's defaults give each of the worker's 80
@@ -76,6 +76,11 @@ INTAKE_CONFIRM_TIMEOUT_S = 70.0
 DEADLETTER_MAX_BYTES = 900_000
 DEADLETTER_KEEP_BYTES = 64 * 1024
 
+#: internal records (packs of up to PACK_BYTES each) the join agent takes as one batch, and
+#: the most faust buffers for it (its default, 4,096 records, is up to 1 GB of packs)
+JOIN_BATCH_RECORDS = 64
+STREAM_BUFFER_MAXSIZE = 256
+
 #: internal messages for one partition are packed into records of at most this many bytes
 PACK_BYTES = 256 * 1024
 
@@ -89,14 +94,19 @@ def describe(batch_max: int, batch_wait_ms: int) -> dict[str, Any]:
     return {
         "batch_max": batch_max,
         "batch_wait_ms": batch_wait_ms,
-        "batching": "faust Stream.take_events, handled per partition without awaits",
+        "batching": "intake: confluent-kafka consume() of up to batch_max input records, "
+        "packed per destination partition; join agent: faust noack_take of up to "
+        f"{JOIN_BATCH_RECORDS} packed records, acknowledged after the checkpoint",
         "outputs": "one confluent-kafka producer, confirmed per batch before acking it",
         "emitter": emitter,
         "faust_producer_linger_ms": FAUST_PRODUCER_LINGER_MS,
         "internal_topics": f"packed per destination partition, records <= {PACK_BYTES} bytes",
         "chunk": CHUNK,
-        "table_writes": "once per key per chunk: RocksDB put + changelog record",
-        "state_publish": "once per customer per chunk",
+        "table_writes": "once per key per batch: changelog record confirmed, then one RocksDB "
+        "write batch per partition with the changelog offset",
+        "state_publish": "once per customer per batch",
+        "stream_buffer_maxsize": STREAM_BUFFER_MAXSIZE,
+        "rocksdb_disable_wal": ROCKSDB_DISABLE_WAL,
         "rocksdb": ROCKSDB,
         "changelog_topic_config": CHANGELOG_TOPIC_CONFIG,
         "json": "orjson",
