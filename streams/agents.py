@@ -84,8 +84,7 @@ def apply_to_customer(tx: Batch, customer_id: str, kind: str, event: dict, topic
     state, signal_changes = apply_signals(state, now, windows)
     state["version"] = version  # one change, one version, even when it also moved a signal
     metrics.EVENTS.labels(topic, "applied").inc()
-    metrics.FRESHNESS.observe(max(0.0, time.time() - event["occurred_at"] / 1000))
-    metrics.observe_source(event["source"], event["occurred_at"])
+    tx.applied.append((event["source"], event["occurred_at"]))  # measured once it is stored
     save_and_publish(tx, customer_id, state, signal_changes, now)
     for ns, ref in new_state_refs(before, state):
         tx.internal.send(REF_TOPIC[ns], ref, {"op": "bind", "customer_id": customer_id})
@@ -300,6 +299,7 @@ async def on_internal(stream: Any) -> None:
             log.warning("batch of %d records not stored: the partitions were reassigned while "
                         "it ran; faust delivers them again", len(records))
             continue  # faust delivers them again from the committed offsets
+        metrics.observe_applied(tx.applied, time.time())
         for record in records:  # 5. (streams/checkpoint.py)
             await stream.ack(record)
         live.changed(tx.published)

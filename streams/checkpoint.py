@@ -115,12 +115,14 @@ class Batch:
     and each changed customer's state is published once.
     """
 
-    __slots__ = ("out", "internal", "partition", "_writes", "_published")
+    __slots__ = ("out", "internal", "partition", "applied", "_writes", "_published")
 
     def __init__(self, out: Outbox) -> None:
         self.out = out
         self.internal = Packer(out.produce)
         self.partition = 0
+        #: (source, occurred_at) of every event the batch applied, for the freshness metric
+        self.applied: list[tuple[str, int]] = []
         self._writes: dict[tuple[Any, int], dict[str, Any]] = {}
         self._published: dict[str, dict] = {}
 

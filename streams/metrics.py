@@ -5,7 +5,7 @@ counters, ``_seconds`` for durations. Each help text says what a person reading 
 needs: what is counted and when it moves.
 
 Two kinds live here. Instruments the agents update as events flow (``EVENTS``,
-``FRESHNESS``, ``HELD``, ``STATE_PUBLISHED``, ``observe_source``), and snapshot metrics
+``FRESHNESS`` via ``observe_applied``, ``HELD``, ``STATE_PUBLISHED``), and snapshot metrics
 that describe the worker's current state (consumer lag, table sizes, readiness). The
 snapshots are filled by streams/monitoring.py, which knows faust; this module imports
 nothing from faust so the agents and unit tests can use it without an app::
@@ -48,10 +48,15 @@ EVENTS = Counter(
 FRESHNESS = Histogram(
     "keel_event_freshness_seconds",
     "Seconds from an event's occurred_at (in the department's system) to the moment its "
-    "effect is queryable here; includes the department's own delay and time spent held. "
-    "Replays of old events land in the top buckets",
+    "effect is queryable here (stored, with everything it caused confirmed by Kafka), by "
+    "source system; includes the department's own delay and time spent held. Replays of old "
+    "events land in the top buckets. The first 16 sources a worker sees get a label of their "
+    "own, later ones share source=\"other\"",
+    ["source"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600),
 )
+#: distinct ``source`` label values of FRESHNESS at most (a series per value)
+MAX_SOURCE_LABELS = 16
 HELD = Gauge(
     "keel_held_events",
     "Events held on this worker's partitions until the order or identity they refer to "
@@ -92,6 +97,26 @@ def observe_source(source: str, occurred_at_ms: int) -> None:
     """Remember the newest event time per source system (for ``keel_source_lag_seconds``)."""
     if occurred_at_ms > _newest_ms.get(source, -1):
         _newest_ms[source] = occurred_at_ms
+
+
+_source_labels: set[str] = set()
+
+
+def source_label(source: str) -> str:
+    """``source`` as a label value: itself for the first MAX_SOURCE_LABELS seen, else other."""
+    if source in _source_labels:
+        return source
+    if len(_source_labels) < MAX_SOURCE_LABELS:
+        _source_labels.add(source)
+        return source
+    return "other"
+
+
+def observe_applied(applied: Iterable[tuple[str, int]], now_s: float) -> None:
+    """Events whose effect became queryable at ``now_s``: (source, occurred_at ms) each."""
+    for source, occurred_at_ms in applied:
+        FRESHNESS.labels(source_label(source)).observe(max(0.0, now_s - occurred_at_ms / 1000))
+        observe_source(source, occurred_at_ms)
 
 
 @dataclass
