@@ -87,8 +87,15 @@ class Packer:
         self.send_packed(topic, key, orjson.dumps([key, message]))
 
     def send_packed(self, topic: str, key: str, item: bytes) -> None:
-        """Add one message already encoded as ``[key, message]``."""
+        """Add one message already encoded as ``[key, message]``.
+
+        A message of ``PACK_BYTES`` or more travels alone, at once: if Kafka refuses it (too
+        big), the error is this message's, raised here, and no other message goes with it.
+        """
         where = (topic, partition_for(key.encode()))
+        if len(item) >= tuning.PACK_BYTES:
+            self._produce(topic, None, b"[" + item + b"]", None, where[1])
+            return
         pack = self._packs.setdefault(where, [])
         pack.append(item)
         size = self._sizes.get(where, 0) + len(item) + 1

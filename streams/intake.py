@@ -26,7 +26,14 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
+from confluent_kafka import (
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
 
 from connectors.kafka import producer_config
 from streams import health, metrics, tuning
@@ -295,6 +302,14 @@ class Intake:
             packer.send(dest, dest_key, message)
         except Rejected as exc:
             reason = exc.reason
+        except KafkaException as exc:
+            if exc.args and exc.args[0].code() == KafkaError.MSG_SIZE_TOO_LARGE:
+                reason = (
+                    "the event is too big to pass on: as keel's internal message (JSON) it is "
+                    "over what Kafka takes (message.max.bytes)"
+                )
+            else:
+                reason = f"keel could not pass this record on: {exc!r}"
         except Exception as exc:  # noqa: BLE001 - one bad record must not stop the intake
             log.exception("intake: unexpected failure on %s[%s]@%s", topic, partition, offset)
             reason = f"keel could not process this record: {exc!r}"

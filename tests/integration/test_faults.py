@@ -242,3 +242,34 @@ def test_poison_mixed_into_valid_orders_is_dead_lettered_and_every_valid_order_a
     print(f"\npoison: {len(records)} records mixed, {len(bad)} dead letters "
           f"({len(truncated)} truncated oversize), {len(valid)} valid orders applied, "
           f"/healthz 200, 0 agent crashes")
+
+
+def test_a_batch_kafka_refuses_halts_the_worker_unhealthy_instead_of_skipping_it(
+    kafka: Kafka, tmp_path: Path
+) -> None:
+    app_id = unique("halt")
+    worker = own_worker(kafka, tmp_path, app_id, "worker")
+    worker.start()
+    departments = departments_for(kafka, app_id)
+    big, after = unique("c"), unique("c")
+    # four orders of ~270 KB of lines each: valid input records, each small enough to pass
+    # on, but together a customer state over what Kafka takes (message.max.bytes, 1,000,000)
+    lines = [{"sku": f"sku-{i:06d}-{'x' * 40}", "quantity": 1, "unit_price_cents": 1}
+             for i in range(5_000)]
+    try:
+        departments.send([order(big, unique("o"), lines=lines) for _ in range(4)])
+        def failed() -> dict | None:
+            status, body = worker.get("/healthz")
+            return body if status == 500 else None
+
+        body = wait_for("/healthz to report the failure", failed, timeout=60)
+        assert "could not be made durable" in body["error"], body
+        text = worker.get("/metrics")[1]
+        assert "keel_worker_healthy 0.0" in text
+        # halted, not skipping: a later valid event is not applied either
+        departments.send([order(after, unique("o"))])
+        time.sleep(5)
+        assert worker.get(f"/customers/{after}")[0] in (404, 503)
+    finally:
+        worker.stop()
+    print(f"\nhalt: /healthz 500 ({body['error'][:80]}...), later events not applied")
