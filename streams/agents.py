@@ -29,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -305,26 +305,81 @@ async def on_internal(stream: Any) -> None:
         live.changed(tx.published)
 
 
+#: customer -> (the due time its recheck was sent for, when it was sent, monotonic s)
+_rechecks_sent: dict[str, tuple[int, float]] = {}
+
+
+def due_rechecks(
+    items: Iterable[tuple[str, int]],
+    now_ms: int,
+    sent: dict[str, tuple[int, float]],
+    now_s: float,
+    limit: int = tuning.RECHECKS_PER_TICK,
+    resend_after_s: float = tuning.RECHECK_RESEND_S,
+) -> list[str]:
+    """Customers whose deadline passed and whose recheck for it is not already on its way.
+
+    ``sent`` remembers what was sent; a recheck that has not moved its customer's due time
+    after ``resend_after_s`` is sent again (it may have been lost with a crashed batch). At
+    most ``limit`` per call: the rest waits for the next tick.
+
+    >>> due_rechecks([("c-1", 5), ("c-2", 50)], 10, {}, 0.0)
+    ['c-1']
+    >>> due_rechecks([("c-1", 5)], 10, {"c-1": (5, 0.0)}, 1.0)
+    []
+    """
+    out = []
+    for customer_id, when in items:
+        if when > now_ms:
+            continue
+        previous = sent.get(customer_id)
+        if previous is not None and previous[0] == when and now_s - previous[1] < resend_after_s:
+            continue
+        sent[customer_id] = (when, now_s)
+        out.append(customer_id)
+        if len(out) >= limit:
+            break
+    return out
+
+
+async def _due_items() -> AsyncIterator[tuple[str, int]]:
+    """(customer, due time) of this worker's partitions of the due table, a slice at a time."""
+    for n, (key, value) in enumerate(due.data._iteritems(), 1):
+        yield key.decode(), orjson.loads(value)
+        if n % tuning.DUE_SLICE == 0:
+            await asyncio.sleep(0)
+
+
 @app.timer(interval=settings.signal_check_interval_s)
 async def signal_clock() -> None:
     """Ask the owner of every customer whose deadline passed to re-check its signals.
 
-    Only the join agent writes tables, so the timer reads the due table and sends a message
-    through customer-events, keyed by customer, which the agent handles like an event.
+    Only the join agent writes tables, so the timer reads the due table (in slices, giving the
+    loop a turn between them) and sends a message through customer-events, keyed by customer,
+    which the agent handles like an event. A customer's recheck is sent once per deadline,
+    not again every tick while it waits in the topic.
     """
     if not views_ready():
         return
-    now = now_ms()
+    items = [item async for item in _due_items()]
+    now = time.monotonic()
+    for customer_id in [c for c, (_, at) in _rechecks_sent.items()
+                        if now - at > tuning.RECHECK_RESEND_S]:
+        del _rechecks_sent[customer_id]  # forget what is long done: the dict stays bounded
+    customer_ids = due_rechecks(items, now_ms(), _rechecks_sent, now)
+    if not customer_ids:
+        return
     recheck = {"kind": "recheck"}
     out = emitter.outbox()
     internal = Packer(out.produce)
-    for customer_id, when in list(due.items()):
-        if when <= now:
-            internal.send(CUSTOMER_EVENTS, customer_id, recheck)
+    for customer_id in customer_ids:
+        internal.send(CUSTOMER_EVENTS, customer_id, recheck)
     internal.flush()
     try:
         await out.confirmed()
-    except Exception as exc:  # noqa: BLE001 - the due table still says who; next tick retries
+    except Exception as exc:  # noqa: BLE001 - the due table still says who; resent later
+        for customer_id in customer_ids:
+            _rechecks_sent.pop(customer_id, None)
         log.warning("signal rechecks not sent (%s); sent again at the next tick", exc)
 
 

@@ -27,6 +27,12 @@ EMITTER: dict[str, Any] = {
 #: collection every few hundred events and took ~10 % of the CPU)
 GC_THRESHOLDS = (100_000, 50, 50)
 
+#: the signal clock: rechecks sent per tick at most, a recheck sent again if its customer's
+#: due time has not moved after this many seconds, due-table rows read between loop turns
+RECHECKS_PER_TICK = 10_000
+RECHECK_RESEND_S = 60.0
+DUE_SLICE = 2000
+
 #: internal messages the join agent handles between two turns of the event loop: ~10 ms of
 #: work, so a query waits for at most that much of a batch
 CHUNK = 50
