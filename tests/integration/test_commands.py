@@ -1,0 +1,154 @@
+"""Desk commands end to end: the API, both delivery connectors, and the loop through the demo shop.
+
+Kafka and the worker are the session's (conftest); PostgreSQL is started here from deploy/local;
+the webhook's receiver is a local HTTP server on 127.0.0.1. What is checked is what a desk agent
+and a department see: HTTP answers, records on commands.v1, rows in keel_inbox, signed POSTs,
+dead letters, and finally the cancelled order in the customer's state.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+from typing import Any
+
+import pytest
+
+from deploy.local.stack import Kafka
+from streams.codec import get_codec
+from tests.builders import contact, order, unique
+from tests.integration.harness import Departments, Worker, metric_value, read_topic, wait_for
+
+pytestmark = pytest.mark.integration
+
+MINUTE = 60_000
+LAMP = [{"sku": "desk-lamp", "quantity": 1, "unit_price_cents": 4900}]
+SECRET = "test-webhook-secret"
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def post_command(
+    worker: Worker, customer_id: str, body: Any, agent: str | None = "rep-7"
+) -> tuple[int, Any]:
+    headers = {"Content-Type": "application/json"}
+    if agent is not None:
+        headers["X-Keel-Agent"] = agent
+    request = urllib.request.Request(
+        f"{worker.url}/customers/{customer_id}/commands",
+        data=json.dumps(body).encode(),
+        headers=headers,
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=60) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def customer_when(worker: Worker, customer_id: str, ready: Any, timeout: float = 60) -> dict:
+    def check() -> dict | None:
+        status, body = worker.get(f"/customers/{customer_id}")
+        return body if status == 200 and ready(body) else None
+
+    return wait_for(f"state of {customer_id}", check, timeout)
+
+
+def commands_on_topic(kafka: Kafka, ids: set[str]) -> list[tuple[bytes, dict[str, Any]]]:
+    codec = get_codec()
+    found = []
+    for message in read_topic(kafka.bootstrap, "commands.v1", timeout=20):
+        command = codec.decode(message.value(), "DeskCommand")
+        if command["command_id"] in ids:
+            found.append((message.key(), command))
+    return found
+
+
+def duplicate_orders(departments: Departments, worker: Worker) -> tuple[str, str, str]:
+    """The Sears story's start: one customer, the same lamp ordered twice a minute apart."""
+    cid, first, second = unique("c"), unique("o"), unique("o")
+    at = now_ms()
+    departments.send(
+        [
+            order(cid, first, at=at - 2 * MINUTE, lines=LAMP),
+            order(cid, second, at=at - MINUTE, lines=LAMP, channel="PHONE"),
+        ]
+    )
+    customer_when(worker, cid, lambda s: [g["type"] for g in s["signals"]] == ["DUPLICATE_ORDER"])
+    return cid, first, second
+
+
+# --- fixtures ---------------------------------------------------------------------------------
+
+
+# --- the API ----------------------------------------------------------------------------------
+
+
+def test_a_cancel_is_published_once_keyed_by_its_order_and_nonsense_is_refused_unpublished(
+    kafka: Kafka, worker: Worker, departments: Departments
+) -> None:
+    cid, first, second = duplicate_orders(departments, worker)
+    kid = unique("k")
+    departments.send([contact(kid, at=now_ms(), customer_id=cid, note="two lamps?")])
+    customer_when(worker, cid, lambda s: bool(s["contacts"]))
+    good = {"command_id": unique("cmd"), "type": "CANCEL_ORDER", "order_id": second,
+            "reason": "duplicate of the web order, customer confirmed"}  # fmt: skip
+
+    assert post_command(worker, cid, good) == (202, {"command_id": good["command_id"]})
+    assert post_command(worker, cid, good) == (
+        202,
+        {"command_id": good["command_id"], "duplicate": True},
+    )
+    other_under_same_id = {**good, "order_id": first}
+    status, answer = post_command(worker, cid, other_under_same_id)
+    assert status == 409 and answer["field"] == "command_id"
+
+    bad = {
+        "unknown type": ({"type": "REFUND"}, 400, "type"),
+        "no reason": ({"type": "CANCEL_ORDER", "order_id": first, "reason": " "}, 400, "reason"),
+        "not the customer's order": (
+            {"type": "CANCEL_ORDER", "order_id": unique("o"), "reason": "r"}, 404, "order_id"),
+        "not the customer's contact": (
+            {"type": "RESOLVE_CONTACT", "contact_id": unique("k"), "reason": "r"}, 404,
+            "contact_id"),
+        "a note with no text": (
+            {"type": "ADD_NOTE", "contact_id": kid, "reason": "r"}, 400, "note"),
+    }  # fmt: skip
+    refused_ids = set()
+    for what, (fields, status, field) in bad.items():
+        body = {"command_id": unique("cmd"), **fields}
+        refused_ids.add(body["command_id"])
+        got, answer = post_command(worker, cid, body)
+        assert (got, answer.get("field")) == (status, field), (what, answer)
+        assert answer["error"], what
+    no_agent = {**good, "command_id": unique("cmd")}
+    refused_ids.add(no_agent["command_id"])
+    status, answer = post_command(worker, cid, no_agent, agent=None)
+    assert status == 400 and "X-Keel-Agent" in answer["error"]
+    status, answer = post_command(worker, unique("c"), {**good, "command_id": unique("cmd")})
+    assert status == 404 and "no customer" in answer["error"]
+
+    note = {"command_id": unique("cmd"), "type": "ADD_NOTE", "contact_id": kid,
+            "reason": "callback promised", "note": "Wants the web order only."}  # fmt: skip
+    assert post_command(worker, cid, note)[0] == 202
+
+    found = commands_on_topic(kafka, {good["command_id"], note["command_id"]} | refused_ids)
+    assert [(key, c["command_id"]) for key, c in found if c["command_id"] in refused_ids] == []
+    by_id = {c["command_id"]: (key, c) for key, c in found}
+    assert len(found) == 2, "the repeated cancel was published again"
+    key, cancel = by_id[good["command_id"]]
+    assert key == second.encode()
+    assert {k: cancel[k] for k in ("type", "customer_id", "order_id", "agent", "reason")} == {
+        "type": "CANCEL_ORDER", "customer_id": cid, "order_id": second, "agent": "rep-7",
+        "reason": good["reason"]}  # fmt: skip
+    assert abs(cancel["requested_at"] - now_ms()) < 120_000
+    key, added = by_id[note["command_id"]]
+    assert key == kid.encode() and added["note"] == note["note"]
+    text = worker.get("/metrics")[1]
+    assert metric_value(text, "keel_desk_commands_total", outcome="duplicate") >= 1
+    assert metric_value(text, "keel_desk_commands_total", outcome="refused") >= len(bad)
