@@ -14,11 +14,14 @@ import urllib.error
 import urllib.request
 from typing import Any
 
+import psycopg
 import pytest
 
+from deploy.local.postgres import Postgres
 from deploy.local.stack import Kafka
 from streams.codec import get_codec
 from tests.builders import contact, order, unique
+from tests.integration.connectors_harness import Processes, fresh_database
 from tests.integration.harness import Departments, Worker, metric_value, read_topic, wait_for
 
 pytestmark = pytest.mark.integration
@@ -84,6 +87,16 @@ def duplicate_orders(departments: Departments, worker: Worker) -> tuple[str, str
 
 
 # --- fixtures ---------------------------------------------------------------------------------
+
+
+def inbox_rows(database: str, ids: set[str]) -> list[tuple[Any, ...]]:
+    with psycopg.connect(database) as conn:
+        return conn.execute(
+            "SELECT command_id, type, customer_id, order_id, contact_id, agent, reason, note,"
+            " requested_at, received_at FROM keel_inbox WHERE command_id = ANY(%s)"
+            " ORDER BY command_id",
+            (sorted(ids),),
+        ).fetchall()
 
 
 # --- the API ----------------------------------------------------------------------------------
@@ -152,3 +165,51 @@ def test_a_cancel_is_published_once_keyed_by_its_order_and_nonsense_is_refused_u
     text = worker.get("/metrics")[1]
     assert metric_value(text, "keel_desk_commands_total", outcome="duplicate") >= 1
     assert metric_value(text, "keel_desk_commands_total", outcome="refused") >= len(bad)
+
+
+# --- PostgreSQL inbox -------------------------------------------------------------------------
+
+
+def test_the_inbox_holds_one_row_per_command_even_when_every_command_is_delivered_again(
+    kafka: Kafka, worker: Worker, departments: Departments, postgres_server: Postgres,
+    processes: Processes,
+) -> None:  # fmt: skip
+    database = fresh_database(postgres_server)
+    inbox = processes.start(
+        "connectors.sinks.postgres_inbox", "KEEL_INBOX_PORT", "inbox",
+        POSTGRES_URL=database, KEEL_INBOX_GROUP=unique("inbox"),
+    )  # fmt: skip
+    cid, _, second = duplicate_orders(departments, worker)
+    ids = [unique("cmd") for _ in range(3)]
+    bodies = [
+        {"command_id": ids[0], "type": "CANCEL_ORDER", "order_id": second, "reason": "duplicate"},
+        {"command_id": ids[1], "type": "ADD_NOTE", "note": "Call back about the lamp.",
+         "order_id": second, "reason": "customer asked for a call"},
+        {"command_id": ids[2], "type": "ADD_NOTE", "note": "Second thought.", "reason": "again"},
+    ]  # fmt: skip
+    for body in bodies:
+        assert post_command(worker, cid, body, agent="priya")[0] == 202
+
+    rows = wait_for("the commands in keel_inbox", lambda: len(inbox_rows(database, set(ids))) == 3)
+    rows = inbox_rows(database, set(ids))
+    cancel = next(r for r in rows if r[0] == ids[0])
+    assert cancel[1:8] == ("CANCEL_ORDER", cid, second, None, "priya", "duplicate", None)
+    assert cancel[8].tzinfo is not None and abs(cancel[8].timestamp() * 1000 - now_ms()) < 120_000
+    assert inbox.health()["postgres"] == "up"
+
+    # A second inbox connector with a group of its own delivers every command on the topic
+    # again, into the same table: at-least-once, and the primary key keeps one row per id.
+    again = processes.start(
+        "connectors.sinks.postgres_inbox", "KEEL_INBOX_PORT", "inbox-again",
+        POSTGRES_URL=database, KEEL_INBOX_GROUP=unique("inbox"),
+    )  # fmt: skip
+    wait_for(
+        "the second connector to have caught up",
+        lambda: again.health()["inserted"] >= 3 and metric_value(
+            again.metrics(), "keel_connector_accepted_total") >= 3,
+    )  # fmt: skip
+    with psycopg.connect(database) as conn:
+        counts = dict(conn.execute(
+            "SELECT command_id, count(*) FROM keel_inbox WHERE command_id = ANY(%s)"
+            " GROUP BY command_id", (ids,)).fetchall())  # fmt: skip
+    assert counts == dict.fromkeys(ids, 1)
