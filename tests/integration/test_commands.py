@@ -8,10 +8,15 @@ dead letters, and finally the cancelled order in the customer's state.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
+import threading
 import time
 import urllib.error
 import urllib.request
+from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import psycopg
@@ -213,3 +218,103 @@ def test_the_inbox_holds_one_row_per_command_even_when_every_command_is_delivere
             "SELECT command_id, count(*) FROM keel_inbox WHERE command_id = ANY(%s)"
             " GROUP BY command_id", (ids,)).fetchall())  # fmt: skip
     assert counts == dict.fromkeys(ids, 1)
+
+
+# --- HTTP webhook -----------------------------------------------------------------------------
+
+
+class Receiver:
+    """A department's webhook endpoint on 127.0.0.1: for the ids under test it answers 503
+    twice, then 200; a command whose reason says "reject me" gets a 422."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self.attempts: Counter[str] = Counter()
+        self.delivered: list[tuple[str, dict[str, Any]]] = []
+        self.bad_signatures = 0
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                expected = "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
+                if not hmac.compare_digest(expected, self.headers.get("X-Keel-Signature", "")):
+                    receiver.bad_signatures += 1
+                    self._answer(401)
+                    return
+                command = json.loads(body)
+                cid = self.headers["X-Keel-Command-Id"]
+                assert cid == command["command_id"]
+                if not cid.startswith(receiver.prefix):
+                    self._answer(200)  # other tests' commands: not this test's business
+                    return
+                receiver.attempts[cid] += 1
+                if "reject me" in command["reason"]:
+                    self._answer(422, b'{"error": "the shop cannot do that"}')
+                elif receiver.attempts[cid] <= 2:
+                    self._answer(503)
+                else:
+                    receiver.delivered.append((cid, command))
+                    self._answer(200)
+
+            def _answer(self, code: int, body: bytes = b"{}") -> None:
+                self.send_response(code)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/keel/commands"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_the_webhook_retries_until_accepted_signs_every_post_and_dead_letters_a_rejection(
+    kafka: Kafka, worker: Worker, departments: Departments, processes: Processes
+) -> None:
+    prefix = unique("wh")
+    receiver = Receiver(prefix)
+    try:
+        webhook = processes.start(
+            "connectors.sinks.webhook", "KEEL_WEBHOOK_PORT", "webhook",
+            KEEL_WEBHOOK_URL=receiver.url, KEEL_WEBHOOK_SECRET=SECRET,
+            KEEL_WEBHOOK_GROUP=unique("webhook"),
+        )  # fmt: skip
+        cid, _, second = duplicate_orders(departments, worker)
+        rejected, cancel = f"{prefix}-1", f"{prefix}-2"
+        assert post_command(worker, cid, {"command_id": rejected, "type": "ADD_NOTE",
+            "note": "n", "reason": "reject me"})[0] == 202  # fmt: skip
+        assert post_command(worker, cid, {"command_id": cancel, "type": "CANCEL_ORDER",
+            "order_id": second, "reason": "duplicate"})[0] == 202  # fmt: skip
+
+        wait_for("the cancel delivered", lambda: [c for c, _ in receiver.delivered] == [cancel])
+        time.sleep(1.0)  # would a delivered command be sent again? (it must not)
+        assert [c for c, _ in receiver.delivered] == [cancel], "delivered more than once"
+        assert receiver.attempts == {rejected: 1, cancel: 3}  # the 422 is not retried
+        assert receiver.bad_signatures == 0
+        command = receiver.delivered[0][1]
+        assert command["order_id"] == second and command["agent"] == "rep-7"
+        assert command["requested_at"].endswith("Z")
+        text = webhook.metrics()
+        assert metric_value(text, "keel_connector_rejected_total", reason="rejected") == 1
+        assert metric_value(text, "keel_connector_retries_total", dependency="sink") >= 2
+
+        def dead_letter() -> Any:
+            for message in read_topic(kafka.bootstrap, "deadletter.v1", timeout=20):
+                headers = dict(message.headers() or [])
+                ours = message.key() == cid.encode()  # a new contact's note: keyed by customer
+                if ours and headers.get("x-source-topic") == b"commands.v1":
+                    return headers
+            return None
+
+        headers = wait_for("the rejected command's dead letter", dead_letter, 30, 1.0)
+        assert b"webhook answered 422" in headers["x-error"]
+        assert b"cannot do that" in headers["x-error"]
+    finally:
+        receiver.close()
