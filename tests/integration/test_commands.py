@@ -318,3 +318,48 @@ def test_the_webhook_retries_until_accepted_signs_every_post_and_dead_letters_a_
         assert b"cannot do that" in headers["x-error"]
     finally:
         receiver.close()
+
+
+# --- the loop: desk -> inbox -> shop -> outbox -> orders.v1 -> state --------------------------
+
+
+def test_a_cancel_ends_with_the_order_cancelled_by_the_shop_and_the_signal_cleared(
+    kafka: Kafka, worker: Worker, departments: Departments, postgres_server: Postgres,
+    processes: Processes,
+) -> None:  # fmt: skip
+    database = fresh_database(postgres_server)
+    env = {"POSTGRES_URL": database, "KEEL_OUTBOX_POLL_MS": "100"}
+    processes.start("connectors.sinks.postgres_inbox", "KEEL_INBOX_PORT", "inbox",
+                    KEEL_INBOX_GROUP=unique("inbox"), **env)  # fmt: skip
+    processes.start("connectors.sources.postgres_outbox", "KEEL_OUTBOX_PORT", "outbox", **env)
+    shop = processes.start("connectors.sources.demo_shop", "KEEL_SHOP_PORT", "shop", **env)
+    cid, first, second = duplicate_orders(departments, worker)
+
+    started = time.monotonic()
+    command = {"command_id": unique("cmd"), "type": "CANCEL_ORDER", "order_id": second,
+               "reason": "duplicate of the web order"}  # fmt: skip
+    assert post_command(worker, cid, command)[0] == 202
+    state = customer_when(
+        worker, cid, lambda s: {o["order_id"]: o["status"] for o in s["orders"]}[second]
+        == "CANCELLED",
+    )  # fmt: skip
+    took = time.monotonic() - started
+
+    assert {o["order_id"]: o["status"] for o in state["orders"]} == {
+        first: "PLACED", second: "CANCELLED"}  # fmt: skip
+    assert state["signals"] == [] and state["open_orders"] == 1
+    assert state["total_spent_cents"] == 4900
+    with psycopg.connect(database) as conn:
+        outcome = conn.execute(
+            "SELECT outcome FROM demo_shop_handled WHERE command_id = %s",
+            (command["command_id"],),
+        ).fetchone()
+    assert outcome == ("cancelled",)
+    assert shop.health()["handled"] >= 1
+
+    # the same cancel again is one command: 202, nothing more happens
+    assert post_command(worker, cid, command)[1].get("duplicate") is True
+    # and cancelling what is now cancelled makes no sense
+    status, answer = post_command(worker, cid, {**command, "command_id": unique("cmd")})
+    assert status == 409 and "already CANCELLED" in answer["error"]
+    print(f"POST cancel -> CANCELLED in the state: {took:.2f} s")
