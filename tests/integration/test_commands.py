@@ -363,3 +363,37 @@ def test_a_cancel_ends_with_the_order_cancelled_by_the_shop_and_the_signal_clear
     status, answer = post_command(worker, cid, {**command, "command_id": unique("cmd")})
     assert status == 409 and "already CANCELLED" in answer["error"]
     print(f"POST cancel -> CANCELLED in the state: {took:.2f} s")
+
+
+def test_the_shop_also_takes_commands_by_webhook_and_refuses_a_bad_signature(
+    kafka: Kafka, worker: Worker, departments: Departments, postgres_server: Postgres,
+    processes: Processes,
+) -> None:  # fmt: skip
+    """`make run`'s second path: webhook connector -> the shop's receiver -> keel_inbox (no
+    inbox connector here) -> CANCELLED via the outbox."""
+    database = fresh_database(postgres_server)
+    env = {"POSTGRES_URL": database, "KEEL_OUTBOX_POLL_MS": "100", "KEEL_WEBHOOK_SECRET": SECRET}
+    processes.start("connectors.sources.postgres_outbox", "KEEL_OUTBOX_PORT", "outbox", **env)
+    shop = processes.start("connectors.sources.demo_shop", "KEEL_SHOP_PORT", "shop", **env)
+    processes.start("connectors.sinks.webhook", "KEEL_WEBHOOK_PORT", "webhook",
+                    KEEL_WEBHOOK_URL=f"{shop.url}/keel/commands",
+                    KEEL_WEBHOOK_GROUP=unique("webhook"), **env)  # fmt: skip
+    forged = urllib.request.Request(
+        f"{shop.url}/keel/commands", data=b"{}", method="POST",
+        headers={"X-Keel-Signature": "sha256=" + "0" * 64, "Content-Type": "application/json"},
+    )  # fmt: skip
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(forged, timeout=10)
+    assert refused.value.code == 401
+
+    cid, first, second = duplicate_orders(departments, worker)
+    command = {"command_id": unique("cmd"), "type": "CANCEL_ORDER", "order_id": second,
+               "reason": "duplicate"}  # fmt: skip
+    assert post_command(worker, cid, command)[0] == 202
+    state = customer_when(
+        worker, cid, lambda s: {o["order_id"]: o["status"] for o in s["orders"]}[second]
+        == "CANCELLED",
+    )  # fmt: skip
+    assert state["signals"] == []
+    rows = inbox_rows(database, {command["command_id"]})
+    assert [r[:4] for r in rows] == [(command["command_id"], "CANCEL_ORDER", cid, second)]
