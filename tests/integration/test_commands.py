@@ -16,14 +16,17 @@ import time
 import urllib.error
 import urllib.request
 from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
 
 from deploy.local.postgres import Postgres
-from deploy.local.stack import Kafka
+from deploy.local.stack import Kafka, free_port
 from streams.codec import get_codec
 from tests.builders import contact, order, unique
 from tests.integration.connectors_harness import Processes, fresh_database
@@ -397,3 +400,68 @@ def test_the_shop_also_takes_commands_by_webhook_and_refuses_a_bad_signature(
     assert state["signals"] == []
     rows = inbox_rows(database, {command["command_id"]})
     assert [r[:4] for r in rows] == [(command["command_id"], "CANCEL_ORDER", cid, second)]
+
+
+# --- several workers: a command is checked and published by the customer's owner ------------
+
+
+@pytest.fixture
+def two_workers(kafka: Kafka, tmp_path: Path, departments: Departments) -> Iterator[list[Worker]]:
+    from tests.integration.harness import TOPIC
+    from tests.integration.test_scale_out import PARTITIONS, own_topics
+
+    app_id = unique("keel-cmd")
+    topics = {**own_topics(app_id), "KEEL_TOPIC_COMMANDS": f"{app_id}.commands"}
+    departments.topics = {
+        "order": topics["KEEL_TOPIC_ORDERS"],
+        "shipment": topics["KEEL_TOPIC_SHIPMENTS"],
+        "contact": topics["KEEL_TOPIC_CONTACTS"],
+    }
+    workers = [
+        Worker(kafka.bootstrap, tmp_path / f"worker-{n}", free_port(), tmp_path / f"w{n}.log",
+               KEEL_APP_ID=app_id, KEEL_PARTITIONS=str(PARTITIONS), **topics)
+        for n in (1, 2)
+    ]  # fmt: skip
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            list(pool.map(lambda w: w.start(), workers))
+        yield workers
+    finally:
+        departments.topics = dict(TOPIC)
+        for w in workers:
+            w.stop()
+
+
+def test_any_worker_takes_a_command_and_the_customers_owner_checks_and_publishes_it(
+    kafka: Kafka, two_workers: list[Worker], departments: Departments
+) -> None:
+    from tests.integration.test_scale_out import assigned_partitions, partition_of
+
+    front, owner = two_workers
+
+    def split() -> frozenset[int] | None:
+        mine, theirs = assigned_partitions(front), assigned_partitions(owner)
+        ready = all(w.get("/readyz")[0] == 200 for w in two_workers)
+        return theirs if ready and mine and theirs and not (mine & theirs) else None
+
+    owners_partitions = wait_for("the group to split the partitions", split, 90)
+    cid = next(c for c in iter(lambda: unique("c"), None) if partition_of(c) in owners_partitions)
+    oid = unique("o")
+    departments.send([order(cid, oid, at=now_ms() - MINUTE)])
+    customer_when(front, cid, lambda s: bool(s["orders"]))
+    command = {"command_id": unique("cmd"), "type": "CANCEL_ORDER", "order_id": oid,
+               "reason": "asked by phone"}  # fmt: skip
+
+    assert post_command(front, cid, command, agent="rep-front") == (
+        202, {"command_id": command["command_id"]})  # fmt: skip
+    # the owner handled it (and remembers the id); the front worker only passed it on
+    assert post_command(owner, cid, command, agent="rep-front")[1].get("duplicate") is True
+    status, answer = post_command(front, cid, {**command, "command_id": unique("cmd"),
+                                               "order_id": unique("o")})  # fmt: skip
+    assert status == 404 and "has no order" in answer["error"]
+
+    topic = f"{front.env['KEEL_APP_ID']}.commands"
+    codec = get_codec()
+    records = [codec.decode(m.value(), "DeskCommand") for m in read_topic(kafka.bootstrap, topic)]
+    assert [(c["command_id"], c["agent"]) for c in records] == [
+        (command["command_id"], "rep-front")]  # fmt: skip
