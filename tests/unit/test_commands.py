@@ -163,3 +163,37 @@ def test_recent_command_ids_are_bounded_oldest_forgotten_first() -> None:
         recent.remember(command)
     assert len(recent) == 3
     assert [recent.seen(c) for c in commands] == [False, False, True, True, True]
+
+
+def test_the_webhook_signature_is_the_hmac_sha256_of_the_exact_body() -> None:
+    import hashlib
+    import hmac
+
+    from connectors.sinks.webhook import sign
+
+    body = b'{"command_id": "cmd-1"}'
+    expected = hmac.new(b"s3cret", body, hashlib.sha256).hexdigest()
+    assert sign(b"s3cret", body) == f"sha256={expected}"
+    assert sign(b"s3cret", body + b" ") != sign(b"s3cret", body)
+    assert sign(b"other", body) != sign(b"s3cret", body)
+
+
+def test_delivery_settings_default_to_the_outbox_database_and_their_own_groups() -> None:
+    from connectors.settings import ConnectorSettings
+
+    s = ConnectorSettings.from_env({"POSTGRES_URL": "postgresql://shop@db/shop"})
+    assert s.keel.topics.commands == "commands.v1"
+    assert s.inbox_postgres_url == "postgresql://shop@db/shop"
+    assert (s.inbox_port, s.webhook_port) == (8091, 8092)
+    assert (s.inbox_group, s.webhook_group) == ("keel-postgres-inbox", "keel-webhook")
+    assert s.webhook_url == "" and s.webhook_timeout_seconds == 5.0
+    own = ConnectorSettings.from_env({"KEEL_INBOX_POSTGRES_URL": "postgresql://crm@db/crm"})
+    assert own.inbox_postgres_url == "postgresql://crm@db/crm"
+
+
+def test_commands_v1_is_created_with_delete_cleanup() -> None:
+    from streams.admin import topic_specs
+    from streams.config import Settings
+
+    specs = topic_specs(Settings.from_env({"KEEL_TOPIC_COMMANDS": "desk.commands"}))
+    assert specs["desk.commands"]["cleanup.policy"] == "delete"
