@@ -68,6 +68,14 @@ _in_flight: dict[str, asyncio.Future[None]] = {}
 
 @app.page("/customers/{customer_id}/commands")
 class CustomerCommands(View):
+    async def get(self, request: Request, customer_id: str) -> Response:
+        return _json(
+            self,
+            {"error": "commands are sent with POST (JSON body); GET /customers/{id} reads"},
+            405,
+            {"Allow": "POST"},
+        )
+
     async def post(self, request: Request, customer_id: str) -> Response:
         if not ready():
             return _error(self, 503, "worker is recovering its tables; try again shortly")

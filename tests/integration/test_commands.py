@@ -153,6 +153,13 @@ def test_a_cancel_is_published_once_keyed_by_its_order_and_nonsense_is_refused_u
     assert status == 400 and "X-Keel-Agent" in answer["error"]
     status, answer = post_command(worker, unique("c"), {**good, "command_id": unique("cmd")})
     assert status == 404 and "no customer" in answer["error"]
+    status, answer = worker.get(f"/customers/{cid}/commands")
+    assert status == 405 and answer["error"], answer
+    not_json = urllib.request.Request(f"{worker.url}/customers/{cid}/commands", data=b"{nope",
+                                      headers={"X-Keel-Agent": "rep-7"}, method="POST")  # fmt: skip
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(not_json, timeout=30)
+    assert info.value.code == 400 and "not JSON" in json.loads(info.value.read())["error"]
 
     note = {"command_id": unique("cmd"), "type": "ADD_NOTE", "contact_id": kid,
             "reason": "callback promised", "note": "Wants the web order only."}  # fmt: skip
