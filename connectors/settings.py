@@ -52,7 +52,7 @@ def _int(name: str, raw: str, minimum: int, maximum: int | None = None) -> int:
 
 @dataclass(frozen=True)
 class ConnectorSettings:
-    """What the three connectors read from the environment (see README's configuration)."""
+    """What the connectors read from the environment (see README's configuration)."""
 
     keel: Settings
     postgres_url: str
@@ -65,6 +65,14 @@ class ConnectorSettings:
     redis_sink_port: int
     redis_sink_group: str
     redis_sink_batch: int
+    inbox_postgres_url: str
+    inbox_port: int
+    inbox_group: str
+    webhook_url: str
+    webhook_secret: str
+    webhook_port: int
+    webhook_group: str
+    webhook_timeout_seconds: float
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ConnectorSettings:
@@ -90,6 +98,17 @@ class ConnectorSettings:
             redis_sink_batch=_int(
                 "KEEL_REDIS_SINK_BATCH", get("KEEL_REDIS_SINK_BATCH"), 1, 100_000
             ),
+            inbox_postgres_url=env.get("KEEL_INBOX_POSTGRES_URL", "") or get("POSTGRES_URL"),
+            inbox_port=_int("KEEL_INBOX_PORT", get("KEEL_INBOX_PORT"), 1, 65535),
+            inbox_group=get("KEEL_INBOX_GROUP"),
+            webhook_url=get("KEEL_WEBHOOK_URL"),
+            webhook_secret=get("KEEL_WEBHOOK_SECRET"),
+            webhook_port=_int("KEEL_WEBHOOK_PORT", get("KEEL_WEBHOOK_PORT"), 1, 65535),
+            webhook_group=get("KEEL_WEBHOOK_GROUP"),
+            webhook_timeout_seconds=_int(
+                "KEEL_WEBHOOK_TIMEOUT_MS", get("KEEL_WEBHOOK_TIMEOUT_MS"), 1
+            )
+            / 1000,
         )
 
     def inputs(self) -> list[InputKind]:

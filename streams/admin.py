@@ -46,6 +46,7 @@ def topic_specs(settings: Settings) -> dict[str, dict[str, str]]:
         t.state: {"cleanup.policy": "compact"},
         t.signals: delete,
         t.deadletter: {**delete, "retention.ms": str(4 * WEEK_MS)},
+        t.commands: {**delete, "retention.ms": str(WEEK_MS)},
         f"{settings.app_id}-customer-events": delete,
     }
     for ns in NAMESPACES:

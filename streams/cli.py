@@ -34,6 +34,7 @@ def _worker(settings: Settings) -> int:
     from faust import Worker
 
     import streams.agents  # noqa: F401  (registers agents and tables)
+    import streams.command_views  # noqa: F401  (registers POST /customers/{id}/commands)
     import streams.desk  # noqa: F401  (registers the service-desk console)
     import streams.views  # noqa: F401  (registers the query API)
     from streams.app import app

@@ -77,6 +77,7 @@ VARIABLES: tuple[tuple[str, str, str], ...] = (
     ("KEEL_TOPIC_STATE", "customer-state.v1", "compacted customer state topic"),
     ("KEEL_TOPIC_SIGNALS", "customer-signals.v1", "customer signals topic"),
     ("KEEL_TOPIC_DEADLETTER", "deadletter.v1", "dead letters"),
+    ("KEEL_TOPIC_COMMANDS", "commands.v1", "desk agents' commands to the departments"),
     ("POSTGRES_URL", "postgresql://keel@127.0.0.1:5432/keel", "PostgreSQL of the outbox connector"),
     ("KEEL_CONNECTOR_BIND", "127.0.0.1", "address the connectors' HTTP servers bind to"),
     ("KEEL_INGEST_PORT", "8088", "HTTP ingest port (also its /metrics, /healthz, /openapi.json)"),
@@ -87,6 +88,18 @@ VARIABLES: tuple[tuple[str, str, str], ...] = (
     ("KEEL_REDIS_SINK_PORT", "8090", "Redis sink's /metrics and /healthz port"),
     ("KEEL_REDIS_SINK_GROUP", "keel-redis-sink", "consumer group of the Redis sink"),
     ("KEEL_REDIS_SINK_BATCH", "500", "customer-state records written to Redis per MULTI/EXEC"),
+    (
+        "KEEL_INBOX_POSTGRES_URL",
+        "",
+        "PostgreSQL the inbox connector writes keel_inbox into (default: POSTGRES_URL)",
+    ),
+    ("KEEL_INBOX_PORT", "8091", "PostgreSQL inbox connector's /metrics and /healthz port"),
+    ("KEEL_INBOX_GROUP", "keel-postgres-inbox", "consumer group of the PostgreSQL inbox connector"),
+    ("KEEL_WEBHOOK_URL", "", "where the webhook connector POSTs each command (required for it)"),
+    ("KEEL_WEBHOOK_SECRET", "", "shared secret of the webhook's X-Keel-Signature HMAC (required)"),
+    ("KEEL_WEBHOOK_PORT", "8092", "webhook connector's /metrics and /healthz port"),
+    ("KEEL_WEBHOOK_GROUP", "keel-webhook", "consumer group of the webhook connector"),
+    ("KEEL_WEBHOOK_TIMEOUT_MS", "5000", "a webhook POST not answered within this is retried"),
 )
 
 # Variables read by other parts of keel (connectors, local stack, tests) that the worker
@@ -102,6 +115,7 @@ OTHER_KNOWN = frozenset(
         "KEEL_RUN_DIR",
         "KEEL_DEMO_CUSTOMERS",
         "KEEL_DEMO_RATE",
+        "KEEL_SHOP_PORT",
     }
 )
 
@@ -124,6 +138,7 @@ class Topics:
     state: str
     signals: str
     deadletter: str
+    commands: str
 
     def inputs(self) -> tuple[str, str, str]:
         return (self.orders, self.shipments, self.contacts)
@@ -222,6 +237,7 @@ class Settings:
                 state=get("KEEL_TOPIC_STATE"),
                 signals=get("KEEL_TOPIC_SIGNALS"),
                 deadletter=get("KEEL_TOPIC_DEADLETTER"),
+                commands=get("KEEL_TOPIC_COMMANDS"),
             ),
         )
 

@@ -68,6 +68,13 @@ STATE_PUBLISHED = Counter(
     "keel_state_published_total",
     "CustomerState records this worker published to the customer-state topic",
 )
+COMMANDS = Counter(
+    "keel_desk_commands_total",
+    "Desk commands (POST /customers/{id}/commands) answered by this worker, by type and "
+    "outcome: published (Kafka acknowledged it, 202), duplicate (a command_id seen lately, 202 "
+    "and nothing published), refused (4xx, nothing published) or unavailable (503)",
+    ["type", "outcome"],
+)
 API_DURATION = Histogram(
     "keel_api_request_duration_seconds",
     "Query API request durations by route template (e.g. /customers/{customer_id}) and "

@@ -1,9 +1,11 @@
 """`make run`, `make up`, `make down`: the whole local stack, in the foreground or not.
 
 - ``python -m deploy.local.run``: Kafka, Redis, PostgreSQL, a stream worker with its API, the
-  three connectors (HTTP ingest, PostgreSQL outbox, Redis sink) and the demo feed in the
-  foreground; Ctrl-C (or SIGTERM) stops every process it started.
-- ``--background`` (`make up`): the same without the demo feed, detached; returns once the
+  connectors (HTTP ingest, PostgreSQL outbox, Redis sink, PostgreSQL inbox, webhook), the demo
+  feed and the demo shop (which honours the desk's cancel commands) in the foreground;
+  Ctrl-C (or SIGTERM) stops every process it started.
+- ``--background`` (`make up`): the same without the demo feed and shop (and without the
+  webhook connector unless ``KEEL_WEBHOOK_URL`` is set), detached; returns once the
   worker's ``/readyz`` and every connector's ``/healthz`` answer 200. Pid files and logs live
   in ``.run/`` (``KEEL_RUN_DIR``).
 - ``--down`` (`make down`): stops what ``--background`` started, connectors first.
@@ -71,8 +73,12 @@ def _port(variable: str, default: int) -> int:
     return int(os.environ.get(variable) or default)
 
 
+DEMO_WEBHOOK_SECRET = "keel-demo-webhook-secret"
+
+
 class Stack:
-    def __init__(self, run_dir: Path) -> None:
+    def __init__(self, run_dir: Path, demo: bool = False) -> None:
+        """``demo``: the foreground stack, with the simulated shop the webhook calls."""
         self.run_dir = run_dir
         self.kafka_port = _port("KEEL_KAFKA_PORT", 9092)
         self.redis_port = _port("KEEL_REDIS_PORT", 6379)
@@ -94,8 +100,27 @@ class Stack:
                 _port("KEEL_OUTBOX_PORT", 8089),
             ),
             Connector("redis-sink", "connectors.sinks.redis", _port("KEEL_REDIS_SINK_PORT", 8090)),
+            Connector(
+                "postgres-inbox", "connectors.sinks.postgres_inbox", _port("KEEL_INBOX_PORT", 8091)
+            ),
         ]
+        webhook_env: dict[str, str] = {}
+        if demo:
+            shop_port = _port("KEEL_SHOP_PORT", 8093)
+            self.connectors.append(
+                Connector("demo-shop", "connectors.sources.demo_shop", shop_port)
+            )
+            webhook_env = {
+                "KEEL_WEBHOOK_URL": os.environ.get("KEEL_WEBHOOK_URL")
+                or f"http://127.0.0.1:{shop_port}/keel/commands",
+                "KEEL_WEBHOOK_SECRET": os.environ.get("KEEL_WEBHOOK_SECRET") or DEMO_WEBHOOK_SECRET,
+            }
+        if webhook_env or os.environ.get("KEEL_WEBHOOK_URL"):
+            self.connectors.append(
+                Connector("webhook", "connectors.sinks.webhook", _port("KEEL_WEBHOOK_PORT", 8092))
+            )
         self.env = {
+            **webhook_env,
             **os.environ,
             "KAFKA_BOOTSTRAP": self.kafka.bootstrap,
             "REDIS_URL": self.redis.url,
@@ -128,7 +153,7 @@ class Stack:
         return proc
 
     def start_connectors(self) -> list[subprocess.Popen[bytes]]:
-        """Start the three connectors; return once each answers /healthz (or raise)."""
+        """Start the connectors (and the demo shop); return once each answers /healthz."""
         for connector in self.connectors:
             ensure_port_free(connector.port, f"the {connector.name} connector")
         procs: list[subprocess.Popen[bytes]] = []
@@ -163,8 +188,9 @@ class Stack:
         return procs
 
     def hints(self) -> list[str]:
-        ingest, outbox, sink = (c.url for c in self.connectors)
-        return [
+        url = {c.name: c.url for c in self.connectors}
+        ingest, outbox, sink = url["http-ingest"], url["postgres-outbox"], url["redis-sink"]
+        lines = [
             f"query API      {self.api}/customers/<id>  (metrics {self.api}/metrics)",
             f"desk console   {self.api}/desk/",
             f"HTTP ingest    POST {ingest}/events/orders|shipments|contacts"
@@ -173,7 +199,20 @@ class Stack:
             f" at {self.env['POSTGRES_URL']}  (metrics {outbox}/metrics)",
             f"Redis sink     redis-cli -p {self.redis_port} GET keel:customer:<id>"
             f"  (metrics {sink}/metrics)",
+            f"commands       POST {self.api}/customers/<id>/commands -> keel_inbox"
+            f" at {self.env['POSTGRES_URL']}  (metrics {url['postgres-inbox']}/metrics)",
         ]
+        if "webhook" in url:
+            lines.append(
+                f"webhook        commands POSTed to {self.env['KEEL_WEBHOOK_URL']}"
+                f"  (metrics {url['webhook']}/metrics)"
+            )
+        if "demo-shop" in url:
+            lines.append(
+                "demo shop      cancels orders from keel_inbox: open "
+                f"{self.api}/desk/?customer=c-dup and cancel o-dup-2"
+            )
+        return lines
 
 
 def _terminate(procs: list[subprocess.Popen[bytes]]) -> None:
@@ -289,6 +328,8 @@ def run_background(stack: Stack) -> int:
 
 
 def run_down(stack: Stack) -> int:
+    if not any(c.name == "webhook" for c in stack.connectors):  # started if its URL was set
+        _stop_from_pid_file(stack, "webhook", b"connectors.sinks.webhook")
     for connector in reversed(stack.connectors):
         _stop_from_pid_file(stack, connector.name, connector.marker)
     _stop_from_pid_file(stack, "worker", WORKER_MARKER, "the stream worker")
@@ -324,7 +365,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     run_dir = args.dir.resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
-    stack = Stack(run_dir)
+    stack = Stack(run_dir, demo=not (args.down or args.background))
     if args.down:
         return run_down(stack)
     if args.background:

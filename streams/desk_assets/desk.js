@@ -15,6 +15,7 @@ const desk = {
   retryTimer: null,
   renders: 0,
   liveHistory: [],     // every change of the live indicator, oldest first
+  actions: {},         // "order:o-1" / "contact:k-1" -> the command form's state (survives redraws)
 };
 window.keelDesk = desk;  // for the browser tests and for curious people in the console
 
@@ -202,9 +203,8 @@ function show(state) {
   renderWho(state);
   renderSignals(state);
   renderSources(state);
-  renderOrders(state);
-  renderContacts(state);
-  tick();
+  if (fresh) desk.actions = {};
+  redraw();
 }
 
 function idRow(label, value) {
@@ -275,7 +275,9 @@ function renderOrders(s) {
         o.promised_by ? " · promised " : "", when(o.promised_by)),
       el("p", { class: "meta" }, lines),
       parcels.length ? el("ul", { class: "parcels", "aria-label": `parcels of ${o.order_id}` }, parcels)
-        : el("p", { class: "meta" }, "no parcel yet"));
+        : el("p", { class: "meta" }, "no parcel yet"),
+      commandArea(`order:${o.order_id}`, { order_id: o.order_id },
+        OPEN_ORDER.has(o.status) ? [["cancel", "Cancel order", `Cancel order ${o.order_id}`, "danger"]] : []));
   }) : [el("li", { class: "empty" }, "no orders")]));
 }
 
@@ -299,9 +301,134 @@ function renderContacts(s) {
         el("span", { class: "agent" }, c.agent ? `held by ${c.agent}` : "no agent yet")),
       el("p", { class: "meta" }, about, " · opened ", when(c.opened_at)),
       notes.length ? el("ol", { class: "notes", "aria-label": `notes of ${c.contact_id}, newest last` }, notes)
-        : el("p", { class: "meta" }, "no notes"));
+        : el("p", { class: "meta" }, "no notes"),
+      commandArea(`contact:${c.contact_id}`, { contact_id: c.contact_id },
+        c.status === "OPEN" ? [["note", "Add note", `Add a note to ${c.contact_id}`, ""],
+                               ["resolve", "Resolve", `Resolve ${c.contact_id}`, ""]] : []));
   }) : [el("li", { class: "empty" }, "no contacts")]));
   desk.seenNotes = seen;
+}
+
+// -- commands: cancel an order, note on / resolve a contact (POST /customers/{id}/commands) ----
+
+const AGENT_KEY = "keel.agent";
+const COMMANDS = {
+  cancel: { type: "CANCEL_ORDER", send: "Send cancellation", done: "Cancellation requested" },
+  resolve: { type: "RESOLVE_CONTACT", send: "Send resolve", done: "Resolve requested" },
+  note: { type: "ADD_NOTE", send: "Send note", done: "Note sent" },
+};
+
+function uuid4() {  // crypto.randomUUID needs a secure context; getRandomValues does not
+  const b = new Uint8Array(16);
+  crypto.getRandomValues(b);
+  b[6] = (b[6] & 0x0f) | 0x40;
+  b[8] = (b[8] & 0x3f) | 0x80;
+  const h = [...b].map((x) => x.toString(16).padStart(2, "0")).join("");
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
+}
+
+function actionState(key) {
+  if (!desk.actions[key]) desk.actions[key] = { form: null, reason: "", note: "", result: null, commandId: null };
+  return desk.actions[key];
+}
+
+function slug(key) { return key.replace(/[^A-Za-z0-9_-]/g, "_"); }
+
+function commandArea(key, target, buttons) {
+  const st = actionState(key);
+  const result = st.result ? el("p", { class: `result ${st.result.ok ? "ok" : "err"}`, role: "status" },
+    st.result.text) : null;
+  if (st.form && !buttons.some(([kind]) => kind === st.form)) st.form = null;  // closed meanwhile
+  if (!st.form) {
+    if (!buttons.length) return result;
+    return el("div", { class: "command-area" },
+      el("div", { class: "actions" }, buttons.map(([kind, text, label, cls]) => {
+        const b = el("button", { type: "button", class: cls || null, "data-action": kind,
+                                 "aria-label": label }, text);
+        b.addEventListener("click", () => { st.form = kind; st.result = null; redraw(`${slug(key)}-reason`); });
+        return b;
+      })), result);
+  }
+  const spec = COMMANDS[st.form];
+  const id = slug(key);
+  const reason = el("input", { id: `${id}-reason`, name: "reason", required: true, autocomplete: "off",
+                               value: st.reason, maxlength: 4000 });
+  reason.addEventListener("input", () => { st.reason = reason.value; });
+  const fields = [];
+  if (st.form === "note") {
+    const note = el("textarea", { id: `${id}-note`, name: "note", rows: 2, required: true, maxlength: 4000 });
+    note.value = st.note;
+    note.addEventListener("input", () => { st.note = note.value; });
+    fields.push(el("label", { for: `${id}-note` }, "Note (the customer's or your words)"), note);
+  }
+  const back = el("button", { type: "button", class: "back" }, "Back");
+  back.addEventListener("click", () => { st.form = null; redraw(); });
+  const form = el("form", { class: "command", "data-command": st.form, "aria-label": spec.send },
+    ...fields,
+    el("label", { for: `${id}-reason` }, "Reason (why)"), reason,
+    el("div", { class: "row" }, el("button", { type: "submit" }, spec.send), back), result);
+  form.addEventListener("submit", (e) => { e.preventDefault(); sendCommand(key, target); });
+  return form;
+}
+
+async function sendCommand(key, target) {
+  const st = actionState(key);
+  const spec = COMMANDS[st.form];
+  const agent = $("agent").value.trim();
+  const customerId = desk.shown && desk.shown.customer_id;
+  if (!agent) {
+    st.result = { ok: false, text: "Enter your name in “Agent” (top right) first." };
+    $("agent").classList.add("missing");
+    redraw();
+    $("agent").focus();
+    return;
+  }
+  st.commandId = st.commandId || uuid4();  // a retry after "busy"/no answer keeps its id
+  const body = { command_id: st.commandId, type: spec.type, reason: st.reason, ...target };
+  if (st.form === "note") body.note = st.note;
+  let status = 0;
+  let answer = null;
+  try {
+    const resp = await fetch(`/customers/${encodeURIComponent(customerId)}/commands`, {
+      method: "POST",
+      headers: { "Content-Type": "application/json", "X-Keel-Agent": agent },
+      body: JSON.stringify(body),
+    });
+    status = resp.status;
+    try { answer = await resp.json(); } catch (e) { /* reported below */ }
+  } catch (e) {
+    st.result = { ok: false, text: `keel cannot be reached (${e.message}); send again.` };
+    redraw();
+    return;
+  }
+  if (status === 202) {
+    st.result = { ok: true, status, text: `${spec.done} by ${agent} (202): waiting for the department.` };
+    Object.assign(st, { form: null, reason: "", note: "", commandId: null });
+  } else {
+    const error = (answer && answer.error) || `HTTP ${status}`;
+    st.result = { ok: false, status, text: status === 503 ? `keel is busy (${error}); send again.`
+                                                         : `Refused (${status}): ${error}` };
+    if (status !== 503) st.commandId = null;  // a corrected command is a new command
+  }
+  desk.commandsSent = (desk.commandsSent || 0) + 1;
+  redraw();
+}
+
+function redraw(focusId) {
+  if (!desk.shown) return;
+  const active = document.activeElement;
+  const keep = focusId || (active && active.id);
+  const range = active && "selectionStart" in active ? [active.selectionStart, active.selectionEnd] : null;
+  renderOrders(desk.shown);
+  renderContacts(desk.shown);
+  tick();
+  const target = keep && document.getElementById(keep);
+  if (target && target !== document.activeElement) {
+    target.focus();
+    if (!focusId && range && target.setSelectionRange) {
+      try { target.setSelectionRange(range[0], range[1]); } catch (e) { /* not a text field */ }
+    }
+  }
 }
 
 // -- the clock: relative times and staleness (local only, nothing is fetched) ----------------
@@ -338,6 +465,13 @@ async function start() {
     e.preventDefault();
     search($("q-kind").value, $("q").value);
   });
+  const agent = $("agent");
+  agent.value = sessionStorage.getItem(AGENT_KEY) || "";  // asked once per browser session
+  agent.addEventListener("input", () => {
+    sessionStorage.setItem(AGENT_KEY, agent.value.trim());
+    agent.classList.toggle("missing", !agent.value.trim());
+  });
+  $("agent-form").addEventListener("submit", (e) => e.preventDefault());
   setInterval(tick, 1000);
   const params = new URLSearchParams(location.search);
   for (const [param, kind] of [["customer", "customer"], ["email", "email"], ["phone", "phone"],

@@ -6,12 +6,16 @@ ports the OS hands out, with its data in pytest's temp dir.
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from deploy.local.postgres import Postgres
 from deploy.local.stack import Kafka, free_port
+from tests.integration.connectors_harness import Processes
 from tests.integration.harness import Departments, Worker
 
 
@@ -42,3 +46,27 @@ def worker(kafka: Kafka, tmp_path_factory: pytest.TempPathFactory) -> Iterator[W
 @pytest.fixture(scope="session")
 def departments(kafka: Kafka) -> Departments:
     return Departments(kafka.bootstrap)
+
+
+@pytest.fixture(scope="module")
+def postgres_server() -> Iterator[Postgres]:
+    """A PostgreSQL of the module's own (a department's database; one database per test)."""
+    # Not under pytest's tmp dir: that is private to root, and PostgreSQL runs as `postgres`.
+    base = Path(tempfile.mkdtemp(prefix="keel-pg-"))
+    server = Postgres(base, port=free_port())
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def processes(kafka: Kafka, tmp_path: Path) -> Iterator[Processes]:
+    """Starts connector processes for one test; all are stopped afterwards, pass or fail."""
+    procs = Processes(kafka, tmp_path)
+    try:
+        yield procs
+    finally:
+        procs.stop_all()

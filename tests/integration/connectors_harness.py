@@ -14,9 +14,13 @@ import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tests.integration.harness import http_get, wait_for
+
+if TYPE_CHECKING:
+    from deploy.local.postgres import Postgres
+    from deploy.local.stack import Kafka
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -105,3 +109,43 @@ def post(url: str, body: bytes, content_type: str | None = None) -> tuple[int, A
 
 def ndjson(events: list[dict[str, Any]]) -> bytes:
     return b"".join(json.dumps(event).encode() + b"\n" for event in events)
+
+
+class Processes:
+    """Connector processes of one test on free ports; the ``processes`` fixture stops them."""
+
+    def __init__(self, kafka: Kafka, log_dir: Path) -> None:
+        self.kafka = kafka
+        self.log_dir = log_dir
+        self.started: list[ConnectorProcess] = []
+
+    def start(self, module: str, port_var: str, name: str, **env: str) -> ConnectorProcess:
+        from deploy.local.stack import free_port
+
+        port = free_port()
+        process = ConnectorProcess(
+            module,
+            port,
+            self.log_dir / f"{name}.log",
+            KAFKA_BOOTSTRAP=self.kafka.bootstrap,
+            **{port_var: str(port)},
+            **env,
+        )
+        self.started.append(process)
+        return process.start()
+
+    def stop_all(self) -> None:
+        for process in reversed(self.started):
+            process.stop()
+
+
+def fresh_database(server: Postgres) -> str:
+    """A new empty database of its own for one test."""
+    import uuid
+
+    import psycopg
+
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(server.url, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    return server.url.rsplit("/", 1)[0] + f"/{name}"

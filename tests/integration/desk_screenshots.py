@@ -22,11 +22,19 @@ from tests.integration.harness import ROOT, Departments, Worker, wait_for
 MINUTE = 60_000
 HOUR = 60 * MINUTE
 CUSTOMER = "c-jo-reed"
-# (file, width, height; height None: the whole page)
+# (file, width, height; height None: the whole page, what to do on the page first)
+CANCEL_FORM = """
+document.getElementById('agent').value = 'rep-7';
+document.querySelector('[data-order-id="o-1188"] [data-action="cancel"]').click();
+const reason = document.querySelector('[data-order-id="o-1188"] input[name=reason]');
+reason.value = 'Duplicate of o-1187, customer confirmed on the phone';
+reason.dispatchEvent(new Event('input'));
+"""
 SHOTS = (
-    ("desk-1280x800.png", 1280, 800),
-    ("desk-narrow-400.png", 400, 800),
-    ("desk-narrow-400-full.png", 400, None),
+    ("desk-1280x800.png", 1280, 800, None),
+    ("desk-narrow-400.png", 400, 800, None),
+    ("desk-narrow-400-full.png", 400, None, None),
+    ("desk-cancel-1280x800.png", 1280, 800, CANCEL_FORM),
 )
 
 
@@ -58,12 +66,16 @@ def story(now: int) -> list[tuple[str, dict]]:
 LIVE = "return document.getElementById('live-text').textContent"
 
 
-def shoot(url: str, path: Path, width: int, height: int | None, profile: Path) -> None:
+def shoot(
+    url: str, path: Path, width: int, height: int | None, profile: Path, script: str | None
+) -> None:
     """Save the page at ``url`` once it is live; ``height`` None: the whole page's height."""
     driver = chromium(width, height or 800, profile)
     try:
         driver.get(url)
         wait_for("the page, live", lambda: driver.execute_script(LIVE) == "live")
+        if script:
+            driver.execute_script(script)
         time.sleep(1.5)  # a tick of the relative clocks
         if height is None:
             full = driver.execute_script("return document.body.scrollHeight")
@@ -90,9 +102,9 @@ def main(out: Path) -> None:
                 return status == 200 and len(state["signals"]) >= 3 and len(state["orders"]) == 3
 
             wait_for("the story's state", complete)
-            for name, width, height in SHOTS:
+            for name, width, height, script in SHOTS:
                 url = f"{worker.url}/desk/?customer={CUSTOMER}"
-                shoot(url, out / name, width, height, base / f"profile-{name}")
+                shoot(url, out / name, width, height, base / f"profile-{name}", script)
                 print(out / name)
         finally:
             worker.stop()

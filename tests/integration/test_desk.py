@@ -378,3 +378,74 @@ def test_any_worker_streams_any_customer_and_the_page_follows_a_rebalance(
     finally:
         forwarded.close()
         direct.close()
+
+
+# -- write-back: the Sears story, through the demo shop --------------------------------------
+
+
+def test_sears_story_cancel_the_duplicate_on_the_page_and_see_it_cancelled_live(
+    worker: Worker,
+    departments: Departments,
+    browser: webdriver.Chrome,
+    postgres_server: Any,
+    processes: Any,
+) -> None:
+    """The rep sees the duplicate lamp order, cancels the second one from the page; the shop
+    (via the inbox) cancels it, and the page shows it cancelled and the signal gone, live."""
+    from tests.integration.connectors_harness import fresh_database
+
+    database = fresh_database(postgres_server)
+    env = {"POSTGRES_URL": database, "KEEL_OUTBOX_POLL_MS": "100"}
+    processes.start("connectors.sinks.postgres_inbox", "KEEL_INBOX_PORT", "inbox",
+                    KEEL_INBOX_GROUP=unique("inbox"), **env)  # fmt: skip
+    processes.start("connectors.sources.postgres_outbox", "KEEL_OUTBOX_PORT", "outbox", **env)
+    processes.start("connectors.sources.demo_shop", "KEEL_SHOP_PORT", "shop", **env)
+    cid, first, second = unique("c"), unique("o"), unique("o")
+    lamp = [{"sku": "desk-lamp", "quantity": 1, "unit_price_cents": 4900}]
+    at = now_ms()
+    departments.send(
+        [
+            order(cid, first, at=at - 2 * MINUTE, lines=lamp),
+            order(cid, second, at=at - MINUTE, lines=lamp, channel="PHONE"),
+        ]
+    )
+    customer_when(worker, cid, lambda s: bool(s["signals"]))
+
+    browser.get(f"{worker.url}/desk/?customer={cid}")
+    browser.execute_script("sessionStorage.clear();")
+    _until(browser, "the duplicate signal", lambda d: texts(d, '[data-signal="DUPLICATE_ORDER"]'))
+    browser.execute_script("window.__sameDocument = 'still here';")
+    card = f'[data-order-id="{second}"]'
+    browser.find_element(By.CSS_SELECTOR, f'{card} [data-action="cancel"]').click()
+    reason = browser.find_element(By.CSS_SELECTOR, f"{card} input[name=reason]")
+    reason.send_keys("duplicate of the web order, customer confirmed", Keys.ENTER)
+    _until(browser, "a request for the agent's name",
+           lambda d: "Enter your name" in section_text(d, "orders"))  # fmt: skip
+    agent = browser.find_element(By.ID, "agent")
+    assert browser.switch_to.active_element == agent
+    agent.send_keys("rep-7")
+    assert browser.execute_script("return sessionStorage.getItem('keel.agent')") == "rep-7"
+    browser.find_element(By.CSS_SELECTOR, f'{card} button[type="submit"]').click()
+    _until(browser, "the 202", lambda d: "Cancellation requested by rep-7 (202)"
+           in "".join(texts(d, f"{card} .result")))  # fmt: skip
+
+    _until(browser, "the order cancelled by the shop",
+           lambda d: "CANCELLED" in "".join(texts(d, f"{card} .badge")), timeout=60)  # fmt: skip
+    _until(browser, "the signal cleared", lambda d: not texts(d, "[data-signal]"))
+    assert "Nothing needs attention" in section_text(browser, "signals")
+    assert not browser.find_elements(By.CSS_SELECTOR, f'{card} [data-action="cancel"]')
+    assert browser.find_elements(By.CSS_SELECTOR, f'[data-order-id="{first}"] [data-action]')
+    assert browser.execute_script("return window.__sameDocument") == "still here", "reloaded"
+    assert live_text(browser) == "live"
+
+    # the same click on a stale page: keel refuses what is already cancelled
+    status = browser.execute_script(
+        """return fetch(`/customers/${arguments[0]}/commands`, {method: 'POST',
+             headers: {'Content-Type': 'application/json', 'X-Keel-Agent': 'rep-7'},
+             body: JSON.stringify({command_id: 'again-' + Date.now(), type: 'CANCEL_ORDER',
+                                   order_id: arguments[1], reason: 'again'})})
+           .then(r => r.status)""",
+        cid,
+        second,
+    )
+    assert status == 409

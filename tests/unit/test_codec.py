@@ -152,12 +152,25 @@ CUSTOMER_SIGNAL: dict[str, Any] = {
     "detail": "expected by 2026-11-25T10:03:00.123Z",
 }
 
+DESK_COMMAND: dict[str, Any] = {
+    "command_id": "5b9f6c1e-2f7a-4d3b-8e0c-9a1d2c3b4e5f",
+    "type": "CANCEL_ORDER",
+    "customer_id": "c-42",
+    "order_id": "o-1001",
+    "contact_id": None,
+    "agent": "rep-7",
+    "reason": "duplicate of o-1000, customer confirmed",
+    "note": None,
+    "requested_at": T0 + 60_000,
+}
+
 SAMPLES: dict[str, dict[str, Any]] = {
     "OrderEvent": ORDER_EVENT,
     "ShipmentEvent": SHIPMENT_EVENT,
     "ContactEvent": CONTACT_EVENT,
     "CustomerState": CUSTOMER_STATE,
     "CustomerSignal": CUSTOMER_SIGNAL,
+    "DeskCommand": DESK_COMMAND,
 }
 
 # --- the contract, transcribed by hand from CONTRACT.md §3, §5, §6 ---------------------------
@@ -281,8 +294,26 @@ CONTRACT_FIELDS: dict[str, list[tuple[str, str]]] = {
         ("at", "ts"),
         ("detail", "?string"),
     ],
+    "DeskCommand": [
+        ("command_id", "string"),
+        ("type", "enum DeskCommandType CANCEL_ORDER|ADD_NOTE|RESOLVE_CONTACT"),
+        ("customer_id", "string"),
+        ("order_id", "?string"),
+        ("contact_id", "?string"),
+        ("agent", "string"),
+        ("reason", "string"),
+        ("note", "?string"),
+        ("requested_at", "ts"),
+    ],
 }
-TOP_LEVEL = ["OrderEvent", "ShipmentEvent", "ContactEvent", "CustomerState", "CustomerSignal"]
+TOP_LEVEL = [
+    "OrderEvent",
+    "ShipmentEvent",
+    "ContactEvent",
+    "CustomerState",
+    "CustomerSignal",
+    "DeskCommand",
+]
 
 
 def _describe(avro_type: Any, records: dict[str, list[dict[str, Any]]]) -> str:

@@ -59,3 +59,15 @@ def test_server_sent_events_are_framed_as_the_spec_says() -> None:
     assert sse("state", b'{"a":1}', "7") == b'event: state\nid: 7\ndata: {"a":1}\n\n'
     assert sse("ping", b"{}") == b"event: ping\ndata: {}\n\n"
     assert desk_config()["stale_after_s"] == settings.desk_stale_s
+
+
+def test_the_worker_serves_post_commands_next_to_the_query_api() -> None:
+    import streams.command_views  # noqa: F401  (registers the route)
+    from streams.app import app
+
+    routes = {
+        (route.method, route.resource.canonical)
+        for route in app.web.web_app.router.routes()
+        if route.resource is not None
+    }
+    assert any(path == "/customers/{customer_id}/commands" for _, path in routes), routes

@@ -1,0 +1,92 @@
+"""What the two command delivery connectors share (PostgreSQL inbox, HTTP webhook).
+
+Both consume ``commands.v1`` (``DeskCommand`` records, streams/commands.py) with a consumer
+group of their own through :func:`connectors.base.drain`: offsets are committed only after the
+department accepted a batch, a department that is down means the same batch again after a
+backoff, so delivery is at-least-once and in order per key (one order's, one contact's
+commands). Departments deduplicate by ``command_id``.
+
+A record that can never be delivered (not a decodable DeskCommand, or a command the
+department's webhook refused with a 4xx) is a dead letter: published to ``deadletter.v1``
+with the headers of CONTRACT.md §1 (``x-error``, ``x-source-topic``, ``x-source-partition``,
+``x-source-offset``, ``x-failed-at``), counted, logged, and then passed, so it does not hold
+up the commands behind it.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+from connectors import metrics
+from connectors.base import SinkRecord, Unavailable
+from connectors.kafka import ConfirmedProducer, PublishError
+from streams.codec import CodecError, get_codec
+from streams.jsonconv import to_json
+
+log = logging.getLogger(__name__)
+
+RECORD = "DeskCommand"
+
+
+def consumer_config(bootstrap: str, group: str) -> dict[str, Any]:
+    """Manual commits only (after delivery); a new group starts at the beginning of the topic."""
+    return {
+        "bootstrap.servers": bootstrap,
+        "group.id": group,
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "auto.offset.reset": "earliest",
+        "session.timeout.ms": 10_000,
+        "max.poll.interval.ms": 300_000,
+        "logger": logging.getLogger("librdkafka"),
+    }
+
+
+def decode(record: SinkRecord) -> dict[str, Any]:
+    """The command (``requested_at`` in epoch ms), or :class:`CodecError`."""
+    if record.value is None:
+        raise CodecError("a tombstone (no value) on the commands topic")
+    return get_codec().decode(record.value, RECORD)
+
+
+def as_json(command: dict[str, Any]) -> dict[str, Any]:
+    """The command as the webhook sends it (``requested_at`` ISO-8601 UTC with ``Z``)."""
+    return to_json(RECORD, command)
+
+
+class DeadLetters:
+    """Publishes records that cannot be delivered to the dead-letter topic, confirmed."""
+
+    def __init__(self, bootstrap: str, topic: str, source_topic: str, connector: str) -> None:
+        self.producer = ConfirmedProducer(bootstrap)
+        self.topic = topic
+        self.source_topic = source_topic
+        self.connector = connector
+
+    def send(self, record: SinkRecord, reason: str, label: str) -> None:
+        """Dead-letter ``record`` with ``reason``; :class:`Unavailable` if Kafka did not take it."""
+        headers: list[tuple[str, str | bytes | None]] = [
+            ("x-error", reason[:2000]),
+            ("x-source-topic", self.source_topic),
+            ("x-source-partition", str(record.partition)),
+            ("x-source-offset", str(record.offset)),
+            ("x-failed-at", datetime.now(UTC).isoformat(timespec="milliseconds")),
+        ]
+        try:
+            self.producer.publish(self.topic, [(record.key, record.value)], headers=headers)
+        except PublishError as exc:
+            raise Unavailable(f"Kafka (dead letter): {exc}") from exc
+        metrics.REJECTED.labels(self.connector, label).inc()
+        log.warning(
+            "command at %s[%d]@%d dead-lettered (%s): %s",
+            self.source_topic,
+            record.partition,
+            record.offset,
+            label,
+            reason,
+        )
+
+    def close(self) -> None:
+        self.producer.close()

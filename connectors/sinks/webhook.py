@@ -1,0 +1,202 @@
+"""HTTP webhook: each desk command (commands.v1) POSTed as JSON to a department's URL, signed.
+
+For departments that would rather receive a call than read a table. Every command is one
+``POST KEEL_WEBHOOK_URL`` with the command as JSON (``requested_at`` ISO-8601 UTC) and
+
+    Content-Type: application/json
+    X-Keel-Command-Id: <command_id>           deduplicate by it: delivery is at-least-once
+    X-Keel-Signature: sha256=<hex>            HMAC-SHA256 of the exact body with KEEL_WEBHOOK_SECRET
+
+The receiver checks the signature before anything else::
+
+    expected = "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
+    hmac.compare_digest(expected, request.headers["X-Keel-Signature"])
+
+What the answer means:
+
+- **2xx**: delivered. The next command is sent, and offsets are committed once a batch is.
+- **408, 429, 5xx, no answer within KEEL_WEBHOOK_TIMEOUT_MS, connection refused**: not
+  delivered; the same command is sent again after a backoff (0.1 s doubling to 5 s), for as
+  long as it takes. Nothing behind it is sent meanwhile, so one target's commands stay in order.
+- **any other 4xx**: the department *rejected* this command (a bad signature, a command it
+  cannot carry out): retrying would not help, so it becomes a dead letter in ``deadletter.v1``
+  with ``x-error: webhook answered 422: <start of the body>``, is counted in
+  ``keel_connector_rejected_total{reason="rejected"}``, and delivery goes on with the next one.
+
+Run it as ``python -m connectors.sinks.webhook``; ``/healthz`` and ``/metrics`` on
+``KEEL_WEBHOOK_PORT``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+from confluent_kafka import Consumer
+
+from connectors import metrics
+from connectors.base import (
+    ConnectorError,
+    Sink,
+    SinkRecord,
+    StatusServer,
+    Stopper,
+    Unavailable,
+    drain,
+    load_settings,
+)
+from connectors.sinks.delivery import DeadLetters, as_json, consumer_config, decode
+from streams.codec import CodecError
+
+log = logging.getLogger("connectors.sinks.webhook")  # not __main__ under python -m
+
+__all__ = ["SIGNATURE_HEADER", "WebhookSink", "main", "sign"]
+
+CONNECTOR = "webhook"
+BATCH = 100
+SIGNATURE_HEADER = "X-Keel-Signature"
+COMMAND_ID_HEADER = "X-Keel-Command-Id"
+RETRY_STATUSES = frozenset({408, 429})
+
+
+def sign(secret: bytes, body: bytes) -> str:
+    """The X-Keel-Signature value of ``body``.
+
+    >>> sign(b"s3cret", b"{}")
+    'sha256=adbde1ce40c89c14215687d5d762a47df6dfaefcfad61e2e86718ffc8498571b'
+    """
+    return "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
+
+
+class WebhookSink(Sink):
+    """POSTs each command of a batch in order; see the module docstring for the outcomes."""
+
+    def __init__(
+        self,
+        url: str,
+        secret: bytes,
+        dead_letters: DeadLetters,
+        timeout: float = 5.0,
+        topic: str = "commands.v1",
+    ) -> None:
+        self.url = url
+        self.secret = secret
+        self.dead_letters = dead_letters
+        self.timeout = timeout
+        self.topic = topic
+        # no proxies from the environment: the department's URL is called directly
+        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        self._done: set[tuple[int, int]] = set()  # (partition, offset) settled in this batch
+        self.delivered = 0
+        self.last: str = "none yet"
+
+    def status(self) -> dict[str, Any]:
+        return {"url": self.url, "delivered": self.delivered, "last": self.last}
+
+    def write(self, batch: Sequence[SinkRecord]) -> None:
+        # A retried batch skips what was already delivered or dead-lettered: a command is sent
+        # again only when its own delivery failed (or the process restarted in between).
+        for record in batch:
+            position = (record.partition, record.offset)
+            if position in self._done:
+                continue
+            self._deliver(record)
+            self._done.add(position)
+        self._done.clear()
+
+    def _deliver(self, record: SinkRecord) -> None:
+        try:
+            command = decode(record)
+        except CodecError as exc:
+            self.dead_letters.send(record, exc.reason, "undecodable")
+            return
+        metrics.ACCEPTED.labels(CONNECTOR, self.topic).inc()
+        body = orjson.dumps(as_json(command))
+        request = urllib.request.Request(
+            self.url,
+            data=body,
+            method="POST",
+            headers={
+                "Content-Type": "application/json",
+                "User-Agent": "keel-webhook",
+                COMMAND_ID_HEADER: command["command_id"],
+                SIGNATURE_HEADER: sign(self.secret, body),
+            },
+        )
+        try:
+            with self._opener.open(request, timeout=self.timeout) as resp:
+                status = resp.status
+        except urllib.error.HTTPError as exc:
+            status = exc.code
+            answer = exc.read(300).decode("utf-8", "replace")
+            exc.close()
+            if 400 <= status < 500 and status not in RETRY_STATUSES:
+                self.last = f"rejected {status}"
+                reason = f"webhook answered {status}: {answer}".strip()
+                self.dead_letters.send(record, reason, "rejected")
+                return
+            self.last = f"retrying after {status}"
+            raise Unavailable(f"webhook answered {status}") from exc
+        except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as exc:
+            self.last = f"retrying after {type(exc).__name__}"
+            raise Unavailable(f"webhook {self.url}: {exc}") from exc
+        if not 200 <= status < 300:
+            self.last = f"retrying after {status}"
+            raise Unavailable(f"webhook answered {status}")
+        self.delivered += 1
+        self.last = f"delivered {status}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    settings = load_settings("webhook")
+    if not settings.webhook_url or not settings.webhook_secret:
+        print(
+            "keel webhook: configuration error: set KEEL_WEBHOOK_URL (where to POST commands) "
+            "and KEEL_WEBHOOK_SECRET (the shared secret of X-Keel-Signature)",
+            file=sys.stderr,
+        )
+        return 2
+    stopper = Stopper().install()
+    topics = settings.keel.topics
+    dead_letters = DeadLetters(
+        settings.keel.kafka_bootstrap, topics.deadletter, topics.commands, CONNECTOR
+    )
+    sink = WebhookSink(
+        settings.webhook_url,
+        settings.webhook_secret.encode(),
+        dead_letters,
+        settings.webhook_timeout_seconds,
+        topics.commands,
+    )
+    try:
+        status = StatusServer(settings.bind, settings.webhook_port, sink.status).start()
+    except ConnectorError as exc:
+        log.error("%s", exc)
+        return 1
+    consumer = Consumer(consumer_config(settings.keel.kafka_bootstrap, settings.webhook_group))
+    log.info(
+        "webhook: %s -> POST %s (group %s); /metrics on %s:%d",
+        topics.commands,
+        settings.webhook_url,
+        settings.webhook_group,
+        settings.bind,
+        status.port,
+    )
+    try:
+        drain(consumer, topics.commands, sink, stopper, connector=CONNECTOR, limit=BATCH)
+    finally:
+        consumer.close()
+        dead_letters.close()
+        status.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

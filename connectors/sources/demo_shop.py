@@ -1,0 +1,290 @@
+"""A simulated web shop that honours the desk's cancel commands, so `make run` shows the loop.
+
+    desk "Cancel" ─► POST /customers/{id}/commands ─► commands.v1 ─┬─► inbox connector ──┐
+                                                                    └─► webhook ─► this shop ─┤
+        ┌───────────────────────────────────────────────────────────────────── keel_inbox ◄┘
+        ▼
+    this shop ─► keel_outbox (CANCELLED, same transaction) ─► outbox connector ─► orders.v1
+        ─► keel's CustomerState ─► the desk page
+
+The shop knows its orders by reading ``orders.v1`` (the demo feed plays the shop's and the
+ERP's order events there). Every ``KEEL_OUTBOX_POLL_MS`` it takes the CANCEL_ORDER rows of
+``keel_inbox`` it has not handled and, in **one transaction** per row:
+
+- an order it knows that is still PLACED/AMENDED: writes the order's CANCELLED event into
+  ``keel_outbox`` (the outbox connector publishes it to orders.v1) and records the command in
+  ``demo_shop_handled`` as ``cancelled``;
+- an order already CANCELLED/COMPLETED: records ``rejected: already …``;
+- an order it has not seen (yet): leaves the row for the next poll, and after
+  :data:`UNKNOWN_ORDER_GIVE_UP_S` records ``rejected: unknown order``.
+
+The CANCELLED event's ``event_id`` is derived from the command id, so a command delivered twice
+(inbox and webhook, or a redelivery) cancels once and keel applies it once. Other commands
+(notes, resolving contacts) are the contact centre's, not the shop's: it leaves them.
+
+It also receives the webhook (``POST /keel/commands`` on ``KEEL_SHOP_PORT``, default 8093): it
+checks ``X-Keel-Signature`` against ``KEEL_WEBHOOK_SECRET`` (401 if wrong) and puts the command
+into the same ``keel_inbox`` (``ON CONFLICT DO NOTHING``), so both delivery paths end in the
+same place and are deduplicated by ``command_id``.
+
+    $ python -m connectors.sources.demo_shop        # POSTGRES_URL, KAFKA_BOOTSTRAP, KEEL_SHOP_PORT
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import os
+import sys
+import threading
+import time
+import uuid
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import psycopg
+from confluent_kafka import Consumer, KafkaError
+
+from connectors.base import Backoff, Stopper, load_settings
+from connectors.settings import ConnectorSettings
+from connectors.sinks.postgres_inbox import COLUMNS
+from connectors.sinks.postgres_inbox import SCHEMA_SQL as INBOX_SQL
+from connectors.sinks.webhook import COMMAND_ID_HEADER, SIGNATURE_HEADER, sign
+from connectors.sources.postgres_outbox import SCHEMA_SQL as OUTBOX_SQL
+from streams.codec import CodecError, get_codec
+from streams.jsonconv import JsonFieldError, from_json, to_json
+
+log = logging.getLogger("connectors.sources.demo_shop")
+
+__all__ = ["Shop", "main"]
+
+UNKNOWN_ORDER_GIVE_UP_S = 60
+SHOP_SQL = """
+CREATE TABLE IF NOT EXISTS demo_shop_handled (
+    command_id text PRIMARY KEY,
+    outcome    text NOT NULL,
+    handled_at timestamptz NOT NULL DEFAULT now()
+);
+"""
+_PENDING = """
+SELECT i.command_id, i.order_id, i.customer_id, extract(epoch FROM now() - i.received_at)
+FROM keel_inbox i
+WHERE i.type = 'CANCEL_ORDER'
+  AND NOT EXISTS (SELECT 1 FROM demo_shop_handled h WHERE h.command_id = i.command_id)
+ORDER BY i.received_at, i.command_id
+LIMIT 100
+"""
+_LOCK = "SELECT 1 FROM keel_inbox WHERE command_id = %s FOR UPDATE SKIP LOCKED"
+_HANDLED = "INSERT INTO demo_shop_handled (command_id, outcome) VALUES (%s, %s)"
+_OUTBOX = "INSERT INTO keel_outbox (topic, key, payload) VALUES (%s, %s, %s)"
+_INBOX = (
+    f"INSERT INTO keel_inbox ({', '.join(COLUMNS)}) VALUES ({', '.join(['%s'] * len(COLUMNS))}) "
+    "ON CONFLICT (command_id) DO NOTHING"
+)
+_SCHEMA_LOCK = int.from_bytes(b"keel-inb", "big")  # the inbox connector's: one DDL at a time
+CANCEL_NAMESPACE = uuid.UUID("6f0d2c3e-7f7e-4b8e-9d0a-6b2a3c4d5e6f")
+
+
+class Orders:
+    """The shop's orders: the latest event of each order seen on orders.v1 (a thread reads it)."""
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        self.topic = topic
+        self._lock = threading.Lock()
+        self._latest: dict[str, dict[str, Any]] = {}
+        self._consumer = Consumer(
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": f"keel-demo-shop-{uuid.uuid4().hex[:8]}",  # no commits: from start
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+                "logger": logging.getLogger("librdkafka"),
+            }
+        )
+
+    def get(self, order_id: str) -> dict[str, Any] | None:
+        with self._lock:
+            return self._latest.get(order_id)
+
+    def run(self, stopper: Stopper) -> None:
+        codec = get_codec()
+        self._consumer.subscribe([self.topic])
+        try:
+            while not stopper.stopping:
+                for message in self._consumer.consume(500, 0.5):
+                    error = message.error()
+                    if error is not None:
+                        if error.code() != KafkaError._PARTITION_EOF:
+                            log.warning("orders consumer: %s", error.str())
+                        continue
+                    try:
+                        event = codec.decode(message.value() or b"", "OrderEvent")
+                    except CodecError:
+                        continue  # keel dead-letters it; not the shop's business
+                    self._keep(event)
+        finally:
+            self._consumer.close()
+
+    def _keep(self, event: dict[str, Any]) -> None:
+        stamp = (event["occurred_at"], event["event_id"])
+        with self._lock:
+            old = self._latest.get(event["order_id"])
+            if old is None or (old["occurred_at"], old["event_id"]) < stamp:
+                self._latest[event["order_id"]] = event
+
+
+def cancelled_event(order: dict[str, Any], command_id: str, now_ms: int) -> dict[str, Any]:
+    """The CANCELLED OrderEvent for ``order`` (its latest event), one per command id."""
+    return {
+        **order,
+        "event_id": str(uuid.uuid5(CANCEL_NAMESPACE, command_id)),
+        "occurred_at": max(now_ms, order["occurred_at"] + 1),
+        "source": "webshop",
+        "type": "CANCELLED",
+    }
+
+
+class Shop:
+    """Handles the CANCEL_ORDER rows of keel_inbox; see the module docstring."""
+
+    def __init__(self, settings: ConnectorSettings, orders: Orders) -> None:
+        self.url = settings.inbox_postgres_url
+        self.topic = settings.keel.topics.orders
+        self.orders = orders
+        self._conn: psycopg.Connection[Any] | None = None
+        self.handled = 0
+
+    def connection(self) -> psycopg.Connection[Any]:
+        if self._conn is None or self._conn.closed:
+            conn = psycopg.connect(self.url, autocommit=True, connect_timeout=5)
+            with conn.transaction():
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
+                conn.execute(INBOX_SQL)
+                conn.execute(OUTBOX_SQL)
+                conn.execute(SHOP_SQL)
+            self._conn = conn
+        return self._conn
+
+    def poll(self) -> int:
+        """Handle what is pending; return how many commands were settled."""
+        conn = self.connection()
+        settled = 0
+        for command_id, order_id, customer_id, age in conn.execute(_PENDING).fetchall():
+            with conn.transaction():
+                if conn.execute(_LOCK, (command_id,)).fetchone() is None:
+                    continue  # another shop instance has it
+                if conn.execute(
+                    "SELECT 1 FROM demo_shop_handled WHERE command_id = %s", (command_id,)
+                ).fetchone():
+                    continue
+                outcome = self._decide(command_id, order_id, customer_id, float(age or 0))
+                if outcome is None:
+                    continue
+                if outcome == "cancelled":
+                    order = self.orders.get(order_id)
+                    assert order is not None
+                    event = cancelled_event(order, command_id, int(time.time() * 1000))
+                    payload = json.dumps(to_json("OrderEvent", event))
+                    conn.execute(_OUTBOX, (self.topic, event["customer_id"], payload))
+                conn.execute(_HANDLED, (command_id, outcome))
+            log.info("command %s for order %s: %s", command_id, order_id, outcome)
+            settled += 1
+        self.handled += settled
+        return settled
+
+    def _decide(self, command_id: str, order_id: str, customer_id: str, age: float) -> str | None:
+        order = self.orders.get(order_id)
+        if order is None or order["customer_id"] != customer_id:
+            return "rejected: unknown order" if age > UNKNOWN_ORDER_GIVE_UP_S else None
+        if order["type"] in ("CANCELLED", "COMPLETED"):
+            return f"rejected: already {order['type']}"
+        return "cancelled"
+
+    def receive(self, command: dict[str, Any]) -> None:
+        """A command that came by webhook: into keel_inbox, like the inbox connector does."""
+        conn = self.connection()
+        conn.execute(_INBOX, tuple(command[c] for c in COLUMNS))
+
+
+def _handler(shop: Shop, secret: bytes) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            if self.path.split("?")[0] == "/healthz":
+                self._send(200, {"status": "ok", "handled": shop.handled})
+            else:
+                self._send(404, {"error": "try POST /keel/commands or GET /healthz"})
+
+        def do_POST(self) -> None:  # noqa: N802
+            if self.path.split("?")[0] != "/keel/commands":
+                self._send(404, {"error": "commands go to POST /keel/commands"})
+                return
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            given = self.headers.get(SIGNATURE_HEADER) or ""
+            if not hmac.compare_digest(sign(secret, body), given):
+                self._send(401, {"error": f"bad or missing {SIGNATURE_HEADER}"})
+                return
+            try:
+                command = from_json("DeskCommand", json.loads(body))
+            except (ValueError, JsonFieldError) as exc:
+                self._send(422, {"error": f"not a DeskCommand: {exc}"})
+                return
+            if command["command_id"] != self.headers.get(COMMAND_ID_HEADER):
+                self._send(422, {"error": f"{COMMAND_ID_HEADER} differs from the body"})
+                return
+            command["requested_at"] = datetime.fromtimestamp(command["requested_at"] / 1000, UTC)
+            try:
+                shop.receive(command)
+            except psycopg.Error as exc:
+                shop._conn = None
+                self._send(503, {"error": f"the shop's database: {exc}"})
+                return
+            self._send(200, {"received": command["command_id"]})
+
+        def _send(self, code: int, body: dict[str, Any]) -> None:
+            raw = json.dumps(body).encode()
+            self.send_response(code)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(raw)))
+            self.end_headers()
+            self.wfile.write(raw)
+
+        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+            log.debug("shop http: " + format, *args)
+
+    return Handler
+
+
+def main(argv: list[str] | None = None) -> int:
+    settings = load_settings("demo-shop")
+    stopper = Stopper().install()
+    orders = Orders(settings.keel.kafka_bootstrap, settings.keel.topics.orders)
+    reader = threading.Thread(target=orders.run, args=(stopper,), name="orders", daemon=True)
+    reader.start()
+    shop = Shop(settings, orders)
+    port = int(os.environ.get("KEEL_SHOP_PORT") or 8093)
+    server = ThreadingHTTPServer(
+        (settings.bind, port), _handler(shop, settings.webhook_secret.encode())
+    )
+    threading.Thread(target=server.serve_forever, name="shop-http", daemon=True).start()
+    log.info("demo shop: cancels orders from keel_inbox; webhook on %s:%d", settings.bind, port)
+    backoff = Backoff()
+    try:
+        while not stopper.stopping:
+            try:
+                shop.poll()
+                backoff.reset()
+                stopper.wait(settings.outbox_poll_seconds)
+            except psycopg.Error as exc:
+                log.warning("the shop's database is unavailable, retrying: %s", exc)
+                shop._conn = None
+                stopper.wait(backoff.delay())
+    finally:
+        server.shutdown()
+        reader.join(5)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,230 @@
+"""Desk commands: what an agent may ask a department to do, checked against the stored state.
+
+Pure: no Faust, no I/O, no clock (the caller passes ``now_ms``), so every refusal is a unit test
+(tests/unit/test_commands.py). streams/command_views.py is the HTTP side that calls it and
+publishes what it returns to ``commands.v1`` (schema ``DeskCommand``)::
+
+    >>> state = {"customer_id": "c-1", "orders": [{"order_id": "o-1", "status": "PLACED"}],
+    ...          "contacts": []}
+    >>> cmd = build_command("c-1", {"command_id": "x-1", "type": "CANCEL_ORDER",
+    ...     "order_id": "o-1", "reason": "duplicate"}, agent="rep-7", now_ms=0)
+    >>> check_against_state(cmd, state)
+    >>> target_key(cmd)
+    b'o-1'
+
+Refusals are :class:`Refused` with the HTTP status the caller answers with (400 a request that
+makes no sense by itself, 404 a target the customer does not have, 409 a target whose state
+forbids it) and, when one field is to blame, its name.
+
+Commands keel knows (CONTRACT-level decisions, documented in README "Commands"):
+
+- ``CANCEL_ORDER``: ``order_id`` of an order of this customer that is PLACED or AMENDED.
+- ``RESOLVE_CONTACT``: ``contact_id`` of an OPEN contact of this customer.
+- ``ADD_NOTE``: ``note`` on the ``contact_id`` of a contact of this customer (open or resolved:
+  the contact centre decides whether a note reopens it); **without** ``contact_id`` it asks the
+  contact centre to open a new contact for this customer with that note (optionally about one of
+  the customer's orders, ``order_id``). keel never invents a contact id for a department: the
+  contact centre opens the case under its own id and its OPENED event joins as usual.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = [
+    "ADD_NOTE",
+    "CANCEL_ORDER",
+    "COMMAND_TYPES",
+    "RESOLVE_CONTACT",
+    "RecentCommands",
+    "Refused",
+    "build_command",
+    "check_against_state",
+    "target_key",
+]
+
+CANCEL_ORDER = "CANCEL_ORDER"
+ADD_NOTE = "ADD_NOTE"
+RESOLVE_CONTACT = "RESOLVE_CONTACT"
+COMMAND_TYPES = (CANCEL_ORDER, ADD_NOTE, RESOLVE_CONTACT)
+
+CLOSED_ORDER = frozenset({"CANCELLED", "COMPLETED"})
+BODY_FIELDS = frozenset({"command_id", "type", "customer_id", "order_id", "contact_id", "reason",
+                         "note"})  # fmt: skip
+MAX_ID = 200
+MAX_TEXT = 4000
+
+
+class Refused(Exception):
+    """A command keel will not publish; ``status`` is the HTTP answer, ``field`` who is to blame."""
+
+    def __init__(self, status: int, error: str, field: str | None = None) -> None:
+        super().__init__(error)
+        self.status = status
+        self.error = error
+        self.field = field
+
+    def body(self) -> dict[str, Any]:
+        return {"error": self.error, **({"field": self.field} if self.field else {})}
+
+
+def _text(body: Mapping[str, Any], name: str, limit: int, required: bool) -> str | None:
+    value = body.get(name)
+    if value is None:
+        if required:
+            raise Refused(400, f"{name} is required", name)
+        return None
+    if not isinstance(value, str):
+        raise Refused(400, f"{name} must be a string, got {type(value).__name__}", name)
+    value = value.strip()
+    if "\x00" in value:
+        raise Refused(400, f"{name} must not contain NUL characters", name)
+    if not value:
+        if required:
+            raise Refused(400, f"{name} must not be empty", name)
+        return None
+    if len(value) > limit:
+        raise Refused(400, f"{name} is longer than {limit} characters", name)
+    return value
+
+
+def build_command(customer_id: str, body: Any, agent: str | None, now_ms: int) -> dict[str, Any]:
+    """The DeskCommand record for a request body, or :class:`Refused` (400) saying what is wrong.
+
+    ``agent`` is who sent it (today the ``X-Keel-Agent`` header; with authentication, the
+    caller's identity), never a field of the body.
+    """
+    if not isinstance(body, dict):
+        raise Refused(400, "the body must be one JSON object")
+    if "agent" in body:
+        raise Refused(
+            400, "agent is not a body field: keel takes it from the caller (X-Keel-Agent)", "agent"
+        )
+    unknown = sorted(str(k) for k in body.keys() - BODY_FIELDS)
+    if unknown:
+        known = ", ".join(sorted(BODY_FIELDS))
+        raise Refused(400, f"unknown field {unknown[0]!r}; fields: {known}", unknown[0])
+    command_id = _text(body, "command_id", MAX_ID, required=True)
+    kind = body.get("type")
+    if kind not in COMMAND_TYPES:
+        raise Refused(400, f"unknown command type {kind!r}; one of {', '.join(COMMAND_TYPES)}",
+                      "type")  # fmt: skip
+    given_customer = _text(body, "customer_id", MAX_ID, required=False)
+    if given_customer is not None and given_customer != customer_id:
+        raise Refused(400, f"customer_id {given_customer!r} differs from the path's "
+                      f"{customer_id!r}", "customer_id")  # fmt: skip
+    who = (agent or "").strip()
+    if not who:
+        raise Refused(400, "the agent is missing: send the agent's name in X-Keel-Agent", "agent")
+    if len(who) > MAX_ID:
+        raise Refused(400, f"the agent's name is longer than {MAX_ID} characters", "agent")
+    reason = _text(body, "reason", MAX_TEXT, required=True)
+    order_id = _text(body, "order_id", MAX_ID, required=kind == CANCEL_ORDER)
+    contact_id = _text(body, "contact_id", MAX_ID, required=kind == RESOLVE_CONTACT)
+    note = _text(body, "note", MAX_TEXT, required=kind == ADD_NOTE)
+    if kind == CANCEL_ORDER and contact_id is not None:
+        raise Refused(400, "CANCEL_ORDER takes an order_id, not a contact_id", "contact_id")
+    if kind != CANCEL_ORDER and contact_id is not None and order_id is not None:
+        raise Refused(400, f"{kind} on an existing contact takes no order_id", "order_id")
+    if kind == RESOLVE_CONTACT and order_id is not None:
+        raise Refused(400, "RESOLVE_CONTACT takes a contact_id, not an order_id", "order_id")
+    if kind != ADD_NOTE and note is not None:
+        raise Refused(400, "note is only for ADD_NOTE (say why in reason)", "note")
+    return {
+        "command_id": command_id,
+        "type": kind,
+        "customer_id": customer_id,
+        "order_id": order_id,
+        "contact_id": contact_id,
+        "agent": who,
+        "reason": reason,
+        "note": note,
+        "requested_at": now_ms,
+    }
+
+
+def check_against_state(command: Mapping[str, Any], state: Mapping[str, Any] | None) -> None:
+    """Refuse (404/409) a command its customer's stored state says makes no sense.
+
+    ``state`` is the public CustomerState (streams/state.py ``view``), or None when keel does
+    not know the customer.
+    """
+    customer_id = command["customer_id"]
+    if state is None:
+        raise Refused(404, f"no customer {customer_id!r}")
+    orders = {o["order_id"]: o for o in state["orders"]}
+    contacts = {c["contact_id"]: c for c in state["contacts"]}
+    order_id, contact_id = command["order_id"], command["contact_id"]
+    if order_id is not None:
+        order = orders.get(order_id)
+        if order is None:
+            raise Refused(404, f"customer {customer_id!r} has no order {order_id!r}", "order_id")
+        if command["type"] == CANCEL_ORDER and order["status"] in CLOSED_ORDER:
+            raise Refused(409, f"order {order_id!r} is already {order['status']}", "order_id")
+    if contact_id is not None:
+        contact = contacts.get(contact_id)
+        if contact is None:
+            raise Refused(
+                404, f"customer {customer_id!r} has no contact {contact_id!r}", "contact_id"
+            )
+        if command["type"] == RESOLVE_CONTACT and contact["status"] == "RESOLVED":
+            raise Refused(409, f"contact {contact_id!r} is already RESOLVED", "contact_id")
+
+
+def target_key(command: Mapping[str, Any]) -> bytes:
+    """The Kafka key: the thing acted on, so one order's (one contact's) commands stay in order.
+
+    A note that opens a new contact has no target yet: it is keyed by its customer.
+    """
+    if command["type"] == CANCEL_ORDER:
+        return str(command["order_id"]).encode()
+    return str(command["contact_id"] or command["customer_id"]).encode()
+
+
+def _same(command: Mapping[str, Any]) -> tuple[Any, ...]:
+    """What makes two requests with one command_id the same command (not when they came)."""
+    return tuple(command[k] for k in ("type", "customer_id", "order_id", "contact_id", "agent",
+                                      "reason", "note"))  # fmt: skip
+
+
+class RecentCommands:
+    """The command ids this worker published lately, oldest forgotten first (bounded).
+
+    ``seen`` answers a repeat: True for the same command again (answer 202, publish nothing),
+    :class:`Refused` 409 for another command under an id already used.
+
+        >>> recent = RecentCommands(maximum=2)
+        >>> cmd = {"command_id": "a", "type": "ADD_NOTE", "customer_id": "c", "order_id": None,
+        ...        "contact_id": "k", "agent": "jo", "reason": "r", "note": "n"}
+        >>> recent.seen(cmd)
+        False
+        >>> recent.remember(cmd); recent.seen(cmd)
+        True
+    """
+
+    def __init__(self, maximum: int = 10_000) -> None:
+        self.maximum = maximum
+        self._ids: OrderedDict[str, tuple[Any, ...]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def seen(self, command: Mapping[str, Any]) -> bool:
+        known = self._ids.get(command["command_id"])
+        if known is None:
+            return False
+        if known != _same(command):
+            raise Refused(
+                409,
+                f"command_id {command['command_id']!r} was already used for another command",
+                "command_id",
+            )
+        return True
+
+    def remember(self, command: Mapping[str, Any]) -> None:
+        self._ids[command["command_id"]] = _same(command)
+        self._ids.move_to_end(command["command_id"])
+        while len(self._ids) > self.maximum:
+            self._ids.popitem(last=False)
