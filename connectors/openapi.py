@@ -5,7 +5,8 @@ than written by hand: a new optional field in a schema shows up in ``/openapi.js
 code change. Avro maps to JSON Schema as keel's JSON form defines it (``streams.jsonconv``):
 ``timestamp-millis`` is an ISO-8601 string or epoch milliseconds, ``int``/``long`` are integers
 with their 32/64-bit range, a ``["null", T]`` union may be null or left out, records allow no
-other fields.
+other fields. An id (``streams.ids.ID_FIELDS``) is a string of ``minLength: 1`` with a
+character that is not whitespace (``pattern``), the rule ``from_json`` applies.
 
     >>> doc = openapi_document([("orders", "OrderEvent", "orders.v1", "customer_id")])
     >>> doc["paths"]["/events/orders"]["post"]["operationId"]
@@ -17,6 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 from streams.codec import Codec, get_codec
+from streams.ids import ID_FIELDS, ID_PATTERN
 
 __all__ = ["NDJSON", "openapi_document"]
 
@@ -83,6 +85,8 @@ class _Converter:
         required: list[str] = []
         for avro_field in node["fields"]:
             prop = self.convert(avro_field["type"])
+            if avro_field["name"] in ID_FIELDS:
+                prop = _as_id(prop)
             if avro_field.get("doc"):
                 prop = {**prop, "description": avro_field["doc"]}
             properties[avro_field["name"]] = prop
@@ -95,6 +99,15 @@ class _Converter:
             "additionalProperties": False,
             **doc,
         }
+
+
+def _as_id(schema: dict[str, Any]) -> dict[str, Any]:
+    """``schema`` with the id rule on its string (or its union's string branch)."""
+    if schema.get("type") == "string":
+        return {**schema, "minLength": 1, "pattern": ID_PATTERN}
+    if "anyOf" in schema:
+        return {**schema, "anyOf": [_as_id(branch) for branch in schema["anyOf"]]}
+    return schema
 
 
 def _short(name: str) -> str:

@@ -8,9 +8,10 @@ no code change here.
 
 ``from_json`` is the gate for data from outside keel, so it validates strictly against the latest
 schema and reports the first problem as a :class:`JsonFieldError` whose ``field`` is a dotted path
-(``items[1].quantity``, ``last_event_at.webshop``) a sender can act on. An ``int``/``long``
-(timestamps too) may be written as a number with a zero fraction (``2.0``, ``1e3``), which
-JSON Schema calls an integer::
+(``items[1].quantity``, ``last_event_at.webshop``) a sender can act on. Two rules go with the
+schema: an ``int``/``long`` (timestamps too) may be written as a number with a zero fraction
+(``2.0``, ``1e3``), which JSON Schema calls an integer, and an id (:data:`streams.ids.ID_FIELDS`)
+must not be blank::
 
     >>> to_json("CustomerSignal", {"customer_id": "c-1", "status": "RAISED",
     ...     "type": "SHIPMENT_LATE", "order_id": "o-1", "shipment_id": None,
@@ -33,6 +34,7 @@ from typing import Any
 import fastavro
 
 from streams.codec import Codec, get_codec, map_key_segment
+from streams.ids import ID_FIELDS, ID_RULE, is_blank
 
 __all__ = [
     "JsonConverter",
@@ -159,8 +161,8 @@ class JsonConverter:
         """Validate ``obj`` against the latest schema of ``name`` and return keel's dict.
 
         Absent nullable fields become their default (None); integral floats (``2.0``) become
-        ints; unknown fields, missing required fields, wrong types, out-of-range integers
-        and unknown enum symbols raise :class:`JsonFieldError`.
+        ints; unknown fields, missing required fields, wrong types, out-of-range integers,
+        unknown enum symbols and blank ids raise :class:`JsonFieldError`.
         """
         _, inp = self._converters(name)
         result: dict[str, Any] = _run(inp, obj)
@@ -282,6 +284,8 @@ class _Compiler:
         compiled = []
         for field in fields:
             out, inp = self.compile(field["type"])
+            if field["name"] in ID_FIELDS:
+                inp = _id_in(inp)
             compiled.append((field["name"], out, inp, "default" in field, field.get("default")))
         mutable_defaults = any(isinstance(c[4], dict | list) for c in compiled)
         fresh: Callable[[Any], Any] = copy.deepcopy if mutable_defaults else _identity
@@ -500,6 +504,18 @@ def _int_in(low: int, high: int, label: str) -> _Conv:
         if not low <= value <= high:
             raise _Invalid(f"{value} is outside the {label} range {low}..{high}")
         return value
+
+    return conv
+
+
+def _id_in(inner: _Conv) -> _Conv:
+    """``inner`` (a string, or null where the field is nullable) that refuses blank ids."""
+
+    def conv(value: Any) -> Any:
+        result = inner(value)
+        if isinstance(result, str) and is_blank(result):
+            raise _Invalid(ID_RULE)
+        return result
 
     return conv
 

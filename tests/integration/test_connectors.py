@@ -282,6 +282,55 @@ def test_an_invalid_event_is_a_400_naming_the_field_and_publishes_nothing_of_its
     assert metric_value(side_ingest.metrics(), "keel_connector_rejected_total") >= 1
 
 
+@pytest.mark.parametrize(
+    ("path", "event", "field"),
+    [
+        ("orders", order("c-1", "o-1"), "customer_id"),
+        ("orders", order("c-1", "o-1"), "order_id"),
+        ("orders", order("c-1", "o-1"), "event_id"),
+        ("shipments", shipment("o-1", "s-1"), "shipment_id"),
+        ("contacts", contact("k-1"), "contact_id"),
+        ("contacts", contact("k-1"), "customer_id"),  # optional, but not blank when sent
+    ],
+)
+def test_a_blank_id_is_a_400_naming_the_field(
+    side_ingest: ConnectorProcess, path: str, event: tuple[str, dict[str, Any]], field: str
+) -> None:
+    for blank in ("", "  "):
+        body = {**as_json(event), field: blank}
+        status, answer = post(f"{side_ingest.url}/events/{path}", json.dumps(body).encode())
+        assert (status, answer.get("field")) == (400, field), answer
+        assert "an id must contain a character other than whitespace" in answer["error"]
+
+
+def test_integers_written_with_a_zero_fraction_are_accepted_and_published_as_integers(
+    kafka: Kafka, side_ingest: ConnectorProcess
+) -> None:
+    body = as_json(order(unique("c"), unique("o")))
+    body["items"][0]["quantity"] = 2.0
+    body["total_cents"] = 5998.0
+    raw = json.dumps(body).encode()
+    assert b'"quantity": 2.0' in raw
+    status, answer = post(f"{side_ingest.url}/events/orders", raw)
+    assert (status, answer["event_ids"]) == (202, [body["event_id"]]), answer
+
+    body["items"][0]["quantity"] = 1.5
+    status, answer = post(f"{side_ingest.url}/events/orders", json.dumps(body).encode())
+    assert (status, answer["field"]) == (400, "items[0].quantity"), answer
+
+    codec, topic = get_codec(), side_ingest.env["KEEL_TOPIC_ORDERS"]
+
+    def published() -> dict[str, Any] | None:
+        for message in read_topic(kafka.bootstrap, topic):
+            event = codec.decode(message.value(), "OrderEvent")
+            if event["event_id"] == body["event_id"]:
+                return event
+        return None
+
+    event = wait_for("the order on its topic", published)
+    assert (event["items"][0]["quantity"], event["total_cents"]) == (2, 5998)
+
+
 def test_oversized_bodies_are_413_with_or_without_a_content_length(
     side_ingest: ConnectorProcess,
 ) -> None:
@@ -413,12 +462,16 @@ def test_outbox_moves_invalid_rows_aside_and_keeps_publishing_across_a_postgres_
     wrong_type = as_json(contact(unique("k")))
     wrong_type["channel"] = "PIGEON"
     mismatch = as_json(contact(unique("k")))
+    blank_case = {**as_json(contact(unique("k"))), "contact_id": " "}
+    blank_customer = {**as_json(contact(unique("k"))), "customer_id": ""}
     inserts = [
         (topic, good[0]["contact_id"], json.dumps(good[0])),
         (topic, wrong_type["contact_id"], json.dumps(wrong_type)),
         ("returns.v1", good[1]["contact_id"], json.dumps(good[1])),
         (topic, "someone-else", json.dumps(mismatch)),
         (topic, good[1]["contact_id"], json.dumps(good[1])),
+        (topic, None, json.dumps(blank_case)),
+        (topic, blank_customer["contact_id"], json.dumps(blank_customer)),
     ]
     with psycopg.connect(database) as conn, conn.cursor() as cursor:
         cursor.executemany(
@@ -428,11 +481,14 @@ def test_outbox_moves_invalid_rows_aside_and_keeps_publishing_across_a_postgres_
 
     with psycopg.connect(database) as conn:
         reasons = dict(conn.execute("SELECT id, reason FROM keel_outbox_rejected").fetchall())
-    assert sorted(reasons) == [2, 3, 4]
+    assert sorted(reasons) == [2, 3, 4, 6, 7]
     assert "payload.channel" in reasons[2] and "PIGEON" in reasons[2]
     assert "unknown topic 'returns.v1'" in reasons[3]
     assert "someone-else" in reasons[4] and "contact_id" in reasons[4]
-    assert metric_value(outbox.metrics(), "keel_connector_rejected_total") == 3
+    rule = "an id must contain a character other than whitespace"
+    assert reasons[6] == f"payload.contact_id: {rule}"
+    assert reasons[7] == f"payload.customer_id: {rule}"
+    assert metric_value(outbox.metrics(), "keel_connector_rejected_total") == 5
 
     postgres.stop()  # the department's database restarts under the running connector
     postgres.start()

@@ -276,6 +276,47 @@ def test_from_json_takes_integral_numbers_written_with_a_fraction_or_exponent_as
     assert from_json("OrderEvent", _order_json(total_cents=2.0**53))["total_cents"] == 2**53
 
 
+ID_CASES = [
+    ("OrderEvent", "event_id", False),
+    ("OrderEvent", "order_id", False),
+    ("OrderEvent", "customer_id", False),
+    ("ShipmentEvent", "event_id", False),
+    ("ShipmentEvent", "shipment_id", False),
+    ("ShipmentEvent", "order_id", False),
+    ("ContactEvent", "event_id", False),
+    ("ContactEvent", "contact_id", False),
+    ("ContactEvent", "customer_id", True),  # nullable: may be null or left out, never blank
+    ("ContactEvent", "order_id", True),
+]
+BLANKS = ["", " ", "\t\n", "\u00a0", "\u3000 \u2003"]
+
+
+def _event_json(name: str) -> dict[str, Any]:
+    result: dict[str, Any] = _wire(to_json(name, SAMPLES[name]))
+    return result
+
+
+@pytest.mark.parametrize(("name", "field", "nullable"), ID_CASES)
+@pytest.mark.parametrize("blank", BLANKS)
+def test_from_json_rejects_a_blank_id_naming_the_field(
+    name: str, field: str, nullable: bool, blank: str
+) -> None:
+    body = {**_event_json(name), field: blank}
+    with pytest.raises(JsonFieldError) as info:
+        from_json(name, body)
+    assert info.value.field == field
+    assert "an id must contain a character other than whitespace" in info.value.reason
+    if nullable:
+        assert from_json(name, {**body, field: None})[field] is None
+        assert from_json(name, {k: v for k, v in body.items() if k != field})[field] is None
+
+
+def test_from_json_keeps_ids_as_sent_even_with_surrounding_spaces() -> None:
+    body = _order_json(customer_id=" c-1 ", order_id="\x1c0")  # U+001C is not White_Space
+    event = from_json("OrderEvent", body)
+    assert (event["customer_id"], event["order_id"]) == (" c-1 ", "\x1c0")
+
+
 def test_from_json_paths_reach_deep_into_a_state() -> None:
     state = _state_json()
     state["contacts"][0]["notes"][1]["at"] = "2026-11-23"
