@@ -56,7 +56,10 @@ class _Converter:
             return self.convert(kind)
         if node.get("logicalType") == "timestamp-millis":
             return {
-                "description": "ISO-8601 with Z or an offset, or epoch milliseconds (UTC)",
+                "description": (
+                    "ISO-8601 with Z or an offset, or epoch milliseconds (UTC); the instant "
+                    "must lie in 0001-01-01T00:00:00Z..9999-12-31T23:59:59.999Z"
+                ),
                 "anyOf": [
                     {"type": "string", "format": "date-time", "example": "2026-11-23T10:03:00Z"},
                     {"type": "integer", "format": "int64", "minimum": _TS[0], "maximum": _TS[1]},
@@ -87,8 +90,10 @@ class _Converter:
             prop = self.convert(avro_field["type"])
             if avro_field["name"] in ID_FIELDS:
                 prop = _as_id(prop)
-            if avro_field.get("doc"):
-                prop = {**prop, "description": avro_field["doc"]}
+            if avro_field.get("doc"):  # the field's doc first, then what its type adds
+                detail = prop.get("description")
+                text = f"{avro_field['doc']} {detail}" if detail else avro_field["doc"]
+                prop = {**prop, "description": text}
             properties[avro_field["name"]] = prop
             if "default" not in avro_field:
                 required.append(avro_field["name"])
@@ -161,7 +166,14 @@ def openapi_document(
                     "required": True,
                     "content": {
                         "application/json": {"schema": event},
-                        NDJSON: {"schema": {"type": "string", "description": f"{record} per line"}},
+                        NDJSON: {
+                            "schema": {
+                                "type": "array",
+                                "items": event,
+                                "minItems": 1,
+                                "description": f"the {record}s, one JSON object per line",
+                            }
+                        },
                     },
                 },
                 "responses": {

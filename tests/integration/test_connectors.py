@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
+import re
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 import uuid
-from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,16 +24,13 @@ from typing import Any
 import psycopg
 import pytest
 import redis
-import schemathesis
-from hypothesis import HealthCheck, Phase, given, settings
-from hypothesis import strategies as st
 
 from deploy.local.postgres import Postgres
 from deploy.local.stack import Kafka, Redis, free_port
 from streams.codec import CodecError, get_codec
 from streams.jsonconv import to_json
 from tests.builders import T0, contact, order, shipment, unique
-from tests.integration.connectors_harness import ConnectorProcess, ndjson, post
+from tests.integration.connectors_harness import ROOT, ConnectorProcess, ndjson, post
 from tests.integration.harness import (
     Departments,
     Worker,
@@ -375,40 +375,73 @@ def test_bad_requests_get_json_errors_never_5xx(
     assert "error" in json.loads(response.read())
 
 
-def test_schemathesis_finds_no_server_error_in_hundreds_of_generated_requests(
-    side_ingest: ConnectorProcess,
+SCHEMATHESIS_EXAMPLES = 40
+"""Fuzzing examples per operation (on top of the examples and coverage phases' own cases)."""
+
+
+def test_schemathesis_with_all_checks_passes_against_the_ingests_openapi(
+    side_ingest: ConnectorProcess, tmp_path: Path
 ) -> None:
-    @schemathesis.serializer("application/x-ndjson")
-    def ndjson_body(ctx: Any, value: Any) -> bytes:
-        return value.encode() if isinstance(value, str) else json.dumps(value).encode()
+    """``schemathesis run --checks all`` on /openapi.json, as a client would check the ingest.
 
-    schema = schemathesis.openapi.from_url(f"{side_ingest.url}/openapi.json")
-    modes = schemathesis.GenerationMode
-    cases = st.one_of(
-        schema.as_strategy(generation_mode=modes.POSITIVE),
-        schema.as_strategy(generation_mode=modes.NEGATIVE),
+    All checks, all phases, positive and negative cases: every answer is documented, valid
+    input is accepted (202) and invalid input is refused (4xx), never a 5xx. About 1,000
+    requests in ~15 s (40 fuzzed per operation, plus the examples and coverage phases). A fixed
+    seed keeps a failure reproducible: the output names the case and prints a curl command.
+    tests/integration/schemathesis_hooks.py adds the NDJSON serializer and drops the one
+    failure that is right (a date-time string outside years 0001..9999 UTC; see there).
+    """
+    before = side_ingest.metrics()
+    command = [
+        sys.executable,
+        "-m",
+        "schemathesis.cli",
+        "run",
+        f"{side_ingest.url}/openapi.json",
+        "--checks",
+        "all",
+        "--mode",
+        "all",
+        "--max-examples",
+        str(SCHEMATHESIS_EXAMPLES),
+        "--seed",
+        "1011",
+        "--workers",
+        "1",
+        "--generation-database",
+        "none",
+        "--request-timeout",
+        "40",  # above the ingest's 30 s wait for Kafka: a slow ack is a 503, not a timeout
+        "--report",
+        "junit",
+        "--report-dir",
+        str(tmp_path),
+        "--no-color",
+    ]
+    env = {
+        **os.environ,
+        "SCHEMATHESIS_HOOKS": "tests.integration.schemathesis_hooks",
+        "PYTHONPATH": str(ROOT),
+    }
+    began = time.monotonic()
+    result = subprocess.run(  # in tmp_path: schemathesis keeps a cache of past failures in cwd
+        command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300, check=False
     )
-    statuses: Counter[int] = Counter()
+    took = time.monotonic() - began
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, f"schemathesis failed after {took:.0f}s:\n{output[-20000:]}"
+    generated = re.search(r"(\d+) generated", output)
+    assert generated and int(generated[1]) >= 500, output[-3000:]  # no operation left out
+    assert "Tested: 5" in output, output[-3000:]
 
-    @settings(
-        max_examples=400,
-        deadline=None,
-        database=None,
-        phases=[Phase.generate, Phase.shrink],
-        suppress_health_check=list(HealthCheck),
+    after = side_ingest.metrics()
+    published = metric_value(after, "keel_connector_published_total") - metric_value(
+        before, "keel_connector_published_total"
     )
-    @given(case=cases)
-    def no_server_error(case: Any) -> None:
-        response = case.call(base_url=side_ingest.url)
-        statuses[response.status_code] += 1
-        assert response.status_code < 500, (
-            f"{case.method} {case.formatted_path} -> {response.status_code}: "
-            f"{response.text[:500]}\n{case.as_curl_command()}"
-        )
-
-    no_server_error()
-    assert sum(statuses.values()) >= 200, statuses
-    assert statuses[202] and statuses[400], statuses  # both valid and invalid input was sent
+    rejected = metric_value(after, "keel_connector_rejected_total") - metric_value(
+        before, "keel_connector_rejected_total"
+    )
+    assert published >= 20 and rejected >= 20, (published, rejected, output[-3000:])
 
 
 # --- PostgreSQL outbox -----------------------------------------------------------------------
