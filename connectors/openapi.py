@@ -5,7 +5,8 @@ than written by hand: a new optional field in a schema shows up in ``/openapi.js
 code change. Avro maps to JSON Schema as keel's JSON form defines it (``streams.jsonconv``):
 ``timestamp-millis`` is an ISO-8601 string or epoch milliseconds, ``int``/``long`` are integers
 with their 32/64-bit range, a ``["null", T]`` union may be null or left out, records allow no
-other fields.
+other fields. An id (``streams.ids.ID_FIELDS``) is a string of ``minLength: 1`` with a
+character that is not whitespace (``pattern``), the rule ``from_json`` applies.
 
     >>> doc = openapi_document([("orders", "OrderEvent", "orders.v1", "customer_id")])
     >>> doc["paths"]["/events/orders"]["post"]["operationId"]
@@ -17,6 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 from streams.codec import Codec, get_codec
+from streams.ids import ID_FIELDS, ID_PATTERN
 
 __all__ = ["NDJSON", "openapi_document"]
 
@@ -54,7 +56,10 @@ class _Converter:
             return self.convert(kind)
         if node.get("logicalType") == "timestamp-millis":
             return {
-                "description": "ISO-8601 with Z or an offset, or epoch milliseconds (UTC)",
+                "description": (
+                    "ISO-8601 with Z or an offset, or epoch milliseconds (UTC); the instant "
+                    "must lie in 0001-01-01T00:00:00Z..9999-12-31T23:59:59.999Z"
+                ),
                 "anyOf": [
                     {"type": "string", "format": "date-time", "example": "2026-11-23T10:03:00Z"},
                     {"type": "integer", "format": "int64", "minimum": _TS[0], "maximum": _TS[1]},
@@ -83,8 +88,12 @@ class _Converter:
         required: list[str] = []
         for avro_field in node["fields"]:
             prop = self.convert(avro_field["type"])
-            if avro_field.get("doc"):
-                prop = {**prop, "description": avro_field["doc"]}
+            if avro_field["name"] in ID_FIELDS:
+                prop = _as_id(prop)
+            if avro_field.get("doc"):  # the field's doc first, then what its type adds
+                detail = prop.get("description")
+                text = f"{avro_field['doc']} {detail}" if detail else avro_field["doc"]
+                prop = {**prop, "description": text}
             properties[avro_field["name"]] = prop
             if "default" not in avro_field:
                 required.append(avro_field["name"])
@@ -95,6 +104,15 @@ class _Converter:
             "additionalProperties": False,
             **doc,
         }
+
+
+def _as_id(schema: dict[str, Any]) -> dict[str, Any]:
+    """``schema`` with the id rule on its string (or its union's string branch)."""
+    if schema.get("type") == "string":
+        return {**schema, "minLength": 1, "pattern": ID_PATTERN}
+    if "anyOf" in schema:
+        return {**schema, "anyOf": [_as_id(branch) for branch in schema["anyOf"]]}
+    return schema
 
 
 def _short(name: str) -> str:
@@ -148,7 +166,14 @@ def openapi_document(
                     "required": True,
                     "content": {
                         "application/json": {"schema": event},
-                        NDJSON: {"schema": {"type": "string", "description": f"{record} per line"}},
+                        NDJSON: {
+                            "schema": {
+                                "type": "array",
+                                "items": event,
+                                "minItems": 1,
+                                "description": f"the {record}s, one JSON object per line",
+                            }
+                        },
                     },
                 },
                 "responses": {

@@ -41,13 +41,13 @@ from streams.app import settings as _app_settings
 from streams.checkpoint import Packer
 from streams.codec import CodecError, get_codec
 from streams.config import Settings
+from streams.ids import ID_RULE, blank_id
 from streams.join import route
 
 log = logging.getLogger(__name__)
 
 SCHEMA_OF_KIND = {"order": "OrderEvent", "shipment": "ShipmentEvent", "contact": "ContactEvent"}
 KEY_FIELD_OF_KIND = {"order": "customer_id", "shipment": "order_id", "contact": "contact_id"}
-ID_FIELDS = ("event_id", "order_id", "customer_id", "contact_id", "shipment_id")
 
 Headers = list[tuple[str, str | bytes | None]]
 
@@ -73,6 +73,11 @@ def decode_input(kind: str, key: bytes | None, value: bytes | None, max_bytes: i
         event = codec.decode(value, SCHEMA_OF_KIND[kind])
     except CodecError as exc:
         raise Rejected(exc.reason) from exc
+    blank = blank_id(event)
+    if blank is not None:  # "" as a customer_id would join unrelated events into one customer
+        raise Rejected(
+            f"{blank} {event[blank]!r}: {ID_RULE}; a blank id would join unrelated events"
+        )
     field = KEY_FIELD_OF_KIND[kind]
     try:
         key_text = key.decode() if key is not None else None

@@ -8,7 +8,10 @@ no code change here.
 
 ``from_json`` is the gate for data from outside keel, so it validates strictly against the latest
 schema and reports the first problem as a :class:`JsonFieldError` whose ``field`` is a dotted path
-(``items[1].quantity``, ``last_event_at.webshop``) a sender can act on::
+(``items[1].quantity``, ``last_event_at.webshop``) a sender can act on. Two rules go with the
+schema: an ``int``/``long`` (timestamps too) may be written as a number with a zero fraction
+(``2.0``, ``1e3``), which JSON Schema calls an integer, and an id (:data:`streams.ids.ID_FIELDS`)
+must not be blank::
 
     >>> to_json("CustomerSignal", {"customer_id": "c-1", "status": "RAISED",
     ...     "type": "SHIPMENT_LATE", "order_id": "o-1", "shipment_id": None,
@@ -31,6 +34,7 @@ from typing import Any
 import fastavro
 
 from streams.codec import Codec, get_codec, map_key_segment
+from streams.ids import ID_FIELDS, ID_RULE, is_blank
 
 __all__ = [
     "JsonConverter",
@@ -50,6 +54,7 @@ _LONG_MIN, _LONG_MAX = -(2**63), 2**63 - 1
 _TS_MIN = -62_135_596_800_000  # 0001-01-01T00:00:00.000Z
 _TS_MAX = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
 _TS_HINT = "an ISO-8601 timestamp like 2026-11-23T10:03:00.123Z or epoch milliseconds"
+_EXACT_FLOAT = 2**53  # beyond it a number with a fraction or exponent may not be the one written
 
 _Conv = Callable[[Any], Any]
 
@@ -89,7 +94,10 @@ def _iso_day(days: int) -> str:
 
 
 def parse_ts(value: object) -> int:
-    """Epoch milliseconds from an ISO-8601 string with ``Z`` or an offset, or from an int.
+    """Epoch milliseconds from an ISO-8601 string with ``Z`` or an offset, or from an integer.
+
+    An integer may be a float with a zero fraction (JSON's ``1795428180123.0``), as JSON Schema
+    counts it an integer.
 
     A string without a UTC offset is rejected rather than guessed: a department's local time
     silently read as UTC would shift every event by hours. Sub-millisecond digits are truncated.
@@ -100,6 +108,8 @@ def parse_ts(value: object) -> int:
         raise ValueError(f"expected {_TS_HINT}, got {_describe(value)}")
     if isinstance(value, int):
         ms = value
+    elif isinstance(value, float) and value.is_integer() and abs(value) <= _EXACT_FLOAT:
+        ms = int(value)
     elif isinstance(value, str):
         if value.lstrip("-").isdigit() and len(value) > 8:  # not a basic-format ISO date
             raise ValueError(
@@ -150,9 +160,9 @@ class JsonConverter:
     def from_json(self, name: str, obj: dict[str, Any]) -> dict[str, Any]:
         """Validate ``obj`` against the latest schema of ``name`` and return keel's dict.
 
-        Absent nullable fields become their default (None); unknown fields, missing required
-        fields, wrong types, out-of-range integers and unknown enum symbols raise
-        :class:`JsonFieldError`.
+        Absent nullable fields become their default (None); integral floats (``2.0``) become
+        ints; unknown fields, missing required fields, wrong types, out-of-range integers,
+        unknown enum symbols and blank ids raise :class:`JsonFieldError`.
         """
         _, inp = self._converters(name)
         result: dict[str, Any] = _run(inp, obj)
@@ -274,6 +284,8 @@ class _Compiler:
         compiled = []
         for field in fields:
             out, inp = self.compile(field["type"])
+            if field["name"] in ID_FIELDS:
+                inp = _id_in(inp)
             compiled.append((field["name"], out, inp, "default" in field, field.get("default")))
         mutable_defaults = any(isinstance(c[4], dict | list) for c in compiled)
         fresh: Callable[[Any], Any] = copy.deepcopy if mutable_defaults else _identity
@@ -475,12 +487,35 @@ def _ts_in(value: Any) -> int:
 
 
 def _int_in(low: int, high: int, label: str) -> _Conv:
+    """An Avro int/long: a JSON integer, written as ``2`` or, as JSON Schema allows, ``2.0``."""
+
     def conv(value: Any) -> int:
+        if isinstance(value, float) and value.is_integer():
+            if not low <= value <= high:
+                raise _Invalid(f"{value:.0f} is outside the {label} range {low}..{high}")
+            if abs(value) > _EXACT_FLOAT:
+                raise _Invalid(
+                    f"{_describe(value)} is too large to be read exactly when written with a "
+                    "fraction or exponent; write it as a plain integer"
+                )
+            return int(value)
         if not isinstance(value, int) or isinstance(value, bool):
             raise _Invalid(f"expected an integer, got {_describe(value)}")
         if not low <= value <= high:
             raise _Invalid(f"{value} is outside the {label} range {low}..{high}")
         return value
+
+    return conv
+
+
+def _id_in(inner: _Conv) -> _Conv:
+    """``inner`` (a string, or null where the field is nullable) that refuses blank ids."""
+
+    def conv(value: Any) -> Any:
+        result = inner(value)
+        if isinstance(result, str) and is_blank(result):
+            raise _Invalid(ID_RULE)
+        return result
 
     return conv
 

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
+import re
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 import uuid
-from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,16 +24,13 @@ from typing import Any
 import psycopg
 import pytest
 import redis
-import schemathesis
-from hypothesis import HealthCheck, Phase, given, settings
-from hypothesis import strategies as st
 
 from deploy.local.postgres import Postgres
 from deploy.local.stack import Kafka, Redis, free_port
 from streams.codec import CodecError, get_codec
 from streams.jsonconv import to_json
 from tests.builders import T0, contact, order, shipment, unique
-from tests.integration.connectors_harness import ConnectorProcess, ndjson, post
+from tests.integration.connectors_harness import ROOT, ConnectorProcess, ndjson, post
 from tests.integration.harness import (
     Departments,
     Worker,
@@ -282,6 +282,55 @@ def test_an_invalid_event_is_a_400_naming_the_field_and_publishes_nothing_of_its
     assert metric_value(side_ingest.metrics(), "keel_connector_rejected_total") >= 1
 
 
+@pytest.mark.parametrize(
+    ("path", "event", "field"),
+    [
+        ("orders", order("c-1", "o-1"), "customer_id"),
+        ("orders", order("c-1", "o-1"), "order_id"),
+        ("orders", order("c-1", "o-1"), "event_id"),
+        ("shipments", shipment("o-1", "s-1"), "shipment_id"),
+        ("contacts", contact("k-1"), "contact_id"),
+        ("contacts", contact("k-1"), "customer_id"),  # optional, but not blank when sent
+    ],
+)
+def test_a_blank_id_is_a_400_naming_the_field(
+    side_ingest: ConnectorProcess, path: str, event: tuple[str, dict[str, Any]], field: str
+) -> None:
+    for blank in ("", "  "):
+        body = {**as_json(event), field: blank}
+        status, answer = post(f"{side_ingest.url}/events/{path}", json.dumps(body).encode())
+        assert (status, answer.get("field")) == (400, field), answer
+        assert "an id must contain a character other than whitespace" in answer["error"]
+
+
+def test_integers_written_with_a_zero_fraction_are_accepted_and_published_as_integers(
+    kafka: Kafka, side_ingest: ConnectorProcess
+) -> None:
+    body = as_json(order(unique("c"), unique("o")))
+    body["items"][0]["quantity"] = 2.0
+    body["total_cents"] = 5998.0
+    raw = json.dumps(body).encode()
+    assert b'"quantity": 2.0' in raw
+    status, answer = post(f"{side_ingest.url}/events/orders", raw)
+    assert (status, answer["event_ids"]) == (202, [body["event_id"]]), answer
+
+    body["items"][0]["quantity"] = 1.5
+    status, answer = post(f"{side_ingest.url}/events/orders", json.dumps(body).encode())
+    assert (status, answer["field"]) == (400, "items[0].quantity"), answer
+
+    codec, topic = get_codec(), side_ingest.env["KEEL_TOPIC_ORDERS"]
+
+    def published() -> dict[str, Any] | None:
+        for message in read_topic(kafka.bootstrap, topic):
+            event = codec.decode(message.value(), "OrderEvent")
+            if event["event_id"] == body["event_id"]:
+                return event
+        return None
+
+    event = wait_for("the order on its topic", published)
+    assert (event["items"][0]["quantity"], event["total_cents"]) == (2, 5998)
+
+
 def test_oversized_bodies_are_413_with_or_without_a_content_length(
     side_ingest: ConnectorProcess,
 ) -> None:
@@ -326,40 +375,73 @@ def test_bad_requests_get_json_errors_never_5xx(
     assert "error" in json.loads(response.read())
 
 
-def test_schemathesis_finds_no_server_error_in_hundreds_of_generated_requests(
-    side_ingest: ConnectorProcess,
+SCHEMATHESIS_EXAMPLES = 40
+"""Fuzzing examples per operation (on top of the examples and coverage phases' own cases)."""
+
+
+def test_schemathesis_with_all_checks_passes_against_the_ingests_openapi(
+    side_ingest: ConnectorProcess, tmp_path: Path
 ) -> None:
-    @schemathesis.serializer("application/x-ndjson")
-    def ndjson_body(ctx: Any, value: Any) -> bytes:
-        return value.encode() if isinstance(value, str) else json.dumps(value).encode()
+    """``schemathesis run --checks all`` on /openapi.json, as a client would check the ingest.
 
-    schema = schemathesis.openapi.from_url(f"{side_ingest.url}/openapi.json")
-    modes = schemathesis.GenerationMode
-    cases = st.one_of(
-        schema.as_strategy(generation_mode=modes.POSITIVE),
-        schema.as_strategy(generation_mode=modes.NEGATIVE),
+    All checks, all phases, positive and negative cases: every answer is documented, valid
+    input is accepted (202) and invalid input is refused (4xx), never a 5xx. About 1,000
+    requests in ~15 s (40 fuzzed per operation, plus the examples and coverage phases). A fixed
+    seed keeps a failure reproducible: the output names the case and prints a curl command.
+    tests/integration/schemathesis_hooks.py adds the NDJSON serializer and drops the one
+    failure that is right (a date-time string outside years 0001..9999 UTC; see there).
+    """
+    before = side_ingest.metrics()
+    command = [
+        sys.executable,
+        "-m",
+        "schemathesis.cli",
+        "run",
+        f"{side_ingest.url}/openapi.json",
+        "--checks",
+        "all",
+        "--mode",
+        "all",
+        "--max-examples",
+        str(SCHEMATHESIS_EXAMPLES),
+        "--seed",
+        "1011",
+        "--workers",
+        "1",
+        "--generation-database",
+        "none",
+        "--request-timeout",
+        "40",  # above the ingest's 30 s wait for Kafka: a slow ack is a 503, not a timeout
+        "--report",
+        "junit",
+        "--report-dir",
+        str(tmp_path),
+        "--no-color",
+    ]
+    env = {
+        **os.environ,
+        "SCHEMATHESIS_HOOKS": "tests.integration.schemathesis_hooks",
+        "PYTHONPATH": str(ROOT),
+    }
+    began = time.monotonic()
+    result = subprocess.run(  # in tmp_path: schemathesis keeps a cache of past failures in cwd
+        command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300, check=False
     )
-    statuses: Counter[int] = Counter()
+    took = time.monotonic() - began
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, f"schemathesis failed after {took:.0f}s:\n{output[-20000:]}"
+    generated = re.search(r"(\d+) generated", output)
+    assert generated and int(generated[1]) >= 500, output[-3000:]  # no operation left out
+    assert "Tested: 5" in output, output[-3000:]
 
-    @settings(
-        max_examples=400,
-        deadline=None,
-        database=None,
-        phases=[Phase.generate, Phase.shrink],
-        suppress_health_check=list(HealthCheck),
+    after = side_ingest.metrics()
+    published = metric_value(after, "keel_connector_published_total") - metric_value(
+        before, "keel_connector_published_total"
     )
-    @given(case=cases)
-    def no_server_error(case: Any) -> None:
-        response = case.call(base_url=side_ingest.url)
-        statuses[response.status_code] += 1
-        assert response.status_code < 500, (
-            f"{case.method} {case.formatted_path} -> {response.status_code}: "
-            f"{response.text[:500]}\n{case.as_curl_command()}"
-        )
-
-    no_server_error()
-    assert sum(statuses.values()) >= 200, statuses
-    assert statuses[202] and statuses[400], statuses  # both valid and invalid input was sent
+    rejected = metric_value(after, "keel_connector_rejected_total") - metric_value(
+        before, "keel_connector_rejected_total"
+    )
+    assert published >= 20 and rejected >= 20, (published, rejected, output[-3000:])
 
 
 # --- PostgreSQL outbox -----------------------------------------------------------------------
@@ -413,12 +495,16 @@ def test_outbox_moves_invalid_rows_aside_and_keeps_publishing_across_a_postgres_
     wrong_type = as_json(contact(unique("k")))
     wrong_type["channel"] = "PIGEON"
     mismatch = as_json(contact(unique("k")))
+    blank_case = {**as_json(contact(unique("k"))), "contact_id": " "}
+    blank_customer = {**as_json(contact(unique("k"))), "customer_id": ""}
     inserts = [
         (topic, good[0]["contact_id"], json.dumps(good[0])),
         (topic, wrong_type["contact_id"], json.dumps(wrong_type)),
         ("returns.v1", good[1]["contact_id"], json.dumps(good[1])),
         (topic, "someone-else", json.dumps(mismatch)),
         (topic, good[1]["contact_id"], json.dumps(good[1])),
+        (topic, None, json.dumps(blank_case)),
+        (topic, blank_customer["contact_id"], json.dumps(blank_customer)),
     ]
     with psycopg.connect(database) as conn, conn.cursor() as cursor:
         cursor.executemany(
@@ -428,11 +514,14 @@ def test_outbox_moves_invalid_rows_aside_and_keeps_publishing_across_a_postgres_
 
     with psycopg.connect(database) as conn:
         reasons = dict(conn.execute("SELECT id, reason FROM keel_outbox_rejected").fetchall())
-    assert sorted(reasons) == [2, 3, 4]
+    assert sorted(reasons) == [2, 3, 4, 6, 7]
     assert "payload.channel" in reasons[2] and "PIGEON" in reasons[2]
     assert "unknown topic 'returns.v1'" in reasons[3]
     assert "someone-else" in reasons[4] and "contact_id" in reasons[4]
-    assert metric_value(outbox.metrics(), "keel_connector_rejected_total") == 3
+    rule = "an id must contain a character other than whitespace"
+    assert reasons[6] == f"payload.contact_id: {rule}"
+    assert reasons[7] == f"payload.customer_id: {rule}"
+    assert metric_value(outbox.metrics(), "keel_connector_rejected_total") == 5
 
     postgres.stop()  # the department's database restarts under the running connector
     postgres.start()

@@ -68,6 +68,16 @@ def test_each_kind_of_bad_record_is_dead_lettered_and_valid_ones_around_it_apply
             codec.encode("ShipmentEvent", shipment(oid, "s-x")[1]),
         ),
         "null value": ("contacts.v1", b"k-null", None),
+        "blank customer_id": (
+            "orders.v1",
+            b"",
+            codec.encode("OrderEvent", {**template, "customer_id": ""}),
+        ),
+        "blank customer_id on a contact": (
+            "contacts.v1",
+            b"k-blank",
+            codec.encode("ContactEvent", {**contact("k-blank")[1], "customer_id": " "}),
+        ),
     }
     departments.send([good_order])
     for topic, key, value in bad.values():
@@ -107,6 +117,7 @@ def test_each_kind_of_bad_record_is_dead_lettered_and_valid_ones_around_it_apply
     reasons = " | ".join(dict(m.headers())["x-error"].decode() for m in letters)
     assert "KEEL_MAX_RECORD_BYTES" in reasons
     assert "disagrees" in reasons
+    assert reasons.count("an id must contain a character other than whitespace") == 2
 
     def all_valid_applied() -> dict | None:
         status, state = worker.get(f"/customers/{cid}")

@@ -85,6 +85,8 @@ def test_iso_ms_and_parse_ts_are_inverse(ms: int) -> None:
         ("2026-11-23T10:03Z", T0 - 123),
         (T0, T0),
         (0, 0),
+        (float(T0), T0),  # JSON Schema's integer: 1795428180123.0 is one
+        (1.7954e12, 1_795_400_000_000),
         (datetime(2026, 11, 23, 11, 3, 0, 123000, tzinfo=timezone(timedelta(hours=1))), T0),
     ],
 )
@@ -102,7 +104,7 @@ def test_parse_ts_accepts_iso_with_offset_and_epoch_millis(value: Any, ms: int) 
         ("20261123", "no UTC offset"),
         ("", "is not an ISO-8601 timestamp"),
         (True, "got true"),
-        (1.7954e12, "got number"),
+        (1.7954e12 + 0.5, "got number 1795400000000.5"),
         (None, "got null"),
         (1_795_428_180_123_000, "micro- or nanoseconds"),
         ("9999-12-31T23:30:00-01:00", "outside the years"),
@@ -216,10 +218,14 @@ LINE = {"sku": "A", "quantity": 1, "unit_price_cents": 100}
         (_order_json(items=[LINE, {**LINE, "quantity": "2"}]), "items[1].quantity", 'string "2"'),
         (_order_json(items=[LINE, {**LINE, "quantity": True}]), "items[1].quantity", "got true"),
         (
-            _order_json(items=[{**LINE, "quantity": 2.0}]),
+            _order_json(items=[{**LINE, "quantity": 2.5}]),
             "items[0].quantity",
-            "expected an integer",
+            "expected an integer, got number 2.5",
         ),
+        (_order_json(total_cents=1.5), "total_cents", "expected an integer, got number 1.5"),
+        (_order_json(total_cents=2.0**53 + 2), "total_cents", "too large to be read exactly"),
+        (_order_json(total_cents=2.0**63), "total_cents", "64-bit long"),
+        (_order_json(items=[{**LINE, "quantity": 2.0**31}]), "items[0].quantity", "32-bit int"),
         (_order_json(items=[{**LINE, "quantity": 2**31}]), "items[0].quantity", "32-bit int"),
         (_order_json(items=[{**LINE, "quantity": -(2**31)}]), None, None),
         (_order_json(total_cents=2**63), "total_cents", "64-bit long"),
@@ -251,6 +257,64 @@ def test_from_json_names_the_offending_field(
     assert info.value.field == field
     assert words is not None and words in info.value.reason
     assert str(info.value) == f"{field}: {info.value.reason}"
+
+
+def test_from_json_takes_integral_numbers_written_with_a_fraction_or_exponent_as_integers() -> None:
+    """JSON Schema's "integer" is any number with a zero fraction; so is keel's int/long."""
+    body = _order_json(
+        items=[{**LINE, "quantity": 2.0, "unit_price_cents": 1e3}],
+        total_cents=2000.0,
+        occurred_at=float(T0),
+        promised_by=-0.0,
+    )
+    event = from_json("OrderEvent", _wire(body))
+    line = event["items"][0]
+    assert (line["quantity"], line["unit_price_cents"], event["total_cents"]) == (2, 1000, 2000)
+    assert (event["occurred_at"], event["promised_by"]) == (T0, 0)
+    numbers = [line["quantity"], line["unit_price_cents"], event["total_cents"]]
+    assert all(type(n) is int for n in [*numbers, event["occurred_at"], event["promised_by"]])
+    assert from_json("OrderEvent", _order_json(total_cents=2.0**53))["total_cents"] == 2**53
+
+
+ID_CASES = [
+    ("OrderEvent", "event_id", False),
+    ("OrderEvent", "order_id", False),
+    ("OrderEvent", "customer_id", False),
+    ("ShipmentEvent", "event_id", False),
+    ("ShipmentEvent", "shipment_id", False),
+    ("ShipmentEvent", "order_id", False),
+    ("ContactEvent", "event_id", False),
+    ("ContactEvent", "contact_id", False),
+    ("ContactEvent", "customer_id", True),  # nullable: may be null or left out, never blank
+    ("ContactEvent", "order_id", True),
+]
+BLANKS = ["", " ", "\t\n", "\u00a0", "\u3000 \u2003"]
+
+
+def _event_json(name: str) -> dict[str, Any]:
+    result: dict[str, Any] = _wire(to_json(name, SAMPLES[name]))
+    return result
+
+
+@pytest.mark.parametrize(("name", "field", "nullable"), ID_CASES)
+@pytest.mark.parametrize("blank", BLANKS)
+def test_from_json_rejects_a_blank_id_naming_the_field(
+    name: str, field: str, nullable: bool, blank: str
+) -> None:
+    body = {**_event_json(name), field: blank}
+    with pytest.raises(JsonFieldError) as info:
+        from_json(name, body)
+    assert info.value.field == field
+    assert "an id must contain a character other than whitespace" in info.value.reason
+    if nullable:
+        assert from_json(name, {**body, field: None})[field] is None
+        assert from_json(name, {k: v for k, v in body.items() if k != field})[field] is None
+
+
+def test_from_json_keeps_ids_as_sent_even_with_surrounding_spaces() -> None:
+    body = _order_json(customer_id=" c-1 ", order_id="\x1c0")  # U+001C is not White_Space
+    event = from_json("OrderEvent", body)
+    assert (event["customer_id"], event["order_id"]) == (" c-1 ", "\x1c0")
 
 
 def test_from_json_paths_reach_deep_into_a_state() -> None:
