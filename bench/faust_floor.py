@@ -1,8 +1,10 @@
 """faust's own floor: a faust app that only consumes and decodes the backlog, in batches.
 
-The same faust-streaming, the same ``take_events`` batches keel's agents use and the same Avro
-decode, but no routing, no state and no outputs: what any faust-based worker on this machine
-spends before it does anything. keel / this figure is the share of faust's budget that keel's
+The same faust-streaming, ``take_events`` batches (what keel's agents used to consume the
+input topics with, before the intake took them over) and the same Avro decode, but no routing,
+no state and no outputs: what a faust-based worker that consumes the departments' records one
+by one spends on this machine before it does anything. The definition is kept as it was, so
+runs before and after keel's intake compare. keel / this figure is the share of faust's budget that keel's
 own work takes; this / ceiling is what faust's consumer path costs against a bare one::
 
     python -m bench.faust_floor BOOTSTRAP EVENTS orders shipments contacts SECONDS
