@@ -273,3 +273,22 @@ def test_a_batch_kafka_refuses_halts_the_worker_unhealthy_instead_of_skipping_it
     finally:
         worker.stop()
     print(f"\nhalt: /healthz 500 ({body['error'][:80]}...), later events not applied")
+
+
+def test_a_worker_starts_when_commands_topic_was_created_with_another_partition_count(
+    kafka: Kafka, tmp_path: Path
+) -> None:
+    # A delivery connector that subscribes first has the broker create commands.v1 with its
+    # default partition count; commands feed no table, so the worker must not refuse that.
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    app_id = unique("cmdparts")
+    topic = f"{app_id}.commands"
+    admin = AdminClient({"bootstrap.servers": kafka.bootstrap})
+    admin.create_topics([NewTopic(topic, num_partitions=3, replication_factor=1)])[topic].result(30)
+    worker = own_worker(kafka, tmp_path, app_id, "worker", KEEL_TOPIC_COMMANDS=topic)
+    try:
+        worker.start(timeout=60)
+        assert worker.get("/readyz")[0] == 200
+    finally:
+        worker.stop()
