@@ -57,8 +57,8 @@ if sorted(table.name for table in TABLES) != sorted(admin.TABLES):
 CHANGELOG_TOPIC = {table: table.changelog_topic.get_topic_name() for table in TABLES}
 
 _WRITE_OPTIONS = WriteOptions()
-# The changelog topic is the table's source of truth and each batch's offset marker is in the
-# same write batch as its data, so a crash loses both together and recovery replays the rest.
+# Each batch's offset marker is in the same write batch as its data. Whether the WAL is
+# skipped, and why not today: tuning.ROCKSDB_DISABLE_WAL.
 _WRITE_OPTIONS.disable_wal = tuning.ROCKSDB_DISABLE_WAL  # type: ignore[method-assign,assignment]  # a property (stub says method)
 
 

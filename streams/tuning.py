@@ -57,10 +57,11 @@ CHANGELOG_TOPIC_CONFIG: dict[str, str] = {  # strings: faust passes them to Kafk
 
 #: Whether keel's RocksDB writes skip the write-ahead log. Each batch's rows and changelog
 #: offset are one write batch, so on their own a crash would lose both together and recovery
-#: would replay them. But faust's recovery writes (rows and offsets) use the WAL, and RocksDB
-#: keeps WAL writes that came after lost non-WAL ones: a recovery after a keel write, then a
-#: SIGKILL, left an offset past rows that were gone (3 of 800 customers lost an event in
-#: tests/integration/test_faults.py). So the WAL stays on.
+#: would replay them. But faust's recovery writes (rows and offsets) use the WAL, and after a
+#: crash RocksDB keeps WAL writes that came after lost non-WAL ones: a recovery after a keel
+#: write, then a SIGKILL, could leave an offset past rows that are gone. Not measured apart
+#: (the losses seen while it was on had another cause, fixed in streams/agents.py), so the
+#: WAL stays on until a kill test shows it off is safe.
 ROCKSDB_DISABLE_WAL = False
 
 #: confluent-kafka settings of the intake's producer (streams/intake.py)
