@@ -64,7 +64,6 @@ app = faust.App(
     canonical_url=settings.canonical_url,
     consumer_auto_offset_reset="earliest",
     producer_linger_ms=tuning.FAUST_PRODUCER_LINGER_MS,
-    stream_buffer_maxsize=tuning.STREAM_BUFFER_MAXSIZE,
     broker_session_timeout=10.0,
     broker_heartbeat_interval=2.0,
     key_serializer="raw",
