@@ -4,8 +4,8 @@ The same faust-streaming, ``take_events`` batches (what keel's agents used to co
 input topics with, before the intake took them over) and the same Avro decode, but no routing,
 no state and no outputs: what a faust-based worker that consumes the departments' records one
 by one spends on this machine before it does anything. The definition is kept as it was, so
-runs before and after keel's intake compare. keel / this figure is the share of faust's budget that keel's
-own work takes; this / ceiling is what faust's consumer path costs against a bare one::
+runs before and after keel's intake compare. keel / this figure is the share of faust's budget
+that keel's own work takes; this / ceiling is what faust's consumer path costs against a bare one::
 
     python -m bench.faust_floor BOOTSTRAP EVENTS orders shipments contacts SECONDS
 
@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import tempfile
 import time
 from typing import Any
 
@@ -37,6 +38,7 @@ def main(bootstrap: str, expected: int, topics: list[str], timeout: float) -> No
         f"bench-faust-floor-{time.time_ns()}",
         broker=f"kafka://{bootstrap}",
         store="memory://",
+        datadir=tempfile.mkdtemp(prefix="keel-faust-floor-"),  # not a *-data dir in the cwd
         web_enabled=False,
         consumer_auto_offset_reset="earliest",
         topic_allow_declare=False,

@@ -12,6 +12,9 @@ type annotation is stripped before fastavro sees a schema, so fastavro neither c
 nor insists on ``datetime`` on write; the fingerprint is unaffected because the Parsing Canonical
 Form drops ``logicalType`` and ``doc`` anyway.
 
+Values are written by a writer compiled from each schema (streams/avro_writer.py, the same
+bytes as fastavro's, ~2x cheaper); a value it does not take goes to fastavro's writer.
+
 Errors, all rooted at :class:`CodecError` so a caller needs one ``except``::
 
     CodecError              .reason: what went wrong and what to check (a dead letter's x-error)
@@ -31,6 +34,7 @@ import functools
 import io
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,6 +43,8 @@ import fastavro
 from fastavro.schema import fingerprint as _avro_fingerprint
 from fastavro.schema import to_parsing_canonical_form
 from fastavro.validation import validate as _validate
+
+from streams.avro_writer import NotCompilable, compile_writer
 
 __all__ = [
     "MAGIC",
@@ -92,6 +98,8 @@ class _Schema:
     raw: dict[str, Any]  # exactly as in the .avsc file
     parsed: dict[str, Any]  # fastavro-parsed, with _RAW_LOGICAL_TYPES stripped
     fingerprint: bytes  # 8 bytes, little-endian CRC-64-AVRO of the Parsing Canonical Form
+    #: the body writer compiled from ``parsed`` (streams/avro_writer.py), None: fastavro's
+    writer: Callable[[Any], bytes] | None = None
 
     @property
     def label(self) -> str:
@@ -173,6 +181,11 @@ class Codec:
             problem = _explain(schema.parsed, record)
             if problem is not None:
                 raise CodecError(f"cannot encode {schema.label}: {problem}")
+        if schema.writer is not None:
+            try:
+                return MAGIC + schema.fingerprint + schema.writer(record)
+            except Exception:  # noqa: BLE001, S110 - fastavro below writes it or names the problem
+                pass
         buf = io.BytesIO()
         buf.write(MAGIC)
         buf.write(schema.fingerprint)
@@ -279,6 +292,10 @@ def _load(path: Path) -> _Schema:
         raise CodecError(f"{path}: invalid Avro schema: {_short(exc)}") from exc
     if not isinstance(parsed, dict):  # a record schema always parses to a dict
         raise CodecError(f"{path}: top-level schema must be a record")
+    try:
+        writer: Callable[[Any], bytes] | None = compile_writer(parsed)
+    except NotCompilable:
+        writer = None
     return _Schema(
         name=name,
         version=int(match["version"]),
@@ -286,6 +303,7 @@ def _load(path: Path) -> _Schema:
         raw=raw,
         parsed=parsed,
         fingerprint=bytes.fromhex(_avro_fingerprint(canonical, "CRC-64-AVRO")),
+        writer=writer,
     )
 
 
