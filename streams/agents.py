@@ -78,12 +78,12 @@ def apply_to_customer(tx: Batch, customer_id: str, kind: str, event: dict, topic
     now = now_ms()
     state, changed = apply_event(before or empty_state(customer_id), kind, event, now, limits)
     if not changed:
-        metrics.EVENTS.labels(topic, "duplicate").inc()
+        metrics.count_event(topic, "duplicate")
         return
     version = state["version"]
     state, signal_changes = apply_signals(state, now, windows)
     state["version"] = version  # one change, one version, even when it also moved a signal
-    metrics.EVENTS.labels(topic, "applied").inc()
+    metrics.count_event(topic, "applied")
     tx.applied.append((event["source"], event["occurred_at"]))  # measured once it is stored
     save_and_publish(tx, customer_id, state, signal_changes, now)
     for ns, ref in new_state_refs(before, state):
@@ -158,7 +158,7 @@ def lookup(tx: Batch, ns: str, ref: str, message: dict) -> None:
         return  # already held here, and already passed down the chain
     tx.set(held[ns], ref, waiting)
     metrics.HELD.inc()
-    metrics.EVENTS.labels(message["topic"], "held").inc()
+    metrics.count_event(message["topic"], "held")
     rest = message["refs"]
     if rest:
         (next_ns, next_ref), *after = rest
@@ -229,7 +229,7 @@ def dead_letter(tx: Batch, record: EventT, value: bytes | None, reason: str) -> 
         ("x-failed-at", _failed_at()),
     ]
     tx.out.produce(DEADLETTER_TOPIC, msg.key, value, headers)
-    metrics.EVENTS.labels(msg.topic, "dead_letter").inc()
+    metrics.count_event(msg.topic, "dead_letter")
     log.warning("dead letter from %s[%s]@%s: %s", msg.topic, msg.partition, msg.offset, reason)
 
 

@@ -44,7 +44,6 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import orjson
-from aiokafka.partitioner import murmur2
 
 from streams import metrics, tables, tuning
 from streams.app import settings
@@ -57,11 +56,6 @@ log = logging.getLogger(__name__)
 _GONE = object()
 STATE_TOPIC = settings.topics.state
 codec = get_codec()
-
-
-def partition_for(key: bytes) -> int:
-    """The partition Kafka's default partitioner (murmur2) gives ``key`` on keel's topics."""
-    return (murmur2(key) & 0x7FFFFFFF) % settings.partitions
 
 
 class Packer:
@@ -92,7 +86,7 @@ class Packer:
         A message of ``PACK_BYTES`` or more travels alone, at once: if Kafka refuses it (too
         big), the error is this message's, raised here, and no other message goes with it.
         """
-        where = (topic, partition_for(key.encode()))
+        where = (topic, tables.partition_of(key))
         if len(item) >= tuning.PACK_BYTES:
             self._produce(topic, None, b"[" + item + b"]", None, where[1])
             return

@@ -322,7 +322,7 @@ class Intake:
             return
         dl_key, dl_value, headers = dead_letter_record(reason, topic, partition, offset, key, value)
         produce(self.settings.topics.deadletter, dl_key, dl_value, headers, -1)
-        metrics.EVENTS.labels(topic, "dead_letter").inc()
+        metrics.count_event(topic, "dead_letter")
         log.warning("dead letter from %s[%s]@%s: %s", topic, partition, offset, reason[:300])
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram, disable_created_metrics
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -95,6 +96,17 @@ def declare_inputs(topics: Iterable[str]) -> None:
     for topic in topics:
         for outcome in OUTCOMES:
             EVENTS.labels(topic, outcome)
+
+
+_event_counters: dict[tuple[str, str], Any] = {}
+
+
+def count_event(topic: str, outcome: str) -> None:
+    """``keel_events_total{topic, outcome}`` + 1 (its series looked up once, not per event)."""
+    counter = _event_counters.get((topic, outcome))
+    if counter is None:
+        counter = _event_counters[topic, outcome] = EVENTS.labels(topic, outcome)
+    counter.inc()
 
 
 _newest_ms: dict[str, int] = {}

@@ -15,14 +15,16 @@ Kafka confirmed its changelog records. Reads go to the partition's database dire
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import faust
 import orjson
+from aiokafka.partitioner import murmur2
 from rocksdict import WriteBatch, WriteOptions
 
 from streams import admin, tuning
-from streams.app import app
+from streams.app import app, settings
 from streams.join import NAMESPACES
 
 
@@ -60,6 +62,14 @@ _WRITE_OPTIONS = WriteOptions()
 # Each batch's offset marker is in the same write batch as its data. Whether the WAL is
 # skipped, and why not today: tuning.ROCKSDB_DISABLE_WAL.
 _WRITE_OPTIONS.disable_wal = tuning.ROCKSDB_DISABLE_WAL  # type: ignore[method-assign,assignment]  # a property (stub says method)
+
+
+@functools.lru_cache(maxsize=tuning.PARTITION_CACHE)
+def partition_of(key: str) -> int:
+    """The partition of ``key`` in every keel table and topic: murmur2 of its UTF-8 bytes, like
+    Kafka's default partitioner (faust's producer, the Java clients, confluent-kafka's
+    murmur2_random). Remembered for the most recent keys: aiokafka's murmur2 is pure Python."""
+    return (murmur2(key.encode()) & 0x7FFFFFFF) % settings.partitions
 
 
 def read(table: Any, partition: int, key: str) -> Any:

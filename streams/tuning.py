@@ -89,6 +89,9 @@ DEADLETTER_KEEP_BYTES = 64 * 1024
 #: the default) -- a full buffer blocks the consumer that recovery reads changelogs through.
 JOIN_BATCH_RECORDS = 64
 
+#: keys whose partition (murmur2, pure Python: ~3 µs a key) is remembered (streams/tables.py)
+PARTITION_CACHE = 1 << 17
+
 #: internal messages for one partition are packed into records of at most this many bytes
 PACK_BYTES = 256 * 1024
 

@@ -27,13 +27,12 @@ from urllib.parse import quote
 
 import aiohttp
 import orjson
-from aiokafka.partitioner import murmur2
 from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from yarl import URL
 
-from streams import health
-from streams.app import app, settings
+from streams import health, tables
+from streams.app import app
 from streams.identity import normalize_email, normalize_phone
 from streams.join import EMAIL, ORDER, PHONE
 from streams.jsonconv import to_json
@@ -68,18 +67,9 @@ def _error(web: View, status: int, message: str) -> Response:
     return _json(web, {"error": message}, status, RETRY_AFTER if status == 503 else None)
 
 
-def key_partition(key: str) -> int:
-    """The partition of ``key`` in every keel table: murmur2 like faust's producer and Java's.
-
-    Tables are keyed by the raw UTF-8 id (streams/tables.py) and have ``KEEL_PARTITIONS``
-    partitions, like the topics they are co-partitioned with.
-    """
-    return (murmur2(key.encode()) & 0x7FFFFFFF) % settings.partitions
-
-
 def owner_url(table: Any, key: str) -> URL | None:
     """URL of the worker that owns ``key``'s partition of ``table``; None while unassigned."""
-    partition = key_partition(key)
+    partition = tables.partition_of(key)
     topic = table.changelog_topic.get_topic_name()
     for url, partitions in app.router.table_metadata(table.name).items():
         if partition in partitions.get(topic, ()):
