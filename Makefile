@@ -8,13 +8,14 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help deps venv run up down status test unit integration lint bench clean
+.PHONY: help deps venv run up down status test unit integration chaos lint bench clean
 
 help:
 	@echo "make run    set up and run the whole local stack with a demo feed (Ctrl-C stops it)"
 	@echo "make up     start the stack in the background (no demo feed); returns once ready"
 	@echo "make down   stop what 'make up' started"
 	@echo "make test   set up and run the whole test suite"
+	@echo "make chaos  the fault suite at 4x the size make test runs it (kills, outages, poison)"
 	@echo "make lint   ruff + mypy"
 	@echo "make bench  throughput, freshness, query latency, recovery (bench/results/)"
 
@@ -51,6 +52,12 @@ unit: venv
 
 integration: deps
 	$(PY) -m pytest tests/integration $(PYTEST_ARGS)
+
+# The fault suite (broker and worker kills, a whole-cluster outage, poison records) at 4x the
+# customers `make test` runs it with; each test prints its figures.
+CHAOS_SCALE ?= 4
+chaos: deps
+	CHAOS_SCALE=$(CHAOS_SCALE) $(PY) -m pytest -s tests/integration/test_cluster.py tests/integration/test_faults.py $(PYTEST_ARGS)
 
 # Benchmarks on the real local stack (own broker, own worker; < 10 min on 2 cores):
 # bench/results/<run>.json + .png and a table. BENCH_ARGS=--quick for a run of seconds.

@@ -58,7 +58,8 @@ def topic_specs(settings: Settings) -> dict[str, dict[str, str]]:
             "cleanup.policy": "compact",
             **tuning.CHANGELOG_TOPIC_CONFIG,
         }
-    return specs
+    durable = {"min.insync.replicas": str(settings.min_insync_replicas)}
+    return {name: {**config, **durable} for name, config in specs.items()}
 
 
 def ensure_topics(settings: Settings, timeout: float = 60.0) -> list[str]:

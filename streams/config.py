@@ -29,6 +29,11 @@ VARIABLES: tuple[tuple[str, str, str], ...] = (
     ("KEEL_APP_ID", "keel", "Faust app id = consumer group of the stream workers"),
     ("KEEL_PARTITIONS", "8", "partitions of every topic keel creates (inputs, internal, tables)"),
     ("KEEL_REPLICATION", "1", "replication factor of the topics keel creates"),
+    (
+        "KEEL_MIN_INSYNC_REPLICAS",
+        "",
+        "min.insync.replicas of those topics (default 2 if KEEL_REPLICATION >= 3, else 1)",
+    ),
     ("KEEL_DATA_DIR", ".run/worker", "worker data dir (RocksDB tables); one per worker"),
     ("KEEL_API_BIND", "127.0.0.1", "address the query API binds to"),
     ("KEEL_API_PORT", "6066", "query API port"),
@@ -110,6 +115,7 @@ OTHER_KNOWN = frozenset(
         "KEEL_KAFKA_PORT",
         "KEEL_KAFKA_CONTROLLER_PORT",
         "KEEL_KAFKA_JVM_FLAGS",
+        "KEEL_KAFKA_BROKERS",
         "KEEL_REDIS_PORT",
         "KEEL_POSTGRES_PORT",
         "KEEL_RUN_DIR",
@@ -151,6 +157,7 @@ class Settings:
     app_id: str
     partitions: int
     replication: int
+    min_insync_replicas: int
     data_dir: Path
     api_bind: str
     api_port: int
@@ -199,12 +206,23 @@ class Settings:
         log_format = get("KEEL_LOG_FORMAT").lower()
         if log_format not in {"text", "json"}:
             raise ConfigError(f"KEEL_LOG_FORMAT={log_format!r} is not one of text/json")
+        replication = _int("KEEL_REPLICATION", get("KEEL_REPLICATION"), 1)
+        # acks=all then waits for this many replicas: with 3, one broker may be down and an
+        # acknowledged write is still on two
+        min_insync = get("KEEL_MIN_INSYNC_REPLICAS") or ("2" if replication >= 3 else "1")
+        min_insync_replicas = _int("KEEL_MIN_INSYNC_REPLICAS", min_insync, 1)
+        if min_insync_replicas > replication:
+            raise ConfigError(
+                f"KEEL_MIN_INSYNC_REPLICAS={min_insync_replicas} is more than "
+                f"KEEL_REPLICATION={replication}: no write could ever be acknowledged"
+            )
         return cls(
             kafka_bootstrap=get("KAFKA_BOOTSTRAP"),
             redis_url=get("REDIS_URL"),
             app_id=get("KEEL_APP_ID"),
             partitions=_int("KEEL_PARTITIONS", get("KEEL_PARTITIONS"), 1),
-            replication=_int("KEEL_REPLICATION", get("KEEL_REPLICATION"), 1),
+            replication=replication,
+            min_insync_replicas=min_insync_replicas,
             data_dir=Path(get("KEEL_DATA_DIR")),
             api_bind=bind,
             api_port=port,

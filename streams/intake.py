@@ -217,7 +217,17 @@ class Intake:
             consumer.close()
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        for tp in consumer.committed(partitions, timeout=10):
+        # only the lag metric needs these: an exception here would end the intake thread
+        try:
+            committed = consumer.committed(partitions, timeout=10)
+        except KafkaException as exc:
+            log.warning(
+                "intake: committed offsets unknown (%s); their lag is not measured "
+                "until the next assignment",
+                exc,
+            )
+            committed = []
+        for tp in committed:
             self._committed[(tp.topic, tp.partition)] = max(tp.offset, 0)
         self._lag_at = 0.0
 
@@ -289,12 +299,23 @@ class Intake:
                 consumer.seek(TopicPartition(topic, partition, offset))
             time.sleep(1.0)
             return
-        if ends:
+        if not ends:
+            return
+        try:
             consumer.commit(
                 offsets=[TopicPartition(t, p, o) for (t, p), o in ends.items()],
                 asynchronous=False,
             )
-            self._committed.update(ends)
+        except KafkaException as exc:
+            # Everything the batch caused is confirmed, so an offset not committed only means
+            # it is read again (after a rebalance or a restart) and the merge finds nothing
+            # new: e.g. the group forgot this member while the cluster was down.
+            log.warning(
+                "intake: offsets of a delivered batch not committed (%s); it may be read again",
+                exc.args[0].str() if exc.args else exc,
+            )
+            return
+        self._committed.update(ends)
 
     def _pass_on(
         self, msg: Message, topic: str, partition: int, offset: int, packer: Packer, produce: Any

@@ -2,9 +2,11 @@
 
 ``up`` starts both detached (they outlive this command), records their pids in ``--dir``
 (default ``.run``) and returns once each answers a real request; ``down`` stops what the pid
-files name.  Ports: ``KEEL_KAFKA_PORT`` (9092), ``KEEL_KAFKA_CONTROLLER_PORT`` (Kafka's + 1),
-``KEEL_REDIS_PORT`` (6379).  Exit codes: 0 ok, 1 failed, 2 a program is missing (the message
-says what to install); ``status`` exits 1 unless every service is up and answering.
+files name. Ports: ``KEEL_KAFKA_PORT`` (9092), ``KEEL_KAFKA_CONTROLLER_PORT`` (Kafka's + 1),
+``KEEL_REDIS_PORT`` (6379). ``KEEL_KAFKA_BROKERS=3`` runs a replicated 3-node cluster instead of
+one node (node i on ``KEEL_KAFKA_PORT`` + 2i, its controller on the port after). Exit codes: 0
+ok, 1 failed, 2 a program is missing (the message says what to install); ``status`` exits 1
+unless every service is up and answering.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from pathlib import Path
 
 from deploy.local.errors import MissingTool, PortInUse, StackError
 from deploy.local.provision import DEFAULT_APT_PACKAGES, ensure_apt_packages, ensure_kafka_jars
-from deploy.local.stack import Kafka, Redis, is_running, stop_pid
+from deploy.local.stack import Kafka, KafkaCluster, Redis, is_running, local_kafka, stop_pid
 
 Service = Kafka | Redis
 
@@ -77,6 +79,10 @@ def _up(args: argparse.Namespace) -> int:
     run_dir.mkdir(parents=True, exist_ok=True)
     started: list[Service] = []
     try:
+        # Launched together, then waited for: the nodes of a Kafka cluster elect a controller
+        # among themselves, so none of them is ready before a majority runs.
+        began, timeout = time.monotonic(), 120.0
+        deadline = began + timeout
         for service in _services(run_dir):
             pid_file = _pid_file(run_dir, service)
             pid = _read_pid(pid_file)
@@ -84,10 +90,13 @@ def _up(args: argparse.Namespace) -> int:
                 print(f"{service.name} already running (pid {pid}) at {service.address}")
                 continue
             print(f"starting {service.name} at {service.address} (log {service.log_file})")
-            began = time.monotonic()
-            service.start()
-            pid_file.write_text(f"{service.pid}\n")
+            if isinstance(service, Kafka):
+                ensure_kafka_jars()
+            service.launch(deadline)
             started.append(service)
+        for service in started:
+            service.wait_ready(deadline, timeout)
+            _pid_file(run_dir, service).write_text(f"{service.pid}\n")
             elapsed = time.monotonic() - began
             print(f"{service.name} ready in {elapsed:.1f}s (pid {service.pid})")
     except BaseException:
@@ -131,15 +140,9 @@ def _status(args: argparse.Namespace) -> int:
 def _services(run_dir: Path) -> list[Service]:
     """Redis first: it is ready in milliseconds, so a Kafka failure is the last line printed."""
     ports = _ports()
-    return [
-        Redis(run_dir / "redis", ports["KEEL_REDIS_PORT"], log_file=run_dir / "redis.log"),
-        Kafka(
-            run_dir / "kafka",
-            ports["KEEL_KAFKA_PORT"],
-            ports["KEEL_KAFKA_CONTROLLER_PORT"],
-            log_file=run_dir / "kafka.log",
-        ),
-    ]
+    redis = Redis(run_dir / "redis", ports["KEEL_REDIS_PORT"], log_file=run_dir / "redis.log")
+    kafka = local_kafka(run_dir, ports["KEEL_KAFKA_PORT"], ports["KEEL_KAFKA_CONTROLLER_PORT"])
+    return [redis, *(kafka.nodes if isinstance(kafka, KafkaCluster) else [kafka])]
 
 
 def _ports() -> dict[str, int]:

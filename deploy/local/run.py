@@ -30,7 +30,14 @@ from pathlib import Path
 
 from deploy.local.errors import StackError
 from deploy.local.postgres import Postgres
-from deploy.local.stack import Kafka, Redis, ensure_port_free, is_running, stop_pid
+from deploy.local.stack import (
+    KafkaCluster,
+    Redis,
+    ensure_port_free,
+    is_running,
+    local_kafka,
+    stop_pid,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKER_MARKER = b"streams"
@@ -85,7 +92,7 @@ class Stack:
         self.postgres_port = _port("KEEL_POSTGRES_PORT", 5432)
         self.api_port = _port("KEEL_API_PORT", 6066)
         self.api = f"http://127.0.0.1:{self.api_port}"
-        self.kafka = Kafka(run_dir / "kafka", port=self.kafka_port, log_file=run_dir / "kafka.log")
+        self.kafka = local_kafka(run_dir, self.kafka_port)
         self.redis = Redis(run_dir / "redis", port=self.redis_port, log_file=run_dir / "redis.log")
         self.postgres = Postgres(
             run_dir / "postgres", port=self.postgres_port, log_file=run_dir / "postgres.log"
@@ -128,6 +135,8 @@ class Stack:
             "KEEL_API_PORT": str(self.api_port),
             "KEEL_DATA_DIR": os.environ.get("KEEL_DATA_DIR", str(run_dir / "worker")),
         }
+        if isinstance(self.kafka, KafkaCluster):  # its topics replicated like the cluster's own
+            self.env.setdefault("KEEL_REPLICATION", str(self.kafka.replication))
 
     def start_worker(self) -> subprocess.Popen[bytes]:
         ensure_port_free(self.api_port, "the stream worker's API")  # else /readyz lies
@@ -237,7 +246,7 @@ def run_foreground(stack: Stack, customers: int, rate: float) -> int:
 
     signal.signal(signal.SIGTERM, on_term)
     try:
-        _say(f"starting Kafka on {stack.kafka.bootstrap} (log: {stack.run_dir}/kafka.log)")
+        _say(f"starting Kafka on {stack.kafka.bootstrap} (log: {stack.run_dir}/kafka*.log)")
         stack.kafka.start()
         _say(f"starting Redis on {stack.redis.url}")
         stack.redis.start()

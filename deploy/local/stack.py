@@ -33,7 +33,8 @@ from deploy.local.process import is_running, signal_group, stop_pid
 from deploy.local.provision import ensure_apt_packages, ensure_kafka_jars, java_binary
 
 __all__ = [
-    "Kafka", "MissingTool", "PortInUse", "Redis", "StackError", "StartupError",
+    "Kafka", "KafkaCluster", "MissingTool", "PortInUse", "Redis", "StackError", "StartupError",
+    "brokers_from_env", "local_kafka", "min_insync",
     "ensure_apt_packages", "ensure_kafka_jars", "ensure_port_free", "free_port", "is_running",
     "stop_pid",
 ]  # fmt: skip
@@ -93,6 +94,11 @@ class _Service:
         if self.pid is not None:
             return
         deadline = time.monotonic() + timeout
+        self.launch(deadline)
+        self.wait_ready(deadline, timeout)
+
+    def launch(self, deadline: float) -> None:
+        """Start the process without waiting for it (see :meth:`wait_ready`)."""
         for port in self._ports():
             ensure_port_free(port, self.name)
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -108,6 +114,10 @@ class _Service:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # own process group: signals reach only this service
             )
+
+    def wait_ready(self, deadline: float, timeout: float) -> None:
+        """Return once the launched process serves requests; kill it if it never does."""
+        assert self._proc is not None, "launch() first"
         try:
             self._wait_ready(self._proc, deadline, timeout)
         except BaseException:
@@ -202,11 +212,22 @@ class Kafka(_Service):
         port: int = 9092,
         controller_port: int | None = None,
         log_file: Path | None = None,
+        *,
+        node_id: int = NODE_ID,
+        voters: str | None = None,
+        cluster_id: str | None = None,
+        replication: int = 1,
     ) -> None:
         super().__init__(data_dir, log_file)
         self.port = port
         # Chosen once per object so a restart of the same object keeps its quorum address.
         self.controller_port = free_port() if controller_port is None else controller_port
+        self.node_id = node_id
+        #: ``controller.quorum.voters``: this node alone, or every node of a KafkaCluster
+        self.voters = voters or f"{node_id}@{HOST}:{self.controller_port}"
+        self.cluster_id = cluster_id
+        #: replication of the broker's own topics (offsets, transactions) and the default
+        self.replication = replication
 
     @property
     def bootstrap(self) -> str:
@@ -227,7 +248,7 @@ class Kafka(_Service):
 
     def is_ready(self) -> bool:
         try:
-            return NODE_ID in kafka_broker_ids(HOST, self.port)
+            return self.node_id in kafka_broker_ids(HOST, self.port)
         except (OSError, struct.error):
             return False
 
@@ -243,7 +264,8 @@ class Kafka(_Service):
         if not (self.data_dir / "logs" / "meta.properties").exists():
             format_command = [
                 java, *TOOL_JVM_FLAGS, log4j, "-cp", classpath, "kafka.tools.StorageTool",
-                "format", "--ignore-formatted", "-t", _new_cluster_id(), "-c", str(properties),
+                "format", "--ignore-formatted", "-t", self.cluster_id or _new_cluster_id(),
+                "-c", str(properties),
             ]  # fmt: skip
             try:
                 result = subprocess.run(
@@ -266,8 +288,8 @@ class Kafka(_Service):
     def _server_properties(self) -> str:
         settings = {
             "process.roles": "broker,controller",
-            "node.id": NODE_ID,
-            "controller.quorum.voters": f"{NODE_ID}@{HOST}:{self.controller_port}",
+            "node.id": self.node_id,
+            "controller.quorum.voters": self.voters,
             "listeners": f"PLAINTEXT://{HOST}:{self.port},CONTROLLER://{HOST}:{self.controller_port}",
             "advertised.listeners": f"PLAINTEXT://{HOST}:{self.port}",
             "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
@@ -277,9 +299,11 @@ class Kafka(_Service):
             "num.partitions": 4,
             "auto.create.topics.enable": "true",
             "offsets.topic.num.partitions": 1,
-            "offsets.topic.replication.factor": 1,
-            "transaction.state.log.replication.factor": 1,
-            "transaction.state.log.min.isr": 1,
+            "offsets.topic.replication.factor": self.replication,
+            "transaction.state.log.replication.factor": self.replication,
+            "transaction.state.log.min.isr": min_insync(self.replication),
+            "default.replication.factor": self.replication,
+            "min.insync.replicas": min_insync(self.replication),
             "transaction.state.log.num.partitions": 1,
             "group.initial.rebalance.delay.ms": 0,
             "log.cleaner.dedupe.buffer.size": 16 * 1024 * 1024,
@@ -290,6 +314,146 @@ class Kafka(_Service):
         }
         body = "".join(f"{key}={value}\n" for key, value in settings.items())
         return "# written by deploy/local/stack.py on every start; edits are lost\n" + body
+
+
+def local_kafka(
+    run_dir: Path, port: int, controller_port: int | None = None
+) -> Kafka | KafkaCluster:
+    """The Kafka of ``make run``/``make up``: one node, or ``KEEL_KAFKA_BROKERS`` of them
+    with node i on ``port + 2i`` and its controller on the port after (9092/9093, 9094/9095,
+    9096/9097), so every command finds the same cluster."""
+    brokers = brokers_from_env()
+    if brokers == 1:
+        return Kafka(
+            run_dir / "kafka", port, controller_port or port + 1, log_file=run_dir / "kafka.log"
+        )
+    return KafkaCluster(
+        run_dir / "kafka",
+        brokers,
+        ports=[port + 2 * i for i in range(brokers)],
+        controller_ports=[port + 2 * i + 1 for i in range(brokers)],
+        log_dir=run_dir,
+    )
+
+
+def brokers_from_env() -> int:
+    """``KEEL_KAFKA_BROKERS``: how many local Kafka nodes to run (1, or 3 for a replicated
+    cluster; any count from 1 to 9 works)."""
+    raw = os.environ.get("KEEL_KAFKA_BROKERS") or "1"
+    if not raw.isdigit() or not 1 <= int(raw) <= 9:
+        raise StackError(f"KEEL_KAFKA_BROKERS={raw!r}: give a number of brokers from 1 to 9")
+    return int(raw)
+
+
+def min_insync(replication: int) -> int:
+    """``min.insync.replicas`` for a replication factor: 2 of 3 (one broker may be down
+    without refusing writes, and an acknowledged write is on two), else 1."""
+    return 2 if replication >= 3 else 1
+
+
+class KafkaCluster:
+    """``brokers`` KRaft nodes (each broker and controller) forming one cluster on loopback.
+
+    ``KafkaCluster(tmp, brokers=3).start()`` starts all nodes at once (a controller quorum
+    needs a majority to elect a leader, so none is ready alone) and returns once each is a
+    live broker. :meth:`kill` and :meth:`start_node` take one node down and back, as a
+    crashed and restarted broker. Each node keeps its data in ``data_dir/node-<id>``.
+    """
+
+    def __init__(
+        self, data_dir: Path, brokers: int = 3, ports: list[int] | None = None,
+        controller_ports: list[int] | None = None, log_dir: Path | None = None,
+    ) -> None:  # fmt: skip
+        if brokers < 1:
+            raise StackError(f"a cluster needs at least one broker, not {brokers}")
+        self.data_dir = Path(data_dir).absolute()
+        ports = ports or [free_port() for _ in range(brokers)]
+        controllers = controller_ports or [free_port() for _ in range(brokers)]
+        if len(ports) != brokers or len(controllers) != brokers:
+            raise StackError(f"{brokers} brokers need {brokers} ports each, got {ports}")
+        voters = ",".join(f"{i + 1}@{HOST}:{port}" for i, port in enumerate(controllers))
+        self.replication = min(3, brokers)
+        logs = Path(log_dir).absolute() if log_dir else self.data_dir
+        self.nodes = [
+            Kafka(
+                self.data_dir / f"node-{i + 1}", port=ports[i], controller_port=controllers[i],
+                log_file=logs / f"kafka-{i + 1}.log", node_id=i + 1, voters=voters,
+                cluster_id=self._cluster_id(), replication=self.replication,
+            )
+            for i in range(brokers)
+        ]  # fmt: skip
+        for node in self.nodes:
+            node.name = f"kafka-{node.node_id}"  # its pid file in `make up`, its messages
+
+    def _cluster_id(self) -> str:
+        """One id for every node, kept beside their data so a restart formats nothing anew."""
+        path = self.data_dir / "cluster-id"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(_new_cluster_id())
+        return path.read_text().strip()
+
+    @property
+    def bootstrap(self) -> str:
+        """``bootstrap.servers`` naming every node, e.g. ``"127.0.0.1:9092,127.0.0.1:9093"``."""
+        return ",".join(node.bootstrap for node in self.nodes)
+
+    @property
+    def address(self) -> str:
+        return self.bootstrap
+
+    @property
+    def pid(self) -> int | None:
+        """The first live node's pid (None when every node is down)."""
+        return next((node.pid for node in self.nodes if node.pid is not None), None)
+
+    def start(self, timeout: float = 120) -> None:
+        ensure_kafka_jars()
+        deadline = time.monotonic() + timeout
+        down = [node for node in self.nodes if node.pid is None]
+        try:
+            for node in down:
+                node.launch(deadline)
+            for node in down:
+                node.wait_ready(deadline, timeout)
+        except BaseException:
+            self.kill_all()
+            raise
+
+    def start_node(self, index: int, timeout: float = 90) -> None:
+        """Start node ``index`` (0-based) again; ready once the cluster lists it live."""
+        self.nodes[index].start(timeout)
+
+    def kill(self, index: int) -> None:
+        """SIGKILL node ``index``: a broker crash, its partitions' leadership moves."""
+        self.nodes[index].kill()
+
+    def kill_all(self) -> None:
+        for node in self.nodes:
+            node.kill()
+
+    def stop(self, timeout: float = 30) -> None:
+        """SIGTERM every node at once (a controlled shutdown each), then wait for them."""
+        running = [node for node in self.nodes if node.pid is not None]
+        for node in running:
+            pid = node.pid
+            if pid is not None:
+                signal_group(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for node in running:
+            node.stop(max(1.0, deadline - time.monotonic()))
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
 
 
 class Redis(_Service):

@@ -6,104 +6,36 @@ Both tests run a worker on topics of their own and compare with the independent 
 
 from __future__ import annotations
 
+import os
 import random
 import shutil
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 from confluent_kafka import Producer
 
 from connectors.kafka import producer_config
-from deploy.local.stack import Kafka, free_port
+from deploy.local.stack import Kafka
 from streams.codec import MAGIC, get_codec
 from streams.config import Settings
 from streams.deadletters import DeadLetterError, replay
-from streams.jsonconv import from_json
 from tests.builders import order, shuffled_stories, unique
-from tests.integration.harness import Departments, Worker, read_topic, wait_for
-from tests.oracle import content, expected_views
+from tests.integration.harness import read_topic, wait_for
+from tests.integration.oracle_checks import (
+    departments_for,
+    own_worker,
+    settled,
+    topic_mismatches,
+)
+from tests.oracle import expected_views
 
 pytestmark = pytest.mark.integration
 
-CUSTOMERS = 800
+#: ``make chaos`` runs these with CHAOS_SCALE=4 (more customers, longer streams)
+CUSTOMERS = 800 * int(os.environ.get("CHAOS_SCALE", "1"))
 KILLS = 5
-
-
-def own_worker(kafka: Kafka, tmp: Path, app_id: str, name: str, **env: str) -> Worker:
-    topics = {
-        "KEEL_TOPIC_ORDERS": f"{app_id}.orders",
-        "KEEL_TOPIC_SHIPMENTS": f"{app_id}.shipments",
-        "KEEL_TOPIC_CONTACTS": f"{app_id}.contacts",
-        "KEEL_TOPIC_STATE": f"{app_id}.state",
-        "KEEL_TOPIC_SIGNALS": f"{app_id}.signals",
-        "KEEL_TOPIC_DEADLETTER": f"{app_id}.deadletter",
-    }
-    return Worker(
-        kafka.bootstrap, tmp / "data", free_port(), tmp / f"{name}.log",
-        KEEL_APP_ID=app_id, **topics, **env,
-    )  # fmt: skip
-
-
-def departments_for(kafka: Kafka, app_id: str) -> Departments:
-    departments = Departments(kafka.bootstrap)
-    departments.topics = {
-        "order": f"{app_id}.orders",
-        "shipment": f"{app_id}.shipments",
-        "contact": f"{app_id}.contacts",
-    }
-    return departments
-
-
-def last_states(kafka: Kafka, topic: str) -> dict[str, dict]:
-    """Each customer's last record on the state topic, decoded."""
-    codec = get_codec()
-    last: dict[str, Any] = {}
-    for msg in read_topic(kafka.bootstrap, topic, timeout=30):
-        last[msg.key().decode()] = msg.value()
-    return {k: codec.decode(v, "CustomerState") for k, v in last.items() if v is not None}
-
-
-def mismatches(worker: Worker, expected: dict[str, dict]) -> list[str]:
-    wrong = []
-    for customer_id, view in expected.items():
-        status, state = worker.get(f"/customers/{customer_id}")
-        if status != 200 or content(from_json("CustomerState", state)) != content(view):
-            wrong.append(customer_id)
-    return wrong
-
-
-def explain(worker: Worker, expected: dict[str, dict], wrong: list[str]) -> str:
-    """What differs for the first few wrong customers (for the failure message)."""
-    lines = [f"{len(wrong)} of {len(expected)} customers differ"]
-    for cid in wrong[:3]:
-        status, state = worker.get(f"/customers/{cid}")
-        if status != 200:
-            lines.append(f"{cid}: HTTP {status}")
-            continue
-        got, want = content(from_json("CustomerState", state)), content(expected[cid])
-        for field in sorted(want):
-            if got.get(field) != want[field]:
-                lines.append(f"{cid}.{field}: got {got.get(field)!r}\n   want {want[field]!r}")
-    return "\n".join(lines)
-
-
-def settled(worker: Worker, expected: dict[str, dict], what: str, timeout: float) -> None:
-    try:
-        wait_for(what, lambda: not mismatches(worker, expected), timeout=timeout, interval=2.0)
-    except AssertionError:
-        wrong = mismatches(worker, expected)
-        raise AssertionError(f"{what}: {explain(worker, expected, wrong)}") from None
-
-
-def topic_mismatches(kafka: Kafka, topic: str, expected: dict[str, dict]) -> list[str]:
-    published = last_states(kafka, topic)
-    return [
-        cid for cid, view in expected.items()
-        if cid not in published or content(published[cid]) != content(view)
-    ]  # fmt: skip
 
 
 def test_sigkills_while_a_shuffled_history_streams_in_lose_nothing(
@@ -146,9 +78,11 @@ def test_sigkills_while_a_shuffled_history_streams_in_lose_nothing(
         assert not wrong_topic, f"{len(wrong_topic)} last state records differ: {wrong_topic[:5]}"
     finally:
         worker.stop()
-    print(f"\nfaults: {kills} SIGKILLs survived, {len(sent)} events "
-          f"({len(sent) - len(history)} re-sent), "
-          f"{len(expected)} customers checked on the API and customer-state.v1: 0 mismatches")
+    print(
+        f"\nfaults: {kills} SIGKILLs survived, {len(sent)} events "
+        f"({len(sent) - len(history)} re-sent), "
+        f"{len(expected)} customers checked on the API and customer-state.v1: 0 mismatches"
+    )
 
     # the disk is lost too: everything comes back from the changelog topics
     shutil.rmtree(tmp_path / "data")
@@ -158,8 +92,9 @@ def test_sigkills_while_a_shuffled_history_streams_in_lose_nothing(
         settled(restored, expected, "API states equal to the oracle after a wiped restore", 30)
     finally:
         restored.stop()
-    print(f"faults: wiped data dir restored from changelogs, {len(expected)} customers: "
-          "0 mismatches")
+    print(
+        f"faults: wiped data dir restored from changelogs, {len(expected)} customers: 0 mismatches"
+    )
 
 
 def _big_producer(bootstrap: str) -> Producer:
@@ -206,11 +141,16 @@ def test_poison_mixed_into_valid_orders_is_dead_lettered_and_every_valid_order_a
     producer = _big_producer(kafka.bootstrap)
     errors: list[str] = []
     for key, value in records:
-        producer.produce(orders_topic, key=key, value=value,
-                         on_delivery=lambda err, _m: errors.append(str(err)) if err else None)
+        producer.produce(
+            orders_topic,
+            key=key,
+            value=value,
+            on_delivery=lambda err, _m: errors.append(str(err)) if err else None,
+        )
         producer.poll(0)
     assert producer.flush(60) == 0 and not errors, errors[:3]
     try:
+
         def applied() -> bool:
             counts = [worker.get(f"/customers/{c}") for c in cids]
             return all(status == 200 for status, _ in counts) and sum(
@@ -218,9 +158,11 @@ def test_poison_mixed_into_valid_orders_is_dead_lettered_and_every_valid_order_a
             ) == len(valid)
 
         wait_for("every valid order applied", applied, timeout=120)
-        wait_for("every poison record dead-lettered",
-                 lambda: len(read_topic(kafka.bootstrap, f"{app_id}.deadletter")) >= len(bad),
-                 timeout=60)
+        wait_for(
+            "every poison record dead-lettered",
+            lambda: len(read_topic(kafka.bootstrap, f"{app_id}.deadletter")) >= len(bad),
+            timeout=60,
+        )
         letters = read_topic(kafka.bootstrap, f"{app_id}.deadletter")
         assert len(letters) == len(bad)
         reasons = [dict(m.headers())["x-error"].decode() for m in letters]
@@ -239,9 +181,11 @@ def test_poison_mixed_into_valid_orders_is_dead_lettered_and_every_valid_order_a
         worker.stop()
     crashes = worker.log_file.read_text().lower().count("crash")
     assert crashes == 0, worker.tail()
-    print(f"\npoison: {len(records)} records mixed, {len(bad)} dead letters "
-          f"({len(truncated)} truncated oversize), {len(valid)} valid orders applied, "
-          f"/healthz 200, 0 agent crashes")
+    print(
+        f"\npoison: {len(records)} records mixed, {len(bad)} dead letters "
+        f"({len(truncated)} truncated oversize), {len(valid)} valid orders applied, "
+        f"/healthz 200, 0 agent crashes"
+    )
 
 
 def test_a_batch_kafka_refuses_halts_the_worker_unhealthy_instead_of_skipping_it(
@@ -254,10 +198,13 @@ def test_a_batch_kafka_refuses_halts_the_worker_unhealthy_instead_of_skipping_it
     big, after = unique("c"), unique("c")
     # four orders of ~270 KB of lines each: valid input records, each small enough to pass
     # on, but together a customer state over what Kafka takes (message.max.bytes, 1,000,000)
-    lines = [{"sku": f"sku-{i:06d}-{'x' * 40}", "quantity": 1, "unit_price_cents": 1}
-             for i in range(5_000)]
+    lines = [
+        {"sku": f"sku-{i:06d}-{'x' * 40}", "quantity": 1, "unit_price_cents": 1}
+        for i in range(5_000)
+    ]
     try:
         departments.send([order(big, unique("o"), lines=lines) for _ in range(4)])
+
         def failed() -> dict | None:
             status, body = worker.get("/healthz")
             return body if status == 500 else None

@@ -52,3 +52,31 @@ def test_changelog_topics_are_created_compacted_with_small_segments() -> None:
         assert config["cleanup.policy"] == "compact"
         assert int(config["segment.bytes"]) <= 64 * 1024**2
         assert all(isinstance(v, str) for v in config.values())
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({}, (1, 1)),
+        ({"KEEL_REPLICATION": "3"}, (3, 2)),  # one broker may be down, a write is on two
+        ({"KEEL_REPLICATION": "2"}, (2, 1)),
+        ({"KEEL_REPLICATION": "3", "KEEL_MIN_INSYNC_REPLICAS": "3"}, (3, 3)),
+    ],
+)
+def test_min_insync_replicas_follows_the_replication(
+    env: dict[str, str], expected: tuple[int, int]
+) -> None:
+    settings = Settings.from_env(env)
+    assert (settings.replication, settings.min_insync_replicas) == expected
+
+
+def test_more_insync_replicas_than_replicas_is_an_error() -> None:
+    with pytest.raises(ConfigError, match="no write could ever be acknowledged"):
+        Settings.from_env({"KEEL_REPLICATION": "2", "KEEL_MIN_INSYNC_REPLICAS": "3"})
+
+
+def test_every_topic_keel_creates_has_the_min_insync_replicas() -> None:
+    from streams.admin import topic_specs
+
+    specs = topic_specs(Settings.from_env({"KEEL_REPLICATION": "3"}))
+    assert {config["min.insync.replicas"] for config in specs.values()} == {"2"}
