@@ -41,6 +41,7 @@ from streams import topics as t
 from streams.app import app, settings
 from streams.checkpoint import Batch, Packer, commit
 from streams.codec import get_codec
+from streams.commands import apply_command
 from streams.emit import Emitter, Headers
 from streams.intake import intake
 from streams.join import NAMESPACES, add_held, new_state_refs, remove_held, unhold_refs
@@ -55,6 +56,7 @@ windows = Windows(
     duplicate_order_ms=settings.duplicate_order_window_s * 1000,
     repeat_contact_ms=settings.repeat_contact_window_s * 1000,
     complaint_unresolved_ms=settings.complaint_unresolved_s * 1000,
+    command_timeout_ms=settings.command_timeout_s * 1000,
 )
 codec = get_codec()
 emitter = Emitter(settings.kafka_bootstrap)
@@ -76,7 +78,10 @@ def apply_to_customer(tx: Batch, customer_id: str, kind: str, event: dict, topic
     """Merge one event into its customer's state; publish the state and new binds if it changed."""
     before = tx.get(customers, customer_id)
     now = now_ms()
-    state, changed = apply_event(before or empty_state(customer_id), kind, event, now, limits)
+    if kind == "command":  # a desk command: its lifecycle shows as signals
+        state, changed = apply_command(before or empty_state(customer_id), event, now)
+    else:
+        state, changed = apply_event(before or empty_state(customer_id), kind, event, now, limits)
     if not changed:
         metrics.count_event(topic, "duplicate")
         return
@@ -84,7 +89,10 @@ def apply_to_customer(tx: Batch, customer_id: str, kind: str, event: dict, topic
     state, signal_changes = apply_signals(state, now, windows)
     state["version"] = version  # one change, one version, even when it also moved a signal
     metrics.count_event(topic, "applied")
-    tx.applied.append((event["source"], event["occurred_at"]))  # measured once it is stored
+    if kind == "command":  # measured once it is stored
+        tx.applied.append(("desk", event["requested_at"]))
+    else:
+        tx.applied.append((event["source"], event["occurred_at"]))
     save_and_publish(tx, customer_id, state, signal_changes, now)
     for ns, ref in new_state_refs(before, state):
         tx.internal.send(REF_TOPIC[ns], ref, {"op": "bind", "customer_id": customer_id})

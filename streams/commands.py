@@ -228,3 +228,47 @@ class RecentCommands:
         self._ids.move_to_end(command["command_id"])
         while len(self._ids) > self.maximum:
             self._ids.popitem(last=False)
+
+
+# ------------------------------------------------------------ commands in the customer state
+
+#: commands one state remembers, the most recently requested: what a desk acted on lately
+KEPT_COMMANDS = 20
+_STORED = ("type", "order_id", "contact_id", "agent", "reason", "note", "requested_at")
+
+
+def apply_command(
+    state: dict[str, Any], command: Mapping[str, Any], now_ms: int
+) -> tuple[dict[str, Any], bool]:
+    """Remember a published command in its customer's state, for its lifecycle signals.
+
+    Stored as ``state["_commands"][command_id]`` (streams/signals.py derives COMMAND_PENDING
+    and COMMAND_FAILED from them and the departments' events). The same id again changes
+    nothing (the first one stays: the desk refuses another command under a used id); only
+    the ``KEPT_COMMANDS`` most recently requested are kept, so the result depends only on the
+    set of commands. Returns ``(state, changed)`` like streams.state.apply_event; ``state``
+    is never mutated.
+
+        >>> cmd = build_command("c-1", {"command_id": "x-1", "type": "RESOLVE_CONTACT",
+        ...     "contact_id": "k-1", "reason": "done"}, agent="rep-7", now_ms=5)
+        >>> state = {"customer_id": "c-1", "version": 1, "updated_at": 0}
+        >>> new, changed = apply_command(state, cmd, now_ms=9)
+        >>> changed, new["version"], new["_commands"]["x-1"]["agent"]
+        (True, 2, 'rep-7')
+        >>> apply_command(new, cmd, now_ms=10) == (new, False)
+        True
+    """
+    kept: dict[str, Any] = state.get("_commands") or {}
+    command_id = command["command_id"]
+    if command_id in kept:
+        return state, False
+    commands = {**kept, command_id: {k: command.get(k) for k in _STORED}}
+    if len(commands) > KEPT_COMMANDS:
+        newest = sorted(commands, key=lambda k: (commands[k]["requested_at"], k))
+        commands = {k: commands[k] for k in newest[-KEPT_COMMANDS:]}
+        if command_id not in commands:  # older than every command kept
+            return state, False
+    new = {**state, "_commands": commands}
+    new["version"] = state["version"] + 1
+    new["updated_at"] = now_ms
+    return new, True

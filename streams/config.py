@@ -74,6 +74,11 @@ VARIABLES: tuple[tuple[str, str, str], ...] = (
         "300",
         "desk console: a department not heard from for longer is shown as stale (red)",
     ),
+    (
+        "KEEL_COMMAND_TIMEOUT_S",
+        "600",
+        "a desk command no department event shows done within this: COMMAND_FAILED",
+    ),
     ("KEEL_LOG_LEVEL", "info", "worker log level"),
     ("KEEL_LOG_FORMAT", "text", "worker log lines: text, or json (one JSON object per line)"),
     ("KEEL_TOPIC_ORDERS", "orders.v1", "order events topic"),
@@ -169,6 +174,7 @@ class Settings:
     duplicate_order_window_s: int
     repeat_contact_window_s: int
     complaint_unresolved_s: int
+    command_timeout_s: int
     signal_check_interval_s: int
     batch_max: int
     batch_wait_ms: int
@@ -246,6 +252,7 @@ class Settings:
             batch_max=_int("KEEL_BATCH_MAX", get("KEEL_BATCH_MAX"), 1),
             batch_wait_ms=_int("KEEL_BATCH_WAIT_MS", get("KEEL_BATCH_WAIT_MS"), 1),
             desk_stale_s=_int("KEEL_DESK_STALE_S", get("KEEL_DESK_STALE_S"), 1),
+            command_timeout_s=_int("KEEL_COMMAND_TIMEOUT_S", get("KEEL_COMMAND_TIMEOUT_S"), 1),
             log_level=level,
             log_format=log_format,
             topics=Topics(

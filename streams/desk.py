@@ -43,6 +43,8 @@ from streams.app import app, settings
 from streams.jsonconv import to_json
 from streams.monitoring import ready
 from streams.signals import (
+    COMMAND_FAILED,
+    COMMAND_PENDING,
     COMPLAINT_UNRESOLVED,
     DUPLICATE_ORDER,
     LOST_SHIPMENT_DELIVERED,
@@ -99,6 +101,15 @@ SIGNAL_HELP = {
         "A complaint has been open for more than "
         f"{_duration(settings.complaint_unresolved_s)}: take it over or escalate it, and "
         "tell the customer what happens next."
+    ),
+    COMMAND_PENDING: (
+        "A colleague asked a department to act (cancel, resolve, add a note) and its answer has "
+        "not arrived yet: tell the customer it is requested, and do not ask again."
+    ),
+    COMMAND_FAILED: (
+        "A department did not do what the desk asked within "
+        f"{_duration(settings.command_timeout_s)}, or could not (the order was already "
+        "completed): call the department, or tell the customer what can be done instead."
     ),
 }
 """One plain sentence per signal type: what it means, then what the agent can do."""

@@ -40,13 +40,19 @@ from streams import health, metrics, tuning
 from streams.app import settings as _app_settings
 from streams.checkpoint import Packer
 from streams.codec import CodecError, get_codec
+from streams.commands import target_key
 from streams.config import Settings
 from streams.ids import ID_RULE, blank_id
 from streams.join import route
 
 log = logging.getLogger(__name__)
 
-SCHEMA_OF_KIND = {"order": "OrderEvent", "shipment": "ShipmentEvent", "contact": "ContactEvent"}
+SCHEMA_OF_KIND = {
+    "order": "OrderEvent",
+    "shipment": "ShipmentEvent",
+    "contact": "ContactEvent",
+    "command": "DeskCommand",  # the desk's own commands.v1: their lifecycle is in the state
+}
 KEY_FIELD_OF_KIND = {"order": "customer_id", "shipment": "order_id", "contact": "contact_id"}
 
 Headers = list[tuple[str, str | bytes | None]]
@@ -78,15 +84,17 @@ def decode_input(kind: str, key: bytes | None, value: bytes | None, max_bytes: i
         raise Rejected(
             f"{blank} {event[blank]!r}: {ID_RULE}; a blank id would join unrelated events"
         )
-    field = KEY_FIELD_OF_KIND[kind]
     try:
         key_text = key.decode() if key is not None else None
     except UnicodeDecodeError:
         raise Rejected("record key is not valid UTF-8") from None
-    if key_text != event[field]:
-        raise Rejected(
-            f"record key {key_text!r} disagrees with the body's {field} {event[field]!r}"
-        )
+    if kind == "command":
+        expected, field = target_key(event).decode(), "target"
+    else:
+        field = KEY_FIELD_OF_KIND[kind]
+        expected = event[field]
+    if key_text != expected:
+        raise Rejected(f"record key {key_text!r} disagrees with the body's {field} {expected!r}")
     return event
 
 
@@ -151,6 +159,7 @@ class Intake:
             settings.topics.orders: "order",
             settings.topics.shipments: "shipment",
             settings.topics.contacts: "contact",
+            settings.topics.commands: "command",
         }
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from streams.commands import ADD_NOTE, CANCEL_ORDER, RESOLVE_CONTACT
 from streams.state import Entity, State, contact_status, field, opened_at, order_lines, placed_at
 
 DUPLICATE_ORDER = "DUPLICATE_ORDER"
@@ -31,7 +32,11 @@ SHIPMENT_LATE = "SHIPMENT_LATE"
 LOST_SHIPMENT_DELIVERED = "LOST_SHIPMENT_DELIVERED"
 REPEAT_CONTACT = "REPEAT_CONTACT"
 COMPLAINT_UNRESOLVED = "COMPLAINT_UNRESOLVED"
+COMMAND_PENDING = "COMMAND_PENDING"
+COMMAND_FAILED = "COMMAND_FAILED"
 SIGNAL_TYPES = (
+    COMMAND_FAILED,
+    COMMAND_PENDING,
     COMPLAINT_UNRESOLVED,
     DUPLICATE_ORDER,
     LOST_SHIPMENT_DELIVERED,
@@ -58,9 +63,12 @@ class Windows:
     duplicate_order_ms: int = 30 * _MINUTE
     repeat_contact_ms: int = 14 * _DAY
     complaint_unresolved_ms: int = 24 * _HOUR
+    #: a desk command whose effect no department event shows after this is COMMAND_FAILED
+    command_timeout_ms: int = 10 * _MINUTE
 
     def __post_init__(self) -> None:
-        if min(self.duplicate_order_ms, self.repeat_contact_ms, self.complaint_unresolved_ms) < 0:
+        if min(self.duplicate_order_ms, self.repeat_contact_ms, self.complaint_unresolved_ms,
+               self.command_timeout_ms) < 0:  # fmt: skip
             raise ValueError(f"windows must not be negative: {self}")
 
 
@@ -83,6 +91,7 @@ def active_signals(state: State, now_ms: int, windows: Windows = DEFAULT_WINDOWS
         *_lost_shipments_delivered(state),
         *_repeat_contacts(state, windows),
         *_unresolved_complaints(state, now_ms, windows),
+        *_desk_commands(state, now_ms, windows),
     ]
     return sorted(found, key=_sort_key)
 
@@ -125,12 +134,18 @@ def apply_signals(
 def next_check_ms(state: State, now_ms: int, windows: Windows = DEFAULT_WINDOWS) -> int | None:
     """The first time after ``now_ms`` at which :func:`active_signals` changes without an event.
 
-    Only deadlines move signals on their own: an undelivered shipment's deadline and an open
-    complaint's window. A deadline ``d`` is passed from ``d + 1`` on (strictly beyond it).
+    Only deadlines move signals on their own: an undelivered shipment's deadline, an open
+    complaint's window and an unanswered desk command's timeout. A deadline ``d`` is passed
+    from ``d + 1`` on (strictly beyond it).
     None when nothing is pending, so the timer can forget this customer until its next event.
     """
     due = [d for _, _, _, d, _ in _pending_shipments(state)]
     due += [d for _, _, d in _open_complaints(state, windows)]
+    due += [
+        c["requested_at"] + windows.command_timeout_ms
+        for c in (state.get("_commands") or {}).values()
+        if _command_outcome(state, c) is None
+    ]
     upcoming = [d + 1 for d in due if d >= now_ms]
     return min(upcoming, default=None)
 
@@ -255,6 +270,72 @@ def _unresolved_complaints(state: State, now_ms: int, windows: Windows) -> Itera
                 order_id=field(c, "order_id"),
                 contact_id=contact_id,
             )
+
+
+def _desk_commands(state: State, now_ms: int, windows: Windows) -> Iterator[Signal]:
+    """A desk command's lifecycle (streams/commands.py): COMMAND_PENDING until a department
+    event shows its effect (the order CANCELLED, the contact RESOLVED, the note on a contact),
+    COMMAND_FAILED when the state shows it cannot happen (the order COMPLETED instead) or
+    nothing showed it within ``windows.command_timeout_ms``. Commands on one target (an order,
+    a contact, or the customer for a note that opens a contact) share one signal of each type.
+    """
+    groups: dict[tuple[str, str | None, str | None], list[tuple[int, str]]] = {}
+    for command_id, c in (state.get("_commands") or {}).items():
+        outcome = _command_outcome(state, c)
+        if outcome == "done":
+            continue
+        what = _command_text(command_id, c)
+        deadline = c["requested_at"] + windows.command_timeout_ms
+        if outcome is not None:  # the state says it cannot happen: failed since it was asked
+            signal, at, what = COMMAND_FAILED, c["requested_at"], f"{what}: {outcome}"
+        elif now_ms > deadline:
+            department = "web shop" if c["type"] == CANCEL_ORDER else "contact centre"
+            signal, at = COMMAND_FAILED, deadline
+            waited = _span(windows.command_timeout_ms)
+            what += f": the {department} did not act on it within {waited}"
+        else:
+            signal, at = COMMAND_PENDING, c["requested_at"]
+        groups.setdefault((signal, c["order_id"], c["contact_id"]), []).append((at, what))
+    for (signal, order_id, contact_id), items in groups.items():
+        items.sort()
+        detail = "; ".join(text for _, text in items) + "."
+        yield _signal(signal, items[0][0], detail, order_id=order_id, contact_id=contact_id)
+
+
+def _command_outcome(state: State, command: dict[str, Any]) -> str | None:
+    """``"done"``, why it cannot happen, or None while the departments have not answered."""
+    kind = command["type"]
+    if kind == CANCEL_ORDER:
+        order = state["_orders"].get(command["order_id"])
+        if order is None or order["type"] == "CANCELLED":  # gone: closed and retired
+            return "done"
+        if order["type"] == "COMPLETED":
+            return "the order was completed instead"
+        return None
+    contact_id = command["contact_id"]
+    if kind == RESOLVE_CONTACT:
+        contact = state["_contacts"].get(contact_id)
+        return "done" if contact is None or contact_status(contact) == "RESOLVED" else None
+    if kind == ADD_NOTE:
+        if contact_id is not None and contact_id not in state["_contacts"]:
+            return "done"  # resolved and retired
+        contacts = [state["_contacts"][contact_id]] if contact_id else state["_contacts"].values()
+        note = command["note"]
+        return "done" if any(n[3] == note for c in contacts for n in c["notes"]) else None
+    return None
+
+
+def _command_text(command_id: str, c: dict[str, Any]) -> str:
+    kind, by = c["type"], c["agent"]
+    if kind == CANCEL_ORDER:
+        what = f"cancellation of order {c['order_id']}"
+    elif kind == RESOLVE_CONTACT:
+        what = f"resolution of contact {c['contact_id']}"
+    elif c["contact_id"]:
+        what = f"a note on contact {c['contact_id']}"
+    else:
+        what = "a new contact with a note"
+    return f"{what} asked by {by} at {_when(c['requested_at'])} ({command_id})"
 
 
 # --- what the rules share -------------------------------------------------------------------

@@ -92,8 +92,11 @@ JOIN_BATCH_RECORDS = 64
 #: keys whose partition (murmur2, pure Python: ~3 µs a key) is remembered (streams/tables.py)
 PARTITION_CACHE = 1 << 17
 
-#: internal messages for one partition are packed into records of at most this many bytes
-PACK_BYTES = 256 * 1024
+#: internal messages for one partition are packed into records of at most this many bytes.
+#: faust buffers up to 4,096 records (its stream buffer, above), so this bounds what waits in
+#: memory: 200k events / 20k customers, 32 KiB vs 256 KiB packs: RSS 567 vs 718 MB, CPU 0.391
+#: vs 0.385 ms per event (one run each, machine shared)
+PACK_BYTES = 32 * 1024
 
 
 def describe(batch_max: int, batch_wait_ms: int) -> dict[str, Any]:

@@ -472,3 +472,37 @@ def test_any_worker_takes_a_command_and_the_customers_owner_checks_and_publishes
     records = [codec.decode(m.value(), "DeskCommand") for m in read_topic(kafka.bootstrap, topic)]
     assert [(c["command_id"], c["agent"]) for c in records] == [
         (command["command_id"], "rep-front")]  # fmt: skip
+
+
+def test_a_command_is_pending_in_the_state_then_failed_when_no_department_acts(
+    kafka: Kafka, departments: Departments, tmp_path: Path
+) -> None:
+    from tests.integration.oracle_checks import own_worker
+
+    app_id = unique("pending")
+    worker = own_worker(kafka, tmp_path, app_id, "worker", KEEL_COMMAND_TIMEOUT_S="4",
+                        KEEL_SIGNAL_CHECK_INTERVAL_S="1")  # fmt: skip
+    worker.start()
+    try:
+        mine = Departments(kafka.bootstrap)
+        mine.topics = {k: f"{app_id}.{k}s" for k in ("order", "shipment", "contact")}
+        cid, first, second = duplicate_orders(mine, worker)
+        command = {"command_id": unique("cmd"), "type": "CANCEL_ORDER", "order_id": second,
+                   "reason": "duplicate of the web order"}  # fmt: skip
+        assert post_command(worker, cid, command)[0] == 202
+
+        def signal(kind: str) -> Any:
+            return lambda s: [g for g in s["signals"] if g["type"] == kind]
+
+        pending = signal("COMMAND_PENDING")(customer_when(worker, cid, signal("COMMAND_PENDING")))
+        assert [(g["order_id"], g["contact_id"]) for g in pending] == [(second, None)]
+        assert f"cancellation of order {second} asked by rep-7" in pending[0]["detail"]
+        failed = signal("COMMAND_FAILED")(customer_when(worker, cid, signal("COMMAND_FAILED"), 30))
+        assert failed[0]["order_id"] == second
+        assert "the web shop did not act on it within" in failed[0]["detail"]
+        # the shop cancels after all: the failure and the duplicate go away
+        mine.send([order(cid, second, "CANCELLED", at=now_ms(), lines=LAMP, channel="PHONE")])
+        state = customer_when(worker, cid, lambda s: s["signals"] == [])
+        assert {o["order_id"]: o["status"] for o in state["orders"]}[second] == "CANCELLED"
+    finally:
+        worker.stop()

@@ -386,3 +386,121 @@ def test_signals_and_records_fit_the_schemas() -> None:
 def test_windows_must_not_be_negative() -> None:
     with pytest.raises(ValueError):
         Windows(repeat_contact_ms=-1)
+
+
+# --- COMMAND_PENDING / COMMAND_FAILED (desk commands, streams/commands.py) -------------------
+
+
+def commanded(state: dict, body: dict, at: int, agent: str = "rep-7") -> dict:
+    from streams.commands import apply_command, build_command
+
+    command = build_command(CID, {"reason": "asked by the customer", **body}, agent, now_ms=at)
+    state, changed = apply_command(state, command, now_ms=at)
+    assert changed
+    return state
+
+
+def command_signals(state: dict, now: int) -> list[tuple[str, str | None, str | None, int]]:
+    return [
+        (s["type"], s["order_id"], s["contact_id"], s["raised_at"])
+        for s in active_signals(state, now)
+        if s["type"].startswith("COMMAND_")
+    ]
+
+
+def test_a_cancel_is_pending_until_the_shops_cancelled_arrives() -> None:
+    asked = T0 + HOUR
+    cancel = {"command_id": "k-1", "type": "CANCEL_ORDER", "order_id": "o-1"}
+    state = commanded(state_of(placed("o-1", T0)), cancel, asked)
+    assert command_signals(state, asked + MIN) == [("COMMAND_PENDING", "o-1", None, asked)]
+    (signal,) = [s for s in active_signals(state, asked + MIN) if s["type"] == "COMMAND_PENDING"]
+    assert "cancellation of order o-1 asked by rep-7" in signal["detail"]
+    state, _ = apply_event(state, *order(CID, "o-1", "CANCELLED", asked + 2 * MIN), now_ms=0)
+    assert command_signals(state, asked + 3 * MIN) == []
+
+
+def test_a_command_no_department_answers_fails_after_the_timeout() -> None:
+    asked = T0 + HOUR
+    state = commanded(
+        state_of(contact("k-1", customer_id=CID)),
+        {"command_id": "x-1", "type": "RESOLVE_CONTACT", "contact_id": "k-1"},
+        asked,
+    )
+    timeout = DEFAULT_WINDOWS.command_timeout_ms
+    assert command_signals(state, asked + timeout) == [("COMMAND_PENDING", None, "k-1", asked)]
+    assert next_check_ms(state, asked + MIN) == asked + timeout + 1
+    late = command_signals(state, asked + timeout + 1)
+    assert late == [("COMMAND_FAILED", None, "k-1", asked + timeout)]
+    (signal,) = [s for s in active_signals(state, asked + timeout + 1) if s["type"] == late[0][0]]
+    assert "the contact centre did not act on it within 10 min" in signal["detail"]
+    # the department acts after all: the failure goes away
+    state, _ = apply_event(state, *contact("k-1", "RESOLVED", asked + HOUR, customer_id=CID), 0)
+    assert command_signals(state, asked + 2 * HOUR) == []
+
+
+def test_a_cancel_of_an_order_completed_meanwhile_fails_at_once() -> None:
+    asked = T0 + HOUR
+    cancel = {"command_id": "k-1", "type": "CANCEL_ORDER", "order_id": "o-1"}
+    state = commanded(state_of(placed("o-1", T0)), cancel, asked)
+    state, _ = apply_event(state, *order(CID, "o-1", "COMPLETED", asked + MIN), now_ms=0)
+    assert command_signals(state, asked + 2 * MIN) == [("COMMAND_FAILED", "o-1", None, asked)]
+    (signal,) = [s for s in active_signals(state, asked + 2 * MIN) if s["type"] == "COMMAND_FAILED"]
+    assert signal["detail"].endswith(": the order was completed instead.")
+
+
+def test_a_note_is_done_once_a_contact_carries_its_text() -> None:
+    asked = T0 + HOUR
+    state = commanded(
+        state_of(placed("o-1", T0)),
+        {"command_id": "n-1", "type": "ADD_NOTE", "note": "Call back on Monday", "order_id": "o-1"},
+        asked,
+    )
+    assert command_signals(state, asked) == [("COMMAND_PENDING", "o-1", None, asked)]
+    other = contact("k-9", customer_id=CID, note="something else", at=asked + MIN)
+    state, _ = apply_event(state, *other, now_ms=0)
+    assert command_signals(state, asked + 2 * MIN) == [("COMMAND_PENDING", "o-1", None, asked)]
+    opened = contact("k-10", customer_id=CID, note="Call back on Monday", at=asked + 2 * MIN)
+    state, _ = apply_event(state, *opened, now_ms=0)
+    assert command_signals(state, asked + 3 * MIN) == []
+
+
+def test_commands_on_one_target_share_one_signal_and_the_same_id_counts_once() -> None:
+    from streams.commands import apply_command
+
+    asked = T0 + HOUR
+    state = state_of(contact("k-1", customer_id=CID))
+    for i, body in enumerate(
+        [
+            {"command_id": "n-1", "type": "ADD_NOTE", "contact_id": "k-1", "note": "first"},
+            {"command_id": "n-2", "type": "ADD_NOTE", "contact_id": "k-1", "note": "second"},
+        ]
+    ):
+        state = commanded(state, body, asked + i * MIN)
+    again, changed = apply_command(state, {"command_id": "n-1", **state["_commands"]["n-1"]}, 0)
+    assert (again, changed) == (state, False)
+    assert command_signals(state, asked + 2 * MIN) == [("COMMAND_PENDING", None, "k-1", asked)]
+    (signal,) = [
+        s for s in active_signals(state, asked + 2 * MIN) if s["type"] == "COMMAND_PENDING"
+    ]
+    assert "(n-1)" in signal["detail"] and "(n-2)" in signal["detail"]
+
+
+def test_a_state_keeps_the_most_recent_commands_whatever_their_order() -> None:
+    from streams.commands import KEPT_COMMANDS, apply_command, build_command
+
+    commands = [
+        build_command(
+            CID,
+            {"command_id": f"n-{i}", "type": "ADD_NOTE", "note": f"t{i}", "reason": "r"},
+            "rep-7",
+            now_ms=T0 + i,
+        )  # fmt: skip
+        for i in range(KEPT_COMMANDS + 5)
+    ]
+    kept = []
+    for ordering in (commands, commands[::-1]):
+        state = empty_state(CID)
+        for command in ordering:
+            state, _ = apply_command(state, command, now_ms=0)
+        kept.append(sorted(state["_commands"]))
+    assert kept[0] == kept[1] == sorted(f"n-{i}" for i in range(5, KEPT_COMMANDS + 5))
