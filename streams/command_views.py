@@ -1,15 +1,18 @@
 """``POST /customers/{customer_id}/commands``: a desk agent's command, published to commands.v1.
 
     curl -s -XPOST 127.0.0.1:6066/customers/c-dup/commands -H 'X-Keel-Agent: rep-7' \\
+      -H "Authorization: Bearer $KEEL_AGENT_TOKEN" \\
       -d '{"command_id": "8c1d…", "type": "CANCEL_ORDER", "order_id": "o-dup-2",
            "reason": "duplicate of o-dup-1, customer confirmed"}'
     # 202 {"command_id": "8c1d…"}
 
-Routed like the query API (streams/views.py): the worker owning the customer's partition
-answers, because only it has the customer's stored state to check the command against
-(streams/commands.py). It publishes the command as a ``DeskCommand`` (Avro single-object
-encoding) through the worker's one producer (streams/emit.py), keyed by its target, and answers
-202 only after Kafka acknowledged it; a refusal (4xx) publishes nothing.
+Needs a token with the agent role (streams/auth.py); a forwarded command carries the
+caller's token and the owner checks it again. Routed like the query API (streams/views.py):
+the worker owning the customer's partition answers, because only it has the customer's stored
+state to check the command against (streams/commands.py). It publishes the command as a
+``DeskCommand`` (Avro single-object encoding) through the worker's one producer
+(streams/emit.py), keyed by its target, and answers 202 only after Kafka acknowledged it; a
+refusal (4xx) publishes nothing.
 
 Idempotent per worker: the last :data:`REMEMBERED` command ids published here are kept (and a
 request for an id being published right now waits for that one), so a retried request is
@@ -46,6 +49,7 @@ from streams.views import (
     _is_me,
     _json,
     _warn_unreachable,
+    forward_headers,
     owner_url,
 )
 
@@ -142,7 +146,7 @@ async def _publish(command: dict[str, Any]) -> None:
 async def _forward_post(web: View, request: Request, owner: URL, body: bytes) -> Response:
     """POST the request on to the customer's owner and pass its answer back; 503 if it is gone."""
     target = f"{str(owner).rstrip('/')}{request.rel_url}"
-    headers = {FORWARDED_HEADER: str(app.conf.canonical_url), "Content-Type": "application/json"}
+    headers = {**forward_headers(request), "Content-Type": "application/json"}
     agent = request.headers.get(AGENT_HEADER)
     if agent is not None:
         headers[AGENT_HEADER] = agent
