@@ -51,6 +51,7 @@ from streams.views import (
     _warn_unreachable,
     forward_headers,
     owner_url,
+    passed_on,
 )
 
 log = logging.getLogger(__name__)
@@ -155,12 +156,8 @@ async def _forward_post(web: View, request: Request, owner: URL, body: bytes) ->
             target, data=body, headers=headers, timeout=FORWARD_TIMEOUT_POST
         ) as resp:
             answer = await resp.read()
-            retry = resp.headers.get("Retry-After")
             return web.bytes(
-                answer,
-                content_type=resp.content_type,
-                status=resp.status,
-                headers={"Retry-After": retry} if retry else None,
+                answer, content_type=resp.content_type, status=resp.status, headers=passed_on(resp)
             )
     except (TimeoutError, aiohttp.ClientError) as exc:
         _warn_unreachable(owner, exc)

@@ -60,7 +60,14 @@ from streams.signals import (
 )
 from streams.state import view
 from streams.tables import customers
-from streams.views import FORWARDED_HEADER, _error, _is_me, forward_headers, owner_url
+from streams.views import (
+    FORWARDED_HEADER,
+    _error,
+    _is_me,
+    forward_headers,
+    owner_url,
+    passed_on,
+)
 
 log = logging.getLogger(__name__)
 
@@ -245,7 +252,7 @@ async def _forward_stream(web: View, request: Request, owner: URL, customer_id: 
                         await upstream.read(),
                         content_type=upstream.content_type,
                         status=upstream.status,
-                        headers=_retry_after(upstream),
+                        headers=passed_on(upstream),
                     )
                 resp = await _open(request)
                 await _pipe(upstream, resp, sub)
@@ -260,11 +267,6 @@ async def _forward_stream(web: View, request: Request, owner: URL, customer_id: 
         except ConnectionResetError:
             pass  # the page went away
     return resp if resp is not None else _error(web, 503, "the connection closed early")
-
-
-def _retry_after(upstream: aiohttp.ClientResponse) -> dict[str, str] | None:
-    retry = upstream.headers.get("Retry-After")
-    return {"Retry-After": retry} if retry else None
 
 
 async def _pipe(

@@ -123,6 +123,16 @@ def forward_headers(request: Request) -> dict[str, str]:
     return headers
 
 
+PASSED_ON = ("Retry-After", "WWW-Authenticate")
+"""Headers of the owner's answer that the forwarding worker hands its caller unchanged."""
+
+
+def passed_on(resp: aiohttp.ClientResponse) -> dict[str, str] | None:
+    """The owner's :data:`PASSED_ON` headers (its 401's challenge, its 503's Retry-After)."""
+    found = {name: resp.headers[name] for name in PASSED_ON if name in resp.headers}
+    return found or None
+
+
 async def _forward(web: View, request: Request, owner: URL, path_qs: str) -> Response:
     """GET ``path_qs`` from ``owner`` and pass its answer on; 503 if it cannot be reached."""
     target = f"{str(owner).rstrip('/')}{path_qs}"
@@ -130,10 +140,8 @@ async def _forward(web: View, request: Request, owner: URL, path_qs: str) -> Res
     try:
         async with app.http_client.get(target, headers=headers, timeout=FORWARD_TIMEOUT) as resp:
             body = await resp.read()
-            retry = resp.headers.get("Retry-After")
-            passed = {"Retry-After": retry} if retry else None
             return web.bytes(
-                body, content_type=resp.content_type, status=resp.status, headers=passed
+                body, content_type=resp.content_type, status=resp.status, headers=passed_on(resp)
             )
     except (TimeoutError, aiohttp.ClientError) as exc:
         _warn_unreachable(owner, exc)
