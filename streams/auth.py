@@ -46,6 +46,7 @@ from dataclasses import dataclass, field
 from http.cookies import CookieError, SimpleCookie
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 from aiohttp import web
 from prometheus_client import Counter
@@ -285,7 +286,7 @@ def bearer(authorization: str | None) -> str | None:
 
 
 def cookie_token(cookie_header: str | None) -> str | None:
-    """The desk console's :data:`COOKIE` from a Cookie header, or None."""
+    """The desk console's :data:`COOKIE` from a Cookie header (URL-encoded by it), or None."""
     if not cookie_header:
         return None
     jar: SimpleCookie = SimpleCookie()
@@ -294,7 +295,7 @@ def cookie_token(cookie_header: str | None) -> str | None:
     except CookieError:
         return None
     morsel = jar.get(COOKIE)
-    return morsel.value if morsel is not None and morsel.value else None
+    return unquote(morsel.value) if morsel is not None and morsel.value else None
 
 
 # -- which role each path needs, per surface --------------------------------------------------
