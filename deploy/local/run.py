@@ -104,6 +104,8 @@ def ensure_tokens(run_dir: Path) -> tuple[Path, Path]:
             *(f"{name}={token}" for name, token in tokens.items()),
         ]
         _write_private(env_file, "\n".join(lines) + "\n")
+    else:
+        env_file.chmod(0o600)  # kept, but never left readable by others
     hashes = [
         "# sha256:<hex> role name -- the hashes of tokens.env (KEEL_AUTH_TOKENS_FILE)",
         *(

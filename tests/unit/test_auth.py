@@ -162,6 +162,7 @@ def test_headers_and_cookies() -> None:
     assert bearer(f"Bearer {READ_TOKEN}") == READ_TOKEN
     assert bearer("Token abc") is None
     assert cookie_token(f"theme=dark; keel_token={READ_TOKEN}") == READ_TOKEN
+    assert cookie_token("keel_token=a%2Bb%3D") == "a+b="  # the console URL-encodes it
     assert cookie_token("keel_token=") is None
     assert cookie_token('bad"cookie') is None
     assert cookie_token(None) is None
@@ -303,3 +304,34 @@ def test_the_ingest_document_declares_the_bearer_scheme() -> None:
     off = openapi_document(inputs, secured=False)
     assert "securitySchemes" not in off["components"]
     assert "security" not in off["paths"]["/events/orders"]["post"]
+
+
+def test_make_run_makes_one_token_per_role_once_private_and_hashed(tmp_path: Path) -> None:
+    from deploy.local.run import ensure_tokens
+
+    env_file, hash_file = ensure_tokens(tmp_path)
+    assert env_file.stat().st_mode & 0o777 == 0o600
+    assert hash_file.stat().st_mode & 0o777 == 0o600
+    lines = [line for line in env_file.read_text().splitlines() if not line.startswith("#")]
+    tokens = dict(line.split("=", 1) for line in lines)
+    assert sorted(tokens) == sorted(f"KEEL_{r.upper()}_TOKEN" for r in streams.auth.ROLES)
+    assert len(set(tokens.values())) == 5 and all(len(t) >= 40 for t in tokens.values())
+    hashed = hash_file.read_text()
+    assert not any(t in hashed for t in tokens.values())  # the processes' file: hashes only
+    auth = AuthConfig.from_env({"KEEL_AUTH_TOKENS_FILE": str(hash_file)})
+    for name, value in tokens.items():
+        role = name.removeprefix("KEEL_").removesuffix("_TOKEN").lower()
+        assert auth.authorize(f"Bearer {value}", role) is None, role
+    assert auth.authorize(f"Bearer {tokens['KEEL_READ_TOKEN']}", WRITE) is not None
+    # A second start keeps them (a user's sourced tokens.env stays valid).
+    env_file.chmod(0o644)
+    assert ensure_tokens(tmp_path) == (env_file, hash_file)
+    assert env_file.stat().st_mode & 0o777 == 0o600
+    assert (
+        dict(
+            line.split("=", 1)
+            for line in env_file.read_text().splitlines()
+            if "=" in line and not line.startswith("#")
+        )
+        == tokens
+    )
