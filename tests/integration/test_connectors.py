@@ -37,6 +37,7 @@ from tests.integration.harness import (
     http_get,
     metric_value,
     read_topic,
+    token,
     wait_for,
 )
 
@@ -417,6 +418,8 @@ def test_schemathesis_with_all_checks_passes_against_the_ingests_openapi(
         "--report-dir",
         str(tmp_path),
         "--no-color",
+        "--header",  # as a department would send its events; ignored_auth checks it is needed
+        f"Authorization: Bearer {token('write')}",
     ]
     env = {
         **os.environ,
