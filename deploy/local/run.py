@@ -439,6 +439,11 @@ def main(argv: list[str] | None = None) -> int:
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--background", action="store_true", help="start detached (make up)")
     mode.add_argument("--down", action="store_true", help="stop the detached stack (make down)")
+    mode.add_argument(
+        "--tokens",
+        action="store_true",
+        help="only make (or keep) DIR/tokens.env and DIR/tokens.sha256, e.g. for deploy/compose",
+    )
     parser.add_argument("--dir", type=Path, default=Path(os.environ.get("KEEL_RUN_DIR", ".run")))
     parser.add_argument(
         "--customers", type=int, default=int(os.environ.get("KEEL_DEMO_CUSTOMERS", "300"))
@@ -447,6 +452,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     run_dir = args.dir.resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
+    if args.tokens:
+        env_file, hash_file = ensure_tokens(run_dir)
+        _say(f"tokens in {env_file} (mode 600), their hashes in {hash_file}")
+        return 0
     stack = Stack(run_dir, demo=not (args.down or args.background), tokens=not args.down)
     if args.down:
         return run_down(stack)
