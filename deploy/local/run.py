@@ -262,8 +262,8 @@ class Stack:
                 f"tokens         {self.tokens_env} (one per role; mode 600): "
                 f'. {self.tokens_env}; curl -H "Authorization: Bearer $KEEL_READ_TOKEN" '
                 f"{self.api}/customers/c-dup",
-                f"               the desk asks for a token once: {self.api}/desk/#token=<"
-                "$KEEL_AGENT_TOKEN> signs it in",
+                f"               desk sign-in: the agent token, or {self.api}/desk/"
+                "#token=$KEEL_AGENT_TOKEN",
             ]
         elif (self.env.get("KEEL_AUTH") or "on").strip().lower() == "off":
             auth = ["tokens         none: KEEL_AUTH=off, every port answers everyone"]
