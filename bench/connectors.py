@@ -35,6 +35,7 @@ from typing import Any
 import aiohttp
 import psycopg
 
+from bench.worker import auth_header, ensure_tokens
 from connectors.sources.demo_feed import Feed
 from connectors.sources.postgres_outbox import SCHEMA_SQL
 from deploy.local.postgres import Postgres
@@ -105,6 +106,7 @@ async def post_all(
         queue.put_nowait(item)
     latencies: list[float] = []
     accepted = 0
+    write = auth_header("write")  # KEEL_WRITE_TOKEN, which the ingest process accepts too
 
     async def client(session: aiohttp.ClientSession) -> None:
         nonlocal accepted
@@ -112,7 +114,7 @@ async def post_all(
             path, body, content_type = queue.get_nowait()
             began = time.perf_counter()
             async with session.post(
-                f"{url}{path}", data=body, headers={"Content-Type": content_type}
+                f"{url}{path}", data=body, headers={"Content-Type": content_type, **write}
             ) as resp:
                 answer = await resp.json()
                 if resp.status != 202:
@@ -220,6 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args(argv)
     logging.basicConfig(level="INFO", format="%(asctime)s %(message)s")
+    ensure_tokens()  # before the ingest starts: it inherits them
 
     work = Path(tempfile.mkdtemp(prefix="keel-bench-connectors-"))
     work.chmod(0o755)  # PostgreSQL runs as the `postgres` user when we are root

@@ -6,13 +6,16 @@ latency is from sending a request to having read its whole answer, over keep-ali
 connections. Half the requests ask by id, half by e-mail (the lookup goes through the e-mail
 reference table first). ::
 
-    python -m bench.query_load PLAN.json   # prints one JSON object
+    KEEL_READ_TOKEN=… python -m bench.query_load PLAN.json   # prints one JSON object
+
+The token comes from the environment, as a client has it after ``. .run/tokens.env``.
 """
 
 from __future__ import annotations
 
 import http.client
 import json
+import os
 import sys
 import threading
 import time
@@ -27,6 +30,7 @@ def worker(plan: dict, index: int, start: float, out: dict[str, list], errors: l
     host, port = plan["api_url"].removeprefix("http://").split(":")
     conn = http.client.HTTPConnection(host, int(port), timeout=10)
     keys = plan["customers"]
+    headers = {"Authorization": f"Bearer {os.environ['KEEL_READ_TOKEN']}"}
     per_thread = plan["rate"] / plan["threads"]
     total = int(per_thread * plan["duration_s"])
     offset = index / plan["rate"]
@@ -40,7 +44,7 @@ def worker(plan: dict, index: int, start: float, out: dict[str, list], errors: l
         path = f"/customers?email={urllib.parse.quote(email)}" if by_email else f"/customers/{cid}"
         sent = time.perf_counter()
         try:
-            conn.request("GET", path)
+            conn.request("GET", path, headers=headers)
             resp = conn.getresponse()
             resp.read()
             status = resp.status

@@ -2,12 +2,18 @@
 
 Each worker gets its own ``KEEL_APP_ID`` (consumer group), topic names, data dir and API port,
 so a benchmark never touches a running ``make run`` stack or another benchmark.
+
+Tokens as a user has them after ``. .run/tokens.env``: ``KEEL_READ_TOKEN`` …
+``KEEL_METRICS_TOKEN`` in the environment (:func:`ensure_tokens` makes them for the run if
+they are not set); the worker and connectors accept them, the clients here send them.
+They never go into the results file.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -26,10 +32,29 @@ ROOT = Path(__file__).resolve().parents[1]
 __all__ = ["BenchError", "KeelNames", "KeelWorker", "ROOT"]
 
 
-def http_get(url: str, timeout: float = 5.0) -> tuple[int, Any]:
-    """GET a JSON resource; (status, body); status 0 when nothing answered."""
+TOKEN_VARIABLES = tuple(
+    f"KEEL_{role}_TOKEN" for role in ("READ", "WRITE", "AGENT", "ADMIN", "METRICS")
+)
+
+
+def ensure_tokens() -> None:
+    """One random token per role in the environment, unless it has them already."""
+    for variable in TOKEN_VARIABLES:
+        os.environ.setdefault(variable, secrets.token_urlsafe(32))
+
+
+def auth_header(role: str) -> dict[str, str]:
+    """``Authorization: Bearer`` with the token of ``role`` (read, write, metrics, ...)."""
+    ensure_tokens()
+    return {"Authorization": f"Bearer {os.environ[f'KEEL_{role.upper()}_TOKEN']}"}
+
+
+def http_get(url: str, timeout: float = 5.0, role: str | None = None) -> tuple[int, Any]:
+    """GET a JSON resource with ``role``'s token (None: none); (status, body); status 0 when
+    nothing answered."""
+    request = urllib.request.Request(url, headers=auth_header(role) if role else {})
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:
+        with urllib.request.urlopen(request, timeout=timeout) as resp:
             status, body = resp.status, resp.read()
     except urllib.error.HTTPError as exc:
         status, body = exc.code, exc.read()
@@ -167,9 +192,11 @@ class KeelWorker:
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
         self.log_file = log_file
+        ensure_tokens()
         inherited = {k: v for k, v in os.environ.items() if not k.startswith("KEEL_")}
         self.env = {
             **inherited,
+            **{k: os.environ[k] for k in TOKEN_VARIABLES},
             **env,
             "KEEL_DATA_DIR": str(data_dir),
             "KEEL_API_PORT": str(port),
@@ -215,7 +242,8 @@ class KeelWorker:
         raise BenchError(f"worker not ready after {timeout:g}s; log:\n{self.tail()}")
 
     def get(self, path: str, timeout: float = 10.0) -> tuple[int, Any]:
-        return http_get(f"{self.url}{path}", timeout)
+        role = "metrics" if path.startswith("/metrics") else "read"
+        return http_get(f"{self.url}{path}", timeout, role)
 
     def rss(self) -> int:
         return tree_rss(self.pid)

@@ -46,6 +46,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from connectors import metrics
 from connectors.settings import ConfigError, ConnectorSettings
 from streams import logs
+from streams.auth import AuthConfig, status_role
 
 if TYPE_CHECKING:
     from connectors.publisher import Publisher
@@ -388,11 +389,14 @@ class StatusServer:
     """``/healthz`` and ``/metrics`` on a port of their own, for connectors without a web app.
 
     A thread of the connector process; ``/healthz`` is 200 while the process lives and says
-    what ``status()`` reports (e.g. whether this outbox instance is the leader).
+    what ``status()`` reports (e.g. whether this outbox instance is the leader), to anyone;
+    ``/metrics`` needs a token with the metrics role unless ``auth`` says it is public.
     """
 
-    def __init__(self, bind: str, port: int, status: Callable[[], dict[str, Any]]) -> None:
-        handler = _status_handler(status)
+    def __init__(
+        self, bind: str, port: int, status: Callable[[], dict[str, Any]], auth: AuthConfig
+    ) -> None:
+        handler = _status_handler(status, auth)
         try:
             self._server = ThreadingHTTPServer((bind, port), handler)
         except OSError as exc:
@@ -415,11 +419,17 @@ class StatusServer:
         self._server.server_close()
 
 
-def _status_handler(status: Callable[[], dict[str, Any]]) -> type[BaseHTTPRequestHandler]:
+def _status_handler(
+    status: Callable[[], dict[str, Any]], auth: AuthConfig
+) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 - http.server's naming
             path = self.path.split("?", 1)[0]
-            if path == "/metrics":
+            refusal = auth.authorize(self.headers.get("Authorization"), status_role(path))
+            if refusal is not None:
+                answer = json.dumps(refusal.body()).encode()
+                self._send(refusal.status, answer, "application/json", refusal.headers())
+            elif path == "/metrics":
                 self._send(200, generate_latest(), CONTENT_TYPE_LATEST)
             elif path == "/healthz":
                 body = {"status": "ok", **status()}
@@ -428,8 +438,12 @@ def _status_handler(status: Callable[[], dict[str, Any]]) -> type[BaseHTTPReques
                 body = {"error": f"no such resource {path}; try /healthz or /metrics"}
                 self._send(404, json.dumps(body).encode(), "application/json")
 
-        def _send(self, code: int, body: bytes, content_type: str) -> None:
+        def _send(
+            self, code: int, body: bytes, content_type: str, headers: dict[str, str] | None = None
+        ) -> None:
             self.send_response(code)
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
@@ -463,4 +477,7 @@ def load_settings(name: str) -> ConnectorSettings:
         print(f"keel {name}: configuration error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     logs.configure(settings.keel.log_level, settings.keel.log_format)
+    log.info("keel %s: %s", name, settings.auth.describe())
+    for warning in settings.auth.warnings(settings.bind):
+        log.warning("keel %s: %s", name, warning)
     return settings

@@ -16,6 +16,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from streams.auth import AuthConfig
 from streams.config import VARIABLES, ConfigError, Settings, Topics
 
 __all__ = ["ConfigError", "ConnectorSettings", "INPUT_KINDS", "InputKind"]
@@ -55,6 +56,7 @@ class ConnectorSettings:
     """What the connectors read from the environment (see README's configuration)."""
 
     keel: Settings
+    auth: AuthConfig
     postgres_url: str
     bind: str
     ingest_port: int
@@ -86,6 +88,7 @@ class ConnectorSettings:
 
         return cls(
             keel=keel,
+            auth=AuthConfig.from_env(env),
             postgres_url=get("POSTGRES_URL"),
             bind=get("KEEL_CONNECTOR_BIND"),
             ingest_port=_int("KEEL_INGEST_PORT", get("KEEL_INGEST_PORT"), 1, 65535),

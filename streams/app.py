@@ -16,6 +16,9 @@ Settings that matter for correctness, not just speed:
   partitions move to the others after at most that long.
 - ``canonical_url`` must be reachable by the other workers: ``table_route`` forwards
   queries for keys this worker does not own to that URL.
+- every request to the web server passes streams/auth.py's check first (one aiohttp
+  middleware, the role per path in ``auth.worker_role``), forwarded ones included: a worker
+  forwards the caller's token and the owner checks it again.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import faust
 import orjson
 from faust.serializers import codecs
 
-from streams import tuning
+from streams import auth, tuning
 from streams.config import Settings
 
 
@@ -41,6 +44,7 @@ class _OrjsonCodec(codecs.Codec):
 codecs.register("orjson", _OrjsonCodec())
 
 settings = Settings.from_env()
+auth_config = auth.AuthConfig.from_env()
 
 
 def _broker_url(bootstrap: str) -> str:
@@ -58,6 +62,9 @@ app = faust.App(
     topic_allow_declare=True,
     table_standby_replicas=settings.standby_replicas,
     web_enabled=True,
+    web_application_options={
+        "middlewares": [auth.middleware(auth_config, auth.worker_role, auth.sse_path)]
+    },
     web_bind=settings.api_bind,
     web_port=settings.api_port,
     web_host=settings.api_bind,

@@ -16,12 +16,18 @@ import logging
 import sys
 
 from streams import tuning
+from streams.auth import AuthConfig
 from streams.config import ConfigError, Settings
 from streams.logs import configure as configure_logging
 
 
-def _worker(settings: Settings) -> int:
+def _worker(settings: Settings, auth: AuthConfig) -> int:
     from streams.admin import TopicError, ensure_topics
+
+    log = logging.getLogger("keel")
+    log.info("%s", auth.describe())
+    for warning in auth.warnings(settings.api_bind):
+        log.warning("%s", warning)
 
     try:
         created = ensure_topics(settings)
@@ -29,7 +35,7 @@ def _worker(settings: Settings) -> int:
         print(f"keel: {exc}", file=sys.stderr)
         return 2
     if created:
-        logging.getLogger("keel").info("created topics: %s", ", ".join(created))
+        log.info("created topics: %s", ", ".join(created))
 
     from faust import Worker
 
@@ -90,12 +96,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         settings = Settings.from_env()
+        auth = AuthConfig.from_env()
     except ConfigError as exc:
         print(f"keel: configuration error: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level, settings.log_format)
     if args.command == "worker":
-        return _worker(settings)
+        return _worker(settings, auth)
     return _deadletters(settings, args)
 
 

@@ -1,15 +1,18 @@
 """``POST /customers/{customer_id}/commands``: a desk agent's command, published to commands.v1.
 
     curl -s -XPOST 127.0.0.1:6066/customers/c-dup/commands -H 'X-Keel-Agent: rep-7' \\
+      -H "Authorization: Bearer $KEEL_AGENT_TOKEN" \\
       -d '{"command_id": "8c1d…", "type": "CANCEL_ORDER", "order_id": "o-dup-2",
            "reason": "duplicate of o-dup-1, customer confirmed"}'
     # 202 {"command_id": "8c1d…"}
 
-Routed like the query API (streams/views.py): the worker owning the customer's partition
-answers, because only it has the customer's stored state to check the command against
-(streams/commands.py). It publishes the command as a ``DeskCommand`` (Avro single-object
-encoding) through the worker's one producer (streams/emit.py), keyed by its target, and answers
-202 only after Kafka acknowledged it; a refusal (4xx) publishes nothing.
+Needs a token with the agent role (streams/auth.py); a forwarded command carries the
+caller's token and the owner checks it again. Routed like the query API (streams/views.py):
+the worker owning the customer's partition answers, because only it has the customer's stored
+state to check the command against (streams/commands.py). It publishes the command as a
+``DeskCommand`` (Avro single-object encoding) through the worker's one producer
+(streams/emit.py), keyed by its target, and answers 202 only after Kafka acknowledged it; a
+refusal (4xx) publishes nothing.
 
 Idempotent per worker: the last :data:`REMEMBERED` command ids published here are kept (and a
 request for an id being published right now waits for that one), so a retried request is
@@ -46,7 +49,9 @@ from streams.views import (
     _is_me,
     _json,
     _warn_unreachable,
+    forward_headers,
     owner_url,
+    passed_on,
 )
 
 log = logging.getLogger(__name__)
@@ -142,7 +147,7 @@ async def _publish(command: dict[str, Any]) -> None:
 async def _forward_post(web: View, request: Request, owner: URL, body: bytes) -> Response:
     """POST the request on to the customer's owner and pass its answer back; 503 if it is gone."""
     target = f"{str(owner).rstrip('/')}{request.rel_url}"
-    headers = {FORWARDED_HEADER: str(app.conf.canonical_url), "Content-Type": "application/json"}
+    headers = {**forward_headers(request), "Content-Type": "application/json"}
     agent = request.headers.get(AGENT_HEADER)
     if agent is not None:
         headers[AGENT_HEADER] = agent
@@ -151,12 +156,8 @@ async def _forward_post(web: View, request: Request, owner: URL, body: bytes) ->
             target, data=body, headers=headers, timeout=FORWARD_TIMEOUT_POST
         ) as resp:
             answer = await resp.read()
-            retry = resp.headers.get("Retry-After")
             return web.bytes(
-                answer,
-                content_type=resp.content_type,
-                status=resp.status,
-                headers={"Retry-After": retry} if retry else None,
+                answer, content_type=resp.content_type, status=resp.status, headers=passed_on(resp)
             )
     except (TimeoutError, aiohttp.ClientError) as exc:
         _warn_unreachable(owner, exc)

@@ -16,6 +16,15 @@ The page finds a customer through the query API (streams/views.py: ``/customers/
 once at connect and then after every change, within a batch of being stored
 (streams/live.py). A slow client gets the latest state, not a backlog.
 
+Tokens (streams/auth.py): the page, its static files and config.json are open (they say
+nothing about a customer); the console asks for a token once (a login field, or
+``/desk/#token=…``: a URL fragment never reaches a server or its logs), keeps it in
+sessionStorage and sends it as ``Authorization: Bearer`` on every lookup and command. An
+EventSource cannot send headers, so the console also sets it as the cookie ``keel_token``
+(``Path=/desk/customers/; SameSite=Strict``), which only the live stream accepts: it is a
+GET that changes nothing, and a cross-site page can neither send the cookie (SameSite) nor
+read a stream it opens (no CORS). A forwarded stream carries the token as a header.
+
 Several workers: the stream is served by the worker owning the customer's partition, because
 only it sees the changes. Another worker asked for it forwards the request there and passes
 the bytes on, like the query API does (streams/views.py); a forwarded request is never
@@ -53,7 +62,14 @@ from streams.signals import (
 )
 from streams.state import view
 from streams.tables import customers
-from streams.views import FORWARDED_HEADER, _error, _is_me, owner_url
+from streams.views import (
+    FORWARDED_HEADER,
+    _error,
+    _is_me,
+    forward_headers,
+    owner_url,
+    passed_on,
+)
 
 log = logging.getLogger(__name__)
 
@@ -231,7 +247,7 @@ async def customer_events(web: View, request: Request, customer_id: str) -> Any:
 async def _forward_stream(web: View, request: Request, owner: URL, customer_id: str) -> Any:
     """Pass the owner's stream for ``customer_id`` through, until it or the client ends."""
     target = f"{str(owner).rstrip('/')}/desk/customers/{quote(customer_id, safe='')}/events"
-    headers = {FORWARDED_HEADER: str(app.conf.canonical_url)}
+    headers = forward_headers(request)  # the caller's token too, from its cookie or header
     try:
         sub = live.hub.subscribe(customer_id)  # only to be ended with the others
     except live.TooManySubscribers as exc:
@@ -247,7 +263,7 @@ async def _forward_stream(web: View, request: Request, owner: URL, customer_id: 
                         await upstream.read(),
                         content_type=upstream.content_type,
                         status=upstream.status,
-                        headers=_retry_after(upstream),
+                        headers=passed_on(upstream),
                     )
                 resp = await _open(request)
                 await _pipe(upstream, resp, sub)
@@ -262,11 +278,6 @@ async def _forward_stream(web: View, request: Request, owner: URL, customer_id: 
         except ConnectionResetError:
             pass  # the page went away
     return resp if resp is not None else _error(web, 503, "the connection closed early")
-
-
-def _retry_after(upstream: aiohttp.ClientResponse) -> dict[str, str] | None:
-    retry = upstream.headers.get("Retry-After")
-    return {"Retry-After": retry} if retry else None
 
 
 async def _pipe(

@@ -16,22 +16,27 @@ while workers come and go (seen with faust-streaming 0.15):
 - two workers with different views of the assignment (one has seen a rebalance, the other
   not yet) would forward a request back and forth. Here a forwarded request carries
   :data:`FORWARDED_HEADER` and is never forwarded again: the receiver answers or says 503.
+
+A forward is no way around authentication (streams/auth.py): it carries the caller's own
+token, and the owner checks it like any request, so it answers 401/403 exactly as the first
+worker would have. :data:`FORWARDED_HEADER` grants nothing.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from typing import Any, cast
 from urllib.parse import quote
 
 import aiohttp
 import orjson
+from aiohttp import web as aioweb
 from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from yarl import URL
 
-from streams import health, tables
+from streams import auth, health, tables
 from streams.app import app
 from streams.identity import normalize_email, normalize_phone
 from streams.join import EMAIL, ORDER, PHONE
@@ -98,17 +103,35 @@ def _warn_unreachable(owner: URL, exc: BaseException) -> None:
         )
 
 
-async def _forward(web: View, owner: URL, path_qs: str) -> Response:
+def forward_headers(request: Request) -> dict[str, str]:
+    """Headers of a request forwarded to the owning worker: who forwards it, and the
+    caller's token (from its Authorization header or the desk's cookie), checked there again."""
+    headers = {FORWARDED_HEADER: str(app.conf.canonical_url)}
+    token = cast(aioweb.Request, request).get(auth.TOKEN_KEY)
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    return headers
+
+
+PASSED_ON = ("Retry-After", "WWW-Authenticate")
+"""Headers of the owner's answer that the forwarding worker hands its caller unchanged."""
+
+
+def passed_on(resp: aiohttp.ClientResponse) -> dict[str, str] | None:
+    """The owner's :data:`PASSED_ON` headers (its 401's challenge, its 503's Retry-After)."""
+    found = {name: resp.headers[name] for name in PASSED_ON if name in resp.headers}
+    return found or None
+
+
+async def _forward(web: View, request: Request, owner: URL, path_qs: str) -> Response:
     """GET ``path_qs`` from ``owner`` and pass its answer on; 503 if it cannot be reached."""
     target = f"{str(owner).rstrip('/')}{path_qs}"
-    headers = {FORWARDED_HEADER: str(app.conf.canonical_url)}
+    headers = forward_headers(request)
     try:
         async with app.http_client.get(target, headers=headers, timeout=FORWARD_TIMEOUT) as resp:
             body = await resp.read()
-            retry = resp.headers.get("Retry-After")
-            passed = {"Retry-After": retry} if retry else None
             return web.bytes(
-                body, content_type=resp.content_type, status=resp.status, headers=passed
+                body, content_type=resp.content_type, status=resp.status, headers=passed_on(resp)
             )
     except (TimeoutError, aiohttp.ClientError) as exc:
         _warn_unreachable(owner, exc)
@@ -132,7 +155,7 @@ async def _route(web: View, request: Request, table: Any, key: str) -> Response 
         # seen different assignments, i.e. a rebalance is under way. Forwarding on could
         # send the request back and forth.
         return _error(web, 503, "workers are rebalancing partitions; try again shortly")
-    return await _forward(web, owner, str(request.rel_url))
+    return await _forward(web, request, owner, str(request.rel_url))
 
 
 def _local_customer(web: View, customer_id: str) -> Response:
@@ -176,7 +199,7 @@ async def find_customer(web: View, request: Request) -> Response:
         return _error(web, 503, "partition assignment in progress; try again shortly")
     if _is_me(owner):
         return _local_customer(web, customer_id)
-    return await _forward(web, owner, f"/customers/{quote(customer_id, safe='')}")
+    return await _forward(web, request, owner, f"/customers/{quote(customer_id, safe='')}")
 
 
 @app.page("/healthz")

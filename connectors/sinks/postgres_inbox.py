@@ -163,7 +163,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     sink = InboxSink(settings.inbox_postgres_url, dead_letters, topics.commands)
     try:
-        status = StatusServer(settings.bind, settings.inbox_port, sink.status).start()
+        status = StatusServer(
+            settings.bind, settings.inbox_port, sink.status, settings.auth
+        ).start()
     except ConnectorError as exc:
         log.error("%s", exc)
         return 1

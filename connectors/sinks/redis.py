@@ -200,7 +200,9 @@ def main(argv: list[str] | None = None) -> int:
     stopper = Stopper().install()
     sink = RedisSink.from_url(settings.keel.redis_url, settings.keel.topics.state)
     try:
-        status = StatusServer(settings.bind, settings.redis_sink_port, sink.status).start()
+        status = StatusServer(
+            settings.bind, settings.redis_sink_port, sink.status, settings.auth
+        ).start()
     except ConnectorError as exc:
         log.error("%s", exc)
         return 1

@@ -176,7 +176,9 @@ def main(argv: list[str] | None = None) -> int:
         topics.commands,
     )
     try:
-        status = StatusServer(settings.bind, settings.webhook_port, sink.status).start()
+        status = StatusServer(
+            settings.bind, settings.webhook_port, sink.status, settings.auth
+        ).start()
     except ConnectorError as exc:
         log.error("%s", exc)
         return 1

@@ -273,9 +273,10 @@ def main(argv: list[str] | None = None) -> int:
         f"at {args.rate:g}/s; try, while it runs:",
         flush=True,
     )
+    auth = '-H "Authorization: Bearer $KEEL_READ_TOKEN" '  # after `. .run/tokens.env`
     for cid in ("c-dup", "c-late", "c-lost", "c-again", "c-0001"):
-        print(f"  curl -s {args.api}/customers/{cid}", flush=True)
-    print(f"  curl -s '{args.api}/customers?email=<an address>'", flush=True)
+        print(f"  curl -s {auth}{args.api}/customers/{cid}", flush=True)
+    print(f"  curl -s {auth}'{args.api}/customers?email=<an address>'", flush=True)
     batch = max(1, int(args.rate))
     records = list(encoded(items, settings))
     try:

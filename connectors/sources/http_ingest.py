@@ -10,10 +10,15 @@ comes only after Kafka acknowledged every record; a Kafka that does not acknowle
 is a 503 (retry the request: events keep their ids, keel applies each id once).
 
 Whatever a client sends, the answer is JSON and never a 5xx caused by the input. Also served:
-``/openapi.json`` (generated from the Avro schemas), ``/healthz``, ``/metrics``::
+``/openapi.json`` (generated from the Avro schemas), ``/healthz``, ``/metrics``.
+
+Posting needs a token with the write role, ``/metrics`` one with the metrics role
+(streams/auth.py; checked before the body is read); ``/healthz`` and ``/openapi.json`` are
+open::
 
     $ python -m connectors.sources.http_ingest          # port KEEL_INGEST_PORT (8088)
-    $ curl -s -XPOST 127.0.0.1:8088/events/orders -d @order.json
+    $ curl -s -XPOST 127.0.0.1:8088/events/orders -H "Authorization: Bearer $KEEL_WRITE_TOKEN" \\
+        -d @order.json
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from connectors.base import OutRecord, Unavailable, load_settings
 from connectors.openapi import NDJSON, openapi_document
 from connectors.publisher import DELIVERY_TIMEOUT_MS, Publisher
 from connectors.settings import ConnectorSettings, InputKind
+from streams import auth
 from streams.codec import CodecError, get_codec
 from streams.jsonconv import JsonFieldError, from_json
 
@@ -124,11 +130,16 @@ class Ingest:
                 [(k.path, k.record, k.topic, k.key_field) for k in self.kinds.values()],
                 self.codec,
                 self.max_bytes,
+                secured=settings.auth.enabled,
+                metrics_public=settings.auth.metrics_public,
             )
         )
 
     def app(self) -> web.Application:
-        app = web.Application(middlewares=[_json_errors], client_max_size=self.max_bytes + 1)
+        app = web.Application(
+            middlewares=[_json_errors, auth.middleware(self.settings.auth, auth.ingest_role)],
+            client_max_size=self.max_bytes + 1,
+        )
         app.router.add_post("/events/{kind}", self.post_events)
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/metrics", self.metrics)

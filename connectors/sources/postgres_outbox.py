@@ -254,7 +254,9 @@ def main(argv: list[str] | None = None) -> int:
     stopper = Stopper().install()
     source = OutboxSource(settings)
     try:
-        status = StatusServer(settings.bind, settings.outbox_port, source.status).start()
+        status = StatusServer(
+            settings.bind, settings.outbox_port, source.status, settings.auth
+        ).start()
     except ConnectorError as exc:
         log.error("%s", exc)
         return 1

@@ -10,6 +10,13 @@
   in ``.run/`` (``KEEL_RUN_DIR``).
 - ``--down`` (`make down`): stops what ``--background`` started, connectors first.
 
+Tokens (README "Security"): on first start one token per role is made and written to
+``.run/tokens.env`` (mode 600, shell lines ``KEEL_READ_TOKEN=…``; ``. .run/tokens.env`` and
+``curl -H "Authorization: Bearer $KEEL_READ_TOKEN" …``), their SHA-256 hashes to
+``.run/tokens.sha256``, which every process reads as ``KEEL_AUTH_TOKENS_FILE``. Later starts
+reuse them; delete both files to get new ones. Nothing is made with ``KEEL_AUTH=off`` or a
+``KEEL_AUTH_TOKENS_FILE`` of your own.
+
 Ports come from the same variables the processes read (``KEEL_KAFKA_PORT``,
 ``KEEL_REDIS_PORT``, ``KEEL_POSTGRES_PORT``, ``KEEL_API_PORT``, ``KEEL_INGEST_PORT``,
 ``KEEL_OUTBOX_PORT``, ``KEEL_REDIS_SINK_PORT``), so the printed URLs are the ones that answer.
@@ -18,7 +25,9 @@ Ports come from the same variables the processes read (``KEEL_KAFKA_PORT``,
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -81,11 +90,62 @@ def _port(variable: str, default: int) -> int:
 
 
 DEMO_WEBHOOK_SECRET = "keel-demo-webhook-secret"
+ROLES = ("read", "write", "agent", "admin", "metrics")  # streams/auth.py's, one token each
+
+
+def ensure_tokens(run_dir: Path) -> tuple[Path, Path]:
+    """(tokens.env, tokens.sha256) in ``run_dir``: made once, one random token per role.
+
+    tokens.env holds the tokens for people and clients (mode 600); tokens.sha256 only their
+    hashes, in the ``KEEL_AUTH_TOKENS_FILE`` format, for the processes. Standard library
+    only (``make down`` may run before the .venv exists).
+    """
+    env_file, hash_file = run_dir / "tokens.env", run_dir / "tokens.sha256"
+    tokens = _read_tokens(env_file)
+    if set(tokens) != {f"KEEL_{role.upper()}_TOKEN" for role in ROLES}:
+        tokens = {f"KEEL_{role.upper()}_TOKEN": secrets.token_urlsafe(32) for role in ROLES}
+        lines = [
+            "# keel's local tokens, one per role; made by `make run`/`make up` on first start.",
+            '# . .run/tokens.env; curl -H "Authorization: Bearer $KEEL_READ_TOKEN" '
+            "http://127.0.0.1:6066/customers/c-dup",
+            *(f"{name}={token}" for name, token in tokens.items()),
+        ]
+        _write_private(env_file, "\n".join(lines) + "\n")
+    else:
+        env_file.chmod(0o600)  # kept, but never left readable by others
+    hashes = [
+        "# sha256:<hex> role name -- the hashes of tokens.env (KEEL_AUTH_TOKENS_FILE)",
+        *(
+            f"sha256:{hashlib.sha256(token.encode()).hexdigest()} "
+            f"{name.removeprefix('KEEL_').removesuffix('_TOKEN').lower()} local-{name}"
+            for name, token in tokens.items()
+        ),
+    ]
+    _write_private(hash_file, "\n".join(hashes) + "\n")
+    return env_file, hash_file
+
+
+def _read_tokens(env_file: Path) -> dict[str, str]:
+    try:
+        text = env_file.read_text()
+    except FileNotFoundError:
+        return {}
+    pairs = (line.split("=", 1) for line in text.splitlines() if "=" in line)
+    return {k.strip(): v.strip() for k, v in pairs if not k.lstrip().startswith("#")}
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` readable by its owner only, from the first byte on."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # an older file keeps its mode through O_CREAT
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
 
 
 class Stack:
-    def __init__(self, run_dir: Path, demo: bool = False) -> None:
-        """``demo``: the foreground stack, with the simulated shop the webhook calls."""
+    def __init__(self, run_dir: Path, demo: bool = False, tokens: bool = True) -> None:
+        """``demo``: the foreground stack, with the simulated shop the webhook calls;
+        ``tokens``: make (or reuse) the local tokens (not for stopping it)."""
         self.run_dir = run_dir
         self.kafka_port = _port("KEEL_KAFKA_PORT", 9092)
         self.redis_port = _port("KEEL_REDIS_PORT", 6379)
@@ -126,8 +186,15 @@ class Stack:
             self.connectors.append(
                 Connector("webhook", "connectors.sinks.webhook", _port("KEEL_WEBHOOK_PORT", 8092))
             )
+        self.tokens_env: Path | None = None
+        auth_env: dict[str, str] = {}
+        auth_off = (os.environ.get("KEEL_AUTH") or "on").strip().lower() == "off"
+        if tokens and not auth_off and not os.environ.get("KEEL_AUTH_TOKENS_FILE"):
+            self.tokens_env, hash_file = ensure_tokens(run_dir)
+            auth_env = {"KEEL_AUTH_TOKENS_FILE": str(hash_file)}
         self.env = {
             **webhook_env,
+            **auth_env,
             **os.environ,
             "KAFKA_BOOTSTRAP": self.kafka.bootstrap,
             "REDIS_URL": self.redis.url,
@@ -199,7 +266,22 @@ class Stack:
     def hints(self) -> list[str]:
         url = {c.name: c.url for c in self.connectors}
         ingest, outbox, sink = url["http-ingest"], url["postgres-outbox"], url["redis-sink"]
+        if self.tokens_env is not None:
+            auth = [
+                f"tokens         {self.tokens_env} (one per role; mode 600): "
+                f'. {self.tokens_env}; curl -H "Authorization: Bearer $KEEL_READ_TOKEN" '
+                f"{self.api}/customers/c-dup",
+                f"               desk sign-in: the agent token, or {self.api}/desk/"
+                "#token=$KEEL_AGENT_TOKEN",
+            ]
+        elif (self.env.get("KEEL_AUTH") or "on").strip().lower() == "off":
+            auth = ["tokens         none: KEEL_AUTH=off, every port answers everyone"]
+        else:
+            auth = [
+                f"tokens         from KEEL_AUTH_TOKENS_FILE={self.env['KEEL_AUTH_TOKENS_FILE']}"
+            ]
         lines = [
+            *auth,
             f"query API      {self.api}/customers/<id>  (metrics {self.api}/metrics)",
             f"desk console   {self.api}/desk/",
             f"HTTP ingest    POST {ingest}/events/orders|shipments|contacts"
@@ -366,6 +448,11 @@ def main(argv: list[str] | None = None) -> int:
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--background", action="store_true", help="start detached (make up)")
     mode.add_argument("--down", action="store_true", help="stop the detached stack (make down)")
+    mode.add_argument(
+        "--tokens",
+        action="store_true",
+        help="only make (or keep) DIR/tokens.env and DIR/tokens.sha256, e.g. for deploy/compose",
+    )
     parser.add_argument("--dir", type=Path, default=Path(os.environ.get("KEEL_RUN_DIR", ".run")))
     parser.add_argument(
         "--customers", type=int, default=int(os.environ.get("KEEL_DEMO_CUSTOMERS", "300"))
@@ -374,7 +461,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     run_dir = args.dir.resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
-    stack = Stack(run_dir, demo=not (args.down or args.background))
+    if args.tokens:
+        env_file, hash_file = ensure_tokens(run_dir)
+        _say(f"tokens in {env_file} (mode 600), their hashes in {hash_file}")
+        return 0
+    stack = Stack(run_dir, demo=not (args.down or args.background), tokens=not args.down)
     if args.down:
         return run_down(stack)
     if args.background:

@@ -1,6 +1,12 @@
 // keel service desk: find a customer with the query API, then follow them live over
 // Server-Sent Events (/desk/customers/{id}/events). Plain JavaScript, no framework, no
 // downloads. Everything shown is built with textContent, never innerHTML.
+//
+// Access token (streams/auth.py): asked once (the sign-in form, or /desk/#token=... — a URL
+// fragment never reaches a server or its logs), kept in sessionStorage, sent as
+// `Authorization: Bearer` on every lookup and command. An EventSource cannot send headers,
+// so the token is also the cookie keel_token (Path=/desk/customers/, SameSite=Strict), which
+// only the live stream accepts.
 "use strict";
 
 const desk = {
@@ -16,6 +22,7 @@ const desk = {
   renders: 0,
   liveHistory: [],     // every change of the live indicator, oldest first
   actions: {},         // "order:o-1" / "contact:k-1" -> the command form's state (survives redraws)
+  pending: null,       // [kind, q] of a search that waits for a sign-in
 };
 window.keelDesk = desk;  // for the browser tests and for curious people in the console
 
@@ -82,6 +89,48 @@ function setLive(mode) {
   $("live-text").textContent = { on: "live", reconnecting: "reconnecting…", idle: "not connected" }[mode];
 }
 
+// -- the access token ------------------------------------------------------------------------
+
+const TOKEN_KEY = "keel.token";
+const COOKIE = "keel_token";
+
+function token() { return sessionStorage.getItem(TOKEN_KEY) || ""; }
+
+function setToken(value) {
+  value = (value || "").trim();
+  const attrs = `; Path=/desk/customers/; SameSite=Strict${location.protocol === "https:" ? "; Secure" : ""}`;
+  if (value) {
+    sessionStorage.setItem(TOKEN_KEY, value);
+    document.cookie = `${COOKIE}=${encodeURIComponent(value)}${attrs}`;
+  } else {
+    sessionStorage.removeItem(TOKEN_KEY);
+    document.cookie = `${COOKIE}=${attrs}; Max-Age=0`;
+  }
+  $("signout").hidden = !value;
+}
+
+function authHeaders(extra) {
+  const t = token();
+  return t ? { ...extra, Authorization: `Bearer ${t}` } : { ...extra };
+}
+
+function askForToken(text) {
+  $("signin-why").textContent = text;
+  $("signin").hidden = false;
+  $("token").focus();
+}
+
+function signIn(value) {
+  setToken(value);
+  $("token").value = "";
+  $("signin").hidden = true;
+  say("");
+  const pending = desk.pending;
+  desk.pending = null;
+  if (pending) search(...pending);
+  else if (desk.customerId) connect();
+}
+
 // -- search ----------------------------------------------------------------------------------
 
 function say(text) {
@@ -100,7 +149,7 @@ async function lookup(kind, q) {
   const url = kind === "customer"
     ? `/customers/${encodeURIComponent(q)}`
     : `/customers?${kind}=${encodeURIComponent(q)}`;
-  const resp = await fetch(url, { headers: { Accept: "application/json" } });
+  const resp = await fetch(url, { headers: authHeaders({ Accept: "application/json" }) });
   let body = null;
   try { body = await resp.json(); } catch (e) { /* not JSON: reported below */ }
   return { status: resp.status, body };
@@ -127,6 +176,15 @@ async function search(kind, q) {
       show(found);
       follow(found.customer_id);
       history.replaceState(null, "", `?customer=${encodeURIComponent(found.customer_id)}`);
+    } else if (last.status === 401) {
+      say("");
+      desk.pending = [kind, q];
+      askForToken(token() ? "keel does not know this token (any more): sign in with another one."
+                          : "keel needs an access token to show customers.");
+    } else if (last.status === 403) {
+      say("This token may not read customers (403): sign in with one that has the read or agent role.");
+      desk.pending = [kind, q];
+      askForToken("This token may not read customers.");
     } else if (last.status === 404) {
       say(`No customer found for ${tries.map((k) => KIND_NAME[k]).join(" or ")} “${q}”.`);
     } else if (last.status === 503) {
@@ -391,7 +449,7 @@ async function sendCommand(key, target) {
   try {
     const resp = await fetch(`/customers/${encodeURIComponent(customerId)}/commands`, {
       method: "POST",
-      headers: { "Content-Type": "application/json", "X-Keel-Agent": agent },
+      headers: authHeaders({ "Content-Type": "application/json", "X-Keel-Agent": agent }),
       body: JSON.stringify(body),
     });
     status = resp.status;
@@ -409,6 +467,7 @@ async function sendCommand(key, target) {
     st.result = { ok: false, status, text: status === 503 ? `keel is busy (${error}); send again.`
                                                          : `Refused (${status}): ${error}` };
     if (status !== 503) st.commandId = null;  // a corrected command is a new command
+    if (status === 401) askForToken("Sign in again to send commands.");
   }
   desk.commandsSent = (desk.commandsSent || 0) + 1;
   redraw();
@@ -457,6 +516,25 @@ function tick() {
 // -- start -----------------------------------------------------------------------------------
 
 async function start() {
+  const fragment = new URLSearchParams(location.hash.slice(1));
+  if (fragment.get("token")) {  // /desk/#token=...: taken once, then out of the address bar
+    setToken(fragment.get("token"));
+    history.replaceState(null, "", location.pathname + location.search);
+  } else {
+    setToken(token());  // the cookie again, for this tab's token
+  }
+  $("signin-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    if ($("token").value.trim()) signIn($("token").value);
+  });
+  $("signout").addEventListener("click", () => {
+    setToken("");
+    stopFollowing();
+    $("customer").hidden = true;
+    desk.shown = null;
+    askForToken("Signed out. Sign in with an access token to show customers.");
+  });
+  if (!token()) askForToken("keel needs an access token to show customers.");
   try {
     const resp = await fetch("/desk/config.json");
     if (resp.ok) desk.config = await resp.json();

@@ -16,7 +16,9 @@ import pytest
 from deploy.local.postgres import Postgres
 from deploy.local.stack import Kafka, free_port
 from tests.integration.connectors_harness import Processes
-from tests.integration.harness import Departments, Worker
+from tests.integration.harness import Departments, Worker, ensure_tokens
+
+ensure_tokens()  # before any process starts: each inherits them (see harness.py)
 
 
 @pytest.fixture(scope="session")

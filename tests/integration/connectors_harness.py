@@ -16,7 +16,7 @@ import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tests.integration.harness import http_get, wait_for
+from tests.integration.harness import bearer, http_get, wait_for
 
 if TYPE_CHECKING:
     from deploy.local.postgres import Postgres
@@ -66,7 +66,7 @@ class ConnectorProcess:
             return "(no log)"
 
     def metrics(self) -> str:
-        status, body = http_get(f"{self.url}/metrics")
+        status, body = http_get(f"{self.url}/metrics", role="metrics")
         assert status == 200, status
         return str(body)
 
@@ -92,9 +92,13 @@ class ConnectorProcess:
             self.proc.wait(10)
 
 
-def post(url: str, body: bytes, content_type: str | None = None) -> tuple[int, Any]:
-    """POST ``body``; (status, parsed JSON) — JSON errors included, as a client sees them."""
+def post(
+    url: str, body: bytes, content_type: str | None = None, role: str | None = "write"
+) -> tuple[int, Any]:
+    """POST ``body`` with ``role``'s token (None: none); (status, parsed JSON) — JSON errors
+    included, as a client sees them."""
     headers = {"Content-Type": content_type} if content_type else {}
+    headers.update(bearer(role))
     request = urllib.request.Request(url, data=body, headers=headers, method="POST")
     try:
         with urllib.request.urlopen(request, timeout=60) as resp:

@@ -17,7 +17,7 @@ from pathlib import Path
 from deploy.local.stack import Kafka, free_port
 from tests.builders import contact, order, shipment
 from tests.integration.browser import chromium
-from tests.integration.harness import ROOT, Departments, Worker, wait_for
+from tests.integration.harness import ROOT, Departments, Worker, ensure_tokens, token, wait_for
 
 MINUTE = 60_000
 HOUR = 60 * MINUTE
@@ -88,6 +88,7 @@ def shoot(
 
 def main(out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
+    ensure_tokens()  # the worker inherits them; the page gets the agent's in its URL fragment
     with tempfile.TemporaryDirectory(prefix="keel-shots-") as tmp:
         base = Path(tmp)
         kafka = Kafka(base / "kafka", port=free_port(), log_file=base / "kafka.log")
@@ -103,7 +104,7 @@ def main(out: Path) -> None:
 
             wait_for("the story's state", complete)
             for name, width, height, script in SHOTS:
-                url = f"{worker.url}/desk/?customer={CUSTOMER}"
+                url = f"{worker.url}/desk/?customer={CUSTOMER}#token={token('agent')}"
                 shoot(url, out / name, width, height, base / f"profile-{name}", script)
                 print(out / name)
         finally:

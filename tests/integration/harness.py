@@ -2,12 +2,19 @@
 
 Everything here talks to keel the way its users do: Avro records produced to the input
 topics, HTTP GETs on the query API, records read back from customer-state.v1.
+
+Tokens, too: like someone who ran ``. .run/tokens.env``, the test session has one token per
+role in ``KEEL_READ_TOKEN`` … ``KEEL_METRICS_TOKEN`` (:func:`ensure_tokens`, made once per
+session unless already set). Every worker and connector the tests start inherits them, the
+way a deployment hands them over, and the clients here send them as ``Authorization:
+Bearer``: the read token for the query API, the metrics token for ``/metrics``.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -45,10 +52,35 @@ def wait_for(
     raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
 
 
-def http_get(url: str, timeout: float = 10.0) -> tuple[int, Any]:
-    """GET a JSON resource; return (status, parsed body or text)."""
+ROLES = ("read", "write", "agent", "admin", "metrics")
+
+
+def ensure_tokens() -> None:
+    """One random token per role in ``KEEL_<ROLE>_TOKEN`` unless the environment has them."""
+    for role in ROLES:
+        os.environ.setdefault(f"KEEL_{role.upper()}_TOKEN", secrets.token_urlsafe(32))
+
+
+def token(role: str) -> str:
+    """The session's token of ``role`` (see :func:`ensure_tokens`)."""
+    return os.environ[f"KEEL_{role.upper()}_TOKEN"]
+
+
+def bearer(role: str | None) -> dict[str, str]:
+    """The Authorization header of ``role``'s token; none for ``None`` (anonymous)."""
+    return {} if role is None else {"Authorization": f"Bearer {token(role)}"}
+
+
+def role_for(path: str) -> str:
+    """The token a client of the worker or a connector uses for ``path``."""
+    return "metrics" if path.split("?")[0].endswith("/metrics") else "read"
+
+
+def http_get(url: str, timeout: float = 10.0, role: str | None = None) -> tuple[int, Any]:
+    """GET a JSON resource with ``role``'s token (none: anonymous); (status, body or text)."""
+    request = urllib.request.Request(url, headers=bearer(role))
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:
+        with urllib.request.urlopen(request, timeout=timeout) as resp:
             status, body = resp.status, resp.read()
     except urllib.error.HTTPError as exc:
         status, body = exc.code, exc.read()
@@ -109,8 +141,9 @@ class Worker:
         except OSError:
             return "(no log)"
 
-    def get(self, path: str) -> tuple[int, Any]:
-        return http_get(f"{self.url}{path}")
+    def get(self, path: str, role: str | None = "auto") -> tuple[int, Any]:
+        """GET ``path`` with the token a client would use for it (``role=None``: none)."""
+        return http_get(f"{self.url}{path}", role=role_for(path) if role == "auto" else role)
 
     def stop(self, timeout: float = 30.0) -> None:
         if self.proc is None or self.proc.poll() is not None:

@@ -30,7 +30,14 @@ from deploy.local.stack import Kafka, free_port
 from streams.codec import get_codec
 from tests.builders import contact, order, unique
 from tests.integration.connectors_harness import Processes, fresh_database
-from tests.integration.harness import Departments, Worker, metric_value, read_topic, wait_for
+from tests.integration.harness import (
+    Departments,
+    Worker,
+    bearer,
+    metric_value,
+    read_topic,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -44,9 +51,13 @@ def now_ms() -> int:
 
 
 def post_command(
-    worker: Worker, customer_id: str, body: Any, agent: str | None = "rep-7"
+    worker: Worker,
+    customer_id: str,
+    body: Any,
+    agent: str | None = "rep-7",
+    role: str | None = "agent",
 ) -> tuple[int, Any]:
-    headers = {"Content-Type": "application/json"}
+    headers = {"Content-Type": "application/json", **bearer(role)}
     if agent is not None:
         headers["X-Keel-Agent"] = agent
     request = urllib.request.Request(
@@ -156,7 +167,8 @@ def test_a_cancel_is_published_once_keyed_by_its_order_and_nonsense_is_refused_u
     status, answer = worker.get(f"/customers/{cid}/commands")
     assert status == 405 and answer["error"], answer
     not_json = urllib.request.Request(f"{worker.url}/customers/{cid}/commands", data=b"{nope",
-                                      headers={"X-Keel-Agent": "rep-7"}, method="POST")  # fmt: skip
+                                      headers={"X-Keel-Agent": "rep-7", **bearer("agent")},
+                                      method="POST")  # fmt: skip
     with pytest.raises(urllib.error.HTTPError) as info:
         urllib.request.urlopen(not_json, timeout=30)
     assert info.value.code == 400 and "not JSON" in json.loads(info.value.read())["error"]

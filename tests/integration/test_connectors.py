@@ -34,9 +34,11 @@ from tests.integration.connectors_harness import ROOT, ConnectorProcess, ndjson,
 from tests.integration.harness import (
     Departments,
     Worker,
+    bearer,
     http_get,
     metric_value,
     read_topic,
+    token,
     wait_for,
 )
 
@@ -343,7 +345,9 @@ def test_oversized_bodies_are_413_with_or_without_a_content_length(
 
     connection = http.client.HTTPConnection("127.0.0.1", side_ingest.port, timeout=30)
     chunks = (body[i : i + 65536] for i in range(0, len(body), 65536))
-    connection.request("POST", "/events/orders", body=chunks, encode_chunked=True)
+    connection.request(
+        "POST", "/events/orders", body=chunks, encode_chunked=True, headers=bearer("write")
+    )
     response = connection.getresponse()
     assert response.status == 413 and "error" in json.loads(response.read())
 
@@ -369,7 +373,8 @@ def test_bad_requests_get_json_errors_never_5xx(
     side_ingest: ConnectorProcess, method: str, path: str, body: bytes | None, status: int
 ) -> None:
     connection = http.client.HTTPConnection("127.0.0.1", side_ingest.port, timeout=30)
-    connection.request(method, path, body=body, headers={"Content-Type": "text/plain"})
+    headers = {"Content-Type": "text/plain", **bearer("write")}
+    connection.request(method, path, body=body, headers=headers)
     response = connection.getresponse()
     assert response.status == status
     assert "error" in json.loads(response.read())
@@ -417,6 +422,8 @@ def test_schemathesis_with_all_checks_passes_against_the_ingests_openapi(
         "--report-dir",
         str(tmp_path),
         "--no-color",
+        "--header",  # as a department would send its events; ignored_auth checks it is needed
+        f"Authorization: Bearer {token('write')}",
     ]
     env = {
         **os.environ,

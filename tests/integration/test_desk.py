@@ -24,7 +24,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 from deploy.local.stack import Kafka, free_port
 from tests.builders import contact, order, shipment, unique
 from tests.integration.browser import chromium
-from tests.integration.harness import TOPIC, Departments, Worker, wait_for
+from tests.integration.harness import TOPIC, Departments, Worker, bearer, token, wait_for
 from tests.integration.test_scale_out import (
     PARTITIONS,
     assigned_partitions,
@@ -54,10 +54,14 @@ def customer_when(worker: Worker, customer_id: str, ready: Any, timeout: float =
 class EventStream:
     """A plain HTTP client reading a text/event-stream, one event at a time."""
 
-    def __init__(self, url: str, timeout: float = 20.0) -> None:
+    def __init__(
+        self, url: str, timeout: float = 20.0, headers: dict[str, str] | None = None
+    ) -> None:
+        """``headers``: the read token's Authorization unless given (e.g. a Cookie instead)."""
         parts = urlsplit(url)
         self.conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
-        self.conn.request("GET", parts.path, headers={"Accept": "text/event-stream"})
+        sent = {"Accept": "text/event-stream", **(bearer("read") if headers is None else headers)}
+        self.conn.request("GET", parts.path, headers=sent)
         self.response = self.conn.getresponse()
 
     def next(self) -> dict[str, str]:
@@ -117,6 +121,14 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[webdriver.Chro
         yield driver
     finally:
         driver.quit()
+
+
+def open_desk(
+    driver: webdriver.Chrome, base_url: str, query: str = "", role: str = "agent"
+) -> None:
+    """The console signed in as a desk agent would: the token once, in the URL's fragment."""
+    driver.get("about:blank")  # a new document: a change of the fragment alone would not reload
+    driver.get(f"{base_url}/desk/{query}#token={token(role)}")
 
 
 def _until(driver: webdriver.Chrome, what: str, check: Any, timeout: float = 20) -> Any:
@@ -209,7 +221,7 @@ def test_amazon_story_the_second_agent_sees_the_first_note_and_the_next_one_live
     )  # fmt: skip
     customer_when(worker, cid, lambda s: bool(s["contacts"]) and bool(s["orders"][0]["shipments"]))
 
-    browser.get(f"{worker.url}/desk/?customer={cid}")
+    open_desk(browser, worker.url, f"?customer={cid}")
     _until(browser, "the first agent's note", lambda d: notes_shown(d, kid) == [HAPPY])
     _until(browser, "the live indicator", lambda d: live_text(d) == "live")
     assert "happy to wait" in section_text(browser, "contacts")
@@ -251,7 +263,7 @@ def test_signals_are_at_the_top_with_what_they_mean_and_what_to_do(
     )
     customer_when(worker, cid, lambda s: bool(s["signals"]))
 
-    browser.get(f"{worker.url}/desk/?customer={cid}")
+    open_desk(browser, worker.url, f"?customer={cid}")
     _until(browser, "the signal", lambda d: texts(d, "[data-signal] .explain"))
     [signal] = texts(browser, "[data-signal]")
     assert signal.startswith("DUPLICATE ORDER") and f"order {second}" in signal
@@ -271,7 +283,7 @@ def test_search_by_email_order_id_and_phone_finds_the_customer(
     for lookup in (f"order_id={oid}", f"phone=%2B4420{digits}"):
         wait_for(lookup, lambda: worker.get(f"/customers?{lookup}")[0] == 200)  # noqa: B023
 
-    browser.get(f"{worker.url}/desk/")
+    open_desk(browser, worker.url)
     box = browser.find_element(By.ID, "q")
     clear_page = "keelDesk.shown = null; document.getElementById('customer').hidden = true;"
     for query in (email.upper(), oid, f"+44 (20) {digits}"):
@@ -287,16 +299,60 @@ def test_search_by_email_order_id_and_phone_finds_the_customer(
 
 
 def test_page_is_plain_local_html_with_labels(worker: Worker, browser: webdriver.Chrome) -> None:
-    browser.get(f"{worker.url}/desk/")
+    open_desk(browser, worker.url)
     resources = browser.execute_script(
         "return performance.getEntriesByType('resource').map(e => e.name)"
     )
     assert resources and all(r.startswith(worker.url) for r in resources), resources
     for control in browser.find_elements(By.CSS_SELECTOR, "input, select, button"):
         name = control.get_attribute("id")
-        labelled = browser.find_elements(By.CSS_SELECTOR, f'label[for="{name}"]') or control.text
+        labelled = (
+            browser.find_elements(By.CSS_SELECTOR, f'label[for="{name}"]')
+            or control.text
+            or control.get_attribute("aria-label")  # e.g. the sign-in button, hidden here
+        )
         assert labelled, f"{control.tag_name} {name!r} has no label"
     assert browser.find_element(By.ID, "live").get_attribute("role") == "status"
+
+
+def test_the_page_asks_for_a_token_keeps_it_for_the_tab_and_a_read_token_cannot_command(
+    worker: Worker, departments: Departments, browser: webdriver.Chrome
+) -> None:
+    """A desk without a token asks for one; signed in with a read-only token it shows and
+    follows the customer, and refuses to send a command (403) with the server's reason."""
+    cid, oid = unique("c"), unique("o")
+    departments.send([order(cid, oid, at=now_ms() - MINUTE)])
+    customer_when(worker, cid, lambda s: bool(s["orders"]))
+
+    open_desk(browser, worker.url, f"?customer={cid}", role="read")
+    _until(browser, "the customer", lambda d: shown_customer(d) == cid)
+    assert "#token" not in browser.current_url  # taken out of the address bar at once
+    browser.find_element(By.ID, "signout").click()
+    assert browser.execute_script("return sessionStorage.getItem('keel.token')") is None
+    assert browser.find_element(By.ID, "signin").is_displayed()
+    assert shown_customer(browser) is None
+
+    browser.get("about:blank")
+    browser.get(f"{worker.url}/desk/?customer={cid}")  # no token anywhere now
+    _until(browser, "the sign-in form", lambda d: d.find_element(By.ID, "signin").is_displayed())
+    assert shown_customer(browser) is None
+    assert "access token" in section_text(browser, "signin")
+    browser.find_element(By.ID, "token").send_keys(token("read"), Keys.ENTER)
+    _until(browser, "the customer, after signing in", lambda d: shown_customer(d) == cid)
+    _until(browser, "the live stream (the cookie)", lambda d: live_text(d) == "live")
+    assert not browser.find_element(By.ID, "signin").is_displayed()
+
+    card = f'[data-order-id="{oid}"]'
+    browser.find_element(By.CSS_SELECTOR, f'{card} [data-action="cancel"]').click()
+    agent = browser.find_element(By.ID, "agent")
+    agent.clear()
+    agent.send_keys("rep-7")
+    reason = browser.find_element(By.CSS_SELECTOR, f"{card} input[name=reason]")
+    reason.send_keys("customer asked", Keys.ENTER)
+    _until(browser, "the refusal", lambda d: "Refused (403)" in section_text(d, "orders"))
+    assert "agent role" in section_text(browser, "orders")
+    browser.find_element(By.ID, "signout").click()  # the next test signs in afresh
+    browser.execute_script("sessionStorage.removeItem('keel.agent');")  # and names its agent
 
 
 # -- several workers -------------------------------------------------------------------------
@@ -356,7 +412,7 @@ def test_any_worker_streams_any_customer_and_the_page_follows_a_rebalance(
     direct = EventStream(f"{owner.url}/desk/customers/{cid}/events")
     try:
         assert forwarded.next_state() == direct.next_state()
-        browser.get(f"{front.url}/desk/?customer={cid}")
+        open_desk(browser, front.url, f"?customer={cid}")
         _until(browser, "the live indicator", lambda d: live_text(d) == "live")
 
         departments.send([contact(kid, at=now_ms(), customer_id=cid, agent="priya", note=HAPPY)])
@@ -411,8 +467,8 @@ def test_sears_story_cancel_the_duplicate_on_the_page_and_see_it_cancelled_live(
     )
     customer_when(worker, cid, lambda s: bool(s["signals"]))
 
-    browser.get(f"{worker.url}/desk/?customer={cid}")
-    browser.execute_script("sessionStorage.clear();")
+    open_desk(browser, worker.url, f"?customer={cid}")
+    browser.execute_script("sessionStorage.removeItem('keel.agent');")
     _until(browser, "the duplicate signal", lambda d: texts(d, '[data-signal="DUPLICATE_ORDER"]'))
     browser.execute_script("window.__sameDocument = 'still here';")
     card = f'[data-order-id="{second}"]'
@@ -441,7 +497,8 @@ def test_sears_story_cancel_the_duplicate_on_the_page_and_see_it_cancelled_live(
     # the same click on a stale page: keel refuses what is already cancelled
     status = browser.execute_script(
         """return fetch(`/customers/${arguments[0]}/commands`, {method: 'POST',
-             headers: {'Content-Type': 'application/json', 'X-Keel-Agent': 'rep-7'},
+             headers: {'Content-Type': 'application/json', 'X-Keel-Agent': 'rep-7',
+                       Authorization: 'Bearer ' + sessionStorage.getItem('keel.token')},
              body: JSON.stringify({command_id: 'again-' + Date.now(), type: 'CANCEL_ORDER',
                                    order_id: arguments[1], reason: 'again'})})
            .then(r => r.status)""",

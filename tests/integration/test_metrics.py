@@ -21,7 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from deploy.local.stack import free_port
 from tests.builders import order, shipment, unique
-from tests.integration.harness import Departments, Worker, http_get, wait_for
+from tests.integration.harness import Departments, Worker, http_get, token, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -209,11 +209,15 @@ def prometheus(worker: Worker, tmp_path: Path) -> Iterator[str]:
     assert binary, "prometheus not found: apt-get install prometheus (make deps does)"
     port = free_port()
     config = tmp_path / "prometheus.yml"
+    credentials = tmp_path / "metrics-token"  # how an operator hands Prometheus the token
+    credentials.write_text(token("metrics"))
+    credentials.chmod(0o600)
     config.write_text(
         "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
         f"rule_files: ['{ALERTS}']\n"
         "scrape_configs:\n"
         "  - job_name: keel-worker\n"
+        f"    authorization: {{type: Bearer, credentials_file: '{credentials}'}}\n"
         f"    static_configs: [{{targets: ['127.0.0.1:{worker.port}']}}]\n"
     )
     log = (tmp_path / "prometheus.log").open("wb")

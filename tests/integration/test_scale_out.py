@@ -22,7 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from deploy.local.stack import Kafka, free_port
 from tests.builders import T0, contact, order, shipment, unique
-from tests.integration.harness import TOPIC, Departments, Worker, http_get, wait_for
+from tests.integration.harness import TOPIC, Departments, Worker, bearer, http_get, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -193,7 +193,8 @@ def test_two_workers_share_the_partitions_and_one_takes_over_when_the_other_dies
     # must not bounce it between them): the receiver that does not own the key says 503.
     foreign = by_partition[min(victim_parts)][0]
     request = urllib.request.Request(
-        f"{survivor.url}/customers/{foreign}", headers={"X-Keel-Forwarded-By": victim.url}
+        f"{survivor.url}/customers/{foreign}",
+        headers={"X-Keel-Forwarded-By": victim.url, **bearer("read")},
     )
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(request, timeout=10)

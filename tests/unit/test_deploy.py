@@ -344,11 +344,31 @@ def test_workers_have_stable_urls_volumes_and_ready_gated_probes() -> None:
     assert url.port == int(DEFAULTS["KEEL_API_PORT"])
     assert values["KEEL_API_BIND"]["value"] == "0.0.0.0"
     [claim] = statefulset["spec"]["volumeClaimTemplates"]
-    [mount] = container["volumeMounts"]
-    assert mount["name"] == claim["metadata"]["name"]
+    mounts = {m["name"]: m for m in container["volumeMounts"]}
+    mount = mounts.pop(claim["metadata"]["name"])
     assert mount["mountPath"] == values["KEEL_DATA_DIR"]["value"]
+    assert list(mounts) == ["auth-tokens"]  # the hashed tokens file, nothing else
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+
+
+def test_every_workload_reads_the_hashed_tokens_from_a_secret_and_prometheus_sends_one() -> None:
+    config = next(d for _, d in k8s_objects() if d["kind"] == "ConfigMap")["data"]
+    tokens_file = Path(config["KEEL_AUTH_TOKENS_FILE"])
+    for workload in workloads():
+        pod = workload["spec"]["template"]["spec"]
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        assert volumes["auth-tokens"]["secret"]["secretName"] == "keel-auth-tokens"
+        [container] = pod["containers"]
+        [mount] = [m for m in container["volumeMounts"] if m["name"] == "auth-tokens"]
+        assert mount["readOnly"] and Path(mount["mountPath"]) == tokens_file.parent
+    monitors = [d for _, d in k8s_objects() if d["kind"] == "PodMonitor"]
+    for monitor in monitors:
+        for endpoint in monitor["spec"]["podMetricsEndpoints"]:
+            assert endpoint["authorization"]["credentials"]["name"] == "keel-metrics-token"
+    scrape = yaml.safe_load((PROMETHEUS / "k8s-scrape.yml").read_text())
+    for job in scrape["scrape_configs"]:
+        assert job["authorization"]["credentials_file"].endswith("keel-metrics-token/token")
 
 
 def test_services_and_podmonitors_select_pods_that_exist() -> None:
