@@ -220,6 +220,19 @@ class AuthConfig:
                 roles |= principal.roles
         return None if name is None else Principal(name, roles)
 
+    def personal_name(self, token: str | None) -> str | None:
+        """The holder's name if ``token`` is a personal one (a tokens-file entry), else None.
+
+        The role tokens of the environment (``KEEL_AGENT_TOKEN`` …) are shared by whoever has
+        them: they say which role, not which person.
+        """
+        if token is None:
+            return None
+        principal = self.identify(token)
+        if principal is None or principal.name in ENV_TOKENS.values():
+            return None
+        return principal.name
+
     def authorize(self, presented: str | None, role: str | None) -> Refusal | None:
         """None if a request presenting ``presented`` may use something needing ``role``.
 

@@ -26,16 +26,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 import orjson
+from aiohttp import web as aioweb
 from faust.web import Request, Response, View
 from yarl import URL
 
-from streams import metrics
+from streams import auth, metrics
 from streams.agents import emitter
-from streams.app import app, settings
+from streams.app import app, auth_config, settings
 from streams.codec import CodecError, get_codec
 from streams.commands import RecentCommands, Refused, build_command, check_against_state, target_key
 from streams.emit import EmitError
@@ -57,7 +58,7 @@ from streams.views import (
 log = logging.getLogger(__name__)
 
 AGENT_HEADER = "X-Keel-Agent"
-"""Who sends the command, until authentication (issue #13) derives it from the caller's token."""
+"""Who sends the command when the token says only the role (see :func:`agent_of`)."""
 
 REMEMBERED = 10_000
 """Command ids a worker remembers (oldest forgotten first) to answer a repeat without publishing."""
@@ -92,9 +93,17 @@ class CustomerCommands(View):
             if FORWARDED_HEADER in request.headers:
                 return _error(self, 503, "workers are rebalancing partitions; try again shortly")
             return await _forward_post(self, request, owner, body)
-        status, answer = await handle(customer_id, body, request.headers.get(AGENT_HEADER))
+        status, answer = await handle(customer_id, body, agent_of(request))
         headers = {"Retry-After": "1"} if status == 503 else None
         return _json(self, answer, status, headers)
+
+
+def agent_of(request: Request) -> str | None:
+    """Who sends a command: the holder of a personal token (a tokens-file entry: its name), so
+    a page cannot claim to be someone else; with a shared role token (``KEEL_AGENT_TOKEN``) or
+    authentication off, the name the desk sends in ``X-Keel-Agent``."""
+    token = cast(aioweb.Request, request).get(auth.TOKEN_KEY)
+    return auth_config.personal_name(token) or request.headers.get(AGENT_HEADER)
 
 
 async def handle(customer_id: str, raw: bytes, agent: str | None) -> tuple[int, dict[str, Any]]:

@@ -518,3 +518,41 @@ def test_a_command_is_pending_in_the_state_then_failed_when_no_department_acts(
         assert {o["order_id"]: o["status"] for o in state["orders"]}[second] == "CANCELLED"
     finally:
         worker.stop()
+
+
+def test_a_personal_tokens_holder_is_the_commands_agent_whatever_the_page_claims(
+    kafka: Kafka, departments: Departments, tmp_path: Path
+) -> None:
+    import secrets
+
+    from streams.auth import hash_token
+    from tests.integration.oracle_checks import own_worker
+
+    personal = secrets.token_urlsafe(32)
+    tokens = tmp_path / "tokens"
+    tokens.write_text(f"{hash_token(personal)} agent rep-9\n")
+    app_id = unique("agents")
+    worker = own_worker(kafka, tmp_path, app_id, "worker", KEEL_AUTH_TOKENS_FILE=str(tokens))
+    worker.start()
+    try:
+        mine = Departments(kafka.bootstrap)
+        mine.topics = {k: f"{app_id}.{k}s" for k in ("order", "shipment", "contact")}
+        cid, _, second = duplicate_orders(mine, worker)
+        ids = {}
+        for who, headers in (
+            ("personal", {"Authorization": f"Bearer {personal}", "X-Keel-Agent": "impostor"}),
+            ("shared", {**bearer("agent"), "X-Keel-Agent": "rep-7"}),
+        ):
+            body = {"command_id": unique("cmd"), "type": "ADD_NOTE", "note": f"from {who}",
+                    "reason": "r", "order_id": second}  # fmt: skip
+            request = urllib.request.Request(
+                f"{worker.url}/customers/{cid}/commands", data=json.dumps(body).encode(),
+                headers={"Content-Type": "application/json", **headers}, method="POST",
+            )  # fmt: skip
+            with urllib.request.urlopen(request, timeout=60) as resp:
+                assert resp.status == 202
+            ids[body["command_id"]] = who
+        agents = {ids[c["command_id"]]: c["agent"] for _, c in commands_on_topic(kafka, set(ids))}
+        assert agents == {"personal": "rep-9", "shared": "rep-7"}
+    finally:
+        worker.stop()

@@ -335,3 +335,15 @@ def test_make_run_makes_one_token_per_role_once_private_and_hashed(tmp_path: Pat
         )
         == tokens
     )
+
+
+def test_only_a_tokens_file_entry_names_a_person(tmp_path: Path) -> None:
+    personal = FILE_TOKEN
+    tokens = tmp_path / "tokens"
+    tokens.write_text(f"{hash_token(personal)} agent rep-9\n")
+    auth = AuthConfig.from_env({"KEEL_AGENT_TOKEN": AGENT_TOKEN,
+                                "KEEL_AUTH_TOKENS_FILE": str(tokens)})  # fmt: skip
+    assert auth.personal_name(personal) == "rep-9"
+    assert auth.personal_name(AGENT_TOKEN) is None  # a shared role token names no one
+    assert auth.personal_name(personal + "x") is None
+    assert auth.personal_name(None) is None
