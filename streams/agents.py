@@ -90,7 +90,7 @@ def apply_to_customer(tx: Batch, customer_id: str, kind: str, event: dict, topic
         tx.internal.send(REF_TOPIC[ns], ref, {"op": "bind", "customer_id": customer_id})
     refs = unhold_refs(kind, event)
     if refs:
-        unhold = {"op": "unhold", "event_id": event["event_id"]}
+        unhold = {"op": "unhold", "event_id": event["event_id"], "at": event["occurred_at"]}
         for ns, ref in refs:
             tx.internal.send(REF_TOPIC[ns], ref, unhold)
 
@@ -153,12 +153,14 @@ def lookup(tx: Batch, ns: str, ref: str, message: dict) -> None:
     if owner is not None:
         forward(tx, owner, message)
         return
-    waiting = add_held(tx.get(held[ns], ref), message)
+    before = tx.get(held[ns], ref)
+    waiting = add_held(before, message)
     if waiting is None:
         return  # already held here, and already passed down the chain
     tx.set(held[ns], ref, waiting)
-    metrics.HELD.inc()
-    metrics.EVENTS.labels(message["topic"], "held").inc()
+    if len(waiting) > len(before or ()):  # else a later version of a held id replaced it
+        metrics.HELD.inc()
+        metrics.EVENTS.labels(message["topic"], "held").inc()
     rest = message["refs"]
     if rest:
         (next_ns, next_ref), *after = rest
@@ -180,16 +182,17 @@ def bind(tx: Batch, ns: str, ref: str, customer_id: str) -> None:
             forward(tx, owner, message)
 
 
-def drop_held(tx: Batch, ns: str, ref: str, event_id: str) -> None:
+def drop_held(tx: Batch, ns: str, ref: str, event_id: str, at: int | None) -> None:
     """Forget a held copy of an event that was applied through another reference."""
-    rest = remove_held(tx.get(held[ns], ref), event_id)
+    before = tx.get(held[ns], ref)
+    rest = remove_held(before, event_id, at)
     if rest is None:
         return
     if rest:
         tx.set(held[ns], ref, rest)
     else:
         tx.delete(held[ns], ref)
-    metrics.HELD.dec()
+    metrics.HELD.dec(len(before) - len(rest))
 
 
 def _ref_handler(ns: str) -> Callable[[Batch, str, dict], None]:
@@ -198,7 +201,7 @@ def _ref_handler(ns: str) -> Callable[[Batch, str, dict], None]:
         if op == "bind":
             bind(tx, ns, ref, m["customer_id"])
         elif op == "unhold":
-            drop_held(tx, ns, ref, m["event_id"])
+            drop_held(tx, ns, ref, m["event_id"], m.get("at"))
         else:
             lookup(tx, ns, ref, m)
 

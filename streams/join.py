@@ -91,12 +91,19 @@ def new_refs(before: dict | None, after: dict) -> list[Ref]:
 
 
 def add_held(held: list[dict] | None, message: dict) -> list[dict] | None:
-    """Add a message to a reference's held list; None when it is already held (by event_id)."""
+    """Add a message to a reference's held list; None when nothing changes.
+
+    One copy per event_id waits, the version with the latest ``occurred_at``: an id re-sent
+    under another stamp is one event whose latest stamp wins (CONTRACT §3), whichever
+    version arrived first. None: this version (or a later one) is already held.
+    """
     held = held or []
-    event_id = message["event"]["event_id"]
-    if any(m["event"]["event_id"] == event_id for m in held):
+    event = message["event"]
+    event_id, at = event["event_id"], event.get("occurred_at", 0)
+    same = [m for m in held if m["event"]["event_id"] == event_id]
+    if any(m["event"].get("occurred_at", 0) >= at for m in same):
         return None
-    return [*held, message]
+    return [*(m for m in held if m["event"]["event_id"] != event_id), message]
 
 
 def held_count(lists: Iterable[list[dict]]) -> int:
@@ -114,9 +121,19 @@ def unhold_refs(kind: str, event: dict) -> list[Ref]:
     return list(r.refs[1:]) if r.customer_id is None and kind == "contact" else []
 
 
-def remove_held(held: list[dict] | None, event_id: str) -> list[dict] | None:
-    """``held`` without the message of ``event_id``; None when it was not there."""
+def remove_held(
+    held: list[dict] | None, event_id: str, occurred_at: int | None = None
+) -> list[dict] | None:
+    """``held`` without the message of ``event_id``; None when it was not there.
+
+    With ``occurred_at`` (the version that was applied), a later version of the id stays.
+    """
     if not held:
         return None
-    rest = [m for m in held if m["event"]["event_id"] != event_id]
+    rest = [
+        m
+        for m in held
+        if m["event"]["event_id"] != event_id
+        or (occurred_at is not None and m["event"].get("occurred_at", 0) > occurred_at)
+    ]
     return rest if len(rest) < len(held) else None

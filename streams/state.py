@@ -38,7 +38,14 @@ the older event that did: sharing ``at`` keeps a typical state under 3 KB. Read 
   once the order is.
 - contact: channel, kind; nullable topic, order_id, agent; ``opened``, the latest OPENED;
   ``resolved``, the latest RESOLVED; ``notes`` ``[[occurred_at, event_id, agent, text], ...]``,
-  ascending, deduplicated by event_id, the newest ``Limits.max_notes`` only.
+  ascending, one per event_id (that of its latest occurred_at), the newest
+  ``Limits.max_notes`` only.
+
+Re-sent ids (CONTRACT §3): an event_id is one event. Sent again under another
+``occurred_at``, its version with the latest stamp is the one that counts wherever one event
+wins (an entity's latest event, a contact's note), so no order of arrival makes it count twice
+or lets an older version win; min/max times (``first``, ``lost``, ``placed`` ...) take each
+version as a sighting, which is order-independent too.
 """
 
 from __future__ import annotations
@@ -303,13 +310,7 @@ def _merge_contact(new: State, event: Event, limits: Limits) -> None:
     occurred_at = event["occurred_at"]
     if event["type"] == "RESOLVED":
         _keep_max(contact, "resolved", occurred_at)
-    notes = old["notes"] if old else []
-    text = event.get("note")
-    if text is not None and limits.max_notes and all(n[1] != event["event_id"] for n in notes):
-        notes = [*notes]
-        insort(notes, [occurred_at, event["event_id"], event.get("agent"), text], key=_note_key)
-        del notes[: -limits.max_notes]
-    contact["notes"] = notes
+    contact["notes"] = _with_note(old["notes"] if old else [], event, limits.max_notes)
     contacts[contact_id] = contact
     if contact["type"] in CLOSED_CONTACT_TYPES:
         _retain(contacts, CLOSED_CONTACT_TYPES, limits.keep_closed)
@@ -381,6 +382,24 @@ def _keep_min(entity: Entity, key: str, value: int) -> None:
 
 def _note_key(note: list[Any]) -> tuple[int, str]:
     return note[0], note[1]
+
+
+def _with_note(notes: list[list[Any]], event: Event, keep: int) -> list[list[Any]]:
+    """``notes`` with ``event``'s note: one per event_id, that of its latest ``occurred_at``.
+
+    An id re-sent under another ``occurred_at`` is one event (its latest stamp wins), so the
+    note shows once and the same one whatever arrives first (CONTRACT §3).
+    """
+    text, event_id = event.get("note"), event["event_id"]
+    if text is None or not keep:
+        return notes
+    same = next((n for n in notes if n[1] == event_id), None)
+    if same is not None and same[0] >= event["occurred_at"]:
+        return notes
+    notes = [n for n in notes if n is not same]
+    insort(notes, [event["occurred_at"], event_id, event.get("agent"), text], key=_note_key)
+    del notes[:-keep]
+    return notes
 
 
 def _with(values: list[str], value: str | None) -> list[str]:
