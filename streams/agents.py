@@ -50,7 +50,11 @@ from streams.tables import customers, due, held, owners, views_ready
 
 log = logging.getLogger(__name__)
 
-limits = Limits(keep_closed=settings.keep_closed, max_notes=settings.max_notes)
+limits = Limits(
+    keep_closed=settings.keep_closed,
+    max_notes=settings.max_notes,
+    keep_retired=settings.keep_retired,
+)
 windows = Windows(
     duplicate_order_ms=settings.duplicate_order_window_s * 1000,
     repeat_contact_ms=settings.repeat_contact_window_s * 1000,

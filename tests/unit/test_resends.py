@@ -62,3 +62,99 @@ def test_re_stamped_re_sends_in_any_order_give_one_state(
     assert content(apply_all(sent, Limits(max_notes=2))) == content(
         apply_all(list(reversed(in_order)), Limits(max_notes=2))
     )
+
+
+# --- an id re-sent after retention dropped its entity: recognised, nothing comes back --------
+
+KEEP_ONE = Limits(keep_closed=1)
+
+
+def test_a_re_sent_placed_of_a_dropped_order_does_not_bring_it_back_open() -> None:
+    placed = order("PLACED", T0, order_id="o-1")
+    state = build(
+        [
+            placed,
+            order("COMPLETED", T0 + 1 * MIN, order_id="o-1"),
+            order("PLACED", T0 + 2 * MIN, order_id="o-2"),
+            order("COMPLETED", T0 + 3 * MIN, order_id="o-2"),  # o-1 dropped (KEEL_KEEP_CLOSED=1)
+        ],
+        KEEP_ONE,
+    )
+    assert [o["order_id"] for o in view(state)["orders"]] == ["o-2"]
+    again, changed = apply_event(state, "order", placed, 99, KEEP_ONE)
+    assert view(again)["open_orders"] == 0
+    assert [o["order_id"] for o in view(again)["orders"]] == ["o-2"]
+    assert not changed and again is state
+
+
+def test_late_events_of_a_dropped_order_and_its_shipments_are_recognised() -> None:
+    state = build(
+        [
+            order("COMPLETED", T0 + 1 * MIN, order_id="o-1"),
+            order("COMPLETED", T0 + 3 * MIN, order_id="o-2"),
+        ],
+        KEEP_ONE,
+    )
+    late = order("AMENDED", T0, order_id="o-1")  # never seen, but older than its completion
+    parcel = {
+        "event_id": "e-parcel", "occurred_at": T0 + 2 * MIN, "source": "carrier-dhl",
+        "type": "DELIVERED", "shipment_id": "s-1", "order_id": "o-1", "carrier": "dhl",
+        "tracking_number": None, "expected_by": None, "replaces_shipment_id": None, "note": None,
+    }  # fmt: skip
+    after, _ = apply_event(state, "order", late, 99, KEEP_ONE)
+    after, _ = apply_event(after, "shipment", parcel, 100, KEEP_ONE)
+    assert view(after)["orders"] == view(state)["orders"]
+    assert after["_orders"] == state["_orders"]
+    assert after["_shipments"] == {}  # nothing waits for an order that is gone
+    assert after["last_event_at"]["carrier-dhl"] == T0 + 2 * MIN  # the carrier was heard from
+
+
+def test_a_re_sent_event_of_a_dropped_contact_does_not_reopen_it() -> None:
+    opened = contact("OPENED", T0, contact_id="k-1", note="hello")
+    state = build(
+        [
+            opened,
+            contact("RESOLVED", T0 + 1 * MIN, contact_id="k-1"),
+            contact("RESOLVED", T0 + 2 * MIN, contact_id="k-2"),
+        ],
+        KEEP_ONE,
+    )
+    again, changed = apply_event(state, "contact", opened, 99, KEEP_ONE)
+    assert not changed and view(again)["open_contacts"] == 0
+
+
+def test_an_event_later_than_a_dropped_entity_starts_it_afresh() -> None:
+    state = build(
+        [
+            order("COMPLETED", T0 + 1 * MIN, order_id="o-1"),
+            order("COMPLETED", T0 + 3 * MIN, order_id="o-2"),
+        ],
+        KEEP_ONE,
+    )
+    after, changed = apply_event(state, "order", order("AMENDED", T0 + 5 * MIN), 99, KEEP_ONE)
+    assert changed and view(after)["open_orders"] == 1
+
+
+def test_the_record_of_dropped_entities_is_bounded_and_keeps_the_latest() -> None:
+    limits = Limits(keep_closed=0, keep_retired=2)
+    placed = [order("PLACED", T0 + i * MIN, order_id=f"o-{i}") for i in range(5)]
+    events = [*placed, *(order("COMPLETED", T0 + i * MIN + 1, order_id=f"o-{i}") for i in range(5))]
+    state = build(events, limits)
+    assert sorted(state["_retired"]["order"]) == ["o-3", "o-4"]
+    forgotten, _ = apply_event(state, "order", placed[3], 99, limits)
+    assert view(forgotten)["open_orders"] == 0
+    forgotten, _ = apply_event(state, "order", placed[0], 99, limits)
+    assert view(forgotten)["open_orders"] == 1  # beyond the bound: not recognised (documented)
+    assert build(events, Limits(keep_closed=0, keep_retired=0)).get("_retired") is None
+
+
+@settings(max_examples=300, deadline=None)
+@given(histories(customers=(CID,), max_events=40), st.data(), st.integers(0, 2))
+def test_re_sends_after_retention_change_nothing(
+    history: list[KindEvent], data: st.DataObject, keep: int
+) -> None:
+    """However short retention is, sending any of a history's events again adds nothing."""
+    limits = Limits(keep_closed=keep)
+    again = data.draw(st.lists(st.sampled_from(history), max_size=10))
+    state = apply_all(history, limits)
+    assert content(apply_all([*history, *again], limits)) == content(state)
