@@ -43,6 +43,11 @@ VARIABLES: tuple[tuple[str, str, str], ...] = (
     ),
     ("KEEL_MAX_RECORD_BYTES", "1048576", "larger input records are dead letters"),
     (
+        "KEEL_HOLD_MAX_S",
+        "604800",
+        "a shipment/contact held this long (event time) for its order/identity: dead letter",
+    ),
+    (
         "KEEL_DUPLICATE_ORDER_WINDOW_S",
         "1800",
         "same basket placed within this many seconds: DUPLICATE_ORDER",
@@ -165,6 +170,7 @@ class Settings:
     max_notes: int
     keep_retired: int
     max_record_bytes: int
+    hold_max_s: int
     duplicate_order_window_s: int
     repeat_contact_window_s: int
     complaint_unresolved_s: int
@@ -220,6 +226,7 @@ class Settings:
             max_notes=_int("KEEL_MAX_NOTES", get("KEEL_MAX_NOTES"), 1),
             keep_retired=_int("KEEL_KEEP_RETIRED", get("KEEL_KEEP_RETIRED")),
             max_record_bytes=_int("KEEL_MAX_RECORD_BYTES", get("KEEL_MAX_RECORD_BYTES"), 1024),
+            hold_max_s=_int("KEEL_HOLD_MAX_S", get("KEEL_HOLD_MAX_S"), 1),
             duplicate_order_window_s=_int(
                 "KEEL_DUPLICATE_ORDER_WINDOW_S", get("KEEL_DUPLICATE_ORDER_WINDOW_S")
             ),

@@ -9,13 +9,19 @@ through, and released as soon as one of them becomes known (a *bind*). Holding a
 of them is what makes the result independent of which reference arrives first; applying
 a released event twice is harmless because the merge is idempotent by ``event_id``.
 
+An event held for longer than ``KEEL_HOLD_MAX_S`` of event time (the newest ``occurred_at``
+its partition has seen) goes to the dead letters: :func:`held_expiry` says which held rows the
+clock asks the agent to expire, :func:`expired_held` which of their copies go. Only the copy
+at the first reference of an event's chain expires (one dead letter per event); it takes the
+copies further down the chain with it, as an applied event does (an *unhold*).
+
 Nothing here touches Faust or Kafka: the agents move the messages, these functions say
 where they go.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from streams.identity import normalize_email, normalize_phone
@@ -137,3 +143,60 @@ def remove_held(
         or (occurred_at is not None and m["event"].get("occurred_at", 0) > occurred_at)
     ]
     return rest if len(rest) < len(held) else None
+
+
+#: how a dead letter's reason names each kind of reference
+REF_NAMES = {ORDER: "order", CONTACT: "case", EMAIL: "e-mail", PHONE: "phone"}
+
+
+def chain_starts_at(ns: str, ref: str, message: dict) -> bool:
+    """Whether ``(ns, ref)`` is the first reference of the held event's chain."""
+    refs = route(message["kind"], message["event"]).refs
+    return bool(refs) and refs[0] == (ns, ref)
+
+
+def expired_held(held: list[dict] | None, ns: str, ref: str, before: int) -> list[dict]:
+    """The held messages at ``ref`` that expire at cutoff ``before`` (event time, ms).
+
+    Those whose event occurred before it, and only the copy where their chain starts.
+    """
+    return [
+        m
+        for m in held or ()
+        if m["event"]["occurred_at"] < before and chain_starts_at(ns, ref, m)
+    ]
+
+
+def held_expiry(
+    rows: Iterable[tuple[str, str, list[dict]]],
+    clock: Callable[[str, str], int | None],
+    hold_max_ms: int,
+) -> list[tuple[str, str, int]]:
+    """``(ns, ref, before)`` for every held row with something to expire.
+
+    ``clock(ns, ref)`` is the event time seen by the partition of ``ref`` (None: nothing
+    seen yet, nothing expires); ``before`` is that minus ``hold_max_ms``.
+
+    >>> m = {"kind": "shipment", "event": {"order_id": "o-1", "occurred_at": 0}}
+    >>> held_expiry([("order", "o-1", [m])], lambda ns, ref: 10, 5)
+    [('order', 'o-1', 5)]
+    """
+    out = []
+    for ns, ref, waiting in rows:
+        now = clock(ns, ref)
+        if now is None:
+            continue
+        before = now - hold_max_ms
+        if expired_held(waiting, ns, ref, before):
+            out.append((ns, ref, before))
+    return out
+
+
+def never_known_reason(message: dict, hold_max_s: int) -> str:
+    """The dead letter reason of a held event that expired, naming what it waited for."""
+    refs = route(message["kind"], message["event"]).refs
+    names = "/".join(f"{REF_NAMES[ns]} {ref}" for ns, ref in refs)
+    return (
+        f"no customer ever became known for {names} within {hold_max_s} s of event time "
+        "(KEEL_HOLD_MAX_S); replay it once one is known"
+    )
