@@ -83,8 +83,10 @@ def now_ms() -> int:
 
 
 #: partition -> the newest occurred_at of an event handled on it (never ahead of the wall
-#: clock): the event time held events expire by. Kept in memory; after a restart it starts
-#: again from what arrives, which can only delay an expiry, never hasten it.
+#: clock): the event time held events expire by. A held message records it as ``held_at``
+#: and expires once its partition's clock is KEEL_HOLD_MAX_S past that, so a department's
+#: backfill of old events waits as long as live ones. Kept in memory; after a restart it
+#: starts again from what arrives, which can only delay an expiry, never hasten it.
 event_clock: dict[int, int] = {}
 
 
@@ -174,13 +176,14 @@ def forward(tx: Batch, customer_id: str, message: dict) -> None:
 
 def lookup(tx: Batch, ns: str, ref: str, message: dict) -> None:
     """Resolve ``message`` through reference ``ref`` (this worker owns its partition)."""
-    saw(tx.partition, message["event"]["occurred_at"])
+    occurred_at = message["event"]["occurred_at"]
+    saw(tx.partition, occurred_at)
     owner = tx.get(owners[ns], ref)
     if owner is not None:
         forward(tx, owner, message)
         return
     before = tx.get(held[ns], ref)
-    waiting = add_held(before, message)
+    waiting = add_held(before, {**message, "held_at": event_clock.get(tx.partition, occurred_at)})
     if waiting is None:
         return  # already held here, and already passed down the chain
     tx.set(held[ns], ref, waiting)
@@ -222,7 +225,7 @@ def drop_held(tx: Batch, ns: str, ref: str, event_id: str, at: int | None) -> No
 
 
 def expire_held(tx: Batch, ns: str, ref: str, before: int) -> None:
-    """Dead-letter what waited at ``ref`` since before ``before`` (event time) for a customer.
+    """Dead-letter what was held at ``ref`` before ``before`` (event time) for a customer.
 
     Sent by :func:`held_clock`. Only the copy where an event's chain starts expires; an
     unhold takes its copies further down the chain. The dead letter is an output of this

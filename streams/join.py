@@ -9,11 +9,12 @@ through, and released as soon as one of them becomes known (a *bind*). Holding a
 of them is what makes the result independent of which reference arrives first; applying
 a released event twice is harmless because the merge is idempotent by ``event_id``.
 
-An event held for longer than ``KEEL_HOLD_MAX_S`` of event time (the newest ``occurred_at``
-its partition has seen) goes to the dead letters: :func:`held_expiry` says which held rows the
-clock asks the agent to expire, :func:`expired_held` which of their copies go. Only the copy
-at the first reference of an event's chain expires (one dead letter per event); it takes the
-copies further down the chain with it, as an applied event does (an *unhold*).
+An event held for longer than ``KEEL_HOLD_MAX_S`` of event time (by the newest
+``occurred_at`` its partition has seen, from when it was held) goes to the dead letters:
+:func:`held_expiry` says which held rows the clock asks the agent to expire,
+:func:`expired_held` which of their copies go. Only the copy at the first reference of an
+event's chain expires (one dead letter per event); it takes the copies further down the
+chain with it, as an applied event does (an *unhold*).
 
 Nothing here touches Faust or Kafka: the agents move the messages, these functions say
 where they go.
@@ -158,12 +159,13 @@ def chain_starts_at(ns: str, ref: str, message: dict) -> bool:
 def expired_held(held: list[dict] | None, ns: str, ref: str, before: int) -> list[dict]:
     """The held messages at ``ref`` that expire at cutoff ``before`` (event time, ms).
 
-    Those whose event occurred before it, and only the copy where their chain starts.
+    Those held (``held_at``: the event time its partition had seen then; else the event's
+    own time) before it, and only the copy where their chain starts.
     """
     return [
         m
         for m in held or ()
-        if m["event"]["occurred_at"] < before and chain_starts_at(ns, ref, m)
+        if m.get("held_at", m["event"]["occurred_at"]) < before and chain_starts_at(ns, ref, m)
     ]
 
 

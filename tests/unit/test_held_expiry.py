@@ -49,6 +49,7 @@ class _Emitter:
 @pytest.fixture
 def store(monkeypatch: pytest.MonkeyPatch) -> dict[tuple[str, str], Any]:
     """(table name, key) -> value: the tables, read by the handlers and written at commit."""
+    monkeypatch.setattr(agents, "event_clock", {})  # no event time seen yet
     rows: dict[tuple[str, str], Any] = {}
     monkeypatch.setattr(tables, "read", lambda table, partition, key: rows.get((table.name, key)))
 
@@ -71,6 +72,7 @@ def _hold(kind_event: tuple[str, dict], log: list) -> None:
     while pending:  # the chain: each lookup holds and passes the event on
         topic, key, message = pending.pop()
         batch = checkpoint.Batch(_Outbox(log, "outputs"))  # type: ignore[arg-type]
+        batch.at(checkpoint.partition_for(key.encode()))  # as the agent does for its record
         agents.HANDLERS[topic](batch, key, message)
         batch.internal.flush()
         assert asyncio.run(checkpoint.commit(batch, _Emitter(log), lambda: True))  # type: ignore[arg-type]
@@ -81,6 +83,7 @@ def _hold(kind_event: tuple[str, dict], log: list) -> None:
 
 def _handle(topic: str, key: str, message: dict, log: list) -> None:
     batch = checkpoint.Batch(_Outbox(log, "outputs"))  # type: ignore[arg-type]
+    batch.at(checkpoint.partition_for(key.encode()))
     agents.HANDLERS[topic](batch, key, message)
     assert asyncio.run(checkpoint.commit(batch, _Emitter(log), lambda: True))  # type: ignore[arg-type]
 
@@ -145,6 +148,20 @@ def test_what_is_younger_than_the_cutoff_keeps_waiting(store: dict) -> None:
     _handle(agents.REF_TOPIC[ORDER], "o-late", {"op": "expire", "before": T0}, log)
     assert not [x for x in log if x[1] == agents.DEADLETTER_TOPIC]
     assert len(store[("order-held", "o-late")]) == 1
+
+
+def test_a_backfilled_event_waits_its_hold_time_from_when_it_was_held(store: dict) -> None:
+    """Held by the event time its partition had seen then, not by its own (old) occurred_at."""
+    log: list = []
+    month = 30 * DAY_MS
+    agents.saw(checkpoint.partition_for(b"o-old"), T0 + month)  # live traffic went on
+    _hold(shipment("o-old", "s-1", at=T0), log)  # a department's backfill
+    [waiting] = store[("order-held", "o-old")]
+    assert waiting["held_at"] == T0 + month
+    _handle(agents.REF_TOPIC[ORDER], "o-old", {"op": "expire", "before": T0 + 1}, log)
+    assert not [x for x in log if x[1] == agents.DEADLETTER_TOPIC]
+    _handle(agents.REF_TOPIC[ORDER], "o-old", {"op": "expire", "before": T0 + month + 1}, log)
+    assert len([x for x in log if x[1] == agents.DEADLETTER_TOPIC]) == 1
 
 
 def test_the_clock_asks_for_expiry_by_the_event_time_its_partition_has_seen() -> None:
