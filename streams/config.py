@@ -39,7 +39,8 @@ VARIABLES: tuple[tuple[str, str, str], ...] = (
     (
         "KEEL_KEEP_RETIRED",
         "1000",
-        "orders / contacts retention dropped, remembered per customer so re-sends stay applied",
+        "orders / shipments / contacts retention dropped, remembered per customer and kind "
+        "so re-sends stay applied",
     ),
     ("KEEL_MAX_RECORD_BYTES", "1048576", "larger input records are dead letters"),
     (

@@ -13,8 +13,10 @@ exception is retention: a state keeps every open order and contact but only the
 A dropped entity is *retired*: ``_retired`` keeps its id and the stamp of its last event (the
 ``Limits.keep_retired`` most recent per kind), so an event no later than that — a re-send, or
 a late one that would not have changed what it showed — is recognised and changes nothing,
-and a shipment of a retired order is not kept. Only an event *later* than a retired entity's
-last one starts it afresh, as does any event of an entity retired beyond ``keep_retired``.
+as is a shipment event no later than its retired order's last event (later ones wait, as
+for an order not seen yet); the shipments an order takes along are retired with it. Only an
+event *later* than a retired entity's last one starts it afresh, as does any event of an
+entity retired beyond ``keep_retired``.
 
 Stored layout (plain JSON; keys starting with ``_`` never reach the view)::
 
@@ -23,7 +25,7 @@ Stored layout (plain JSON; keys starting with ``_`` never reach the view)::
      "_name": [occurred_at, event_id, "Ann"] or None,
      "_orders": {order_id: entity}, "_shipments": {shipment_id: entity},
      "_contacts": {contact_id: entity},
-     "_retired": {"order": {order_id: stamp}, "contact": {contact_id: stamp}}}  # once needed
+     "_retired": {"order": {id: stamp}, "shipment": {id: stamp}, "contact": {id: stamp}}}
 
 Every entity (order, shipment, contact) holds ``at``, the stamp of its latest event (so
 ``at[0]`` is its updated_at), ``type``, that event's type, ``first``, its earliest occurred_at
@@ -284,10 +286,13 @@ def _merge_order(new: State, event: Event, limits: Limits) -> None:
         if order["type"] in CLOSED_ORDER_TYPES:
             dropped = _retain(orders, CLOSED_ORDER_TYPES, limits.keep_closed)
             if dropped:
-                new["_shipments"] = {
-                    k: s for k, s in new["_shipments"].items() if s["order_id"] not in dropped
-                }
+                kept, gone = {}, {}
+                for k, s in new["_shipments"].items():
+                    (gone if s["order_id"] in dropped else kept)[k] = s
+                new["_shipments"] = kept
                 _remember_retired(new, "order", dropped, limits.keep_retired)
+                gone_at = {k: s["at"] for k, s in gone.items()}
+                _remember_retired(new, "shipment", gone_at, limits.keep_retired)
         new["_orders"] = orders
 
     name = event.get("customer_name")
@@ -300,10 +305,11 @@ def _merge_order(new: State, event: Event, limits: Limits) -> None:
 
 
 def _merge_shipment(new: State, event: Event, limits: Limits) -> None:
-    order_id = event["order_id"]
-    if order_id not in new["_orders"] and order_id in new.get("_retired", {}).get("order", ()):
-        return  # its order was dropped, and its shipments with it
     shipment_id = event["shipment_id"]
+    if _retired_before(new, "shipment", shipment_id, event) or _retired_before(
+        new, "order", event["order_id"], event
+    ):
+        return  # it went with its order (or would have): whether the order is back or not
     shipment, _ = _merge_entity(new["_shipments"].get(shipment_id), event, _SHIPMENT)
     occurred_at, kind = event["occurred_at"], event["type"]
     if kind == "LOST":
@@ -389,6 +395,8 @@ def _retired_before(state: State, kind: str, entity_id: str, event: Event) -> bo
 
     Such an event was applied before the entity was dropped (a re-send), or would have
     changed nothing it showed: it is recognised, not taken for the start of a new entity.
+    The answer depends only on the event and the record, never on whether the entity came
+    back since, so sending it again never changes what the first time did.
     """
     stamp = state.get("_retired", {}).get(kind, {}).get(entity_id)
     return stamp is not None and [event["occurred_at"], event["event_id"]] <= stamp

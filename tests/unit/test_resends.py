@@ -6,6 +6,7 @@ event), and after retention dropped what it was about.
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -97,7 +98,7 @@ def test_late_events_of_a_dropped_order_and_its_shipments_are_recognised() -> No
     )
     late = order("AMENDED", T0, order_id="o-1")  # never seen, but older than its completion
     parcel = {
-        "event_id": "e-parcel", "occurred_at": T0 + 2 * MIN, "source": "carrier-dhl",
+        "event_id": "e-parcel", "occurred_at": T0 + MIN // 2, "source": "carrier-dhl",
         "type": "DELIVERED", "shipment_id": "s-1", "order_id": "o-1", "carrier": "dhl",
         "tracking_number": None, "expected_by": None, "replaces_shipment_id": None, "note": None,
     }  # fmt: skip
@@ -106,7 +107,7 @@ def test_late_events_of_a_dropped_order_and_its_shipments_are_recognised() -> No
     assert view(after)["orders"] == view(state)["orders"]
     assert after["_orders"] == state["_orders"]
     assert after["_shipments"] == {}  # nothing waits for an order that is gone
-    assert after["last_event_at"]["carrier-dhl"] == T0 + 2 * MIN  # the carrier was heard from
+    assert after["last_event_at"]["carrier-dhl"] == T0 + MIN // 2  # the carrier was heard from
 
 
 def test_a_re_sent_event_of_a_dropped_contact_does_not_reopen_it() -> None:
@@ -153,8 +154,43 @@ def test_the_record_of_dropped_entities_is_bounded_and_keeps_the_latest() -> Non
 def test_re_sends_after_retention_change_nothing(
     history: list[KindEvent], data: st.DataObject, keep: int
 ) -> None:
-    """However short retention is, sending any of a history's events again adds nothing."""
+    """However short retention is, sending any of a history's events again, at any time
+    after it was first sent (before or after retention dropped what it was about), adds
+    nothing."""
     limits = Limits(keep_closed=keep)
-    again = data.draw(st.lists(st.sampled_from(history), max_size=10))
-    state = apply_all(history, limits)
-    assert content(apply_all([*history, *again], limits)) == content(state)
+    sent = list(history)
+    for original in data.draw(st.lists(st.sampled_from(history), max_size=10)):
+        sent.insert(data.draw(st.integers(sent.index(original) + 1, len(sent))), original)
+    assert content(apply_all(sent, limits)) == content(apply_all(history, limits))
+
+
+def test_the_worker_counts_a_re_send_after_retention_as_a_duplicate_and_publishes_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The join agent's own handler (streams/agents.py) with KEEL_KEEP_CLOSED=1."""
+    from streams import agents, checkpoint, metrics, tables
+
+    rows: dict[str, dict] = {}
+    monkeypatch.setattr(tables, "read", lambda table, partition, key: rows.get(key))
+    monkeypatch.setattr(agents, "limits", KEEP_ONE)
+    placed = order("PLACED", T0, order_id="o-1")
+    history = [
+        placed,
+        order("COMPLETED", T0 + 1 * MIN, order_id="o-1"),
+        order("COMPLETED", T0 + 3 * MIN, order_id="o-2"),
+    ]
+    rows[CID] = build(history, KEEP_ONE)
+    duplicates = metrics.EVENTS.labels("orders.v1", "duplicate")._value.get()
+    produced: list = []
+
+    class Outbox:
+        def produce(self, *record: object) -> None:
+            produced.append(record)
+
+    batch = checkpoint.Batch(Outbox())  # type: ignore[arg-type]
+    agents.handle_customer_message(
+        batch, CID, {"kind": "order", "event": placed, "topic": "orders.v1"}
+    )
+    batch.internal.flush()
+    assert batch.published == [] and batch.changes() == [] and produced == []
+    assert metrics.EVENTS.labels("orders.v1", "duplicate")._value.get() == duplicates + 1
