@@ -286,7 +286,8 @@ def _merge_order(new: State, event: Event, limits: Limits) -> None:
         if order["type"] in CLOSED_ORDER_TYPES:
             dropped = _retain(orders, CLOSED_ORDER_TYPES, limits.keep_closed)
             if dropped:
-                kept, gone = {}, {}
+                kept: dict[str, Entity] = {}
+                gone: dict[str, Entity] = {}
                 for k, s in new["_shipments"].items():
                     (gone if s["order_id"] in dropped else kept)[k] = s
                 new["_shipments"] = kept
