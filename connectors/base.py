@@ -107,6 +107,7 @@ class SinkRecord:
     value: bytes | None
     partition: int
     offset: int
+    topic: str = ""  # the topic it was read from (a sink may read several)
 
 
 class Source(ABC):
@@ -249,14 +250,15 @@ def _publish_until_acked(
 
 def drain(
     consumer: Consumer,
-    topic: str,
+    topic: str | Sequence[str],
     sink: Sink,
     stopper: Stopper,
     *,
     connector: str,
     limit: int,
 ) -> None:
-    """Consume ``topic`` into ``sink``; commit offsets only after the sink accepted a batch.
+    """Consume ``topic`` (or several) into ``sink``; commit offsets only after the sink
+    accepted a batch.
 
     The sink down: the consumer is paused (so it stays in its group without fetching more)
     and the *same* batch is written again after a backoff until it is accepted. A rebalance
@@ -269,13 +271,13 @@ def drain(
         nonlocal rebalances
         rebalances += 1
 
-    consumer.subscribe([topic], on_revoke=on_revoke)
+    consumer.subscribe([topic] if isinstance(topic, str) else list(topic), on_revoke=on_revoke)
     backoff = Backoff()
     while not stopper.stopping:
         messages = [m for m in consumer.consume(num_messages=limit, timeout=0.5) if _ok(m)]
         if not messages:
             continue
-        batch = [SinkRecord(_key(m), m.value(), *_position(m)[1:]) for m in messages]
+        batch = [_record(m) for m in messages]
 
         def still_owned(generation: int = rebalances) -> bool:
             return rebalances == generation
@@ -284,6 +286,11 @@ def drain(
             continue  # stopping, or revoked: the next owner replays from the last commit
         if still_owned():
             _commit(consumer, messages, stopper, connector, backoff)
+
+
+def _record(message: Message) -> SinkRecord:
+    topic, partition, offset = _position(message)
+    return SinkRecord(_key(message), message.value(), partition, offset, topic)
 
 
 def _position(message: Message) -> tuple[str, int, int]:

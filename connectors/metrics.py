@@ -57,7 +57,8 @@ REDIS_RETRIES = Counter(
 )
 REDIS_RECORDS = Counter(
     "keel_redis_records_total",
-    "customer-state.v1 records applied to Redis, by op (upsert, delete)",
+    "records applied to Redis, by op (upsert, delete: customer-state.v1; owner: an owners "
+    "changelog record, the customer an e-mail, phone or order index key names)",
     ["op"],
 )
 OUTBOX_LEADER = Gauge(

@@ -31,6 +31,14 @@ TABLES = (
 )
 
 
+def changelog_topic(app_id: str, table: str) -> str:
+    """The changelog topic of one of the worker's tables (what faust names it).
+
+    The Redis sink reads the owners tables' changelogs: who owns an e-mail, phone or order.
+    """
+    return f"{app_id}-{table}-changelog"
+
+
 class TopicError(RuntimeError):
     """A topic exists with settings keel cannot work with, or cannot be created."""
 
@@ -54,7 +62,7 @@ def topic_specs(settings: Settings) -> dict[str, dict[str, str]]:
     # Created here rather than by faust, which would leave Kafka's 1 GB / 7 d segments: only
     # closed segments are compacted, so restores would replay every version of every state.
     for table in TABLES:
-        specs[f"{settings.app_id}-{table}-changelog"] = {
+        specs[changelog_topic(settings.app_id, table)] = {
             "cleanup.policy": "compact",
             **tuning.CHANGELOG_TOPIC_CONFIG,
         }

@@ -43,15 +43,28 @@ from streams.checkpoint import Batch, Packer, commit
 from streams.codec import get_codec
 from streams.commands import apply_command
 from streams.emit import Emitter, Headers
-from streams.intake import intake
-from streams.join import NAMESPACES, add_held, new_state_refs, remove_held, unhold_refs
+from streams.intake import KEY_FIELD_OF_KIND, SCHEMA_OF_KIND, intake
+from streams.join import (
+    NAMESPACES,
+    add_held,
+    expired_held,
+    held_expiry,
+    never_known_reason,
+    new_state_refs,
+    remove_held,
+    unhold_refs,
+)
 from streams.signals import Windows, apply_signals, next_check_ms
 from streams.state import Limits, apply_event, empty_state
-from streams.tables import customers, due, held, owners, views_ready
+from streams.tables import customers, due, held, owners, partition_of, views_ready
 
 log = logging.getLogger(__name__)
 
-limits = Limits(keep_closed=settings.keep_closed, max_notes=settings.max_notes)
+limits = Limits(
+    keep_closed=settings.keep_closed,
+    max_notes=settings.max_notes,
+    keep_retired=settings.keep_retired,
+)
 windows = Windows(
     duplicate_order_ms=settings.duplicate_order_window_s * 1000,
     repeat_contact_ms=settings.repeat_contact_window_s * 1000,
@@ -71,11 +84,25 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
+#: partition -> the newest occurred_at of an event handled on it (never ahead of the wall
+#: clock): the event time held events expire by. A held message records it as ``held_at``
+#: and expires once its partition's clock is KEEL_HOLD_MAX_S past that, so a department's
+#: backfill of old events waits as long as live ones. Kept in memory; after a restart it
+#: starts again from what arrives, which can only delay an expiry, never hasten it.
+event_clock: dict[int, int] = {}
+
+
+def saw(partition: int, occurred_at: int) -> None:
+    if occurred_at > event_clock.get(partition, 0):
+        event_clock[partition] = min(occurred_at, now_ms())
+
+
 # ------------------------------------------------------------------------ customer handlers
 
 
 def apply_to_customer(tx: Batch, customer_id: str, kind: str, event: dict, topic: str) -> None:
     """Merge one event into its customer's state; publish the state and new binds if it changed."""
+    saw(tx.partition, event["requested_at"] if kind == "command" else event["occurred_at"])
     before = tx.get(customers, customer_id)
     now = now_ms()
     if kind == "command":  # a desk command: its lifecycle shows as signals
@@ -98,7 +125,7 @@ def apply_to_customer(tx: Batch, customer_id: str, kind: str, event: dict, topic
         tx.internal.send(REF_TOPIC[ns], ref, {"op": "bind", "customer_id": customer_id})
     refs = unhold_refs(kind, event)
     if refs:
-        unhold = {"op": "unhold", "event_id": event["event_id"]}
+        unhold = {"op": "unhold", "event_id": event["event_id"], "at": event["occurred_at"]}
         for ns, ref in refs:
             tx.internal.send(REF_TOPIC[ns], ref, unhold)
 
@@ -157,16 +184,20 @@ def forward(tx: Batch, customer_id: str, message: dict) -> None:
 
 def lookup(tx: Batch, ns: str, ref: str, message: dict) -> None:
     """Resolve ``message`` through reference ``ref`` (this worker owns its partition)."""
+    occurred_at = message["event"]["occurred_at"]
+    saw(tx.partition, occurred_at)
     owner = tx.get(owners[ns], ref)
     if owner is not None:
         forward(tx, owner, message)
         return
-    waiting = add_held(tx.get(held[ns], ref), message)
+    before = tx.get(held[ns], ref)
+    waiting = add_held(before, {**message, "held_at": event_clock.get(tx.partition, occurred_at)})
     if waiting is None:
         return  # already held here, and already passed down the chain
     tx.set(held[ns], ref, waiting)
-    metrics.HELD.inc()
-    metrics.count_event(message["topic"], "held")
+    if len(waiting) > len(before or ()):  # else a later version of a held id replaced it
+        metrics.HELD.inc()
+        metrics.count_event(message["topic"], "held")
     rest = message["refs"]
     if rest:
         (next_ns, next_ref), *after = rest
@@ -188,16 +219,61 @@ def bind(tx: Batch, ns: str, ref: str, customer_id: str) -> None:
             forward(tx, owner, message)
 
 
-def drop_held(tx: Batch, ns: str, ref: str, event_id: str) -> None:
+def drop_held(tx: Batch, ns: str, ref: str, event_id: str, at: int | None) -> None:
     """Forget a held copy of an event that was applied through another reference."""
-    rest = remove_held(tx.get(held[ns], ref), event_id)
+    before = tx.get(held[ns], ref)
+    rest = remove_held(before, event_id, at)
     if rest is None:
         return
     if rest:
         tx.set(held[ns], ref, rest)
     else:
         tx.delete(held[ns], ref)
-    metrics.HELD.dec()
+    metrics.HELD.dec(len(before) - len(rest))
+
+
+def expire_held(tx: Batch, ns: str, ref: str, before: int) -> None:
+    """Dead-letter what was held at ``ref`` before ``before`` (event time) for a customer.
+
+    Sent by :func:`held_clock`. Only the copy where an event's chain starts expires; an
+    unhold takes its copies further down the chain. The dead letter is an output of this
+    batch, so it is confirmed before the held row is deleted (streams/checkpoint.py): a
+    crash in between expires it again, never loses it.
+    """
+    waiting = tx.get(held[ns], ref)
+    expired = expired_held(waiting, ns, ref, before)
+    if not expired:
+        return
+    rest = [m for m in waiting if all(m is not x for x in expired)]
+    if rest:
+        tx.set(held[ns], ref, rest)
+    else:
+        tx.delete(held[ns], ref)
+    metrics.HELD.dec(len(expired))
+    for message in expired:
+        dead_letter_held(tx, message, never_known_reason(message, settings.hold_max_s))
+        event = message["event"]
+        unhold = {"op": "unhold", "event_id": event["event_id"], "at": event["occurred_at"]}
+        for next_ns, next_ref in message.get("refs") or ():
+            tx.internal.send(REF_TOPIC[next_ns], next_ref, unhold)
+
+
+def dead_letter_held(tx: Batch, message: dict, reason: str) -> None:
+    """An input event that waited too long: its key and value as the department sent them
+    (the value re-encoded from the event), headers as in CONTRACT §1. Its offset is not
+    known after the join passed it on: ``x-source-offset`` is -1."""
+    kind, event, topic = message["kind"], message["event"], message["topic"]
+    key = event[KEY_FIELD_OF_KIND[kind]].encode()
+    headers: Headers = [
+        ("x-error", reason.encode()),
+        ("x-source-topic", topic.encode()),
+        ("x-source-partition", str(partition_of(key.decode())).encode()),
+        ("x-source-offset", b"-1"),
+        ("x-failed-at", _failed_at()),
+    ]
+    tx.out.produce(DEADLETTER_TOPIC, key, codec.encode(SCHEMA_OF_KIND[kind], event), headers)
+    metrics.count_event(topic, "dead_letter")
+    log.warning("held event %s expired: %s", event["event_id"], reason)
 
 
 def _ref_handler(ns: str) -> Callable[[Batch, str, dict], None]:
@@ -206,7 +282,9 @@ def _ref_handler(ns: str) -> Callable[[Batch, str, dict], None]:
         if op == "bind":
             bind(tx, ns, ref, m["customer_id"])
         elif op == "unhold":
-            drop_held(tx, ns, ref, m["event_id"])
+            drop_held(tx, ns, ref, m["event_id"], m.get("at"))
+        elif op == "expire":
+            expire_held(tx, ns, ref, m["before"])
         else:
             lookup(tx, ns, ref, m)
 
@@ -389,6 +467,48 @@ async def signal_clock() -> None:
         for customer_id in customer_ids:
             _rechecks_sent.pop(customer_id, None)
         log.warning("signal rechecks not sent (%s); sent again at the next tick", exc)
+
+
+async def _held_rows() -> AsyncIterator[tuple[str, str, list[dict]]]:
+    """(namespace, reference, held messages) of this worker's held partitions, in slices."""
+    n = 0
+    for ns in NAMESPACES:
+        for key, value in held[ns].data._iteritems():
+            yield ns, key.decode(), orjson.loads(value)
+            n += 1
+            if n % tuning.DUE_SLICE == 0:
+                await asyncio.sleep(0)
+
+
+@app.timer(interval=tuning.HELD_CHECK_INTERVAL_S)
+async def held_clock() -> None:
+    """Ask the join agent to expire held events older than KEEL_HOLD_MAX_S of event time.
+
+    Like :func:`signal_clock`, it only reads (the held tables, a slice at a time) and sends
+    an ``expire`` through the reference's own topic, with the cutoff by the event time of
+    that reference's partition; the agent does the rest in a batch. An expire lost with a
+    failed send is sent again at the next tick; one handled twice finds nothing the second
+    time.
+    """
+    if not views_ready():
+        return
+    rows = [row async for row in _held_rows()]
+
+    def clock(ns: str, ref: str) -> int | None:
+        return event_clock.get(partition_of(ref))
+
+    expiries = held_expiry(rows, clock, settings.hold_max_s * 1000)[: tuning.RECHECKS_PER_TICK]
+    if not expiries:
+        return
+    out = emitter.outbox()
+    internal = Packer(out.produce)
+    for ns, ref, before in expiries:
+        internal.send(REF_TOPIC[ns], ref, {"op": "expire", "before": before})
+    internal.flush()
+    try:
+        await out.confirmed()
+    except Exception as exc:  # noqa: BLE001 - the held tables still say what; sent again
+        log.warning("held-event expiries not sent (%s); sent again at the next tick", exc)
 
 
 @app.task

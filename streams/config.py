@@ -41,7 +41,18 @@ VARIABLES: tuple[tuple[str, str, str], ...] = (
     ("KEEL_STANDBY_REPLICAS", "1", "standby table replicas kept by other workers"),
     ("KEEL_KEEP_CLOSED", "50", "closed orders / resolved contacts kept per customer"),
     ("KEEL_MAX_NOTES", "20", "notes kept per contact"),
+    (
+        "KEEL_KEEP_RETIRED",
+        "1000",
+        "orders / shipments / contacts retention dropped, remembered per customer and kind "
+        "so re-sends stay applied",
+    ),
     ("KEEL_MAX_RECORD_BYTES", "1048576", "larger input records are dead letters"),
+    (
+        "KEEL_HOLD_MAX_S",
+        "604800",
+        "a shipment/contact held this long (event time) for its order/identity: dead letter",
+    ),
     (
         "KEEL_DUPLICATE_ORDER_WINDOW_S",
         "1800",
@@ -182,7 +193,9 @@ class Settings:
     standby_replicas: int
     keep_closed: int
     max_notes: int
+    keep_retired: int
     max_record_bytes: int
+    hold_max_s: int
     duplicate_order_window_s: int
     repeat_contact_window_s: int
     complaint_unresolved_s: int
@@ -248,7 +261,9 @@ class Settings:
             standby_replicas=_int("KEEL_STANDBY_REPLICAS", get("KEEL_STANDBY_REPLICAS")),
             keep_closed=_int("KEEL_KEEP_CLOSED", get("KEEL_KEEP_CLOSED")),
             max_notes=_int("KEEL_MAX_NOTES", get("KEEL_MAX_NOTES"), 1),
+            keep_retired=_int("KEEL_KEEP_RETIRED", get("KEEL_KEEP_RETIRED")),
             max_record_bytes=_int("KEEL_MAX_RECORD_BYTES", get("KEEL_MAX_RECORD_BYTES"), 1024),
+            hold_max_s=_int("KEEL_HOLD_MAX_S", get("KEEL_HOLD_MAX_S"), 1),
             duplicate_order_window_s=_int(
                 "KEEL_DUPLICATE_ORDER_WINDOW_S", get("KEEL_DUPLICATE_ORDER_WINDOW_S")
             ),

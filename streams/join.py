@@ -9,13 +9,20 @@ through, and released as soon as one of them becomes known (a *bind*). Holding a
 of them is what makes the result independent of which reference arrives first; applying
 a released event twice is harmless because the merge is idempotent by ``event_id``.
 
+An event held for longer than ``KEEL_HOLD_MAX_S`` of event time (by the newest
+``occurred_at`` its partition has seen, from when it was held) goes to the dead letters:
+:func:`held_expiry` says which held rows the clock asks the agent to expire,
+:func:`expired_held` which of their copies go. Only the copy at the first reference of an
+event's chain expires (one dead letter per event); it takes the copies further down the
+chain with it, as an applied event does (an *unhold*).
+
 Nothing here touches Faust or Kafka: the agents move the messages, these functions say
 where they go.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from streams.identity import normalize_email, normalize_phone
@@ -91,12 +98,19 @@ def new_refs(before: dict | None, after: dict) -> list[Ref]:
 
 
 def add_held(held: list[dict] | None, message: dict) -> list[dict] | None:
-    """Add a message to a reference's held list; None when it is already held (by event_id)."""
+    """Add a message to a reference's held list; None when nothing changes.
+
+    One copy per event_id waits, the version with the latest ``occurred_at``: an id re-sent
+    under another stamp is one event whose latest stamp wins (CONTRACT §3), whichever
+    version arrived first. None: this version (or a later one) is already held.
+    """
     held = held or []
-    event_id = message["event"]["event_id"]
-    if any(m["event"]["event_id"] == event_id for m in held):
+    event = message["event"]
+    event_id, at = event["event_id"], event.get("occurred_at", 0)
+    same = [m for m in held if m["event"]["event_id"] == event_id]
+    if any(m["event"].get("occurred_at", 0) >= at for m in same):
         return None
-    return [*held, message]
+    return [*(m for m in held if m["event"]["event_id"] != event_id), message]
 
 
 def held_count(lists: Iterable[list[dict]]) -> int:
@@ -114,9 +128,77 @@ def unhold_refs(kind: str, event: dict) -> list[Ref]:
     return list(r.refs[1:]) if r.customer_id is None and kind == "contact" else []
 
 
-def remove_held(held: list[dict] | None, event_id: str) -> list[dict] | None:
-    """``held`` without the message of ``event_id``; None when it was not there."""
+def remove_held(
+    held: list[dict] | None, event_id: str, occurred_at: int | None = None
+) -> list[dict] | None:
+    """``held`` without the message of ``event_id``; None when it was not there.
+
+    With ``occurred_at`` (the version that was applied), a later version of the id stays.
+    """
     if not held:
         return None
-    rest = [m for m in held if m["event"]["event_id"] != event_id]
+    rest = [
+        m
+        for m in held
+        if m["event"]["event_id"] != event_id
+        or (occurred_at is not None and m["event"].get("occurred_at", 0) > occurred_at)
+    ]
     return rest if len(rest) < len(held) else None
+
+
+#: how a dead letter's reason names each kind of reference
+REF_NAMES = {ORDER: "order", CONTACT: "case", EMAIL: "e-mail", PHONE: "phone"}
+
+
+def chain_starts_at(ns: str, ref: str, message: dict) -> bool:
+    """Whether ``(ns, ref)`` is the first reference of the held event's chain."""
+    refs = route(message["kind"], message["event"]).refs
+    return bool(refs) and refs[0] == (ns, ref)
+
+
+def expired_held(held: list[dict] | None, ns: str, ref: str, before: int) -> list[dict]:
+    """The held messages at ``ref`` that expire at cutoff ``before`` (event time, ms).
+
+    Those held (``held_at``: the event time its partition had seen then; else the event's
+    own time) before it, and only the copy where their chain starts.
+    """
+    return [
+        m
+        for m in held or ()
+        if m.get("held_at", m["event"]["occurred_at"]) < before and chain_starts_at(ns, ref, m)
+    ]
+
+
+def held_expiry(
+    rows: Iterable[tuple[str, str, list[dict]]],
+    clock: Callable[[str, str], int | None],
+    hold_max_ms: int,
+) -> list[tuple[str, str, int]]:
+    """``(ns, ref, before)`` for every held row with something to expire.
+
+    ``clock(ns, ref)`` is the event time seen by the partition of ``ref`` (None: nothing
+    seen yet, nothing expires); ``before`` is that minus ``hold_max_ms``.
+
+    >>> m = {"kind": "shipment", "event": {"order_id": "o-1", "occurred_at": 0}}
+    >>> held_expiry([("order", "o-1", [m])], lambda ns, ref: 10, 5)
+    [('order', 'o-1', 5)]
+    """
+    out = []
+    for ns, ref, waiting in rows:
+        now = clock(ns, ref)
+        if now is None:
+            continue
+        before = now - hold_max_ms
+        if expired_held(waiting, ns, ref, before):
+            out.append((ns, ref, before))
+    return out
+
+
+def never_known_reason(message: dict, hold_max_s: int) -> str:
+    """The dead letter reason of a held event that expired, naming what it waited for."""
+    refs = route(message["kind"], message["event"]).refs
+    names = "/".join(f"{REF_NAMES[ns]} {ref}" for ns, ref in refs)
+    return (
+        f"no customer ever became known for {names} within {hold_max_s} s of event time "
+        "(KEEL_HOLD_MAX_S); replay it once one is known"
+    )

@@ -9,10 +9,14 @@ a lattice merge — the maximum by *stamp* ``[occurred_at, event_id]``, a min/ma
 set union or a top-k — so the state depends only on the set of events applied, never on their
 interleaving or duplicates. Only ``version`` and ``updated_at`` depend on arrival. The one
 exception is retention: a state keeps every open order and contact but only the
-``Limits.keep_closed`` most recent closed ones of each (an order takes its shipments along); an
-event for a forgotten entity starts it afresh (a shipment of a forgotten order waits as if the
-order had not arrived), so a history with more closed entities than that is order-independent
-only for the kept ones.
+``Limits.keep_closed`` most recent closed ones of each (an order takes its shipments along).
+A dropped entity is *retired*: ``_retired`` keeps its id and the stamp of its last event (the
+``Limits.keep_retired`` most recent per kind), so an event no later than that — a re-send, or
+a late one that would not have changed what it showed — is recognised and changes nothing,
+as is a shipment event no later than its retired order's last event (later ones wait, as
+for an order not seen yet); the shipments an order takes along are retired with it. Only an
+event *later* than a retired entity's last one starts it afresh, as does any event of an
+entity retired beyond ``keep_retired``.
 
 Stored layout (plain JSON; keys starting with ``_`` never reach the view)::
 
@@ -20,7 +24,8 @@ Stored layout (plain JSON; keys starting with ``_`` never reach the view)::
      "emails": ["ann@example.com"], "phones": ["+4917012345"], "last_event_at": {"erp": ms},
      "_name": [occurred_at, event_id, "Ann"] or None,
      "_orders": {order_id: entity}, "_shipments": {shipment_id: entity},
-     "_contacts": {contact_id: entity}}
+     "_contacts": {contact_id: entity},
+     "_retired": {"order": {id: stamp}, "shipment": {id: stamp}, "contact": {id: stamp}}}
 
 Every entity (order, shipment, contact) holds ``at``, the stamp of its latest event (so
 ``at[0]`` is its updated_at), ``type``, that event's type, ``first``, its earliest occurred_at
@@ -38,7 +43,14 @@ the older event that did: sharing ``at`` keeps a typical state under 3 KB. Read 
   once the order is.
 - contact: channel, kind; nullable topic, order_id, agent; ``opened``, the latest OPENED;
   ``resolved``, the latest RESOLVED; ``notes`` ``[[occurred_at, event_id, agent, text], ...]``,
-  ascending, deduplicated by event_id, the newest ``Limits.max_notes`` only.
+  ascending, one per event_id (that of its latest occurred_at), the newest
+  ``Limits.max_notes`` only.
+
+Re-sent ids (CONTRACT §3): an event_id is one event. Sent again under another
+``occurred_at``, its version with the latest stamp is the one that counts wherever one event
+wins (an entity's latest event, a contact's note), so no order of arrival makes it count twice
+or lets an older version win; min/max times (``first``, ``lost``, ``placed`` ...) take each
+version as a sighting, which is order-independent too.
 """
 
 from __future__ import annotations
@@ -81,9 +93,10 @@ class Limits:
 
     keep_closed: int = 50  # closed orders / resolved contacts kept, most recent by updated_at
     max_notes: int = 20  # notes kept per contact, newest
+    keep_retired: int = 1000  # dropped orders / contacts remembered per kind, most recent
 
     def __post_init__(self) -> None:
-        if self.keep_closed < 0 or self.max_notes < 0:
+        if self.keep_closed < 0 or self.max_notes < 0 or self.keep_retired < 0:
             raise ValueError(f"limits must not be negative: {self}")
 
 
@@ -262,18 +275,26 @@ def _shipment_view(shipment_id: str, s: Entity) -> dict[str, Any]:
 
 def _merge_order(new: State, event: Event, limits: Limits) -> None:
     order_id = event["order_id"]
-    orders = {**new["_orders"]}
-    order, latest = _merge_entity(orders.get(order_id), event, _ORDER)
-    if latest:
-        order["items"] = [[i["sku"], i["quantity"], i["unit_price_cents"]] for i in event["items"]]
-    orders[order_id] = order
-    if order["type"] in CLOSED_ORDER_TYPES:
-        dropped = _retain(orders, CLOSED_ORDER_TYPES, limits.keep_closed)
-        if dropped:
-            new["_shipments"] = {
-                k: s for k, s in new["_shipments"].items() if s["order_id"] not in dropped
-            }
-    new["_orders"] = orders
+    if not _retired_before(new, "order", order_id, event):
+        orders = {**new["_orders"]}
+        order, latest = _merge_entity(orders.get(order_id), event, _ORDER)
+        if latest:
+            order["items"] = [
+                [i["sku"], i["quantity"], i["unit_price_cents"]] for i in event["items"]
+            ]
+        orders[order_id] = order
+        if order["type"] in CLOSED_ORDER_TYPES:
+            dropped = _retain(orders, CLOSED_ORDER_TYPES, limits.keep_closed)
+            if dropped:
+                kept: dict[str, Entity] = {}
+                gone: dict[str, Entity] = {}
+                for k, s in new["_shipments"].items():
+                    (gone if s["order_id"] in dropped else kept)[k] = s
+                new["_shipments"] = kept
+                _remember_retired(new, "order", dropped, limits.keep_retired)
+                gone_at = {k: s["at"] for k, s in gone.items()}
+                _remember_retired(new, "shipment", gone_at, limits.keep_retired)
+        new["_orders"] = orders
 
     name = event.get("customer_name")
     if name is not None:
@@ -286,6 +307,10 @@ def _merge_order(new: State, event: Event, limits: Limits) -> None:
 
 def _merge_shipment(new: State, event: Event, limits: Limits) -> None:
     shipment_id = event["shipment_id"]
+    if _retired_before(new, "shipment", shipment_id, event) or _retired_before(
+        new, "order", event["order_id"], event
+    ):
+        return  # it went with its order (or would have): whether the order is back or not
     shipment, _ = _merge_entity(new["_shipments"].get(shipment_id), event, _SHIPMENT)
     occurred_at, kind = event["occurred_at"], event["type"]
     if kind == "LOST":
@@ -297,23 +322,18 @@ def _merge_shipment(new: State, event: Event, limits: Limits) -> None:
 
 def _merge_contact(new: State, event: Event, limits: Limits) -> None:
     contact_id = event["contact_id"]
-    contacts = {**new["_contacts"]}
-    old = contacts.get(contact_id)
-    contact, _ = _merge_entity(old, event, _CONTACT)
-    occurred_at = event["occurred_at"]
-    if event["type"] == "RESOLVED":
-        _keep_max(contact, "resolved", occurred_at)
-    notes = old["notes"] if old else []
-    text = event.get("note")
-    if text is not None and limits.max_notes and all(n[1] != event["event_id"] for n in notes):
-        notes = [*notes]
-        insort(notes, [occurred_at, event["event_id"], event.get("agent"), text], key=_note_key)
-        del notes[: -limits.max_notes]
-    contact["notes"] = notes
-    contacts[contact_id] = contact
-    if contact["type"] in CLOSED_CONTACT_TYPES:
-        _retain(contacts, CLOSED_CONTACT_TYPES, limits.keep_closed)
-    new["_contacts"] = contacts
+    if not _retired_before(new, "contact", contact_id, event):
+        contacts = {**new["_contacts"]}
+        old = contacts.get(contact_id)
+        contact, _ = _merge_entity(old, event, _CONTACT)
+        if event["type"] == "RESOLVED":
+            _keep_max(contact, "resolved", event["occurred_at"])
+        contact["notes"] = _with_note(old["notes"] if old else [], event, limits.max_notes)
+        contacts[contact_id] = contact
+        if contact["type"] in CLOSED_CONTACT_TYPES:
+            dropped = _retain(contacts, CLOSED_CONTACT_TYPES, limits.keep_closed)
+            _remember_retired(new, "contact", dropped, limits.keep_retired)
+        new["_contacts"] = contacts
 
     if event.get("customer_id") == new["customer_id"]:
         new["emails"] = _with(new["emails"], normalize_email(event.get("email")))
@@ -357,16 +377,45 @@ def _merge_entity(old: Entity | None, event: Event, fields: _Fields) -> tuple[En
     return entity, False
 
 
-def _retain(entities: dict[str, Entity], closed_types: frozenset[str], keep: int) -> set[str]:
-    """Drop all but the ``keep`` most recent closed entities (in place); returns dropped ids."""
+def _retain(
+    entities: dict[str, Entity], closed_types: frozenset[str], keep: int
+) -> dict[str, list[Any]]:
+    """Drop all but the ``keep`` most recent closed entities (in place).
+
+    Returns the dropped ids with the stamp of each one's latest event.
+    """
     closed = [(e["at"][0], k) for k, e in entities.items() if e["type"] in closed_types]
     if len(closed) <= keep:
-        return set()
+        return {}
     closed.sort(reverse=True)
-    dropped = {k for _, k in closed[keep:]}
-    for k in dropped:
-        del entities[k]
-    return dropped
+    return {k: entities.pop(k)["at"] for _, k in closed[keep:]}
+
+
+def _retired_before(state: State, kind: str, entity_id: str, event: Event) -> bool:
+    """Whether ``event`` is no later than the last event of a dropped entity it is about.
+
+    Such an event was applied before the entity was dropped (a re-send), or would have
+    changed nothing it showed: it is recognised, not taken for the start of a new entity.
+    The answer depends only on the event and the record, never on whether the entity came
+    back since, so sending it again never changes what the first time did.
+    """
+    stamp = state.get("_retired", {}).get(kind, {}).get(entity_id)
+    return stamp is not None and [event["occurred_at"], event["event_id"]] <= stamp
+
+
+def _remember_retired(new: State, kind: str, dropped: dict[str, list[Any]], keep: int) -> None:
+    """Add dropped entities' final stamps to ``_retired[kind]``; keep the ``keep`` latest."""
+    if not dropped or not keep:
+        return
+    retired = dict(new.get("_retired") or {})
+    stamps = dict(retired.get(kind) or {})
+    for entity_id, stamp in dropped.items():
+        if entity_id not in stamps or stamp > stamps[entity_id]:
+            stamps[entity_id] = stamp
+    while len(stamps) > keep:
+        del stamps[min(stamps, key=lambda k: (stamps[k], k))]
+    retired[kind] = stamps
+    new["_retired"] = retired
 
 
 def _keep_max(entity: Entity, key: str, value: int) -> None:
@@ -381,6 +430,24 @@ def _keep_min(entity: Entity, key: str, value: int) -> None:
 
 def _note_key(note: list[Any]) -> tuple[int, str]:
     return note[0], note[1]
+
+
+def _with_note(notes: list[list[Any]], event: Event, keep: int) -> list[list[Any]]:
+    """``notes`` with ``event``'s note: one per event_id, that of its latest ``occurred_at``.
+
+    An id re-sent under another ``occurred_at`` is one event (its latest stamp wins), so the
+    note shows once and the same one whatever arrives first (CONTRACT §3).
+    """
+    text, event_id = event.get("note"), event["event_id"]
+    if text is None or not keep:
+        return notes
+    same = next((n for n in notes if n[1] == event_id), None)
+    if same is not None and same[0] >= event["occurred_at"]:
+        return notes
+    notes = [n for n in notes if n is not same]
+    insort(notes, [event["occurred_at"], event_id, event.get("agent"), text], key=_note_key)
+    del notes[:-keep]
+    return notes
 
 
 def _with(values: list[str], value: str | None) -> list[str]:

@@ -32,6 +32,8 @@ GC_THRESHOLDS = (100_000, 50, 50)
 RECHECKS_PER_TICK = 10_000
 RECHECK_RESEND_S = 60.0
 DUE_SLICE = 2000
+#: how often the held tables are looked through for events held past KEEL_HOLD_MAX_S
+HELD_CHECK_INTERVAL_S = 10.0
 
 #: internal messages the join agent handles between two turns of the event loop: ~10 ms of
 #: work, so a query waits for at most that much of a batch

@@ -147,7 +147,7 @@ class Pipeline:
         if m["op"] == "bind":
             self._bind(ns, key, m["customer_id"])
         elif m["op"] == "unhold":
-            rest = remove_held(self.held[ns].get(key), m["event_id"])
+            rest = remove_held(self.held[ns].get(key), m["event_id"], m.get("at"))
             if rest is not None:
                 if rest:
                     self.held[ns][key] = rest
@@ -172,7 +172,8 @@ class Pipeline:
         for ns, ref in new_refs(old_public, public):
             self._send(_refs_topic(ns), ref, {"op": "bind", "customer_id": customer_id})
         for ns, ref in unhold_refs(kind, event):
-            self._send(_refs_topic(ns), ref, {"op": "unhold", "event_id": event["event_id"]})
+            unhold = {"op": "unhold", "event_id": event["event_id"], "at": event["occurred_at"]}
+            self._send(_refs_topic(ns), ref, unhold)
 
     def _recheck_signals(self, customer_id: str) -> None:
         stored = self.customers.get(customer_id)

@@ -271,3 +271,15 @@ def lost_parcel_histories() -> st.SearchStrategy[list[KindEvent]]:
         shipment_types=("LOST", "DELIVERED"),
         contact_types=("OPENED", "RESOLVED", "RESOLVED", "REOPENED"),
     ).map(lambda h: [(k, {**e, "order_id": "o-1"} if k == "contact" else e) for k, e in h])
+
+
+@st.composite
+def with_retimed_resends(
+    draw: st.DrawFn, history: Sequence[KindEvent], at: st.SearchStrategy[int] | None = None
+) -> list[KindEvent]:
+    """``history`` with some events sent again under the same ``event_id`` but another
+    ``occurred_at`` (a department that re-stamps a retried event), shuffled."""
+    picked = draw(st.lists(st.sampled_from(history), max_size=8)) if history else []
+    stamps = at if at is not None else timestamps()
+    resent = [(kind, {**event, "occurred_at": draw(stamps)}) for kind, event in picked]
+    return draw(st.permutations([*history, *resent]))

@@ -1,12 +1,17 @@
 """Redis sink: customer-state.v1 into Redis, for apps that want a key lookup instead of HTTP.
 
-For every record of the compacted ``customer-state.v1`` topic:
-
-- ``keel:customer:{customer_id}`` = the CustomerState as JSON (the query API's form),
-- ``keel:email:{email}``, ``keel:phone:{phone}``, ``keel:order:{order_id}`` = customer_id for
-  each e-mail, phone and order of the state; index keys the new state no longer has are
-  removed (only while they still point at this customer),
-- a tombstone (null value) deletes the customer key and its index keys.
+- ``keel:customer:{customer_id}`` = the CustomerState as JSON (the query API's form), from
+  every record of the compacted ``customer-state.v1`` topic;
+- ``keel:email:{email}``, ``keel:phone:{phone}``, ``keel:order:{order_id}`` = the customer_id
+  the *worker* says owns it: they come from the changelogs of the worker's owners tables
+  (``{app_id}-email-owners-changelog``, ...), the very tables the query API resolves
+  ``?email=``/``?phone=``/``?order_id=`` by. Two customers' states can both list one e-mail
+  (both ordered with it); the first to claim it owns it and keeps it (CONTRACT §4), so the
+  sink never moves an index key the worker did not move, whatever order it reads states in.
+  An index key stays when its customer's state no longer lists it (retention dropped the
+  order), as the API still answers for it; it may precede its customer key by a moment;
+- a tombstone (null value) deletes the customer key and the index keys its last state listed
+  that still point at it.
 
 A batch of records is one ``MULTI``/``EXEC`` transaction and the consumer's offsets are committed
 only after Redis accepted it. Redis down: the same batch is retried with backoff until Redis is
@@ -44,6 +49,7 @@ from connectors.base import (
     redact,
 )
 from connectors.settings import ConnectorSettings
+from streams.admin import changelog_topic
 from streams.codec import CodecError, get_codec
 from streams.jsonconv import to_json
 
@@ -53,6 +59,12 @@ __all__ = ["CUSTOMER_KEY", "RedisSink", "index_keys", "main"]
 
 CONNECTOR = "redis_sink"
 CUSTOMER_KEY = "keel:customer:{}"
+#: the worker's owners tables (streams/tables.py) whose changelogs give the index keys
+OWNER_KEYS = {
+    "email-owners": "keel:email:{}",
+    "phone-owners": "keel:phone:{}",
+    "order-owners": "keel:order:{}",
+}
 
 # Delete an index key only if it still names this customer: an id belongs to one customer.
 _DELETE_IF_OURS = (
@@ -86,14 +98,22 @@ def index_keys(state: dict[str, Any] | None) -> set[str]:
 class RedisSink(Sink):
     """Writes batches of customer-state records to Redis, one MULTI/EXEC per batch."""
 
-    def __init__(self, client: redis.Redis, topic: str = "customer-state.v1") -> None:
+    def __init__(
+        self, client: redis.Redis, topic: str = "customer-state.v1", app_id: str = "keel"
+    ) -> None:
         self.client = client
         self.topic = topic  # for the metrics' topic label
+        #: owners changelog topic -> the index key format of its references
+        self.owner_topics = {
+            changelog_topic(app_id, table): key for table, key in OWNER_KEYS.items()
+        }
         self.codec = get_codec()
         self.last_write_ok: bool | None = None
 
     @classmethod
-    def from_url(cls, url: str, topic: str = "customer-state.v1") -> RedisSink:
+    def from_url(
+        cls, url: str, topic: str = "customer-state.v1", app_id: str = "keel"
+    ) -> RedisSink:
         """A sink whose client fails fast; retrying is the sink loop's job, with backoff."""
         client = redis.Redis.from_url(
             url,
@@ -101,18 +121,23 @@ class RedisSink(Sink):
             socket_connect_timeout=2,
             retry=Retry(NoBackoff(), 0),
         )
-        return cls(client, topic)
+        return cls(client, topic, app_id)
+
+    def topics(self) -> list[str]:
+        """What the sink consumes: the state topic and the owners changelogs."""
+        return [self.topic, *self.owner_topics]
 
     def status(self) -> dict[str, Any]:
         return {"redis": {None: "unknown", True: "up", False: "down"}[self.last_write_ok]}
 
     def write(self, batch: Sequence[SinkRecord]) -> None:
-        latest = self._latest(batch)
-        if not latest:
+        owned = self._owners(r for r in batch if r.topic in self.owner_topics)
+        latest = self._latest(r for r in batch if r.topic not in self.owner_topics)
+        if not latest and not owned:
             return
         began = time.perf_counter()
         try:
-            self._apply(latest)
+            self._apply(latest, owned)
         except _UNAVAILABLE as exc:
             self.last_write_ok = False
             metrics.REDIS_RETRIES.inc()
@@ -121,6 +146,23 @@ class RedisSink(Sink):
         metrics.REDIS_WRITE_SECONDS.observe(time.perf_counter() - began)
         for value in latest.values():
             metrics.REDIS_RECORDS.labels("delete" if value is None else "upsert").inc()
+        if owned:
+            metrics.REDIS_RECORDS.labels("owner").inc(len(owned))
+
+    def _owners(self, batch: Iterable[SinkRecord]) -> dict[str, str | None]:
+        """index key -> the customer the worker's owners table names (None: it forgot it)."""
+        out: dict[str, str | None] = {}
+        for record in batch:
+            metrics.ACCEPTED.labels(CONNECTOR, record.topic).inc()
+            owner = None if record.value is None else _loads_owner(record.value)
+            if record.key is None or owner == "":
+                metrics.REJECTED.labels(CONNECTOR, "undecodable").inc()
+                log.warning("owners record at %s@%d not readable; skipped", record.topic,
+                            record.offset)
+                continue
+            ref = record.key.decode("utf-8", "replace")
+            out[self.owner_topics[record.topic].format(ref)] = owner
+        return out
 
     def _latest(self, batch: Iterable[SinkRecord]) -> dict[str, bytes | None]:
         """customer_id -> the JSON to store (None: delete), the last record of each key winning.
@@ -150,25 +192,35 @@ class RedisSink(Sink):
             out[customer_id] = orjson.dumps(state)
         return out
 
-    def _apply(self, latest: dict[str, bytes | None]) -> None:
+    def _apply(self, latest: dict[str, bytes | None], owned: dict[str, str | None]) -> None:
+        """One MULTI/EXEC: the owners' index keys first, then the states (a tombstone last
+        removes what names its customer)."""
         ids = list(latest)
-        previous = self.client.mget([CUSTOMER_KEY.format(cid) for cid in ids])
+        previous = self.client.mget([CUSTOMER_KEY.format(cid) for cid in ids]) if ids else []
         tx = self.client.pipeline(transaction=True)
+        bound = {key: owner for key, owner in sorted(owned.items()) if owner is not None}
+        if bound:
+            tx.mset(bound)
+        for key in sorted(key for key, owner in owned.items() if owner is None):
+            tx.delete(key)
         for cid, old_json in zip(ids, previous, strict=True):
             new_json = latest[cid]
-            old_keys = index_keys(_loads(old_json))
             if new_json is None:
                 tx.delete(CUSTOMER_KEY.format(cid))
-                stale = old_keys
+                for key in sorted(index_keys(_loads(old_json))):
+                    tx.eval(_DELETE_IF_OURS, 1, key, cid)
             else:
-                new_keys = index_keys(orjson.loads(new_json))
                 tx.set(CUSTOMER_KEY.format(cid), new_json)
-                if new_keys:
-                    tx.mset(dict.fromkeys(sorted(new_keys), cid))
-                stale = old_keys - new_keys
-            for key in sorted(stale):
-                tx.eval(_DELETE_IF_OURS, 1, key, cid)
         tx.execute()
+
+
+def _loads_owner(value: bytes) -> str:
+    """The customer id of an owners changelog value (JSON string); "" if it is not one."""
+    try:
+        owner = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return ""
+    return owner if isinstance(owner, str) else ""
 
 
 def _loads(value: Any) -> dict[str, Any] | None:
@@ -191,6 +243,9 @@ def consumer_config(settings: ConnectorSettings) -> dict[str, Any]:
         "auto.offset.reset": "earliest",
         "session.timeout.ms": 10_000,
         "max.poll.interval.ms": 300_000,
+        # the owners changelogs are created by the worker, maybe after the sink subscribed:
+        # seen within seconds, not librdkafka's default 5 minutes
+        "topic.metadata.refresh.interval.ms": 10_000,
         "logger": logging.getLogger("librdkafka"),
     }
 
@@ -198,7 +253,9 @@ def consumer_config(settings: ConnectorSettings) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     settings = load_settings("redis-sink")
     stopper = Stopper().install()
-    sink = RedisSink.from_url(settings.keel.redis_url, settings.keel.topics.state)
+    sink = RedisSink.from_url(
+        settings.keel.redis_url, settings.keel.topics.state, settings.keel.app_id
+    )
     try:
         status = StatusServer(
             settings.bind, settings.redis_sink_port, sink.status, settings.auth
@@ -209,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     consumer = Consumer(consumer_config(settings))
     log.info(
         "Redis sink: %s -> %s (group %s); /metrics on %s:%d",
-        settings.keel.topics.state,
+        ", ".join(sink.topics()),
         redact(settings.keel.redis_url),
         settings.redis_sink_group,
         settings.bind,
@@ -218,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         drain(
             consumer,
-            settings.keel.topics.state,
+            sink.topics(),
             sink,
             stopper,
             connector=CONNECTOR,

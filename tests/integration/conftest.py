@@ -36,8 +36,11 @@ def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kafka]:
 def worker(kafka: Kafka, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
     """One worker shared by the pipeline tests (each test uses its own customer ids)."""
     base: Path = tmp_path_factory.mktemp("worker")
+    # Tests mix fixed 2026-09 event times with the present: with the 7-day default, what one
+    # test leaves held would expire as soon as another's present-day events reach its
+    # partition. test_dead_letters runs a worker of its own with a short KEEL_HOLD_MAX_S.
     w = Worker(kafka.bootstrap, base / "data", free_port(), base / "worker.log",
-               KEEL_MAX_RECORD_BYTES="65536")
+               KEEL_MAX_RECORD_BYTES="65536", KEEL_HOLD_MAX_S=str(10 * 365 * 86_400))
     w.start()
     try:
         yield w

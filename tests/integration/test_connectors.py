@@ -690,3 +690,41 @@ def test_redis_down_for_10s_then_every_customer_converges_and_tombstones_delete(
     assert client.get(f"keel:order:{erased_oid}") is None
     assert client.get(f"keel:email:{erased_cid}@example.com") is None
     assert http_get(f"{redis_sink.url}/healthz")[1]["redis"] == "up"
+
+
+def test_redis_index_keys_name_the_owner_the_api_names_when_two_customers_claim_one_id(
+    kafka: Kafka,
+    worker: Worker,
+    departments: Departments,
+    redis_server: Redis,
+    redis_sink: ConnectorProcess,
+) -> None:
+    """A conflicting history: B's orders carry A's e-mail and phone, and reuse A's order id.
+
+    The worker's first bind wins (A), so the API answers A for all three; Redis must say A
+    too, although B's state, which lists them, reached the sink after A's.
+    """
+    client = redis.Redis.from_url(redis_server.url)
+    a, b, shared_order = unique("c-a"), unique("c-b"), unique("o")
+    email, phone = f"{unique('shared')}@example.com", f"+49170{uuid.uuid4().int % 10**8:08d}"
+    departments.send([order(a, shared_order, email=email, phone=phone)])
+    lookups = {
+        f"keel:email:{email}": f"/customers?email={email}",
+        f"keel:phone:{phone}": f"/customers?phone={phone.replace('+', '%2B')}",
+        f"keel:order:{shared_order}": f"/customers?order_id={shared_order}",
+    }
+    for path in lookups.values():
+        wait_for(f"the API to resolve {path}", lambda p=path: worker.get(p)[0] == 200)
+
+    departments.send([order(b, shared_order, "PLACED", T0 + HOUR, email=email, phone=phone)])
+    departments.send([order(b, unique("o"), "PLACED", T0 + HOUR, email=email, phone=phone)])
+    wait_for(
+        "B's state, listing A's e-mail, phone and order, in Redis",
+        lambda: (s := redis_state(client, b)) is not None
+        and email in s["emails"]
+        and phone in s["phones"]
+        and shared_order in {o["order_id"] for o in s["orders"]},
+    )
+    for key, path in lookups.items():
+        assert worker.get(path)[1]["customer_id"] == a  # the worker's first bind
+        assert client.get(key) == a.encode(), f"{key} names {client.get(key)!r}, the API {a}"

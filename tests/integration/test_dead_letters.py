@@ -9,17 +9,33 @@ from __future__ import annotations
 import copy
 import io
 import json
+import time
+import uuid
+from pathlib import Path
 
 import fastavro
 import pytest
+from aiokafka.partitioner import murmur2
 
+from deploy.local.stack import free_port
 from streams.codec import MAGIC, get_codec
 from tests.builders import T0, contact, order, shipment, unique
-from tests.integration.harness import Departments, Worker, read_topic, wait_for
+from tests.integration.harness import (
+    Departments,
+    Worker,
+    http_get,
+    metric_value,
+    read_topic,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
 
 HOUR = 3_600_000
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
 
 
 def _with_foreign_enum_symbol(event: dict) -> bytes:
@@ -184,3 +200,68 @@ def test_dead_letters_can_be_listed_with_reasons_and_replayed_to_their_source(
         text=True,
     )
     assert wrong.returncode == 2 and "no dead letter at 0:999999" in wrong.stderr
+
+
+def test_a_shipment_whose_order_never_comes_is_dead_lettered_after_the_hold_time(
+    kafka: object, tmp_path: Path
+) -> None:
+    """A worker of its own (own group, own topics) holding events for KEEL_HOLD_MAX_S=2.
+
+    The shipment waits for an order that never comes. Once its partition has seen events
+    more than 2 s of event time later, it is in deadletter.v1 with the reason and the event
+    as sent, and keel_held_events is back down; the order arriving afterwards finds nothing
+    held (the dead letter can be replayed).
+    """
+    bootstrap = kafka.bootstrap  # type: ignore[attr-defined]
+    tag = uuid.uuid4().hex[:8]
+    topics = {kind: f"expiry-{kind}s-{tag}" for kind in ("order", "shipment", "contact")}
+    deadletters = f"expiry-deadletters-{tag}"
+    own = Worker(
+        bootstrap, tmp_path / "data", free_port(), tmp_path / "worker.log",
+        KEEL_APP_ID=f"keel-expiry-{tag}", KEEL_HOLD_MAX_S="2",
+        KEEL_TOPIC_ORDERS=topics["order"], KEEL_TOPIC_SHIPMENTS=topics["shipment"],
+        KEEL_TOPIC_CONTACTS=topics["contact"], KEEL_TOPIC_DEADLETTER=deadletters,
+        KEEL_TOPIC_STATE=f"expiry-state-{tag}", KEEL_TOPIC_SIGNALS=f"expiry-signals-{tag}",
+        KEEL_TOPIC_COMMANDS=f"expiry-commands-{tag}",
+    )  # fmt: skip
+    own.start()
+    try:
+        departments = Departments(bootstrap)
+        departments.topics = topics
+        oid = unique("o")
+        kind, waiting = shipment(oid, unique("s"), "DISPATCHED", now_ms() - 60_000)
+        departments.send([(kind, waiting)])
+        wait_for("the shipment held", lambda: held_events(own) == 1)
+
+        # time goes on on the shipment's partition: an order of a customer hashed there
+        partition = key_partition(oid)
+        cid = next(c for c in (unique("c") for _ in range(1000)) if key_partition(c) == partition)
+
+        def expired() -> list | None:
+            departments.send([order(cid, unique("o"), at=now_ms())])
+            mine = [m for m in read_topic(bootstrap, deadletters) if m.key() == oid.encode()]
+            return mine or None
+
+        [letter] = wait_for("the held shipment dead-lettered", expired, timeout=60, interval=3)
+        headers = {k: v.decode() for k, v in letter.headers()}
+        assert headers["x-error"].startswith(f"no customer ever became known for order {oid}")
+        assert headers["x-source-topic"] == topics["shipment"]
+        assert get_codec().decode(letter.value(), "ShipmentEvent") == waiting
+        wait_for("keel_held_events back down", lambda: held_events(own) == 0)
+        departments.send([order(unique("c"), oid, at=now_ms())])  # too late: nothing released
+        status, state = wait_for(
+            "the late order applied",
+            lambda: (r := own.get(f"/customers?order_id={oid}"))[0] == 200 and r or None,
+        )
+        assert state["orders"][0]["shipments"] == []
+    finally:
+        own.stop()
+
+
+def held_events(worker: Worker) -> float:
+    return metric_value(http_get(f"{worker.url}/metrics")[1], "keel_held_events")
+
+
+def key_partition(key: str, partitions: int = 4) -> int:
+    """The partition of ``key`` on the test worker's topics (KEEL_PARTITIONS=4, murmur2)."""
+    return (murmur2(key.encode()) & 0x7FFFFFFF) % partitions

@@ -60,6 +60,21 @@ def test_add_held_keeps_one_copy_per_event_id() -> None:
     assert add_held(held, {"event": {"event_id": "e-2"}}) == [m, {"event": {"event_id": "e-2"}}]
 
 
+def test_a_held_event_re_sent_under_a_later_occurred_at_is_held_in_its_latest_version() -> None:
+    early = {"event": {"event_id": "e-1", "occurred_at": T0}}
+    late = {"event": {"event_id": "e-1", "occurred_at": T0 + 60_000}}
+    assert add_held(add_held(None, early), late) == [late]
+    assert add_held([late], early) is None  # whatever arrived first: the latest stamp waits
+
+
+def test_unhold_drops_the_versions_no_later_than_the_one_applied() -> None:
+    early = {"event": {"event_id": "e-1", "occurred_at": T0}}
+    late = {"event": {"event_id": "e-1", "occurred_at": T0 + 60_000}}
+    assert remove_held([late], "e-1", T0) is None  # a later version still waits for its customer
+    assert remove_held([early], "e-1", T0 + 60_000) == []
+    assert remove_held([late], "e-1") == []  # no time given: every version
+
+
 def test_an_applied_contact_is_unheld_at_every_later_reference_of_its_chain() -> None:
     kind, event = contact("k-1", order_id="o-1", email="a@b.c")
     assert unhold_refs(kind, event) == [(ORDER, "o-1"), (EMAIL, "a@b.c")]
