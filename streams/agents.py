@@ -55,7 +55,7 @@ from streams.join import (
     unhold_refs,
 )
 from streams.signals import Windows, apply_signals, next_check_ms
-from streams.state import Limits, apply_event, empty_state
+from streams.state import Limits, apply_event, bound, empty_state
 from streams.tables import customers, due, held, owners, partition_of, views_ready
 
 log = logging.getLogger(__name__)
@@ -112,6 +112,12 @@ def apply_to_customer(tx: Batch, customer_id: str, kind: str, event: dict, topic
     if not changed:
         metrics.count_event(topic, "duplicate")
         return
+    bounded = bound(state, settings.max_state_bytes, limits.keep_retired)
+    if bounded is not state:  # never a record Kafka refuses, which would stop the partition
+        metrics.STATES_BOUNDED.inc()
+        log.warning("customer state over KEEL_MAX_STATE_BYTES=%d: its oldest parts were "
+                    "dropped", settings.max_state_bytes)
+        state = bounded
     version = state["version"]
     state, signal_changes = apply_signals(state, now, windows)
     state["version"] = version  # one change, one version, even when it also moved a signal

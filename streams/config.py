@@ -47,6 +47,11 @@ VARIABLES: tuple[tuple[str, str, str], ...] = (
         "orders / shipments / contacts retention dropped, remembered per customer and kind "
         "so re-sends stay applied",
     ),
+    (
+        "KEEL_MAX_STATE_BYTES",
+        "524288",
+        "a customer's stored state bigger than this sheds its oldest parts (STATE_BOUNDED)",
+    ),
     ("KEEL_MAX_RECORD_BYTES", "1048576", "larger input records are dead letters"),
     (
         "KEEL_HOLD_MAX_S",
@@ -194,6 +199,7 @@ class Settings:
     keep_closed: int
     max_notes: int
     keep_retired: int
+    max_state_bytes: int
     max_record_bytes: int
     hold_max_s: int
     duplicate_order_window_s: int
@@ -262,6 +268,7 @@ class Settings:
             keep_closed=_int("KEEL_KEEP_CLOSED", get("KEEL_KEEP_CLOSED")),
             max_notes=_int("KEEL_MAX_NOTES", get("KEEL_MAX_NOTES"), 1),
             keep_retired=_int("KEEL_KEEP_RETIRED", get("KEEL_KEEP_RETIRED")),
+            max_state_bytes=_int("KEEL_MAX_STATE_BYTES", get("KEEL_MAX_STATE_BYTES"), 16 * 1024),
             max_record_bytes=_int("KEEL_MAX_RECORD_BYTES", get("KEEL_MAX_RECORD_BYTES"), 1024),
             hold_max_s=_int("KEEL_HOLD_MAX_S", get("KEEL_HOLD_MAX_S"), 1),
             duplicate_order_window_s=_int(

@@ -59,6 +59,7 @@ from streams.signals import (
     LOST_SHIPMENT_DELIVERED,
     REPEAT_CONTACT,
     SHIPMENT_LATE,
+    STATE_BOUNDED,
 )
 from streams.state import view
 from streams.tables import customers
@@ -126,6 +127,11 @@ SIGNAL_HELP = {
         "A department did not do what the desk asked within "
         f"{_duration(settings.command_timeout_s)}, or could not (the order was already "
         "completed): call the department, or tell the customer what can be done instead."
+    ),
+    STATE_BOUNDED: (
+        "This customer's history is longer than keel keeps for one customer, so its oldest "
+        "parts (closed orders, old notes) are no longer shown: ask the department's own "
+        "system for anything older."
     ),
 }
 """One plain sentence per signal type: what it means, then what the agent can do."""

@@ -65,6 +65,11 @@ HELD = Gauge(
     "once per reference. Recounted from the held tables after every rebalance and "
     "periodically, so it is right after a restart too",
 )
+STATES_BOUNDED = Counter(
+    "keel_states_bounded_total",
+    "Times a customer's state outgrew KEEL_MAX_STATE_BYTES and shed its oldest parts "
+    "(the customer shows STATE_BOUNDED)",
+)
 STATE_PUBLISHED = Counter(
     "keel_state_published_total",
     "CustomerState records this worker published to the customer-state topic",

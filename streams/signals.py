@@ -34,6 +34,7 @@ REPEAT_CONTACT = "REPEAT_CONTACT"
 COMPLAINT_UNRESOLVED = "COMPLAINT_UNRESOLVED"
 COMMAND_PENDING = "COMMAND_PENDING"
 COMMAND_FAILED = "COMMAND_FAILED"
+STATE_BOUNDED = "STATE_BOUNDED"
 SIGNAL_TYPES = (
     COMMAND_FAILED,
     COMMAND_PENDING,
@@ -42,6 +43,7 @@ SIGNAL_TYPES = (
     LOST_SHIPMENT_DELIVERED,
     REPEAT_CONTACT,
     SHIPMENT_LATE,
+    STATE_BOUNDED,
 )
 
 ARRIVED = frozenset({"DELIVERED", "RETURNED"})  # a shipment in one of these is never late
@@ -92,6 +94,7 @@ def active_signals(state: State, now_ms: int, windows: Windows = DEFAULT_WINDOWS
         *_repeat_contacts(state, windows),
         *_unresolved_complaints(state, now_ms, windows),
         *_desk_commands(state, now_ms, windows),
+        *_bounded(state),
     ]
     return sorted(found, key=_sort_key)
 
@@ -300,6 +303,31 @@ def _desk_commands(state: State, now_ms: int, windows: Windows) -> Iterator[Sign
         items.sort()
         detail = "; ".join(text for _, text in items) + "."
         yield _signal(signal, items[0][0], detail, order_id=order_id, contact_id=contact_id)
+
+
+_DROPPED = {
+    "closed": "closed orders/contacts",
+    "notes_cut": "long notes shortened",
+    "notes": "older notes",
+    "retired": "records of retired orders/contacts",
+    "open": "open orders/contacts",
+}
+
+
+def _bounded(state: State) -> Iterator[Signal]:
+    """The state outgrew what keel keeps per customer (streams/state.py ``bound``)."""
+    bounded = state.get("_bounded")
+    if not bounded:
+        return
+    dropped = ", ".join(
+        f"{n} {_DROPPED.get(what, what)}" for what, n in sorted(bounded["dropped"].items()) if n
+    )
+    yield _signal(
+        STATE_BOUNDED,
+        bounded["at"],
+        f"This customer's history outgrew what keel keeps per customer (KEEL_MAX_STATE_BYTES); "
+        f"its oldest parts were dropped: {dropped or 'nothing yet'}.",
+    )
 
 
 def _command_outcome(state: State, command: dict[str, Any]) -> str | None:

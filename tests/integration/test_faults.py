@@ -21,10 +21,11 @@ from deploy.local.stack import Kafka
 from streams.codec import MAGIC, get_codec
 from streams.config import Settings
 from streams.deadletters import DeadLetterError, replay
-from tests.builders import order, shuffled_stories, unique
+from tests.builders import contact, order, shuffled_stories, unique
 from tests.integration.harness import read_topic, wait_for
 from tests.integration.oracle_checks import (
     departments_for,
+    last_states,
     own_worker,
     settled,
     topic_mismatches,
@@ -237,5 +238,42 @@ def test_a_worker_starts_when_commands_topic_was_created_with_another_partition_
     try:
         worker.start(timeout=60)
         assert worker.get("/readyz")[0] == 200
+    finally:
+        worker.stop()
+
+
+def test_a_customer_whose_history_outgrows_a_kafka_record_is_cut_not_a_stalled_partition(
+    kafka: Kafka, tmp_path: Path
+) -> None:
+    app_id = unique("big")
+    worker = own_worker(kafka, tmp_path, app_id, "worker")
+    worker.start()
+    try:
+        departments = departments_for(kafka, app_id)
+        big, other = unique("c"), unique("c")
+        at = int(time.time() * 1000) - 3_600_000
+        # 40 open contacts with 10 notes of 3 kB each: 1.2 MB of state, more than one
+        # Kafka record may hold (its changelog and customer-state.v1 records carry it whole)
+        departments.send(
+            contact(f"{big}-k{i}", at=at + i * 100 + n, customer_id=big,
+                    event_id=f"{big}-e{i}-{n}", note=f"{i}/{n} " + "x" * 3000)
+            for i in range(40)
+            for n in range(10)
+        )  # fmt: skip
+        departments.send([order(other, unique("o"), at=at)])  # after it, in the same stream
+
+        def bounded() -> dict | None:
+            status, state = worker.get(f"/customers/{big}")
+            types = [s["type"] for s in state["signals"]] if status == 200 else []
+            return state if "STATE_BOUNDED" in types else None
+
+        state = wait_for("the big customer's state, cut", bounded, timeout=120)
+        assert worker.get("/healthz")[0] == 200, worker.tail()
+        wait_for("the next customer", lambda: worker.get(f"/customers/{other}")[0] == 200, 60)
+        assert state["contacts"], "open contacts are the last thing a state sheds"
+        last = last_states(kafka, f"{app_id}.state")[big]
+        assert [s["type"] for s in last["signals"]] == ["STATE_BOUNDED"]
+        print(f"\nbig state: 400 notes of 3 kB on 40 contacts cut to {len(state['contacts'])} "
+              "contacts; worker healthy, the next customer applied")  # fmt: skip
     finally:
         worker.stop()

@@ -777,3 +777,52 @@ def test_generated_events_follow_the_contract(history: list[KindEvent]) -> None:
             assert event["items"] and all(
                 set(line) == {"sku", "quantity", "unit_price_cents"} for line in event["items"]
             )
+
+
+# --- a state bigger than Kafka takes (streams/state.py bound) -------------------------------
+
+
+def _long_history(contacts: int, notes: int, text: int, closed_orders: int = 0) -> dict:
+    from tests.builders import contact, order
+
+    state = empty_state("c-big")
+    events = [
+        order("c-big", f"o-{i}", "COMPLETED", at=T0 + i) for i in range(closed_orders)
+    ] + [
+        contact(f"k-{i}", at=T0 + 1000 + i * 100 + n, customer_id="c-big",
+                event_id=f"e-{i}-{n}", note=f"{i}/{n} " + "x" * text)
+        for i in range(contacts)
+        for n in range(notes)
+    ]  # fmt: skip
+    for kind, event in events:
+        state, _ = apply_event(state, kind, event, now_ms=0)
+    return state
+
+
+def test_a_state_over_the_limit_sheds_closed_then_notes_then_open_and_says_so() -> None:
+    import orjson
+
+    from streams.state import bound
+
+    state = _long_history(contacts=40, notes=10, text=3000, closed_orders=30)
+    size = len(orjson.dumps(state))
+    assert size > 1_000_000  # what Kafka would refuse as one record
+    limit = 256 * 1024
+    given = copy.deepcopy(state)
+    cut = bound(state, limit)
+    assert len(orjson.dumps(cut)) <= limit
+    dropped = cut["_bounded"]["dropped"]
+    assert dropped["closed"] == 30 and dropped["notes_cut"] > 0 and dropped["notes"] > 0
+    assert not cut["_orders"] and cut["_contacts"], "open contacts go last"
+    assert all(len(n[3]) <= 1001 for c in cut["_contacts"].values() for n in c["notes"])
+    assert cut["_retired"]["order"].keys() == {f"o-{i}" for i in range(30)}
+    assert state == given, "bound must not change the state it was given"
+    assert bound(cut, limit) is cut  # under the limit: the very same state
+    view(cut)  # still a state the public view takes
+
+
+def test_only_a_state_over_the_limit_changes() -> None:
+    from streams.state import bound
+
+    state = _long_history(contacts=3, notes=2, text=100)
+    assert bound(state, 16 * 1024) is state and "_bounded" not in state
