@@ -86,9 +86,12 @@ def now_ms() -> int:
 
 #: partition -> the newest occurred_at of an event handled on it (never ahead of the wall
 #: clock): the event time held events expire by. A held message records it as ``held_at``
-#: and expires once its partition's clock is KEEL_HOLD_MAX_S past that, so a department's
-#: backfill of old events waits as long as live ones. Kept in memory; after a restart it
-#: starts again from what arrives, which can only delay an expiry, never hasten it.
+#: (and the wall clock as ``held_wall``) and expires once its partition's clock is
+#: KEEL_HOLD_MAX_S past that, so a department's backfill of old events waits as long as live
+#: ones, and once it also waited that long by the wall clock: a backlog moves a reference
+#: partition's clock ahead of the binds that would release it (streams/join.py). Kept in
+#: memory; after a restart it starts again from what arrives, which can only delay an
+#: expiry, never hasten it.
 event_clock: dict[int, int] = {}
 
 
@@ -197,7 +200,8 @@ def lookup(tx: Batch, ns: str, ref: str, message: dict) -> None:
         forward(tx, owner, message)
         return
     before = tx.get(held[ns], ref)
-    waiting = add_held(before, {**message, "held_at": event_clock.get(tx.partition, occurred_at)})
+    clocks = {"held_at": event_clock.get(tx.partition, occurred_at), "held_wall": now_ms()}
+    waiting = add_held(before, {**message, **clocks})
     if waiting is None:
         return  # already held here, and already passed down the chain
     tx.set(held[ns], ref, waiting)
@@ -238,8 +242,11 @@ def drop_held(tx: Batch, ns: str, ref: str, event_id: str, at: int | None) -> No
     metrics.HELD.dec(len(before) - len(rest))
 
 
-def expire_held(tx: Batch, ns: str, ref: str, before: int) -> None:
-    """Dead-letter what was held at ``ref`` before ``before`` (event time) for a customer.
+def expire_held(
+    tx: Batch, ns: str, ref: str, before: int, wall_before: int | None = None
+) -> None:
+    """Dead-letter what was held at ``ref`` before ``before`` (event time) for a customer,
+    and before ``wall_before`` by the wall clock (streams/join.py ``expired_held``).
 
     Sent by :func:`held_clock`. Only the copy where an event's chain starts expires; an
     unhold takes its copies further down the chain. The dead letter is an output of this
@@ -247,7 +254,7 @@ def expire_held(tx: Batch, ns: str, ref: str, before: int) -> None:
     crash in between expires it again, never loses it.
     """
     waiting = tx.get(held[ns], ref)
-    expired = expired_held(waiting, ns, ref, before)
+    expired = expired_held(waiting, ns, ref, before, wall_before)
     if not expired:
         return
     rest = [m for m in waiting if all(m is not x for x in expired)]
@@ -290,7 +297,7 @@ def _ref_handler(ns: str) -> Callable[[Batch, str, dict], None]:
         elif op == "unhold":
             drop_held(tx, ns, ref, m["event_id"], m.get("at"))
         elif op == "expire":
-            expire_held(tx, ns, ref, m["before"])
+            expire_held(tx, ns, ref, m["before"], m.get("wall_before"))
         else:
             lookup(tx, ns, ref, m)
 
@@ -503,13 +510,15 @@ async def held_clock() -> None:
     def clock(ns: str, ref: str) -> int | None:
         return event_clock.get(partition_of(ref))
 
-    expiries = held_expiry(rows, clock, settings.hold_max_s * 1000)[: tuning.RECHECKS_PER_TICK]
+    hold_max_ms, wall = settings.hold_max_s * 1000, now_ms()
+    expiries = held_expiry(rows, clock, hold_max_ms, wall)[: tuning.RECHECKS_PER_TICK]
     if not expiries:
         return
     out = emitter.outbox()
     internal = Packer(out.produce)
     for ns, ref, before in expiries:
-        internal.send(REF_TOPIC[ns], ref, {"op": "expire", "before": before})
+        expire = {"op": "expire", "before": before, "wall_before": wall - hold_max_ms}
+        internal.send(REF_TOPIC[ns], ref, expire)
     internal.flush()
     try:
         await out.confirmed()

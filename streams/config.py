@@ -56,7 +56,8 @@ VARIABLES: tuple[tuple[str, str, str], ...] = (
     (
         "KEEL_HOLD_MAX_S",
         "604800",
-        "a shipment/contact held this long (event time) for its order/identity: dead letter",
+        "a shipment/contact held this long (event time, and wall time) for its order/identity: "
+        "dead letter",
     ),
     (
         "KEEL_DUPLICATE_ORDER_WINDOW_S",
