@@ -41,7 +41,7 @@ from streams import topics as t
 from streams.app import app, settings
 from streams.checkpoint import Batch, Packer, commit
 from streams.codec import get_codec
-from streams.commands import apply_command
+from streams.commands import apply_command, apply_outcome
 from streams.emit import Emitter, Headers
 from streams.intake import KEY_FIELD_OF_KIND, SCHEMA_OF_KIND, intake
 from streams.join import (
@@ -105,11 +105,16 @@ def saw(partition: int, occurred_at: int) -> None:
 
 def apply_to_customer(tx: Batch, customer_id: str, kind: str, event: dict, topic: str) -> None:
     """Merge one event into its customer's state; publish the state and new binds if it changed."""
-    saw(tx.partition, event["requested_at"] if kind == "command" else event["occurred_at"])
+    saw(tx.partition, _event_time(kind, event))
     before = tx.get(customers, customer_id)
     now = now_ms()
     if kind == "command":  # a desk command: its lifecycle shows as signals
         state, changed = apply_command(before or empty_state(customer_id), event, now)
+    elif kind == "outcome":  # a department's answer to one, for a customer keel knows
+        if before is None:  # no command of it can be here (keel checks them against a state)
+            metrics.count_event(topic, "duplicate")
+            return
+        state, changed = apply_outcome(before, event, now)
     else:
         state, changed = apply_event(before or empty_state(customer_id), kind, event, now, limits)
     if not changed:
@@ -125,8 +130,8 @@ def apply_to_customer(tx: Batch, customer_id: str, kind: str, event: dict, topic
     state, signal_changes = apply_signals(state, now, windows)
     state["version"] = version  # one change, one version, even when it also moved a signal
     metrics.count_event(topic, "applied")
-    if kind == "command":  # measured once it is stored
-        tx.applied.append(("desk", event["requested_at"]))
+    if kind in ("command", "outcome"):  # measured once it is stored
+        tx.applied.append(("desk", _event_time(kind, event)))
     else:
         tx.applied.append((event["source"], event["occurred_at"]))
     save_and_publish(tx, customer_id, state, signal_changes, now)
@@ -137,6 +142,15 @@ def apply_to_customer(tx: Batch, customer_id: str, kind: str, event: dict, topic
         unhold = {"op": "unhold", "event_id": event["event_id"], "at": event["occurred_at"]}
         for ns, ref in refs:
             tx.internal.send(REF_TOPIC[ns], ref, unhold)
+
+
+def _event_time(kind: str, event: dict) -> int:
+    """When a record happened: a command when it was asked, an answer when it was given."""
+    if kind == "command":
+        return int(event["requested_at"])
+    if kind == "outcome":
+        return int(event["at"])
+    return int(event["occurred_at"])
 
 
 def recheck_signals(tx: Batch, customer_id: str) -> None:
