@@ -55,6 +55,7 @@ def topic_specs(settings: Settings) -> dict[str, dict[str, str]]:
         t.signals: delete,
         t.deadletter: {**delete, "retention.ms": str(4 * WEEK_MS)},
         t.commands: {**delete, "retention.ms": str(WEEK_MS)},
+        t.command_outcomes: {**delete, "retention.ms": str(WEEK_MS)},
         f"{settings.app_id}-customer-events": delete,
     }
     for ns in NAMESPACES:
@@ -85,9 +86,10 @@ def ensure_topics(settings: Settings, timeout: float = 60.0) -> list[str]:
                     f"cannot reach Kafka at {settings.kafka_bootstrap}: {exc}"
                 ) from exc
             time.sleep(0.5)
-    # commands.v1 feeds no table (the delivery connectors read it), so any count will do; a
-    # connector that subscribed first may have had the broker create it with its default.
-    free = {settings.topics.commands}
+    # commands.v1 and command-outcomes.v1 feed no table (the intake packs them onto
+    # customer-events; the delivery connectors read and write them), so any count will do: a
+    # connector that got there first may have had the broker create one with its default.
+    free = {settings.topics.commands, settings.topics.command_outcomes}
     wrong = [
         f"{name} has {len(existing[name].partitions)} partitions"
         for name in specs

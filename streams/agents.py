@@ -41,7 +41,7 @@ from streams import topics as t
 from streams.app import app, settings
 from streams.checkpoint import Batch, Packer, commit
 from streams.codec import get_codec
-from streams.commands import apply_command
+from streams.commands import apply_command, apply_outcome
 from streams.due_index import DueIndex
 from streams.emit import Emitter, Headers
 from streams.intake import KEY_FIELD_OF_KIND, SCHEMA_OF_KIND, intake
@@ -91,9 +91,12 @@ def now_ms() -> int:
 
 #: partition -> the newest occurred_at of an event handled on it (never ahead of the wall
 #: clock): the event time held events expire by. A held message records it as ``held_at``
-#: and expires once its partition's clock is KEEL_HOLD_MAX_S past that, so a department's
-#: backfill of old events waits as long as live ones. Kept in memory; after a restart it
-#: starts again from what arrives, which can only delay an expiry, never hasten it.
+#: (and the wall clock as ``held_wall``) and expires once its partition's clock is
+#: KEEL_HOLD_MAX_S past that, so a department's backfill of old events waits as long as live
+#: ones, and once it also waited that long by the wall clock: a backlog moves a reference
+#: partition's clock ahead of the binds that would release it (streams/join.py). Kept in
+#: memory; after a restart it starts again from what arrives, which can only delay an
+#: expiry, never hasten it.
 event_clock: dict[int, int] = {}
 
 
@@ -113,7 +116,7 @@ def apply_to_customer(
     ``rank``: how a contact was joined to this customer (streams/placement.py). One that
     moved away from here goes on to where it moved.
     """
-    saw(tx.partition, event["requested_at"] if kind == "command" else event["occurred_at"])
+    saw(tx.partition, _event_time(kind, event))
     before = tx.get(customers, customer_id)
     now = now_ms()
     if kind == "contact" and rank != NAMED and before is not None:
@@ -124,6 +127,11 @@ def apply_to_customer(
             return
     if kind == "command":  # a desk command: its lifecycle shows as signals
         state, changed = apply_command(before or empty_state(customer_id), event, now)
+    elif kind == "outcome":  # a department's answer to one, for a customer keel knows
+        if before is None:  # no command of it can be here (keel checks them against a state)
+            metrics.count_event(topic, "duplicate")
+            return
+        state, changed = apply_outcome(before, event, now)
     else:
         state, changed = apply_placed(
             before or empty_state(customer_id), kind, event, rank, now, limits
@@ -141,8 +149,8 @@ def apply_to_customer(
     state, signal_changes = apply_signals(state, now, windows)
     state["version"] = version  # one change, one version, even when it also moved a signal
     metrics.count_event(topic, "applied")
-    if kind == "command":  # measured once it is stored
-        tx.applied.append(("desk", event["requested_at"]))
+    if kind in ("command", "outcome"):  # measured once it is stored
+        tx.applied.append(("desk", _event_time(kind, event)))
     else:
         tx.applied.append((event["source"], event["occurred_at"]))
     save_and_publish(tx, customer_id, state, signal_changes, now)
@@ -190,6 +198,15 @@ def move_contact(tx: Batch, customer_id: str, m: dict) -> None:
         tx.internal.send(CUSTOMER_EVENTS, to, body)
     rebind = {"op": "rebind", "from": customer_id, "customer_id": to}
     tx.internal.send(REF_TOPIC[CONTACT], contact_id, rebind)
+
+
+def _event_time(kind: str, event: dict) -> int:
+    """When a record happened: a command when it was asked, an answer when it was given."""
+    if kind == "command":
+        return int(event["requested_at"])
+    if kind == "outcome":
+        return int(event["at"])
+    return int(event["occurred_at"])
 
 
 def recheck_signals(tx: Batch, customer_id: str) -> None:
@@ -270,7 +287,8 @@ def lookup(tx: Batch, ns: str, ref: str, message: dict) -> None:
         forward(tx, owner, message, ns)
         return
     before = tx.get(held[ns], ref)
-    waiting = add_held(before, {**message, "held_at": event_clock.get(tx.partition, occurred_at)})
+    clocks = {"held_at": event_clock.get(tx.partition, occurred_at), "held_wall": now_ms()}
+    waiting = add_held(before, {**message, **clocks})
     if waiting is None:
         return  # already held here, and already passed down the chain
     tx.set(held[ns], ref, waiting)
@@ -344,8 +362,11 @@ def drop_held(tx: Batch, ns: str, ref: str, event_id: str, at: int | None) -> No
     metrics.HELD.dec(len(before) - len(rest))
 
 
-def expire_held(tx: Batch, ns: str, ref: str, before: int) -> None:
-    """Dead-letter what was held at ``ref`` before ``before`` (event time) for a customer.
+def expire_held(
+    tx: Batch, ns: str, ref: str, before: int, wall_before: int | None = None
+) -> None:
+    """Dead-letter what was held at ``ref`` before ``before`` (event time) for a customer,
+    and before ``wall_before`` by the wall clock (streams/join.py ``expired_held``).
 
     Sent by :func:`held_clock`. Only the copy where an event's chain starts expires; an
     unhold takes its copies further down the chain. The dead letter is an output of this
@@ -353,7 +374,7 @@ def expire_held(tx: Batch, ns: str, ref: str, before: int) -> None:
     crash in between expires it again, never loses it.
     """
     waiting = tx.get(held[ns], ref)
-    expired = expired_held(waiting, ns, ref, before)
+    expired = expired_held(waiting, ns, ref, before, wall_before)
     if not expired:
         return
     rest = [m for m in waiting if all(m is not x for x in expired)]
@@ -398,7 +419,7 @@ def _ref_handler(ns: str) -> Callable[[Batch, str, dict], None]:
         elif op == "unhold":
             drop_held(tx, ns, ref, m["event_id"], m.get("at"))
         elif op == "expire":
-            expire_held(tx, ns, ref, m["before"])
+            expire_held(tx, ns, ref, m["before"], m.get("wall_before"))
         elif op == "placed":
             placed(tx, ns, ref, m)
         elif op == "rebind":
@@ -587,13 +608,15 @@ async def held_clock() -> None:
     def clock(ns: str, ref: str) -> int | None:
         return event_clock.get(partition_of(ref))
 
-    expiries = held_expiry(rows, clock, settings.hold_max_s * 1000)[: tuning.RECHECKS_PER_TICK]
+    hold_max_ms, wall = settings.hold_max_s * 1000, now_ms()
+    expiries = held_expiry(rows, clock, hold_max_ms, wall)[: tuning.RECHECKS_PER_TICK]
     if not expiries:
         return
     out = emitter.outbox()
     internal = Packer(out.produce)
     for ns, ref, before in expiries:
-        internal.send(REF_TOPIC[ns], ref, {"op": "expire", "before": before})
+        expire = {"op": "expire", "before": before, "wall_before": wall - hold_max_ms}
+        internal.send(REF_TOPIC[ns], ref, expire)
     internal.flush()
     try:
         await out.confirmed()

@@ -45,18 +45,6 @@ def _varint(out: bytearray, n: int) -> None:
     out.append(n)
 
 
-def _long(out: bytearray, n: Any) -> None:
-    if type(n) is not int or not _LONG_MIN <= n <= _LONG_MAX:
-        raise Fallback
-    _varint(out, (n << 1) ^ (n >> 63))
-
-
-def _int(out: bytearray, n: Any) -> None:
-    if type(n) is not int or not _INT_MIN <= n <= _INT_MAX:
-        raise Fallback
-    _varint(out, (n << 1) ^ (n >> 63))
-
-
 def _string(out: bytearray, s: Any) -> None:
     if type(s) is not str:
         raise Fallback
@@ -98,11 +86,12 @@ def _null(out: bytearray, x: Any) -> None:
         raise Fallback
 
 
+#: primitives whose writing _Compiler.value inlines (the most common values of a state)
+_INLINED = ("int", "long", "string")
+#: the primitives written by a helper (string's also writes map keys)
 _PRIMITIVES = {
     "null": "_null",
     "boolean": "_boolean",
-    "int": "_int",
-    "long": "_long",
     "float": "_float",
     "double": "_double",
     "bytes": "_bytes",
@@ -154,7 +143,7 @@ class _Compiler:
         """Lines (indented ``depth`` levels) that write ``var``, a value of ``schema``."""
         pad = "    " * depth
         if isinstance(schema, str):
-            if schema in ("int", "long"):  # inlined: the most common values of a state
+            if schema in ("int", "long"):  # inlined (_INLINED)
                 low, high = (_INT_MIN, _INT_MAX) if schema == "int" else (_LONG_MIN, _LONG_MAX)
                 return [
                     f"{pad}if type({var}) is not int or not {low} <= {var} <= {high}:",
@@ -185,7 +174,7 @@ class _Compiler:
         if isinstance(schema, list):
             return self.union(schema, var, depth)
         kind = schema["type"]
-        if kind in _PRIMITIVES:  # {"type": "long"} (a logical type kept on a primitive)
+        if kind in _PRIMITIVES or kind in _INLINED:  # {"type": "long"}: a logical type kept
             return self.value(kind, var, depth)
         if kind == "record":
             return [f"{pad}{self.record_function(schema)}(out, {var})"]

@@ -37,6 +37,8 @@ __all__ = [
     "ADD_NOTE",
     "CANCEL_ORDER",
     "COMMAND_TYPES",
+    "DELIVERED",
+    "REJECTED",
     "RESOLVE_CONTACT",
     "RecentCommands",
     "Refused",
@@ -49,6 +51,8 @@ CANCEL_ORDER = "CANCEL_ORDER"
 ADD_NOTE = "ADD_NOTE"
 RESOLVE_CONTACT = "RESOLVE_CONTACT"
 COMMAND_TYPES = (CANCEL_ORDER, ADD_NOTE, RESOLVE_CONTACT)
+DELIVERED = "DELIVERED"  # CommandOutcome.outcome: the department took it
+REJECTED = "REJECTED"  # ... refused it for good
 
 CLOSED_ORDER = frozenset({"CANCELLED", "COMPLETED"})
 BODY_FIELDS = frozenset({"command_id", "type", "customer_id", "order_id", "contact_id", "reason",
@@ -272,3 +276,83 @@ def apply_command(
     new["version"] = state["version"] + 1
     new["updated_at"] = now_ms
     return new, True
+
+
+# ------------------------------------------------------------- the departments' answers to them
+
+#: answers one state remembers (one per command and connector), the most recent by ``at``:
+#: two per kept command (e.g. the inbox's DELIVERED and the webhook's REJECTED)
+KEPT_OUTCOMES = 2 * KEPT_COMMANDS
+#: characters of a department's reason kept (the connectors send at most 300)
+MAX_REASON = 300
+
+Answer = tuple[str, int, str, str | None]  # (outcome, at, connector, reason)
+
+
+def _answer_key(entry: list[Any]) -> tuple[int, str, str]:
+    """The total order answers are merged by: latest ``at``, then outcome, then reason."""
+    at, outcome, reason = entry
+    return at, outcome, reason or ""
+
+
+def apply_outcome(
+    state: dict[str, Any], outcome: Mapping[str, Any], now_ms: int
+) -> tuple[dict[str, Any], bool]:
+    """Remember a department's answer to a command (a CommandOutcome record) in the state.
+
+    Stored as ``state["_outcomes"][command_id][connector] = [at, outcome, reason]``, next to
+    ``state["_commands"]`` but apart from it, so an answer that arrives before its command
+    waits there for it. Each connector's latest answer counts (the largest by ``at``, then
+    outcome and reason: the same answer again, or an older one, changes nothing), and only
+    the ``KEPT_OUTCOMES`` latest answers are kept. Both are maxima of one total order, so the
+    result depends only on the set of answers, never on their order or on duplicates.
+    Returns ``(state, changed)``; ``state`` is never mutated.
+
+        >>> state = {"customer_id": "c-1", "version": 1, "updated_at": 0}
+        >>> refused = {"command_id": "x-1", "customer_id": "c-1", "outcome": "REJECTED",
+        ...            "reason": "already shipped", "connector": "webhook", "at": 7}
+        >>> new, changed = apply_outcome(state, refused, now_ms=9)
+        >>> changed, command_answer(new, "x-1")
+        (True, ('REJECTED', 7, 'webhook', 'already shipped'))
+        >>> apply_outcome(new, refused, now_ms=10) == (new, False)
+        True
+    """
+    command_id, connector = outcome["command_id"], outcome["connector"]
+    reason = outcome.get("reason")
+    entry = [outcome["at"], outcome["outcome"], reason[:MAX_REASON] if reason else None]
+    kept: dict[str, dict[str, list[Any]]] = state.get("_outcomes") or {}
+    old = kept.get(command_id, {}).get(connector)
+    if old is not None and _answer_key(old) >= _answer_key(entry):
+        return state, False
+    answers = {**kept, command_id: {**kept.get(command_id, {}), connector: entry}}
+    every = [(_answer_key(e), c, k) for c, by in answers.items() for k, e in by.items()]
+    if len(every) > KEPT_OUTCOMES:
+        every.sort()
+        dropped = every[: len(every) - KEPT_OUTCOMES]
+        if any(c == command_id and k == connector for _, c, k in dropped):
+            return state, False  # older than every answer kept
+        for _, c, k in dropped:
+            rest = {name: e for name, e in answers[c].items() if name != k}
+            if rest:
+                answers[c] = rest
+            else:
+                del answers[c]
+    new = {**state, "_outcomes": answers}
+    new["version"] = state["version"] + 1
+    new["updated_at"] = now_ms
+    return new, True
+
+
+def command_answer(state: Mapping[str, Any], command_id: str) -> Answer | None:
+    """What the departments answered to a command: ``(outcome, at, connector, reason)``.
+
+    A refusal through any connector is the answer (the latest, if several refused); else the
+    first delivery; None while no connector has reported either.
+    """
+    by_connector = (state.get("_outcomes") or {}).get(command_id) or {}
+    answers = [(e[1], e[0], connector, e[2]) for connector, e in by_connector.items()]
+    refused = [a for a in answers if a[0] == REJECTED]
+    if refused:
+        return max(refused, key=lambda a: (a[1], a[2], a[3] or ""))
+    delivered = [a for a in answers if a[0] == DELIVERED]
+    return min(delivered, key=lambda a: (a[1], a[2])) if delivered else None

@@ -56,7 +56,8 @@ VARIABLES: tuple[tuple[str, str, str], ...] = (
     (
         "KEEL_HOLD_MAX_S",
         "604800",
-        "a shipment/contact held this long (event time) for its order/identity: dead letter",
+        "a shipment/contact held this long (event time, and wall time) for its order/identity: "
+        "dead letter",
     ),
     (
         "KEEL_DUPLICATE_ORDER_WINDOW_S",
@@ -116,6 +117,11 @@ VARIABLES: tuple[tuple[str, str, str], ...] = (
     ("KEEL_TOPIC_SIGNALS", "customer-signals.v1", "customer signals topic"),
     ("KEEL_TOPIC_DEADLETTER", "deadletter.v1", "dead letters"),
     ("KEEL_TOPIC_COMMANDS", "commands.v1", "desk agents' commands to the departments"),
+    (
+        "KEEL_TOPIC_COMMAND_OUTCOMES",
+        "command-outcomes.v1",
+        "the departments' answers to commands, as the delivery connectors saw them",
+    ),
     ("POSTGRES_URL", "postgresql://keel@127.0.0.1:5432/keel", "PostgreSQL of the outbox connector"),
     ("KEEL_CONNECTOR_BIND", "127.0.0.1", "address the connectors' HTTP servers bind to"),
     ("KEEL_INGEST_PORT", "8088", "HTTP ingest port (also its /metrics, /healthz, /openapi.json)"),
@@ -178,6 +184,7 @@ class Topics:
     signals: str
     deadletter: str
     commands: str
+    command_outcomes: str
 
     def inputs(self) -> tuple[str, str, str]:
         return (self.orders, self.shipments, self.contacts)
@@ -297,6 +304,7 @@ class Settings:
                 signals=get("KEEL_TOPIC_SIGNALS"),
                 deadletter=get("KEEL_TOPIC_DEADLETTER"),
                 commands=get("KEEL_TOPIC_COMMANDS"),
+                command_outcomes=get("KEEL_TOPIC_COMMAND_OUTCOMES"),
             ),
         )
 

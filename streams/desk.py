@@ -124,9 +124,10 @@ SIGNAL_HELP = {
         "not arrived yet: tell the customer it is requested, and do not ask again."
     ),
     COMMAND_FAILED: (
-        "A department did not do what the desk asked within "
-        f"{_duration(settings.command_timeout_s)}, or could not (the order was already "
-        "completed): call the department, or tell the customer what can be done instead."
+        "A department refused what the desk asked (its reason is below), could not do it (the "
+        "order was already completed) or did not do it within "
+        f"{_duration(settings.command_timeout_s)}: tell the customer what can be done instead, "
+        "or call the department."
     ),
     STATE_BOUNDED: (
         "This customer's history is longer than keel keeps for one customer, so its oldest "

@@ -9,6 +9,8 @@ sends each event, packed with the others of its batch, to where its join starts:
 
     order              -> customer-events (key customer_id)
     contact with id    -> customer-events (key customer_id)
+    desk command       -> customer-events (key customer_id; commands.v1)
+    command outcome    -> customer-events (key customer_id; command-outcomes.v1)
     shipment           -> order-refs      (key order_id):   look the order's customer up
     other contact      -> contact-refs    (key contact_id): look up by case, order, e-mail, phone
 
@@ -52,8 +54,14 @@ SCHEMA_OF_KIND = {
     "shipment": "ShipmentEvent",
     "contact": "ContactEvent",
     "command": "DeskCommand",  # the desk's own commands.v1: their lifecycle is in the state
+    "outcome": "CommandOutcome",  # the departments' answers to them (command-outcomes.v1)
 }
-KEY_FIELD_OF_KIND = {"order": "customer_id", "shipment": "order_id", "contact": "contact_id"}
+KEY_FIELD_OF_KIND = {
+    "order": "customer_id",
+    "shipment": "order_id",
+    "contact": "contact_id",
+    "outcome": "customer_id",
+}
 
 Headers = list[tuple[str, str | bytes | None]]
 
@@ -160,6 +168,7 @@ class Intake:
             settings.topics.shipments: "shipment",
             settings.topics.contacts: "contact",
             settings.topics.commands: "command",
+            settings.topics.command_outcomes: "outcome",
         }
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None

@@ -47,7 +47,7 @@ def route(kind: str, event: dict) -> Route:
     >>> route("shipment", {"order_id": "o-1"})
     Route(customer_id=None, refs=(('order', 'o-1'),))
     """
-    if kind in ("order", "command"):  # a desk command names its customer
+    if kind in ("order", "command", "outcome"):  # desk commands and answers name their customer
         return Route(event["customer_id"])
     if kind == "shipment":
         return Route(None, ((ORDER, event["order_id"]),))
@@ -195,42 +195,60 @@ def chain_starts_at(ns: str, ref: str, message: dict) -> bool:
     return bool(refs) and refs[0] == (ns, ref)
 
 
-def expired_held(held: list[dict] | None, ns: str, ref: str, before: int) -> list[dict]:
+def expired_held(
+    held: list[dict] | None, ns: str, ref: str, before: int, wall_before: int | None = None
+) -> list[dict]:
     """The held messages at ``ref`` that expire at cutoff ``before`` (event time, ms).
 
     Those held (``held_at``: the event time its partition had seen then; else the event's
-    own time) before it: the copy where their chain starts, and copies that only watch for a
+    own time) before it and, given ``wall_before``, also held (``held_wall``) before that
+    wall-clock time: the copy where their chain starts, and copies that only watch for a
     stronger reference of an event already applied (:func:`mark_held`; they go silently).
+
+    Event time alone is not enough: a reference partition's clock runs ahead of the
+    customer events whose binds would release what it holds whenever the join works through
+    a backlog (the two travel through different topics), so a replay or a catch-up would
+    dead-letter events that were about to join.
     """
-    return [
-        m
-        for m in held or ()
-        if m.get("held_at", m["event"]["occurred_at"]) < before
-        and (m.get("placed_on") or chain_starts_at(ns, ref, m))
-    ]
+    out = []
+    for m in held or ():
+        held_at = m.get("held_at", m["event"]["occurred_at"])
+        if held_at >= before:
+            continue
+        if not (m.get("placed_on") or chain_starts_at(ns, ref, m)):
+            continue
+        if wall_before is not None and m.get("held_wall", held_at) >= wall_before:
+            continue
+        out.append(m)
+    return out
 
 
 def held_expiry(
     rows: Iterable[tuple[str, str, list[dict]]],
     clock: Callable[[str, str], int | None],
     hold_max_ms: int,
+    wall_now_ms: int | None = None,
 ) -> list[tuple[str, str, int]]:
     """``(ns, ref, before)`` for every held row with something to expire.
 
     ``clock(ns, ref)`` is the event time seen by the partition of ``ref`` (None: nothing
-    seen yet, nothing expires); ``before`` is that minus ``hold_max_ms``.
+    seen yet, nothing expires); ``before`` is that minus ``hold_max_ms``. Given
+    ``wall_now_ms``, an event must also have been held that long by the wall clock.
 
     >>> m = {"kind": "shipment", "event": {"order_id": "o-1", "occurred_at": 0}}
     >>> held_expiry([("order", "o-1", [m])], lambda ns, ref: 10, 5)
     [('order', 'o-1', 5)]
+    >>> held_expiry([("order", "o-1", [{**m, "held_wall": 8}])], lambda ns, ref: 10, 5, 10)
+    []
     """
+    wall_before = None if wall_now_ms is None else wall_now_ms - hold_max_ms
     out = []
     for ns, ref, waiting in rows:
         now = clock(ns, ref)
         if now is None:
             continue
         before = now - hold_max_ms
-        if expired_held(waiting, ns, ref, before):
+        if expired_held(waiting, ns, ref, before, wall_before):
             out.append((ns, ref, before))
     return out
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from streams.commands import ADD_NOTE, CANCEL_ORDER, RESOLVE_CONTACT
+from streams.commands import ADD_NOTE, CANCEL_ORDER, REJECTED, RESOLVE_CONTACT, command_answer
 from streams.state import Entity, State, contact_status, field, opened_at, order_lines, placed_at
 
 DUPLICATE_ORDER = "DUPLICATE_ORDER"
@@ -146,8 +146,8 @@ def next_check_ms(state: State, now_ms: int, windows: Windows = DEFAULT_WINDOWS)
     due += [d for _, _, d in _open_complaints(state, windows)]
     due += [
         c["requested_at"] + windows.command_timeout_ms
-        for c in (state.get("_commands") or {}).values()
-        if _command_outcome(state, c) is None
+        for command_id, c in (state.get("_commands") or {}).items()
+        if _command_outcome(state, command_id, c)[0] == "pending"
     ]
     upcoming = [d + 1 for d in due if d >= now_ms]
     return min(upcoming, default=None)
@@ -278,26 +278,29 @@ def _unresolved_complaints(state: State, now_ms: int, windows: Windows) -> Itera
 def _desk_commands(state: State, now_ms: int, windows: Windows) -> Iterator[Signal]:
     """A desk command's lifecycle (streams/commands.py): COMMAND_PENDING until a department
     event shows its effect (the order CANCELLED, the contact RESOLVED, the note on a contact),
-    COMMAND_FAILED when the state shows it cannot happen (the order COMPLETED instead) or
-    nothing showed it within ``windows.command_timeout_ms``. Commands on one target (an order,
-    a contact, or the customer for a note that opens a contact) share one signal of each type.
+    COMMAND_FAILED when the department refused it (a REJECTED answer, raised at its ``at``),
+    when the state shows it cannot happen (the order COMPLETED instead) or when nothing showed
+    it within ``windows.command_timeout_ms``. Commands on one target (an order, a contact, or
+    the customer for a note that opens a contact) share one signal of each type.
     """
     groups: dict[tuple[str, str | None, str | None], list[tuple[int, str]]] = {}
     for command_id, c in (state.get("_commands") or {}).items():
-        outcome = _command_outcome(state, c)
+        outcome, failed_at, why = _command_outcome(state, command_id, c)
         if outcome == "done":
             continue
         what = _command_text(command_id, c)
         deadline = c["requested_at"] + windows.command_timeout_ms
-        if outcome is not None:  # the state says it cannot happen: failed since it was asked
-            signal, at, what = COMMAND_FAILED, c["requested_at"], f"{what}: {outcome}"
+        if outcome == "failed":  # refused, or the state says it cannot happen
+            assert failed_at is not None
+            signal, at, what = COMMAND_FAILED, failed_at, f"{what}: {why}"
         elif now_ms > deadline:
-            department = "web shop" if c["type"] == CANCEL_ORDER else "contact centre"
             signal, at = COMMAND_FAILED, deadline
             waited = _span(windows.command_timeout_ms)
-            what += f": the {department} did not act on it within {waited}"
+            what += f": the {_department(c)} did not act on it within {waited}"
         else:
             signal, at = COMMAND_PENDING, c["requested_at"]
+            if why:
+                what += f": {why}"
         groups.setdefault((signal, c["order_id"], c["contact_id"]), []).append((at, what))
     for (signal, order_id, contact_id), items in groups.items():
         items.sort()
@@ -330,8 +333,42 @@ def _bounded(state: State) -> Iterator[Signal]:
     )
 
 
-def _command_outcome(state: State, command: dict[str, Any]) -> str | None:
-    """``"done"``, why it cannot happen, or None while the departments have not answered."""
+def _command_outcome(
+    state: State, command_id: str, command: dict[str, Any]
+) -> tuple[str, int | None, str | None]:
+    """``("done", None, None)``, ``("failed", at, why)`` or ``("pending", None, note)``.
+
+    What the departments' events show comes first (a cancel the shop refused through one
+    path and carried out through another is done); then a department's refusal; then what
+    the state says cannot happen; else it is pending, with a note once it was delivered.
+    """
+    shown = _state_says(state, command)
+    if shown == "done":
+        return "done", None, None
+    answer = command_answer(state, command_id)
+    if answer is not None and answer[0] == REJECTED:
+        _, at, _, reason = answer
+        why = f"the {_department(command)} refused it: {reason}" if reason else (
+            f"the {_department(command)} refused it (no reason given)")
+        return "failed", at, why
+    if shown is not None:
+        return "failed", command["requested_at"], shown
+    if answer is not None:  # DELIVERED
+        _, at, connector, _ = answer
+        how = _DELIVERED_BY.get(connector, f"delivered ({connector})")
+        note = f"{how} at {_when(at)}, waiting for the {_department(command)}'s event"
+        return "pending", None, note
+    return "pending", None, None
+
+
+_DELIVERED_BY = {
+    "webhook": "delivered by the webhook",
+    "postgres_inbox": "written to the department's inbox table",
+}
+
+
+def _state_says(state: State, command: dict[str, Any]) -> str | None:
+    """``"done"`` when the state shows the command done, why it cannot happen, or None."""
     kind = command["type"]
     if kind == CANCEL_ORDER:
         order = state["_orders"].get(command["order_id"])
@@ -351,6 +388,10 @@ def _command_outcome(state: State, command: dict[str, Any]) -> str | None:
         note = command["note"]
         return "done" if any(n[3] == note for c in contacts for n in c["notes"]) else None
     return None
+
+
+def _department(command: dict[str, Any]) -> str:
+    return "web shop" if command["type"] == CANCEL_ORDER else "contact centre"
 
 
 def _command_text(command_id: str, c: dict[str, Any]) -> str:

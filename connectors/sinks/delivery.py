@@ -11,11 +11,20 @@ department's webhook refused with a 4xx) is a dead letter: published to ``deadle
 with the headers of CONTRACT.md §1 (``x-error``, ``x-source-topic``, ``x-source-partition``,
 ``x-source-offset``, ``x-failed-at``), counted, logged, and then passed, so it does not hold
 up the commands behind it.
+
+What the department answered goes back to keel as a ``CommandOutcome`` record on
+``command-outcomes.v1`` (key customer_id; :class:`Outcomes`): DELIVERED once the department
+took a command (the webhook's 2xx, the inbox row committed), REJECTED with the department's
+reason when it refused it for good (the webhook's final 4xx). The worker shows them in the
+command's lifecycle signals (streams/signals.py). They are published before the batch's
+offsets are committed, so a crash sends them again (the worker applies each once).
 """
 
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -28,6 +37,10 @@ from streams.jsonconv import to_json
 log = logging.getLogger(__name__)
 
 RECORD = "DeskCommand"
+OUTCOME = "CommandOutcome"
+DELIVERED_OUTCOME, REJECTED_OUTCOME = "DELIVERED", "REJECTED"
+#: characters of a department's answer kept as a REJECTED outcome's reason
+MAX_REASON = 300
 
 
 def consumer_config(bootstrap: str, group: str) -> dict[str, Any]:
@@ -87,6 +100,49 @@ class DeadLetters:
             label,
             reason,
         )
+
+    def close(self) -> None:
+        self.producer.close()
+
+
+def outcome(
+    command: dict[str, Any], result: str, connector: str, reason: str | None = None,
+    at_ms: int | None = None,
+) -> dict[str, Any]:
+    """The CommandOutcome record of ``command`` (``result`` DELIVERED or REJECTED).
+
+    >>> outcome({"command_id": "x-1", "customer_id": "c-1"}, "REJECTED", "webhook",
+    ...         "no such order", at_ms=5)["reason"]
+    'no such order'
+    """
+    return {
+        "command_id": command["command_id"],
+        "customer_id": command["customer_id"],
+        "outcome": result,
+        "reason": reason[:MAX_REASON] if reason else None,
+        "connector": connector,
+        "at": int(time.time() * 1000) if at_ms is None else at_ms,
+    }
+
+
+class Outcomes:
+    """Publishes CommandOutcome records to ``command-outcomes.v1``, keyed by customer, confirmed."""
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        self.producer = ConfirmedProducer(bootstrap)
+        self.topic = topic
+        self.published = 0
+
+    def publish(self, outcomes: Iterable[dict[str, Any]]) -> None:
+        """Publish and wait for Kafka; :class:`Unavailable` if it did not take them all."""
+        codec = get_codec()
+        records = [(o["customer_id"].encode(), codec.encode(OUTCOME, o)) for o in outcomes]
+        if not records:
+            return
+        try:
+            self.published += self.producer.publish(self.topic, records)
+        except PublishError as exc:
+            raise Unavailable(f"Kafka (command outcomes): {exc}") from exc
 
     def close(self) -> None:
         self.producer.close()

@@ -17,6 +17,12 @@ transaction committed, so a crash in between writes the batch again and the prim
 one row per command id. Keep the rows (delete them only long after ``commands.v1``'s retention,
 7 days), or a redelivered command would be inserted again.
 
+Once a batch's transaction committed, a DELIVERED ``CommandOutcome`` for each of its commands
+goes to ``command-outcomes.v1`` (connectors/sinks/delivery.py), before the offsets are
+committed, so the desk sees "written to the department's inbox table". A department that
+refuses a command it read from the table keeps that in its own records: the inbox has no
+way back for it (README "Commands").
+
 PostgreSQL down: the same batch is written again after a backoff (never skipped); the table is
 created if missing. A record that is not a DeskCommand is a dead letter (connectors/sinks/
 delivery.py). Run it as ``python -m connectors.sinks.postgres_inbox``; ``/healthz`` and
@@ -46,7 +52,14 @@ from connectors.base import (
     load_settings,
     redact,
 )
-from connectors.sinks.delivery import DeadLetters, consumer_config, decode
+from connectors.sinks.delivery import (
+    DELIVERED_OUTCOME,
+    DeadLetters,
+    Outcomes,
+    consumer_config,
+    decode,
+    outcome,
+)
 from streams.codec import CodecError
 
 log = logging.getLogger("connectors.sinks.postgres_inbox")  # not __main__ under python -m
@@ -84,24 +97,30 @@ _INSERT = (
 class InboxSink(Sink):
     """Writes each batch of commands into keel_inbox in one transaction."""
 
-    def __init__(self, url: str, dead_letters: DeadLetters, topic: str = "commands.v1") -> None:
+    def __init__(
+        self, url: str, dead_letters: DeadLetters, outcomes: Outcomes, topic: str = "commands.v1"
+    ) -> None:
         self.url = url
         self.dead_letters = dead_letters
+        self.outcomes = outcomes
         self.topic = topic
         self._conn: psycopg.Connection[Any] | None = None
         self.inserted = 0
 
     def status(self) -> dict[str, Any]:
-        return {"postgres": "up" if self._conn is not None else "down", "inserted": self.inserted}
+        return {"postgres": "up" if self._conn is not None else "down", "inserted": self.inserted,
+                "outcomes": self.outcomes.published}  # fmt: skip
 
     def write(self, batch: Sequence[SinkRecord]) -> None:
         rows: list[tuple[Any, ...]] = []
+        answers: list[dict[str, Any]] = []
         for record in batch:
             try:
                 command = decode(record)
             except CodecError as exc:
                 self.dead_letters.send(record, exc.reason, "undecodable")
                 continue
+            answers.append(outcome(command, DELIVERED_OUTCOME, CONNECTOR))
             command["requested_at"] = datetime.fromtimestamp(command["requested_at"] / 1000, UTC)
             rows.append(tuple(command[c] for c in COLUMNS))
             metrics.ACCEPTED.labels(CONNECTOR, self.topic).inc()
@@ -115,6 +134,8 @@ class InboxSink(Sink):
             self._lost()
             raise Unavailable(f"PostgreSQL: {exc}") from exc
         self.inserted += len(rows)
+        # committed: now tell keel (Kafka down: the batch again, the rows already there)
+        self.outcomes.publish(answers)
 
     def prepare(self) -> None:
         """Connect and create the table now, so the department can read it before any command;
@@ -161,7 +182,8 @@ def main(argv: list[str] | None = None) -> int:
     dead_letters = DeadLetters(
         settings.keel.kafka_bootstrap, topics.deadletter, topics.commands, CONNECTOR
     )
-    sink = InboxSink(settings.inbox_postgres_url, dead_letters, topics.commands)
+    outcomes = Outcomes(settings.keel.kafka_bootstrap, topics.command_outcomes)
+    sink = InboxSink(settings.inbox_postgres_url, dead_letters, outcomes, topics.commands)
     try:
         status = StatusServer(
             settings.bind, settings.inbox_port, sink.status, settings.auth
@@ -185,6 +207,7 @@ def main(argv: list[str] | None = None) -> int:
         consumer.close()
         sink.close()
         dead_letters.close()
+        outcomes.close()
         status.stop()
     return 0
 

@@ -23,6 +23,12 @@ What the answer means:
   with ``x-error: webhook answered 422: <start of the body>``, is counted in
   ``keel_connector_rejected_total{reason="rejected"}``, and delivery goes on with the next one.
 
+Either answer also goes back to keel as a CommandOutcome on ``command-outcomes.v1``
+(connectors/sinks/delivery.py): DELIVERED for a 2xx, REJECTED for a final 4xx with the
+department's reason (the ``error`` of a JSON answer, else the start of its body, and the
+status), published before the batch's offsets are committed. The desk then sees the command
+failed with that reason at once, not after ``KEEL_COMMAND_TIMEOUT_S``.
+
 Run it as ``python -m connectors.sinks.webhook``; ``/healthz`` and ``/metrics`` on
 ``KEEL_WEBHOOK_PORT``.
 """
@@ -52,12 +58,21 @@ from connectors.base import (
     drain,
     load_settings,
 )
-from connectors.sinks.delivery import DeadLetters, as_json, consumer_config, decode
+from connectors.sinks.delivery import (
+    DELIVERED_OUTCOME,
+    REJECTED_OUTCOME,
+    DeadLetters,
+    Outcomes,
+    as_json,
+    consumer_config,
+    decode,
+    outcome,
+)
 from streams.codec import CodecError
 
 log = logging.getLogger("connectors.sinks.webhook")  # not __main__ under python -m
 
-__all__ = ["SIGNATURE_HEADER", "WebhookSink", "main", "sign"]
+__all__ = ["SIGNATURE_HEADER", "WebhookSink", "main", "refusal_reason", "sign"]
 
 CONNECTOR = "webhook"
 BATCH = 100
@@ -75,6 +90,25 @@ def sign(secret: bytes, body: bytes) -> str:
     return "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
 
 
+def refusal_reason(status: int, answer: str) -> str:
+    """What a department said when it refused a command, for the desk to read.
+
+    >>> refusal_reason(409, '{"error": "order o-1 has already shipped"}')
+    'order o-1 has already shipped (HTTP 409)'
+    >>> refusal_reason(403, "")
+    'HTTP 403, no reason given'
+    """
+    text = answer.strip()
+    try:
+        parsed = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        parsed = None
+    if isinstance(parsed, dict) and isinstance(parsed.get("error"), str):
+        text = parsed["error"].strip()
+    text = " ".join(text.split())[:280]
+    return f"{text} (HTTP {status})" if text else f"HTTP {status}, no reason given"
+
+
 class WebhookSink(Sink):
     """POSTs each command of a batch in order; see the module docstring for the outcomes."""
 
@@ -83,12 +117,15 @@ class WebhookSink(Sink):
         url: str,
         secret: bytes,
         dead_letters: DeadLetters,
+        outcomes: Outcomes,
         timeout: float = 5.0,
         topic: str = "commands.v1",
     ) -> None:
         self.url = url
         self.secret = secret
         self.dead_letters = dead_letters
+        self.outcomes = outcomes
+        self._answers: list[dict[str, Any]] = []  # outcomes of this batch, not yet published
         self.timeout = timeout
         self.topic = topic
         # no proxies from the environment: the department's URL is called directly
@@ -98,7 +135,8 @@ class WebhookSink(Sink):
         self.last: str = "none yet"
 
     def status(self) -> dict[str, Any]:
-        return {"url": self.url, "delivered": self.delivered, "last": self.last}
+        return {"url": self.url, "delivered": self.delivered, "last": self.last,
+                "outcomes": self.outcomes.published}  # fmt: skip
 
     def write(self, batch: Sequence[SinkRecord]) -> None:
         # A retried batch skips what was already delivered or dead-lettered: a command is sent
@@ -107,9 +145,23 @@ class WebhookSink(Sink):
             position = (record.partition, record.offset)
             if position in self._done:
                 continue
-            self._deliver(record)
+            try:
+                self._deliver(record)
+            except Unavailable:
+                # the department is down for this one: what the earlier ones got is news now
+                try:
+                    self._publish_answers()
+                except Unavailable as exc:
+                    log.warning("command outcomes not published yet (%s); sent with the batch",
+                                exc)  # fmt: skip
+                raise
             self._done.add(position)
+        self._publish_answers()  # before the offsets: a crash sends them again
         self._done.clear()
+
+    def _publish_answers(self) -> None:
+        self.outcomes.publish(self._answers)
+        self._answers.clear()
 
     def _deliver(self, record: SinkRecord) -> None:
         try:
@@ -135,12 +187,14 @@ class WebhookSink(Sink):
                 status = resp.status
         except urllib.error.HTTPError as exc:
             status = exc.code
-            answer = exc.read(300).decode("utf-8", "replace")
+            answer = exc.read(2000).decode("utf-8", "replace")
             exc.close()
             if 400 <= status < 500 and status not in RETRY_STATUSES:
                 self.last = f"rejected {status}"
                 reason = f"webhook answered {status}: {answer}".strip()
                 self.dead_letters.send(record, reason, "rejected")
+                refused = refusal_reason(status, answer)
+                self._answers.append(outcome(command, REJECTED_OUTCOME, CONNECTOR, refused))
                 return
             self.last = f"retrying after {status}"
             raise Unavailable(f"webhook answered {status}") from exc
@@ -152,6 +206,7 @@ class WebhookSink(Sink):
             raise Unavailable(f"webhook answered {status}")
         self.delivered += 1
         self.last = f"delivered {status}"
+        self._answers.append(outcome(command, DELIVERED_OUTCOME, CONNECTOR))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -168,10 +223,12 @@ def main(argv: list[str] | None = None) -> int:
     dead_letters = DeadLetters(
         settings.keel.kafka_bootstrap, topics.deadletter, topics.commands, CONNECTOR
     )
+    outcomes = Outcomes(settings.keel.kafka_bootstrap, topics.command_outcomes)
     sink = WebhookSink(
         settings.webhook_url,
         settings.webhook_secret.encode(),
         dead_letters,
+        outcomes,
         settings.webhook_timeout_seconds,
         topics.commands,
     )
@@ -196,6 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         consumer.close()
         dead_letters.close()
+        outcomes.close()
         status.stop()
     return 0
 

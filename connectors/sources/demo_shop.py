@@ -8,15 +8,17 @@
         ─► keel's CustomerState ─► the desk page
 
 The shop knows its orders by reading ``orders.v1`` (the demo feed plays the shop's and the
-ERP's order events there). Every ``KEEL_OUTBOX_POLL_MS`` it takes the CANCEL_ORDER rows of
-``keel_inbox`` it has not handled and, in **one transaction** per row:
+ERP's order events there) and which of them have shipped from ``shipments.v1``. Every
+``KEEL_OUTBOX_POLL_MS`` it takes the CANCEL_ORDER rows of ``keel_inbox`` it has not handled
+and, in **one transaction** per row:
 
-- an order it knows that is still PLACED/AMENDED: writes the order's CANCELLED event into
-  ``keel_outbox`` (the outbox connector publishes it to orders.v1) and records the command in
-  ``demo_shop_handled`` as ``cancelled``;
-- an order already CANCELLED/COMPLETED: records ``rejected: already …``;
+- an order it knows that is still PLACED/AMENDED and has not shipped: writes the order's
+  CANCELLED event into ``keel_outbox`` (the outbox connector publishes it to orders.v1) and
+  records the command in ``demo_shop_handled`` as ``cancelled``;
+- an order already CANCELLED/COMPLETED, or one with a parcel on its way (any shipment event
+  but CREATED; in ``make run``: ``o-late-1`` of ``c-late``): records ``rejected: <why>``;
 - an order it has not seen (yet): leaves the row for the next poll, and after
-  :data:`UNKNOWN_ORDER_GIVE_UP_S` records ``rejected: unknown order``.
+  :data:`UNKNOWN_ORDER_GIVE_UP_S` records ``rejected: the shop does not know order …``.
 
 The CANCELLED event's ``event_id`` is derived from the command id, so a command delivered twice
 (inbox and webhook, or a redelivery) cancels once and keel applies it once. Other commands
@@ -25,7 +27,14 @@ The CANCELLED event's ``event_id`` is derived from the command id, so a command 
 It also receives the webhook (``POST /keel/commands`` on ``KEEL_SHOP_PORT``, default 8093): it
 checks ``X-Keel-Signature`` against ``KEEL_WEBHOOK_SECRET`` (401 if wrong) and puts the command
 into the same ``keel_inbox`` (``ON CONFLICT DO NOTHING``), so both delivery paths end in the
-same place and are deduplicated by ``command_id``.
+same place and are deduplicated by ``command_id``. A cancel it can already tell it will not
+carry out is refused in the answer, so keel hears why (the webhook connector turns a final
+4xx into a REJECTED outcome): 409 ``{"error": "order o-… has already shipped …"}`` or
+``"… is already COMPLETED"``, 422 for an order it does not know after
+:data:`UNKNOWN_ORDER_WEBHOOK_S` from the request (503 with ``Retry-After`` before that: its
+view of orders.v1 may lag). The refusal is recorded in ``demo_shop_handled`` in the same
+transaction, so the inbox path settles the command the same way; a command settled before is
+answered as it was.
 
     $ python -m connectors.sources.demo_shop        # POSTGRES_URL, KAFKA_BOOTSTRAP, KEEL_SHOP_PORT
 """
@@ -61,6 +70,9 @@ log = logging.getLogger("connectors.sources.demo_shop")
 __all__ = ["Shop", "main"]
 
 UNKNOWN_ORDER_GIVE_UP_S = 60
+#: the webhook waits for an answer (503, retried) and holds up the commands behind it, so the
+#: shop gives up on an order it does not know sooner there
+UNKNOWN_ORDER_WEBHOOK_S = 10
 SHOP_SQL = """
 CREATE TABLE IF NOT EXISTS demo_shop_handled (
     command_id text PRIMARY KEY,
@@ -88,12 +100,16 @@ CANCEL_NAMESPACE = uuid.UUID("6f0d2c3e-7f7e-4b8e-9d0a-6b2a3c4d5e6f")
 
 
 class Orders:
-    """The shop's orders: the latest event of each order seen on orders.v1 (a thread reads it)."""
+    """The shop's orders: the latest event of each order seen on orders.v1, and the parcels
+    that left for each (shipments.v1); a thread reads both."""
 
-    def __init__(self, bootstrap: str, topic: str) -> None:
+    def __init__(self, bootstrap: str, topic: str, shipments_topic: str = "shipments.v1") -> None:
         self.topic = topic
+        self.shipments_topic = shipments_topic
         self._lock = threading.Lock()
         self._latest: dict[str, dict[str, Any]] = {}
+        #: shipment_id -> (stamp, order_id, type) of its latest event
+        self._parcels: dict[str, tuple[tuple[int, str], str, str]] = {}
         self._consumer = Consumer(
             {
                 "bootstrap.servers": bootstrap,
@@ -108,9 +124,16 @@ class Orders:
         with self._lock:
             return self._latest.get(order_id)
 
+    def shipped(self, order_id: str) -> tuple[str, str] | None:
+        """(shipment_id, status) of a parcel of the order that left the warehouse, if any."""
+        with self._lock:
+            gone = sorted((sid, kind) for sid, (_, oid, kind) in self._parcels.items()
+                          if oid == order_id and kind != "CREATED")  # fmt: skip
+        return gone[0] if gone else None
+
     def run(self, stopper: Stopper) -> None:
         codec = get_codec()
-        self._consumer.subscribe([self.topic])
+        self._consumer.subscribe([self.topic, self.shipments_topic])
         try:
             while not stopper.stopping:
                 for message in self._consumer.consume(500, 0.5):
@@ -119,11 +142,17 @@ class Orders:
                         if error.code() != KafkaError._PARTITION_EOF:
                             log.warning("orders consumer: %s", error.str())
                         continue
+                    is_order = message.topic() == self.topic
                     try:
-                        event = codec.decode(message.value() or b"", "OrderEvent")
+                        event = codec.decode(
+                            message.value() or b"", "OrderEvent" if is_order else "ShipmentEvent"
+                        )
                     except CodecError:
                         continue  # keel dead-letters it; not the shop's business
-                    self._keep(event)
+                    if is_order:
+                        self._keep(event)
+                    else:
+                        self._parcel(event)
         finally:
             self._consumer.close()
 
@@ -135,11 +164,24 @@ class Orders:
                 self._latest[event["order_id"]] = event
 
 
+    def _parcel(self, event: dict[str, Any]) -> None:
+        stamp = (event["occurred_at"], event["event_id"])
+        with self._lock:
+            old = self._parcels.get(event["shipment_id"])
+            if old is None or old[0] < stamp:
+                self._parcels[event["shipment_id"]] = (stamp, event["order_id"], event["type"])
+
+
+def cancel_event_id(command_id: str) -> str:
+    """The event_id of the CANCELLED the shop writes for a command: one per command id."""
+    return str(uuid.uuid5(CANCEL_NAMESPACE, command_id))
+
+
 def cancelled_event(order: dict[str, Any], command_id: str, now_ms: int) -> dict[str, Any]:
     """The CANCELLED OrderEvent for ``order`` (its latest event), one per command id."""
     return {
         **order,
-        "event_id": str(uuid.uuid5(CANCEL_NAMESPACE, command_id)),
+        "event_id": cancel_event_id(command_id),
         "occurred_at": max(now_ms, order["occurred_at"] + 1),
         "source": "webshop",
         "type": "CANCELLED",
@@ -194,18 +236,68 @@ class Shop:
         self.handled += settled
         return settled
 
-    def _decide(self, command_id: str, order_id: str, customer_id: str, age: float) -> str | None:
+    def _decide(
+        self, command_id: str, order_id: str, customer_id: str, age: float,
+        give_up_s: float = UNKNOWN_ORDER_GIVE_UP_S,
+    ) -> str | None:  # fmt: skip
+        """``cancelled``, ``rejected: <why>``, or None while the order is not known yet."""
         order = self.orders.get(order_id)
         if order is None or order["customer_id"] != customer_id:
-            return "rejected: unknown order" if age > UNKNOWN_ORDER_GIVE_UP_S else None
+            if age > give_up_s:
+                return f"rejected: the shop does not know order {order_id} of {customer_id}"
+            return None
+        if order["type"] == "CANCELLED" and order["event_id"] == cancel_event_id(command_id):
+            return "cancelled"  # by this very command (the other delivery path was first)
         if order["type"] in ("CANCELLED", "COMPLETED"):
-            return f"rejected: already {order['type']}"
+            return f"rejected: order {order_id} is already {order['type']}"
+        parcel = self.orders.shipped(order_id)
+        if parcel is not None:
+            return (f"rejected: order {order_id} has already shipped (parcel {parcel[0]} is "
+                    f"{parcel[1]}); arrange a return instead")  # fmt: skip
         return "cancelled"
 
-    def receive(self, command: dict[str, Any]) -> None:
-        """A command that came by webhook: into keel_inbox, like the inbox connector does."""
-        conn = self.connection()
-        conn.execute(_INBOX, tuple(command[c] for c in COLUMNS))
+    def receive(self, command: dict[str, Any]) -> tuple[int, str | None]:
+        """A command that came by webhook: into keel_inbox, like the inbox connector does.
+
+        Returns ``(status, refusal)`` for the answer: 200 when the shop takes it (the poll
+        cancels it), 409/422 with the reason when it will not, 503 while it cannot tell yet.
+        """
+        # a connection of its own: the poll's transactions run on the shop's, in another thread
+        # (before the first poll made the tables this fails: a 503, and the webhook retries)
+        with psycopg.connect(self.url, autocommit=True, connect_timeout=5) as conn:
+            return self._receive(conn, command)
+
+    def _receive(self, conn: psycopg.Connection[Any], command: dict[str, Any]
+                 ) -> tuple[int, str | None]:  # fmt: skip
+        row = tuple(command[c] for c in COLUMNS)
+        if command["type"] != "CANCEL_ORDER":
+            conn.execute(_INBOX, row)  # the contact centre's: not the shop's to judge
+            return 200, None
+        command_id = command["command_id"]
+        with conn.transaction():
+            conn.execute(_INBOX, row)
+            conn.execute("SELECT 1 FROM keel_inbox WHERE command_id = %s FOR UPDATE",
+                         (command_id,))  # fmt: skip
+            settled = conn.execute(
+                "SELECT outcome FROM demo_shop_handled WHERE command_id = %s", (command_id,)
+            ).fetchone()
+            if settled is not None:
+                outcome = str(settled[0])
+            else:
+                age = time.time() - command["requested_at"].timestamp()
+                decided = self._decide(command_id, command["order_id"], command["customer_id"],
+                                       age, give_up_s=UNKNOWN_ORDER_WEBHOOK_S)  # fmt: skip
+                if decided is None:
+                    return 503, None
+                outcome = decided
+                if outcome.startswith("rejected"):
+                    conn.execute(_HANDLED, (command_id, outcome))
+                    log.info("command %s for order %s: %s", command_id, command["order_id"],
+                             outcome)  # fmt: skip
+        if not outcome.startswith("rejected"):
+            return 200, None
+        why = outcome.removeprefix("rejected:").strip()
+        return (422 if "does not know" in why else 409), why
 
 
 def _handler(shop: Shop, secret: bytes) -> type[BaseHTTPRequestHandler]:
@@ -235,16 +327,25 @@ def _handler(shop: Shop, secret: bytes) -> type[BaseHTTPRequestHandler]:
                 return
             command["requested_at"] = datetime.fromtimestamp(command["requested_at"] / 1000, UTC)
             try:
-                shop.receive(command)
+                status, refusal = shop.receive(command)
             except psycopg.Error as exc:
                 shop._conn = None
                 self._send(503, {"error": f"the shop's database: {exc}"})
                 return
-            self._send(200, {"received": command["command_id"]})
+            if status == 503:
+                self._send(503, {"error": f"order {command['order_id']} is not known here "
+                                 "yet; try again"}, {"Retry-After": "1"})  # fmt: skip
+            elif refusal is not None:
+                self._send(status, {"error": refusal})
+            else:
+                self._send(200, {"received": command["command_id"]})
 
-        def _send(self, code: int, body: dict[str, Any]) -> None:
+        def _send(self, code: int, body: dict[str, Any], headers: dict[str, str] | None = None
+                  ) -> None:  # fmt: skip
             raw = json.dumps(body).encode()
             self.send_response(code)
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(raw)))
             self.end_headers()
@@ -259,7 +360,8 @@ def _handler(shop: Shop, secret: bytes) -> type[BaseHTTPRequestHandler]:
 def main(argv: list[str] | None = None) -> int:
     settings = load_settings("demo-shop")
     stopper = Stopper().install()
-    orders = Orders(settings.keel.kafka_bootstrap, settings.keel.topics.orders)
+    topics = settings.keel.topics
+    orders = Orders(settings.keel.kafka_bootstrap, topics.orders, topics.shipments)
     reader = threading.Thread(target=orders.run, args=(stopper,), name="orders", daemon=True)
     reader.start()
     shop = Shop(settings, orders)
@@ -268,7 +370,8 @@ def main(argv: list[str] | None = None) -> int:
         (settings.bind, port), _handler(shop, settings.webhook_secret.encode())
     )
     threading.Thread(target=server.serve_forever, name="shop-http", daemon=True).start()
-    log.info("demo shop: cancels orders from keel_inbox; webhook on %s:%d", settings.bind, port)
+    log.info("demo shop: cancels orders from keel_inbox, not those that shipped; webhook on "
+             "%s:%d", settings.bind, port)  # fmt: skip
     backoff = Backoff()
     try:
         while not stopper.stopping:

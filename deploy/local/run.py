@@ -303,6 +303,10 @@ class Stack:
                 "demo shop      cancels orders from keel_inbox: open "
                 f"{self.api}/desk/?customer=c-dup and cancel o-dup-2"
             )
+            lines.append(
+                "               and refuses what has shipped: cancel o-late-1 in "
+                f"{self.api}/desk/?customer=c-late (COMMAND_FAILED with its reason)"
+            )
         return lines
 
 

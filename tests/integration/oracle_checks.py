@@ -82,7 +82,11 @@ def settled(worker: Worker, expected: dict[str, dict], what: str, timeout: float
         wait_for(what, lambda: not mismatches(worker, expected), timeout=timeout, interval=2.0)
     except AssertionError:
         wrong = mismatches(worker, expected)
-        raise AssertionError(f"{what}: {explain(worker, expected, wrong)}") from None
+        health = worker.get("/healthz")
+        raise AssertionError(
+            f"{what}: {explain(worker, expected, wrong)}\n/healthz: {health}\n"
+            f"--- worker log (end) ---\n{worker.tail(40)}"
+        ) from None
 
 
 def topic_mismatches(kafka: Broker, topic: str, expected: dict[str, dict]) -> list[str]:

@@ -127,6 +127,9 @@ def test_the_worker_api_desk_and_metrics_need_their_roles(
     email = f"ada.{cid}@example.com"
     departments.send([order(cid, unique("o"), email=email)])
     customer_when(worker, cid, lambda s: bool(s["orders"]))
+    by_email = f"{worker.url}/customers?email={quote(email)}"
+    # the e-mail's owner is bound one batch after the state (a bind through its refs topic)
+    wait_for("the e-mail lookup", lambda: request(by_email, "read")[0] == 200)
 
     def check_get(path: str) -> Any:
         def check(role: str | None, expected: int) -> None:

@@ -3,7 +3,8 @@
 Kafka and the worker are the session's (conftest); PostgreSQL is started here from deploy/local;
 the webhook's receiver is a local HTTP server on 127.0.0.1. What is checked is what a desk agent
 and a department see: HTTP answers, records on commands.v1, rows in keel_inbox, signed POSTs,
-dead letters, and finally the cancelled order in the customer's state.
+dead letters, the departments' answers on command-outcomes.v1, and finally the cancelled (or
+refused) order in the customer's state.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import pytest
 from deploy.local.postgres import Postgres
 from deploy.local.stack import Kafka, free_port
 from streams.codec import get_codec
-from tests.builders import contact, order, unique
+from tests.builders import contact, order, shipment, unique
 from tests.integration.connectors_harness import Processes, fresh_database
 from tests.integration.harness import (
     Departments,
@@ -420,6 +421,31 @@ def test_the_shop_also_takes_commands_by_webhook_and_refuses_a_bad_signature(
     rows = inbox_rows(database, {command["command_id"]})
     assert [r[:4] for r in rows] == [(command["command_id"], "CANCEL_ORDER", cid, second)]
 
+    # An order whose parcel has left cannot be cancelled by the shop: it answers the webhook
+    # with a 409 and its reason, and the desk sees the command failed with it at once.
+    shipped, parcel = unique("o"), unique("s")
+    departments.send([order(cid, shipped, at=now_ms() - MINUTE),
+                      shipment(shipped, parcel, "DISPATCHED", at=now_ms())])  # fmt: skip
+    customer_when(worker, cid, lambda s: any(o["order_id"] == shipped and o["shipments"]
+                                             for o in s["orders"]))  # fmt: skip
+    time.sleep(1.0)  # the shop reads shipments.v1 itself; keel's state took longer to show it
+    refused = {"command_id": unique("cmd"), "type": "CANCEL_ORDER", "order_id": shipped,
+               "reason": "customer changed their mind"}  # fmt: skip
+    assert post_command(worker, cid, refused)[0] == 202
+
+    def failed(s: dict) -> bool:
+        return any(g["type"] == "COMMAND_FAILED" and g["order_id"] == shipped for g in s["signals"])
+
+    state = customer_when(worker, cid, failed)
+    (signal,) = [g for g in state["signals"] if g["type"] == "COMMAND_FAILED"]
+    assert (f"the web shop refused it: order {shipped} has already shipped (parcel {parcel} is "
+            "DISPATCHED); arrange a return instead (HTTP 409)") in signal["detail"]  # fmt: skip
+    assert {o["order_id"]: o["status"] for o in state["orders"]}[shipped] == "PLACED"
+    with psycopg.connect(database) as conn:
+        handled = conn.execute("SELECT outcome FROM demo_shop_handled WHERE command_id = %s",
+                               (refused["command_id"],)).fetchone()  # fmt: skip
+    assert handled is not None and handled[0].startswith("rejected: order")
+
 
 # --- several workers: a command is checked and published by the customer's owner ------------
 
@@ -555,4 +581,115 @@ def test_a_personal_tokens_holder_is_the_commands_agent_whatever_the_page_claims
         agents = {ids[c["command_id"]]: c["agent"] for _, c in commands_on_topic(kafka, set(ids))}
         assert agents == {"personal": "rep-9", "shared": "rep-7"}
     finally:
+        worker.stop()
+
+
+class Refuser:
+    """A department's webhook that refuses every cancel with a 409 and its reason, and takes
+    everything else."""
+
+    def __init__(self) -> None:
+        self.seen: Counter[str] = Counter()
+        refuser = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                command = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                refuser.seen[command["command_id"]] += 1
+                if command["type"] == "CANCEL_ORDER":
+                    why = f"order {command['order_id']} has already left the warehouse"
+                    self._answer(409, json.dumps({"error": why}).encode())
+                else:
+                    self._answer(200, b"{}")
+
+            def _answer(self, code: int, body: bytes) -> None:
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/keel/commands"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_a_command_the_department_refuses_fails_at_once_with_its_reason(
+    kafka: Kafka, processes: Processes, tmp_path: Path
+) -> None:
+    """The webhook's final 4xx reaches the state as a REJECTED outcome: COMMAND_FAILED with the
+    department's words within seconds, not after KEEL_COMMAND_TIMEOUT_S (10 min here)."""
+    from tests.integration.oracle_checks import departments_for, own_worker
+
+    app_id = unique("refused")
+    topics = {"KEEL_TOPIC_COMMANDS": f"{app_id}.commands",
+              "KEEL_TOPIC_COMMAND_OUTCOMES": f"{app_id}.outcomes"}  # fmt: skip
+    worker = own_worker(kafka, tmp_path, app_id, "worker", KEEL_COMMAND_TIMEOUT_S="600",
+                        KEEL_SIGNAL_CHECK_INTERVAL_S="1", **topics)  # fmt: skip
+    receiver = Refuser()
+    worker.start()
+    try:
+        processes.start(
+            "connectors.sinks.webhook", "KEEL_WEBHOOK_PORT", "webhook",
+            KEEL_WEBHOOK_URL=receiver.url, KEEL_WEBHOOK_SECRET=SECRET,
+            KEEL_WEBHOOK_GROUP=unique("webhook"), **topics,
+        )  # fmt: skip
+        mine = departments_for(kafka, app_id)
+        cid, _, second = duplicate_orders(mine, worker)
+        kid = unique("k")
+        mine.send([contact(kid, at=now_ms(), customer_id=cid, note="two lamps?")])
+        customer_when(worker, cid, lambda s: bool(s["contacts"]))
+        cancel = {"command_id": unique("cmd"), "type": "CANCEL_ORDER", "order_id": second,
+                  "reason": "duplicate of the web order"}  # fmt: skip
+        note = {"command_id": unique("cmd"), "type": "ADD_NOTE", "contact_id": kid,
+                "note": "Wants the web order only.", "reason": "callback promised"}  # fmt: skip
+        started = time.monotonic()
+        assert post_command(worker, cid, cancel)[0] == 202
+        assert post_command(worker, cid, note)[0] == 202
+
+        def signals(s: dict) -> dict[str, dict]:
+            return {g["type"]: g for g in s["signals"] if g["type"].startswith("COMMAND_")}
+
+        def answered(s: dict) -> bool:
+            found = signals(s)
+            return "COMMAND_FAILED" in found and "delivered by the webhook" in found.get(
+                "COMMAND_PENDING", {}).get("detail", "")  # fmt: skip
+
+        state = customer_when(worker, cid, answered, timeout=60)
+        took = time.monotonic() - started
+        failed, pending = signals(state)["COMMAND_FAILED"], signals(state)["COMMAND_PENDING"]
+        assert (failed["order_id"], failed["contact_id"]) == (second, None)
+        assert (f"the web shop refused it: order {second} has already left the warehouse "
+                "(HTTP 409)") in failed["detail"]  # fmt: skip
+        assert cancel["command_id"] in failed["detail"]
+        assert (pending["order_id"], pending["contact_id"]) == (None, kid)
+        assert "waiting for the contact centre's event" in pending["detail"]
+        assert {o["order_id"]: o["status"] for o in state["orders"]}[second] == "PLACED"
+        assert took < 60, took  # far from the 600 s timeout
+        assert receiver.seen == {cancel["command_id"]: 1, note["command_id"]: 1}
+
+        codec = get_codec()
+        answers = [
+            (m.key(), codec.decode(m.value(), "CommandOutcome"))
+            for m in read_topic(kafka.bootstrap, f"{app_id}.outcomes", timeout=20)
+        ]
+        assert sorted((key, a["command_id"], a["outcome"], a["connector"])
+                      for key, a in answers) == sorted([
+            (cid.encode(), cancel["command_id"], "REJECTED", "webhook"),
+            (cid.encode(), note["command_id"], "DELIVERED", "webhook"),
+        ])  # fmt: skip
+        signal_records = read_topic(kafka.bootstrap, f"{app_id}.signals", timeout=20)
+        raised = [codec.decode(m.value(), "CustomerSignal") for m in signal_records]
+        assert [(r["status"], r["order_id"]) for r in raised if r["type"] == "COMMAND_FAILED"
+                ] == [("RAISED", second)]  # fmt: skip
+        print(f"POST cancel -> COMMAND_FAILED with the department's reason: {took:.2f} s")
+    finally:
+        receiver.close()
         worker.stop()

@@ -23,7 +23,6 @@ from tests.builders import T0, contact, order, shipment, unique
 from tests.integration.harness import (
     Departments,
     Worker,
-    http_get,
     metric_value,
     read_topic,
     wait_for,
@@ -259,7 +258,7 @@ def test_a_shipment_whose_order_never_comes_is_dead_lettered_after_the_hold_time
 
 
 def held_events(worker: Worker) -> float:
-    return metric_value(http_get(f"{worker.url}/metrics")[1], "keel_held_events")
+    return metric_value(worker.get("/metrics")[1], "keel_held_events")
 
 
 def key_partition(key: str, partitions: int = 4) -> int:

@@ -193,7 +193,9 @@ def test_a_batch_kafka_refuses_halts_the_worker_unhealthy_instead_of_skipping_it
     kafka: Kafka, tmp_path: Path
 ) -> None:
     app_id = unique("halt")
-    worker = own_worker(kafka, tmp_path, app_id, "worker")
+    # states are not bounded here (KEEL_MAX_STATE_BYTES far above Kafka's limit), so that
+    # a record Kafka refuses is produced: what any refusal must lead to is tested with it
+    worker = own_worker(kafka, tmp_path, app_id, "worker", KEEL_MAX_STATE_BYTES="50000000")
     worker.start()
     departments = departments_for(kafka, app_id)
     big, after = unique("c"), unique("c")

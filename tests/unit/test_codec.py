@@ -164,6 +164,15 @@ DESK_COMMAND: dict[str, Any] = {
     "requested_at": T0 + 60_000,
 }
 
+COMMAND_OUTCOME: dict[str, Any] = {
+    "command_id": "5b9f6c1e-2f7a-4d3b-8e0c-9a1d2c3b4e5f",
+    "customer_id": "c-42",
+    "outcome": "REJECTED",
+    "reason": "order o-1001 has already shipped (HTTP 409)",
+    "connector": "webhook",
+    "at": T0 + 61_000,
+}
+
 SAMPLES: dict[str, dict[str, Any]] = {
     "OrderEvent": ORDER_EVENT,
     "ShipmentEvent": SHIPMENT_EVENT,
@@ -171,6 +180,7 @@ SAMPLES: dict[str, dict[str, Any]] = {
     "CustomerState": CUSTOMER_STATE,
     "CustomerSignal": CUSTOMER_SIGNAL,
     "DeskCommand": DESK_COMMAND,
+    "CommandOutcome": COMMAND_OUTCOME,
 }
 
 # --- the contract, transcribed by hand from CONTRACT.md §3, §5, §6 ---------------------------
@@ -305,6 +315,14 @@ CONTRACT_FIELDS: dict[str, list[tuple[str, str]]] = {
         ("note", "?string"),
         ("requested_at", "ts"),
     ],
+    "CommandOutcome": [
+        ("command_id", "string"),
+        ("customer_id", "string"),
+        ("outcome", "enum CommandOutcomeType DELIVERED|REJECTED"),
+        ("reason", "?string"),
+        ("connector", "string"),
+        ("at", "ts"),
+    ],
 }
 TOP_LEVEL = [
     "OrderEvent",
@@ -313,6 +331,7 @@ TOP_LEVEL = [
     "CustomerState",
     "CustomerSignal",
     "DeskCommand",
+    "CommandOutcome",
 ]
 
 

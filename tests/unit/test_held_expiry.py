@@ -29,8 +29,9 @@ class _Outbox:
         self.log, self.name = log, name
         self.offsets: dict[tuple[str, int], int] = {}
 
-    def produce(self, topic: str, key: Any, value: Any, headers: Any = None,
-                partition: int | None = None) -> None:
+    def produce(
+        self, topic: str, key: Any, value: Any, headers: Any = None, partition: int | None = None
+    ) -> None:
         self.log.append((self.name, topic, key, value, headers))
         self.offsets[(topic, partition or 0)] = 1
 
@@ -122,7 +123,9 @@ def test_a_contact_is_dead_lettered_once_and_dropped_at_every_reference_it_waite
     log: list = []
     _hold(contact("k-1", at=T0, order_id="o-9", email="Nobody@Example.com"), log)
     assert {k for k in store if k[0].endswith("-held")} == {
-        ("contact-held", "k-1"), ("order-held", "o-9"), ("email-held", "nobody@example.com")
+        ("contact-held", "k-1"),
+        ("order-held", "o-9"),
+        ("email-held", "nobody@example.com"),
     }
     # the copies further down the chain do not expire by themselves: no second dead letter
     _handle(agents.REF_TOPIC[EMAIL], "nobody@example.com", {"op": "expire", "before": T0 + 1}, log)
@@ -130,8 +133,12 @@ def test_a_contact_is_dead_lettered_once_and_dropped_at_every_reference_it_waite
     log.clear()
     _handle(agents.REF_TOPIC[CONTACT], "k-1", {"op": "expire", "before": T0 + 1}, log)
     [letter] = [x for x in log if x[1] == agents.DEADLETTER_TOPIC]
-    assert dict(letter[4])["x-error"].decode().startswith(
-        "no customer ever became known for case k-1/order o-9/e-mail nobody@example.com"
+    assert (
+        dict(letter[4])["x-error"]
+        .decode()
+        .startswith(
+            "no customer ever became known for case k-1/order o-9/e-mail nobody@example.com"
+        )
     )
     unholds = [
         (t, k, m) for x in log if x[0] == "outputs" and x[1] in agents.REF_TOPIC.values()
@@ -173,3 +180,24 @@ def test_the_clock_asks_for_expiry_by_the_event_time_its_partition_has_seen() ->
     assert held_expiry(rows, lambda ns, ref: None, week) == []  # no event time seen yet
     assert expired_held(waiting, ORDER, "o-1", T0 + 1) == waiting
     assert expired_held(waiting, EMAIL, "o-1", T0 + 1) == []  # not where its chain starts
+
+
+def test_a_backlog_running_a_partitions_clock_ahead_expires_nothing_held_moments_ago() -> None:
+    """A replay or catch-up: the order-refs partition has seen events 30 days later than a
+    held shipment within the same minute of wall time, while the order that binds it still
+    waits in customer-events. Event time alone would dead-letter the shipment (the bench's
+    200,000-event backlog lost 1,561 events so); it must also have waited by the wall clock."""
+    month = 30 * 86_400_000
+    hold = 7 * 86_400_000
+    m = {"kind": "shipment", "event": {"order_id": "o-1", "occurred_at": T0},
+         "held_at": T0, "held_wall": 1_000_000}  # fmt: skip
+    rows = [(ORDER, "o-1", [m])]
+    assert held_expiry(rows, lambda ns, ref: T0 + month, hold) == [
+        (ORDER, "o-1", T0 + month - hold)
+    ]
+    assert held_expiry(rows, lambda ns, ref: T0 + month, hold, 1_000_000 + 60_000) == []
+    assert expired_held([m], ORDER, "o-1", T0 + month - hold, 1_000_000 + 60_000 - hold) == []
+    later = 1_000_000 + hold + 1
+    assert held_expiry(rows, lambda ns, ref: T0 + month, hold, later) == [
+        (ORDER, "o-1", T0 + month - hold)
+    ]
