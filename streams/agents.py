@@ -44,6 +44,7 @@ from streams.codec import get_codec
 from streams.commands import apply_command, apply_outcome
 from streams.due_index import DueIndex
 from streams.emit import Emitter, Headers
+from streams.held_index import HeldIndex
 from streams.intake import KEY_FIELD_OF_KIND, SCHEMA_OF_KIND, intake
 from streams.join import (
     CONTACT,
@@ -51,7 +52,6 @@ from streams.join import (
     RANK,
     add_held,
     expired_held,
-    held_expiry,
     mark_held,
     never_known_reason,
     new_state_refs,
@@ -526,6 +526,9 @@ async def on_internal(stream: Any) -> None:
             continue  # faust delivers them again from the committed offsets
         for customer_id, when in tx.written(due):
             due_index.note(customer_id, when)
+        for ns in NAMESPACES:
+            for ref, waiting in tx.written(held[ns]):
+                held_index.note(ns, ref, waiting)
         metrics.observe_applied(tx.applied, time.time())
         for record in records:  # 5. (streams/checkpoint.py)
             await stream.ack(record)
@@ -534,6 +537,8 @@ async def on_internal(stream: Any) -> None:
 
 #: this worker's due table by due time (streams/due_index.py): the signal clock's view of it
 due_index = DueIndex()
+#: this worker's held tables by hold time (streams/held_index.py): the held clock's view
+held_index = HeldIndex()
 
 
 async def _due_items() -> AsyncIterator[tuple[str, int]]:
@@ -593,23 +598,28 @@ async def _held_rows() -> AsyncIterator[tuple[str, str, list[dict]]]:
 
 @app.timer(interval=tuning.HELD_CHECK_INTERVAL_S)
 async def held_clock() -> None:
-    """Ask the join agent to expire held events older than KEEL_HOLD_MAX_S of event time.
+    """Ask the join agent to expire held events older than KEEL_HOLD_MAX_S.
 
-    Like :func:`signal_clock`, it only reads (the held tables, a slice at a time) and sends
-    an ``expire`` through the reference's own topic, with the cutoff by the event time of
-    that reference's partition; the agent does the rest in a batch. An expire lost with a
-    failed send is sent again at the next tick; one handled twice finds nothing the second
-    time.
+    Like :func:`signal_clock`, it only reads: :data:`held_index`, kept up to date by the
+    agent after every stored batch and rebuilt from one scan of the held tables (a slice at a
+    time) after every assignment; a tick costs the rows held long enough by the wall clock,
+    never a scan. It sends an ``expire`` through the reference's own topic, with the cutoff by
+    the event time of that reference's partition; the agent does the rest in a batch. An
+    expire lost with a failed send is sent again at the next tick; one handled twice finds
+    nothing the second time.
     """
     if not views_ready():
         return
-    rows = [row async for row in _held_rows()]
+    generation = app.consumer_generation_id
+    if held_index.generation != generation:
+        held_index.begin_rebuild()
+        held_index.rebuild([row async for row in _held_rows()], generation)
 
     def clock(ns: str, ref: str) -> int | None:
         return event_clock.get(partition_of(ref))
 
     hold_max_ms, wall = settings.hold_max_s * 1000, now_ms()
-    expiries = held_expiry(rows, clock, hold_max_ms, wall)[: tuning.RECHECKS_PER_TICK]
+    expiries = held_index.take(clock, hold_max_ms, wall, tuning.RECHECKS_PER_TICK)
     if not expiries:
         return
     out = emitter.outbox()
@@ -620,7 +630,7 @@ async def held_clock() -> None:
     internal.flush()
     try:
         await out.confirmed()
-    except Exception as exc:  # noqa: BLE001 - the held tables still say what; sent again
+    except Exception as exc:  # noqa: BLE001 - the held index still says what; sent again
         log.warning("held-event expiries not sent (%s); sent again at the next tick", exc)
 
 
