@@ -11,6 +11,7 @@ sends each event, packed with the others of its batch, to where its join starts:
     contact with id    -> customer-events (key customer_id)
     desk command       -> customer-events (key customer_id; commands.v1)
     command outcome    -> customer-events (key customer_id; command-outcomes.v1)
+    erasure request    -> customer-events (key customer_id; erasures.v1)
     shipment           -> order-refs      (key order_id):   look the order's customer up
     other contact      -> contact-refs    (key contact_id): look up by case, order, e-mail, phone
 
@@ -55,12 +56,14 @@ SCHEMA_OF_KIND = {
     "contact": "ContactEvent",
     "command": "DeskCommand",  # the desk's own commands.v1: their lifecycle is in the state
     "outcome": "CommandOutcome",  # the departments' answers to them (command-outcomes.v1)
+    "erasure": "ErasureRequest",  # forget a customer (erasures.v1, streams/erasure.py)
 }
 KEY_FIELD_OF_KIND = {
     "order": "customer_id",
     "shipment": "order_id",
     "contact": "contact_id",
     "outcome": "customer_id",
+    "erasure": "customer_id",
 }
 
 Headers = list[tuple[str, str | bytes | None]]
@@ -169,6 +172,7 @@ class Intake:
             settings.topics.contacts: "contact",
             settings.topics.commands: "command",
             settings.topics.command_outcomes: "outcome",
+            settings.topics.erasures: "erasure",
         }
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None

@@ -173,6 +173,14 @@ COMMAND_OUTCOME: dict[str, Any] = {
     "at": T0 + 61_000,
 }
 
+ERASURE_REQUEST: dict[str, Any] = {
+    "request_id": "0d4c3b2a-1f0e-4d9c-8b7a-6f5e4d3c2b1a",
+    "customer_id": "c-42",
+    "requested_by": "dpo@example.com",
+    "requested_at": T0 + 62_000,
+    "reason": "data subject request DSR-2026-118",
+}
+
 SAMPLES: dict[str, dict[str, Any]] = {
     "OrderEvent": ORDER_EVENT,
     "ShipmentEvent": SHIPMENT_EVENT,
@@ -181,6 +189,7 @@ SAMPLES: dict[str, dict[str, Any]] = {
     "CustomerSignal": CUSTOMER_SIGNAL,
     "DeskCommand": DESK_COMMAND,
     "CommandOutcome": COMMAND_OUTCOME,
+    "ErasureRequest": ERASURE_REQUEST,
 }
 
 # --- the contract, transcribed by hand from CONTRACT.md §3, §5, §6 ---------------------------
@@ -323,6 +332,13 @@ CONTRACT_FIELDS: dict[str, list[tuple[str, str]]] = {
         ("connector", "string"),
         ("at", "ts"),
     ],
+    "ErasureRequest": [
+        ("request_id", "string"),
+        ("customer_id", "string"),
+        ("requested_by", "string"),
+        ("requested_at", "ts"),
+        ("reason", "string"),
+    ],
 }
 TOP_LEVEL = [
     "OrderEvent",
@@ -332,6 +348,7 @@ TOP_LEVEL = [
     "CustomerSignal",
     "DeskCommand",
     "CommandOutcome",
+    "ErasureRequest",
 ]
 
 
