@@ -27,9 +27,14 @@ is stored (streams/checkpoint.py): a crash in between erases again, never half.
 from __future__ import annotations
 
 import hashlib
+import uuid
+from typing import Any
 
 from streams.join import CONTACT, ORDER, Ref, route, state_refs
 from streams.state import State, apply_event, empty_state
+
+MAX_REASON = 500
+"""Characters of an erasure request's reason (it is the audit trail, not a document)."""
 
 CUSTOMER = "customer"
 """The namespace of customer ids in the ``erased`` table (the others: streams/join.py's)."""
@@ -67,3 +72,35 @@ def event_refs(customer_id: str, kind: str, event: dict) -> list[Ref]:
 def suppressed(erased_at: int | None, event_time: int) -> bool:
     """Whether an event at ``event_time`` is of an erasure done at ``erased_at``."""
     return erased_at is not None and event_time < erased_at
+
+
+class BadRequest(ValueError):
+    """An erasure request that cannot be published as asked; the message says why."""
+
+
+def build_request(
+    customer_id: str, reason: Any, requested_by: str, now_ms: int, request_id: Any = None
+) -> dict[str, Any]:
+    """The ``ErasureRequest`` record of one request, checked.
+
+    >>> r = build_request("c-1", "DSR-118", "dpo", 1767225600000, "r-1")
+    >>> r["request_id"], r["requested_at"]
+    ('r-1', 1767225600000)
+    >>> build_request(" ", "DSR-118", "dpo", 0)
+    Traceback (most recent call last):
+    ...
+    streams.erasure.BadRequest: customer_id must contain a character other than whitespace
+    """
+    if not customer_id.strip():
+        raise BadRequest("customer_id must contain a character other than whitespace")
+    if not isinstance(reason, str) or not reason.strip():
+        raise BadRequest("reason is required: why the customer is erased (e.g. the request's "
+                         "ticket), it is the audit trail")  # fmt: skip
+    if len(reason) > MAX_REASON:
+        raise BadRequest(f"reason is longer than {MAX_REASON} characters")
+    if request_id is None:
+        request_id = str(uuid.uuid4())
+    elif not isinstance(request_id, str) or not request_id.strip():
+        raise BadRequest("request_id must be a non-blank string (or left out)")
+    return {"request_id": request_id, "customer_id": customer_id, "requested_by": requested_by,
+            "requested_at": now_ms, "reason": reason.strip()}  # fmt: skip
