@@ -3,8 +3,9 @@
 A customer with orders, a parcel and contacts is erased with ``DELETE /customers/{id}``
 (admin token). Then: 404 by id, e-mail, phone and order; a tombstone on the state topic; its
 Redis keys gone; none of its ids or identifiers in any RocksDB table of the worker; a restore
-of the tables from their changelogs (empty data dir) and a replay of every input topic from
-offset 0 bring nothing back; a new order after the erasure starts a fresh state; and
+of the tables from their changelogs (empty data dir), a replay of every input topic from
+offset 0, and a new deployment with empty tables replaying them bring nothing back; a new
+order after the erasure starts a fresh state; and
 ``keel erase`` does the same from the command line. Prints how long the erasure took.
 """
 
@@ -228,6 +229,35 @@ def test_an_erased_customer_is_gone_everywhere_and_stays_gone(
     assert set(lookups(worker).values()) == {404}
     assert metric_value(worker.get("/metrics")[1], "keel_held_events") == 0
 
+    # --- nor a new deployment (own app id, empty tables) replaying every topic from 0: its
+    #     intake passes the erasure requests on before any event, so Ann never shows
+    other = f"{app_id}-new"
+    fresh_deployment = Worker(
+        kafka.bootstrap, Path(worker.env["KEEL_DATA_DIR"]).parent / "new-data", free_port(),
+        Path(worker.log_file).parent / "new-worker.log",
+        **{**{k: v for k, v in worker.env.items() if k.startswith("KEEL_TOPIC_")},
+           "KEEL_APP_ID": other, "KEEL_TOPIC_STATE": f"{other}.state",
+           "KEEL_HOLD_MAX_S": worker.env["KEEL_HOLD_MAX_S"]},
+    )  # fmt: skip
+    fresh_deployment.start()
+    try:
+        def bo_replayed() -> bool:
+            status, state = fresh_deployment.get(f"/customers/{BO}")
+            return status == 200 and state["orders"] == bo_before["orders"]
+
+        wait_for("Bo replayed by the new deployment", bo_replayed, 60)
+        assert set(lookups(fresh_deployment).values()) == {404}
+        shown = [m for m in read_topic(kafka.bootstrap, f"{other}.state", 30)
+                 if m.key() == ANN.encode() and m.value() is not None]  # fmt: skip
+        assert shown == [], "the new deployment published Ann's replayed state"
+        # why: in Ann's partition of its customer-events the request comes before her events
+        kinds = [message["kind"]
+                 for m in read_topic(kafka.bootstrap, f"{other}-customer-events", 30)
+                 for key, message in json.loads(m.value()) if key == ANN]  # fmt: skip
+        assert kinds[0] == "erasure" and "order" in kinds, kinds
+    finally:
+        fresh_deployment.stop()
+
     # --- the person comes back: a new, empty state with only what happened since
     departments.send([order(ANN, "o-ann-9", at=now_ms(), email=EMAIL_ANN)])
 
@@ -246,3 +276,39 @@ def test_an_erased_customer_is_gone_everywhere_and_stays_gone(
     assert run.returncode == 0, run.stderr
     assert "erasure request" in run.stdout
     wait_for("Bo erased by keel erase", lambda: worker.get(f"/customers/{BO}")[0] == 404, 30)
+
+
+def test_the_intake_passes_every_erasure_request_on_before_it_reads_anything_else(
+    kafka: Kafka,
+) -> None:
+    """``Intake._erasures_first``, which the intake thread runs before it subscribes to any
+    topic: every request in erasures.v1, from the beginning, lands on customer-events."""
+    from confluent_kafka import Producer
+
+    from connectors.kafka import producer_config
+    from streams.admin import ensure_topics
+    from streams.codec import get_codec
+    from streams.config import Settings
+    from streams.erasure import build_request
+    from streams.intake import Intake
+
+    tag = uuid.uuid4().hex[:8]
+    settings = Settings.from_env({"KAFKA_BOOTSTRAP": kafka.bootstrap, "KEEL_APP_ID": tag,
+                                  "KEEL_TOPIC_ERASURES": f"{tag}.erasures"})  # fmt: skip
+    names = {"customer": f"{tag}-customer-events", "order": f"{tag}-order-refs"}
+    intake = Intake(settings, names)
+    producer = Producer(producer_config(kafka.bootstrap))
+    assert intake._erasures_first(producer)  # no such topic yet: nothing to pass on
+    ensure_topics(settings)  # what the worker does before its intake starts
+    requests = [build_request(f"c-{i}", "DSR", "dpo", now_ms()) for i in range(30)]
+    codec = get_codec()
+    departments_for(kafka, tag).send_raw(f"{tag}.erasures", b"c-x", b"not avro")  # skipped
+    for r in requests:
+        departments_for(kafka, tag).send_raw(
+            f"{tag}.erasures", r["customer_id"].encode(), codec.encode("ErasureRequest", r)
+        )
+    assert intake._erasures_first(producer)
+    passed = [message["event"]["request_id"]
+              for m in read_topic(kafka.bootstrap, names["customer"], 30)
+              for _, message in json.loads(m.value())]  # fmt: skip
+    assert sorted(passed) == sorted(r["request_id"] for r in requests)
