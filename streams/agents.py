@@ -43,7 +43,7 @@ from streams.checkpoint import Batch, Packer, commit
 from streams.codec import get_codec
 from streams.commands import apply_command, apply_outcome
 from streams.due_index import DueIndex
-from streams.emit import Emitter, Headers
+from streams.emit import EmitError, Emitter, Headers
 from streams.erasure import CUSTOMER, erased_refs, event_refs, suppressed, suppression_key
 from streams.held_index import HeldIndex
 from streams.intake import KEY_FIELD_OF_KIND, SCHEMA_OF_KIND, intake
@@ -625,22 +625,13 @@ async def on_internal(stream: Any) -> None:
     its unfinished batch committed.
     """
     async for records in stream.noack_take(tuning.JOIN_BATCH_RECORDS, settings.batch_wait_s):
-        tx = Batch(emitter.outbox())
-
-        def current(generation: int = app.consumer_generation_id) -> bool:
-            # faust's revoke waits until every record it handed out is acknowledged
-            # (stream_wait_empty), so a batch normally finishes inside a rebalance, before the
-            # tables are reassigned and restored; a batch that outlived it is not stored.
-            return app.consumer_generation_id == generation
-
         try:
-            await handle_batch(tx, records)
-            stored = await commit(tx, emitter, current)
+            tx = await store_batch(records)
         except Exception as exc:  # noqa: BLE001 - reported and halted on, never acknowledged
             log.exception("the join agent cannot go on")
             health.fail("join", f"a batch could not be made durable: {exc!r}")
             await health.halt()
-        if not stored:
+        if tx is None:
             log.warning("batch of %d records not stored: the partitions were reassigned while "
                         "it ran; faust delivers them again", len(records))
             continue  # faust delivers them again from the committed offsets
@@ -653,6 +644,42 @@ async def on_internal(stream: Any) -> None:
         for record in records:  # 5. (streams/checkpoint.py)
             await stream.ack(record)
         live.changed(tx.published)
+
+
+async def store_batch(records: list[EventT]) -> Batch | None:
+    """Handle one batch and make it durable (streams/checkpoint.py); None if it is not stored
+    because the partitions were reassigned meanwhile.
+
+    While Kafka cannot take the batch's records for a reason that passes (brokers down, a
+    leader election, too few in-sync replicas: a retriable :class:`EmitError`) the batch is
+    handled and produced again from the start, for up to ``tuning.KAFKA_OUTAGE_RETRY_S``:
+    nothing of it is in any table yet, so the second attempt computes the same outputs, and
+    what the first one delivered is absorbed as duplicates downstream. Anything else raises.
+    """
+    generation = app.consumer_generation_id
+
+    def current() -> bool:
+        # faust's revoke waits until every record it handed out is acknowledged
+        # (stream_wait_empty), so a batch normally finishes inside a rebalance, before the
+        # tables are reassigned and restored; a batch that outlived it is not stored.
+        return app.consumer_generation_id == generation
+
+    started, delay = time.monotonic(), 0.5
+    while True:
+        tx = Batch(emitter.outbox())
+        try:
+            await handle_batch(tx, records)
+            return tx if await commit(tx, emitter, current) else None
+        except EmitError as exc:
+            if not current():
+                return None
+            waited = time.monotonic() - started
+            if not exc.retriable or waited > tuning.KAFKA_OUTAGE_RETRY_S:
+                raise
+            log.warning("Kafka did not take a batch's records (%s); producing them again in "
+                        "%.1f s (waiting %.0f s so far)", exc, delay, waited)  # fmt: skip
+            await asyncio.sleep(delay)
+            delay = min(2 * delay, 10.0)
 
 
 #: this worker's due table by due time (streams/due_index.py): the signal clock's view of it

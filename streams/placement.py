@@ -51,15 +51,22 @@ def apply_placed(
     weaker, its events are kept (one per id, its latest ``occurred_at``) and stay out of
     the stored ``last_event_at``. Returns ``(state, changed)`` like ``apply_event``.
     """
-    new, changed = apply_event(state, kind, event, now_ms, limits)
+    new, _ = apply_event(state, kind, event, now_ms, limits)
     if kind == "contact":
         new = _placed_contact(state, new, event, rank)
     new = _tidy(new)
-    if new is state or new == state:
+    if new is state or _same_but_bookkeeping(new, state):
+        # e.g. a movable contact delivered again: apply_event saw its time as new to
+        # last_event_at, which counts it through _joined instead
         return state, False
-    if not changed:  # only the placement changed (a stronger rank, a kept event)
-        new = {**new, "version": state["version"] + 1, "updated_at": now_ms}
-    return new, True
+    return {**new, "version": state["version"] + 1, "updated_at": now_ms}, True
+
+
+def _same_but_bookkeeping(a: State, b: State) -> bool:
+    """Whether two states differ in ``version`` and ``updated_at`` at most."""
+    return a.keys() == b.keys() and all(
+        a[k] is b[k] or a[k] == b[k] for k in a if k not in ("version", "updated_at")
+    )
 
 
 def _placed_contact(before: State, new: State, event: dict[str, Any], rank: int) -> State:

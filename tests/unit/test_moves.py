@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import pytest
 
-from streams.placement import BY_EMAIL, BY_ORDER, apply_placed, move_out, moved_to
+from streams.placement import BY_CASE, BY_EMAIL, BY_ORDER, NAMED, apply_placed, move_out, moved_to
 from streams.state import empty_state, view
 from tests.builders import T0, contact, order
 from tests.handlers import Worker
@@ -135,3 +135,16 @@ def test_move_out_is_idempotent_and_only_goes_to_a_stronger_reference() -> None:
     on_a, _ = apply_placed(empty_state(A), "contact", event, BY_ORDER, now_ms=1)
     assert "_joined" not in on_a and on_a["last_event_at"] == {"callcenter": T0}
     assert move_out(on_a, "k-1", B, BY_ORDER, now_ms=2) is None  # an order never moves
+
+
+def test_a_movable_contact_delivered_again_through_its_case_changes_nothing() -> None:
+    """Found by test_scale_out on the real stack: a contact placed through its e-mail and
+    delivered again through its case (the case's bind releases the copy held there) bumped
+    the version with no change: its time, counted through ``_joined``, looked new to
+    ``last_event_at``. Desks saw version and updated_at move on a state that had not."""
+    kind, event = contact("k-1", at=T0, event_id="e-k1", email=B_EMAIL, note="where is it")
+    state, _ = apply_placed(empty_state(B), "order", _orders()[1][1], NAMED, T0)
+    placed, changed = apply_placed(state, kind, event, BY_EMAIL, T0 + 1)
+    assert changed and placed["version"] == state["version"] + 1
+    for rank in (BY_CASE, BY_EMAIL):  # again, through its case and through its e-mail
+        assert apply_placed(placed, kind, event, rank, T0 + 2) == (placed, False)
