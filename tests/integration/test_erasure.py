@@ -284,9 +284,10 @@ def test_the_intake_passes_every_erasure_request_on_before_it_reads_anything_els
     """``Intake._erasures_first``, which the intake thread runs before it subscribes to any
     topic: every request in erasures.v1, from the beginning, lands on customer-events."""
     from confluent_kafka import Producer
+    from confluent_kafka.admin import NewTopic
 
     from connectors.kafka import producer_config
-    from streams.admin import ensure_topics
+    from streams.app import settings as worker_settings
     from streams.codec import get_codec
     from streams.config import Settings
     from streams.erasure import build_request
@@ -299,7 +300,13 @@ def test_the_intake_passes_every_erasure_request_on_before_it_reads_anything_els
     intake = Intake(settings, names)
     producer = Producer(producer_config(kafka.bootstrap))
     assert intake._erasures_first(producer)  # no such topic yet: nothing to pass on
-    ensure_topics(settings)  # what the worker does before its intake starts
+    # what the worker creates before its intake starts, with the partitions the join hashes to
+    # (only this topic: the session's shared topics have the session worker's count)
+    admin = AdminClient({"bootstrap.servers": kafka.bootstrap})
+    created = admin.create_topics(
+        [NewTopic(names["customer"], num_partitions=worker_settings.partitions)]
+    )
+    created[names["customer"]].result(timeout=30)
     requests = [build_request(f"c-{i}", "DSR", "dpo", now_ms()) for i in range(30)]
     codec = get_codec()
     departments_for(kafka, tag).send_raw(f"{tag}.erasures", b"c-x", b"not avro")  # skipped
