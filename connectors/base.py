@@ -47,6 +47,7 @@ from connectors import metrics
 from connectors.settings import ConfigError, ConnectorSettings
 from streams import logs
 from streams.auth import AuthConfig, status_role
+from streams.kafka_config import KafkaAuthError, reach
 
 if TYPE_CHECKING:
     from connectors.publisher import Publisher
@@ -69,6 +70,9 @@ __all__ = [
     "pump",
     "redact",
 ]
+
+#: how long a connector with Kafka credentials waits at start to learn they are accepted
+CREDENTIALS_CHECK_S = 30.0
 
 
 class ConnectorError(Exception):
@@ -485,6 +489,19 @@ def load_settings(name: str) -> ConnectorSettings:
         raise SystemExit(2) from None
     logs.configure(settings.keel.log_level, settings.keel.log_format)
     log.info("keel %s: %s", name, settings.auth.describe())
+    security = settings.keel.kafka_security
+    log.info("keel %s: %s", name, security.describe())
+    if security.protocol != "PLAINTEXT":
+        # librdkafka retries refused credentials for ever: find out now, and stop
+        try:
+            if reach(settings.keel.kafka_bootstrap, CREDENTIALS_CHECK_S, security) is None:
+                log.warning(
+                    "keel %s: Kafka at %s not reachable yet; carrying on",
+                    name, settings.keel.kafka_bootstrap,
+                )  # fmt: skip
+        except KafkaAuthError as exc:
+            print(f"keel {name}: {exc}", file=sys.stderr)
+            raise SystemExit(2) from None
     for warning in settings.auth.warnings(settings.bind):
         log.warning("keel %s: %s", name, warning)
     return settings

@@ -16,6 +16,8 @@ Settings that matter for correctness, not just speed:
   partitions move to the others after at most that long.
 - ``canonical_url`` must be reachable by the other workers: ``table_route`` forwards
   queries for keys this worker does not own to that URL.
+- ``broker_credentials`` from the same ``KAFKA_*`` variables as every librdkafka client
+  (streams/kafka_config.py), so aiokafka and librdkafka connect the same way.
 - every request to the web server passes streams/auth.py's check first (one aiohttp
   middleware, the role per path in ``auth.worker_role``), forwarded ones included: a worker
   forwards the caller's token and the owner checks it again.
@@ -29,6 +31,7 @@ from faust.serializers import codecs
 
 from streams import auth, tuning
 from streams.config import Settings
+from streams.kafka_config import faust_credentials
 
 
 class _OrjsonCodec(codecs.Codec):
@@ -54,6 +57,7 @@ def _broker_url(bootstrap: str) -> str:
 app = faust.App(
     settings.app_id,
     broker=_broker_url(settings.kafka_bootstrap),
+    **faust_credentials(settings.kafka_security),
     store="rocksdb://",
     datadir=str(settings.data_dir),
     processing_guarantee="at_least_once",

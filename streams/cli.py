@@ -26,6 +26,7 @@ def _worker(settings: Settings, auth: AuthConfig) -> int:
 
     log = logging.getLogger("keel")
     log.info("%s", auth.describe())
+    log.info("%s", settings.kafka_security.describe())
     for warning in auth.warnings(settings.api_bind):
         log.warning("%s", warning)
 

@@ -17,6 +17,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+from streams.kafka_config import KafkaConfigError, KafkaSecurity
+
 
 class ConfigError(ValueError):
     """A configuration variable is unknown or has a value keel cannot use."""
@@ -193,6 +195,8 @@ class Topics:
 @dataclass(frozen=True)
 class Settings:
     kafka_bootstrap: str
+    #: KAFKA_SECURITY_PROTOCOL, KAFKA_SASL_*, KAFKA_SSL_* (streams/kafka_config.py)
+    kafka_security: KafkaSecurity
     redis_url: str
     app_id: str
     partitions: int
@@ -260,8 +264,13 @@ class Settings:
                 f"KEEL_MIN_INSYNC_REPLICAS={min_insync_replicas} is more than "
                 f"KEEL_REPLICATION={replication}: no write could ever be acknowledged"
             )
+        try:
+            kafka_security = KafkaSecurity.from_env(env)
+        except KafkaConfigError as exc:
+            raise ConfigError(str(exc)) from None
         return cls(
             kafka_bootstrap=get("KAFKA_BOOTSTRAP"),
+            kafka_security=kafka_security,
             redis_url=get("REDIS_URL"),
             app_id=get("KEEL_APP_ID"),
             partitions=_int("KEEL_PARTITIONS", get("KEEL_PARTITIONS"), 1),

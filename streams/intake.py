@@ -37,7 +37,6 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from connectors.kafka import producer_config
 from streams import health, metrics, tuning
 from streams.app import settings as _app_settings
 from streams.checkpoint import Packer
@@ -46,6 +45,7 @@ from streams.commands import target_key
 from streams.config import Settings
 from streams.ids import ID_RULE, blank_id
 from streams.join import route
+from streams.kafka_config import client_config, producer_config
 
 log = logging.getLogger(__name__)
 
@@ -206,7 +206,7 @@ class Intake:
         s = self.settings
         consumer = self._consumer = Consumer(
             {
-                "bootstrap.servers": s.kafka_bootstrap,
+                **client_config(s.kafka_bootstrap),
                 "group.id": f"{s.app_id}-intake",
                 "enable.auto.commit": False,
                 "auto.offset.reset": "earliest",

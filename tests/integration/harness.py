@@ -29,6 +29,7 @@ from confluent_kafka import Consumer, TopicPartition
 
 from connectors.kafka import ConfirmedProducer
 from streams.codec import get_codec
+from streams.kafka_config import KafkaSecurity, client_config
 
 ROOT = Path(__file__).resolve().parents[2]
 T = TypeVar("T")
@@ -181,15 +182,23 @@ class Departments:
         self.producer.publish(topic, [(key, value)])
 
 
-def read_topic(bootstrap: str, topic: str, timeout: float = 10.0) -> list[Any]:
-    """Every record currently in ``topic`` (from the beginning up to the end offsets)."""
+def read_topic(
+    bootstrap: str, topic: str, timeout: float = 10.0, security: KafkaSecurity | None = None
+) -> list[Any]:
+    """Every record currently in ``topic`` (from the beginning up to the end offsets).
+
+    ``security``: the KAFKA_* settings to connect with (default: plaintext).
+    """
     consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": f"reader-{time.time_ns()}",
-            "enable.auto.commit": False,
-            "auto.offset.reset": "earliest",
-        }
+        client_config(
+            bootstrap,
+            security or KafkaSecurity({}),
+            **{
+                "group.id": f"reader-{time.time_ns()}",
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+            },
+        )
     )
     try:
         meta = consumer.list_topics(topic, timeout=timeout).topics[topic]
