@@ -526,13 +526,27 @@ class Redis(_Service):
     name = "redis"
     marker = b"redis-server"
 
-    def __init__(self, data_dir: Path, port: int = 6379, log_file: Path | None = None) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        port: int = 6379,
+        log_file: Path | None = None,
+        *,
+        users: Mapping[str, str] | None = None,
+    ) -> None:
         super().__init__(data_dir, log_file)
         self.port = port
+        #: ACL users (name -> password) with every command on keel's keys (``keel:*``); when
+        #: given, the password-less ``default`` user is switched off, so only they get in
+        self.users = dict(users or {})
 
     @property
     def url(self) -> str:
-        """Client URL for database 0, e.g. ``"redis://127.0.0.1:6379/0"``."""
+        """Client URL for database 0, e.g. ``"redis://127.0.0.1:6379/0"``; with ``users``,
+        the first one's name and password are in it (``redis://name:pw@127.0.0.1:6379/0``)."""
+        if self.users:
+            name, password = next(iter(self.users.items()))
+            return f"redis://{name}:{password}@{HOST}:{self.port}/0"
         return f"redis://{HOST}:{self.port}/0"
 
     @property
@@ -544,8 +558,9 @@ class Redis(_Service):
         super().start(timeout)
 
     def is_ready(self) -> bool:
+        login = next(iter(self.users.items()), None)
         try:
-            return redis_ping(HOST, self.port)
+            return redis_ping(HOST, self.port, login=login)
         except OSError:
             return False
 
@@ -562,7 +577,16 @@ class Redis(_Service):
             "--appendonly", "yes",
             "--daemonize", "no",
             "--protected-mode", "yes",
+            *self._acl(),
         ]  # fmt: skip
+
+    def _acl(self) -> list[str]:
+        if not self.users:
+            return []
+        rules = ["--user", "default", "off"]  # ACL directives, as in redis.conf's `user` lines
+        for name, password in self.users.items():
+            rules += ["--user", name, "on", f">{password}", "~keel:*", "+@all"]
+        return rules
 
 
 def ensure_port_free(port: int, service: str) -> None:
