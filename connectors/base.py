@@ -31,6 +31,7 @@ import logging
 import random
 import re
 import signal
+import ssl
 import sys
 import threading
 import time
@@ -405,11 +406,19 @@ class StatusServer:
     """
 
     def __init__(
-        self, bind: str, port: int, status: Callable[[], dict[str, Any]], auth: AuthConfig
+        self,
+        bind: str,
+        port: int,
+        status: Callable[[], dict[str, Any]],
+        auth: AuthConfig,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         handler = _status_handler(status, auth)
         try:
-            self._server = ThreadingHTTPServer((bind, port), handler)
+            if tls is None:
+                self._server = ThreadingHTTPServer((bind, port), handler)
+            else:
+                self._server = _HTTPSServer((bind, port), handler, tls)
         except OSError as exc:
             raise ConnectorError(f"cannot listen on {bind}:{port}: {exc.strerror}") from exc
         self._server.daemon_threads = True
@@ -428,6 +437,24 @@ class StatusServer:
     def stop(self) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+
+class _HTTPSServer(ThreadingHTTPServer):
+    """HTTPS: the handshake happens in the request's thread, so a slow client blocks no one."""
+
+    def __init__(
+        self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler], tls: ssl.SSLContext
+    ) -> None:
+        super().__init__(address, handler)
+        self.tls = tls
+
+    def get_request(self) -> tuple[Any, Any]:
+        sock, address = super().get_request()
+        return self.tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False), address
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # a client that fails the handshake (plain HTTP, an unknown CA) is its problem, not ours
+        log.debug("status https: request from %s failed", client_address, exc_info=True)
 
 
 def _status_handler(

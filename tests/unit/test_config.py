@@ -83,3 +83,16 @@ def test_every_topic_keel_creates_has_the_min_insync_replicas() -> None:
 
     specs = topic_specs(Settings.from_env({"KEEL_REPLICATION": "3"}))
     assert {config["min.insync.replicas"] for config in specs.values()} == {"2"}
+
+
+def test_tls_needs_cert_and_key_and_makes_the_canonical_url_https(tmp_path: Path) -> None:
+    cert, key = tmp_path / "c.pem", tmp_path / "k.pem"
+    cert.write_text("-")
+    key.write_text("-")
+    s = Settings.from_env({"KEEL_TLS_CERT": str(cert), "KEEL_TLS_KEY": str(key)})
+    assert s.canonical_url == "https://127.0.0.1:6066"
+    with pytest.raises(ConfigError, match="KEEL_TLS_CERT and KEEL_TLS_KEY go together"):
+        Settings.from_env({"KEEL_TLS_CERT": str(cert)})
+    with pytest.raises(ConfigError, match="KEEL_TLS_CA=/nonexistent: no such file"):
+        Settings.from_env({"KEEL_TLS_CA": "/nonexistent"})
+    assert Settings.from_env({}).server_ssl_context() is None
