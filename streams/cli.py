@@ -64,6 +64,14 @@ def _deadletters(settings: Settings, args: argparse.Namespace) -> int:
     import json
 
     from streams.deadletters import DeadLetterError, read_dead_letters, replay
+    from streams.kafka_config import KafkaAuthError, reach
+
+    if settings.kafka_security.protocol != "PLAINTEXT":
+        try:  # refused credentials would otherwise read as "0 dead letters" after a timeout
+            reach(settings.kafka_bootstrap, 30, settings.kafka_security)
+        except KafkaAuthError as exc:
+            print(f"keel: {exc}", file=sys.stderr)
+            return 2
 
     if args.action == "list":
         letters = [d.summary() for d in read_dead_letters(settings)]

@@ -107,7 +107,10 @@ def _run_until_exit(module: list[str], env: dict[str, str], log: Path) -> tuple[
     return proc.returncode, time.monotonic() - began, log.read_text(errors="replace")
 
 
-@pytest.mark.parametrize("module", [["streams", "worker"], ["connectors.sources.http_ingest"]])
+@pytest.mark.parametrize(
+    "module",
+    [["streams", "worker"], ["connectors.sources.http_ingest"], ["streams", "deadletters", "list"]],
+)
 def test_a_wrong_password_stops_the_process_at_once_with_a_clear_message(
     secure_kafka: Kafka, certs: Certificates, tmp_path: Path, module: list[str]
 ) -> None:
