@@ -112,10 +112,12 @@ def test_redis_and_postgres_outages_while_the_connectors_run_lose_nothing(
         KEEL_REDIS_SINK_GROUP=unique("sink"), **env,
     )  # fmt: skip
 
-    slices = 60
+    # the department writes for longer than both outages and the gaps between them take
+    slices = int((5 + REDIS_DOWN_S + 2 + PG_DOWN_S + 10) / 0.5)
     size = len(sent) // slices + 1
     done = threading.Event()
     failed_writes: list[float] = []  # when the department's transaction failed (PG down)
+    wrote_last: list[float] = []  # when it committed its last slice
 
     def department() -> None:
         for i in range(slices):
@@ -135,6 +137,7 @@ def test_redis_and_postgres_outages_while_the_connectors_run_lose_nothing(
                     failed_writes.append(time.monotonic())
                     time.sleep(0.5)  # the department retries its transaction
             time.sleep(0.5)
+        wrote_last.append(time.monotonic())
         done.set()
 
     def outbox_rows() -> int:
@@ -182,7 +185,7 @@ def test_redis_and_postgres_outages_while_the_connectors_run_lose_nothing(
         feeder.join(timeout=300)
         assert done.is_set(), "the department could not write its history"
         wait_for("every outbox row published", lambda: outbox_rows() == 0, 180, 0.5)
-        drained = time.monotonic() - back_at
+        drained = time.monotonic() - wrote_last[0]
         settled(worker, expected, "API states equal to the oracle after the outages", 240)
         try:
             wait_for("Redis equal to the oracle",
@@ -193,11 +196,12 @@ def test_redis_and_postgres_outages_while_the_connectors_run_lose_nothing(
                 f"{len(wrong)} of {len(expected)} customers differ in Redis: {wrong[:5]}\n"
                 f"--- sink log ---\n{sink.tail()}"
             ) from None
-        caught_up = time.monotonic() - back_at
+        caught_up = time.monotonic() - wrote_last[0]
         for process in (outbox, sink):
             assert process.proc is not None and process.proc.poll() is None, process.tail()
         assert "down" in seen["sink"], f"the sink never reported Redis down: {seen}"
         assert "leader" in seen["outbox"], seen
+        assert failed_writes, "the department was not writing when PostgreSQL went down"
         sink_errors, outbox_errors = (complaints(p.log_file) for p in (sink, outbox))
     finally:
         stop_watch.set()
@@ -207,9 +211,10 @@ def test_redis_and_postgres_outages_while_the_connectors_run_lose_nothing(
     print(
         f"\nstores: {len(sent)} events ({len(sent) - len(history)} re-sent) through the "
         f"outbox; Redis down {redis_outage:.1f} s, PostgreSQL down {pg_outage:.1f} s "
-        f"({len(failed_writes)} department transactions retried); outbox drained "
-        f"{drained:.1f} s and Redis equal to the oracle {caught_up:.1f} s after PostgreSQL "
-        f"was back; sink states seen {sorted(seen['sink'])}, outbox {sorted(seen['outbox'])}; "
+        f"({len(failed_writes)} department transactions retried; it wrote its last row "
+        f"{wrote_last[0] - back_at:.1f} s after PostgreSQL was back); outbox empty "
+        f"{drained:.1f} s and Redis equal to the oracle {caught_up:.1f} s after that last "
+        f"row; sink states seen {sorted(seen['sink'])}, outbox {sorted(seen['outbox'])}; "
         f"warning/error log lines: sink {sink_errors}, outbox {outbox_errors}; "
         f"{len(expected)} customers checked on the API and in Redis: 0 mismatches"
     )
