@@ -53,11 +53,13 @@ unit: venv
 integration: deps
 	$(PY) -m pytest tests/integration $(PYTEST_ARGS)
 
-# The fault suite (broker and worker kills, a whole-cluster outage, poison records) at 4x the
-# customers `make test` runs it with; each test prints its figures.
+# The fault suite (broker and worker kills, a whole-cluster outage, Redis and PostgreSQL
+# outages, poison and 10,000 malformed records) at 4x the customers `make test` runs it with; each test prints
+# its figures.
 CHAOS_SCALE ?= 4
 chaos: deps
-	CHAOS_SCALE=$(CHAOS_SCALE) $(PY) -m pytest -s tests/integration/test_cluster.py tests/integration/test_faults.py $(PYTEST_ARGS)
+	CHAOS_SCALE=$(CHAOS_SCALE) $(PY) -m pytest -s tests/integration/test_cluster.py tests/integration/test_faults.py \
+		tests/integration/test_store_outages.py tests/integration/test_malformed.py $(PYTEST_ARGS)
 
 # Benchmarks on the real local stack (own broker, own worker; < 10 min on 2 cores):
 # bench/results/<run>.json + .png and a table. BENCH_ARGS=--quick for a run of seconds.

@@ -19,6 +19,7 @@ from confluent_kafka import Consumer, TopicPartition
 
 from bench.kafka import partitions
 from streams.codec import CodecError, get_codec
+from streams.kafka_config import client_config
 
 SCHEMAS = ("OrderEvent", "ShipmentEvent", "ContactEvent")
 
@@ -28,7 +29,7 @@ def run(bootstrap: str, topics: list[str], timeout: float = 600) -> dict[str, fl
     schema_of = dict(zip(topics, SCHEMAS, strict=True))
     consumer = Consumer(
         {
-            "bootstrap.servers": bootstrap,
+            **client_config(bootstrap),
             "group.id": f"bench-ceiling-{time.time_ns()}",
             "enable.auto.commit": False,
             "auto.offset.reset": "earliest",

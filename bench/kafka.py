@@ -18,7 +18,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from bench.errors import BenchError
-from connectors.kafka import producer_config
+from streams.kafka_config import client_config, producer_config
 
 Record = tuple[str, bytes, bytes]  # (topic, key, value)
 
@@ -65,7 +65,7 @@ def preload(bootstrap: str, records: Iterable[Record]) -> tuple[int, float]:
 
 def _consumer(bootstrap: str, group: str | None = None, **extra: Any) -> Consumer:
     config = {
-        "bootstrap.servers": bootstrap,
+        **client_config(bootstrap),
         "group.id": group or f"bench-probe-{time.time_ns()}",
         "enable.auto.commit": False,
         "auto.offset.reset": "earliest",
@@ -75,7 +75,7 @@ def _consumer(bootstrap: str, group: str | None = None, **extra: Any) -> Consume
 
 
 def partitions(bootstrap: str, topics: Sequence[str], timeout: float = 10) -> list[TopicPartition]:
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient(client_config(bootstrap))
     meta = admin.list_topics(timeout=timeout).topics
     missing = [t for t in topics if t not in meta]
     if missing:
@@ -84,7 +84,7 @@ def partitions(bootstrap: str, topics: Sequence[str], timeout: float = 10) -> li
 
 
 def topics_with_prefix(bootstrap: str, prefix: str) -> list[str]:
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient(client_config(bootstrap))
     return sorted(t for t in admin.list_topics(timeout=10).topics if t.startswith(prefix))
 
 
@@ -240,7 +240,7 @@ def partitions_of(bootstrap: str, topic: str) -> int:
 
 def create_log_append_topic(bootstrap: str, name: str, count: int) -> None:
     """A topic whose records the broker stamps with the time it appended them."""
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient(client_config(bootstrap))
     topic = NewTopic(
         name,
         num_partitions=count,

@@ -36,9 +36,9 @@ from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartit
 from bench.kafka import partitions
 from bench.stats import latency_summary
 from bench.throughput import KEY_OF_KIND, SCHEMA_OF_KIND
-from connectors.kafka import producer_config
 from streams.codec import get_codec
 from streams.jsonconv import iso_ms
+from streams.kafka_config import client_config, producer_config
 
 # (customer, source) -> [(stamp, produced at)], oldest first
 Pending = dict[tuple[str, str], list[tuple[int, float]]]
@@ -55,7 +55,7 @@ class StateWatcher(threading.Thread):
         self.stop_flag = threading.Event()
         self.consumer = Consumer(
             {
-                "bootstrap.servers": bootstrap,
+                **client_config(bootstrap),
                 "group.id": f"bench-offer-{time.time_ns()}",
                 "enable.auto.commit": False,
                 "fetch.wait.max.ms": 20,

@@ -23,6 +23,7 @@ from bench.kafka import BenchKafkaError, end_offsets, group_lag, wait_caught_up
 from bench.settings import BenchSettings
 from bench.worker import ROOT, BenchError, KeelNames, KeelWorker, dir_bytes, http_get
 from streams.jsonconv import to_json
+from streams.kafka_config import client_config
 from streams.state import apply_event, empty_state, view
 
 #: Fields that legitimately differ from a replay: arrival-dependent bookkeeping (CONTRACT §5)
@@ -93,7 +94,7 @@ def skip_backlog(bootstrap: str, worker: KeelWorker, names: KeelNames, timeout: 
     """
     worker.stop()
     skipped = group_lag(bootstrap, names.groups)
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient(client_config(bootstrap))
     for group, topics in names.groups.items():
         ends = end_offsets(bootstrap, topics)
         request = ConsumerGroupTopicPartitions(

@@ -19,6 +19,8 @@ import sys
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from streams.kafka_config import client_config
+
 
 def main() -> int:
     from streams.admin import ensure_topics
@@ -31,7 +33,7 @@ def main() -> int:
     from streams.app import app
 
     changelogs = sorted(table.changelog_topic.get_topic_name() for table in app.tables.values())
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+    admin = AdminClient(client_config(settings.kafka_bootstrap))
     existing = admin.list_topics(timeout=10).topics
     new = [
         NewTopic(

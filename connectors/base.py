@@ -31,6 +31,7 @@ import logging
 import random
 import re
 import signal
+import ssl
 import sys
 import threading
 import time
@@ -47,6 +48,7 @@ from connectors import metrics
 from connectors.settings import ConfigError, ConnectorSettings
 from streams import logs
 from streams.auth import AuthConfig, status_role
+from streams.kafka_config import KafkaAuthError, reach
 
 if TYPE_CHECKING:
     from connectors.publisher import Publisher
@@ -69,6 +71,9 @@ __all__ = [
     "pump",
     "redact",
 ]
+
+#: how long a connector with Kafka credentials waits at start to learn they are accepted
+CREDENTIALS_CHECK_S = 30.0
 
 
 class ConnectorError(Exception):
@@ -401,11 +406,19 @@ class StatusServer:
     """
 
     def __init__(
-        self, bind: str, port: int, status: Callable[[], dict[str, Any]], auth: AuthConfig
+        self,
+        bind: str,
+        port: int,
+        status: Callable[[], dict[str, Any]],
+        auth: AuthConfig,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         handler = _status_handler(status, auth)
         try:
-            self._server = ThreadingHTTPServer((bind, port), handler)
+            if tls is None:
+                self._server = ThreadingHTTPServer((bind, port), handler)
+            else:
+                self._server = _HTTPSServer((bind, port), handler, tls)
         except OSError as exc:
             raise ConnectorError(f"cannot listen on {bind}:{port}: {exc.strerror}") from exc
         self._server.daemon_threads = True
@@ -424,6 +437,24 @@ class StatusServer:
     def stop(self) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+
+class _HTTPSServer(ThreadingHTTPServer):
+    """HTTPS: the handshake happens in the request's thread, so a slow client blocks no one."""
+
+    def __init__(
+        self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler], tls: ssl.SSLContext
+    ) -> None:
+        super().__init__(address, handler)
+        self.tls = tls
+
+    def get_request(self) -> tuple[Any, Any]:
+        sock, address = super().get_request()
+        return self.tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False), address
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # a client that fails the handshake (plain HTTP, an unknown CA) is its problem, not ours
+        log.debug("status https: request from %s failed", client_address, exc_info=True)
 
 
 def _status_handler(
@@ -485,6 +516,19 @@ def load_settings(name: str) -> ConnectorSettings:
         raise SystemExit(2) from None
     logs.configure(settings.keel.log_level, settings.keel.log_format)
     log.info("keel %s: %s", name, settings.auth.describe())
+    security = settings.keel.kafka_security
+    log.info("keel %s: %s", name, security.describe())
+    if security.protocol != "PLAINTEXT":
+        # librdkafka retries refused credentials for ever: find out now, and stop
+        try:
+            if reach(settings.keel.kafka_bootstrap, CREDENTIALS_CHECK_S, security) is None:
+                log.warning(
+                    "keel %s: Kafka at %s not reachable yet; carrying on",
+                    name, settings.keel.kafka_bootstrap,
+                )  # fmt: skip
+        except KafkaAuthError as exc:
+            print(f"keel {name}: {exc}", file=sys.stderr)
+            raise SystemExit(2) from None
     for warning in settings.auth.warnings(settings.bind):
         log.warning("keel %s: %s", name, warning)
     return settings

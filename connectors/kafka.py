@@ -17,27 +17,17 @@ from typing import Any
 
 from confluent_kafka import KafkaError, Message, Producer
 
+from streams.kafka_config import producer_config
+
 log = logging.getLogger(__name__)
+
+__all__ = ["ConfirmedProducer", "PublishError", "Record", "producer_config"]
 
 Record = tuple[bytes | None, bytes | None]
 
 
 class PublishError(RuntimeError):
     """Kafka did not acknowledge every record of a publish."""
-
-
-def producer_config(bootstrap: str, **overrides: Any) -> dict[str, Any]:
-    """The settings every keel producer uses (CONTRACT.md §1)."""
-    config: dict[str, Any] = {
-        "bootstrap.servers": bootstrap,
-        "partitioner": "murmur2_random",
-        "enable.idempotence": True,
-        "acks": "all",
-        "linger.ms": 5,
-        "compression.type": "lz4",
-    }
-    config.update(overrides)
-    return config
 
 
 class ConfirmedProducer:

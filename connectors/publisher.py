@@ -27,7 +27,7 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from connectors.base import OutRecord, Unavailable
-from connectors.kafka import producer_config
+from streams.kafka_config import producer_config
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,6 @@ error with a fix in its message, not something to discover later as missing join
 from __future__ import annotations
 
 import logging
-import time
 
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -16,6 +15,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from streams import tuning
 from streams.config import Settings
 from streams.join import NAMESPACES
+from streams.kafka_config import KafkaAuthError, client_config, reach
 
 log = logging.getLogger(__name__)
 
@@ -77,19 +77,15 @@ def topic_specs(settings: Settings) -> dict[str, dict[str, str]]:
 
 def ensure_topics(settings: Settings, timeout: float = 60.0) -> list[str]:
     """Create missing topics; verify partition counts of existing ones. Returns created names."""
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+    admin = AdminClient(client_config(settings.kafka_bootstrap))
     specs = topic_specs(settings)
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            existing = admin.list_topics(timeout=5).topics
-            break
-        except KafkaException as exc:
-            if time.monotonic() > deadline:
-                raise TopicError(
-                    f"cannot reach Kafka at {settings.kafka_bootstrap}: {exc}"
-                ) from exc
-            time.sleep(0.5)
+    try:
+        metadata = reach(settings.kafka_bootstrap, timeout)
+    except KafkaAuthError as exc:
+        raise TopicError(str(exc)) from exc
+    if metadata is None:
+        raise TopicError(f"cannot reach Kafka at {settings.kafka_bootstrap} within {timeout:g}s")
+    existing = metadata.topics
     # commands.v1, command-outcomes.v1 and erasures.v1 feed no table (the intake packs them onto
     # customer-events; the delivery connectors read and write them), so any count will do: a
     # connector that got there first may have had the broker create one with its default.

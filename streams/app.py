@@ -16,6 +16,10 @@ Settings that matter for correctness, not just speed:
   partitions move to the others after at most that long.
 - ``canonical_url`` must be reachable by the other workers: ``table_route`` forwards
   queries for keys this worker does not own to that URL.
+- ``broker_credentials`` from the same ``KAFKA_*`` variables as every librdkafka client
+  (streams/kafka_config.py), so aiokafka and librdkafka connect the same way.
+- ``web_ssl_context``: HTTPS when ``KEEL_TLS_CERT``/``KEEL_TLS_KEY`` are set, and an
+  ``HttpClient`` that trusts ``KEEL_TLS_CA`` for the forwards to other workers (streams/tls.py).
 - every request to the web server passes streams/auth.py's check first (one aiohttp
   middleware, the role per path in ``auth.worker_role``), forwarded ones included: a worker
   forwards the caller's token and the owner checks it again.
@@ -23,12 +27,15 @@ Settings that matter for correctness, not just speed:
 
 from __future__ import annotations
 
+from typing import Any
+
 import faust
 import orjson
 from faust.serializers import codecs
 
-from streams import auth, tuning
+from streams import auth, tls, tuning
 from streams.config import Settings
+from streams.kafka_config import faust_credentials
 
 
 class _OrjsonCodec(codecs.Codec):
@@ -51,9 +58,13 @@ def _broker_url(bootstrap: str) -> str:
     return ";".join(f"kafka://{host.strip()}" for host in bootstrap.split(",") if host.strip())
 
 
+_forward_client = tls.http_client_class(settings.tls_ca)
+_http_client_options: dict[str, Any] = {"HttpClient": _forward_client} if _forward_client else {}
+
 app = faust.App(
     settings.app_id,
     broker=_broker_url(settings.kafka_bootstrap),
+    **faust_credentials(settings.kafka_security),
     store="rocksdb://",
     datadir=str(settings.data_dir),
     processing_guarantee="at_least_once",
@@ -69,6 +80,8 @@ app = faust.App(
     web_port=settings.api_port,
     web_host=settings.api_bind,
     canonical_url=settings.canonical_url,
+    web_ssl_context=settings.server_ssl_context(),
+    **_http_client_options,
     consumer_auto_offset_reset="earliest",
     producer_linger_ms=tuning.FAUST_PRODUCER_LINGER_MS,
     broker_session_timeout=10.0,

@@ -27,6 +27,7 @@ def _worker(settings: Settings, auth: AuthConfig) -> int:
 
     log = logging.getLogger("keel")
     log.info("%s", auth.describe())
+    log.info("%s", settings.kafka_security.describe())
     for warning in auth.warnings(settings.api_bind):
         log.warning("%s", warning)
 
@@ -64,6 +65,14 @@ def _deadletters(settings: Settings, args: argparse.Namespace) -> int:
     import json
 
     from streams.deadletters import DeadLetterError, read_dead_letters, replay
+    from streams.kafka_config import KafkaAuthError, reach
+
+    if settings.kafka_security.protocol != "PLAINTEXT":
+        try:  # refused credentials would otherwise read as "0 dead letters" after a timeout
+            reach(settings.kafka_bootstrap, 30, settings.kafka_security)
+        except KafkaAuthError as exc:
+            print(f"keel: {exc}", file=sys.stderr)
+            return 2
 
     if args.action == "list":
         letters = [d.summary() for d in read_dead_letters(settings)]
@@ -98,6 +107,14 @@ def _erase(settings: Settings, args: argparse.Namespace) -> int:
     except BadRequest as exc:
         print(f"keel: {exc}", file=sys.stderr)
         return 2
+    if settings.kafka_security.protocol != "PLAINTEXT":
+        from streams.kafka_config import KafkaAuthError, reach
+
+        try:  # refused credentials would otherwise read as a 30 s publish timeout
+            reach(settings.kafka_bootstrap, 30, settings.kafka_security)
+        except KafkaAuthError as exc:
+            print(f"keel: {exc}", file=sys.stderr)
+            return 2
     producer = ConfirmedProducer(settings.kafka_bootstrap)
     try:
         value = get_codec().encode("ErasureRequest", record)

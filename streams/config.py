@@ -13,9 +13,12 @@ to a default.
 from __future__ import annotations
 
 import os
+import ssl
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
+
+from streams.kafka_config import KafkaConfigError, KafkaSecurity
 
 
 class ConfigError(ValueError):
@@ -108,6 +111,18 @@ VARIABLES: tuple[tuple[str, str, str], ...] = (
     ("KEEL_ADMIN_TOKEN", "", "a token with the admin role"),
     ("KEEL_METRICS_TOKEN", "", "a token with the metrics role (every /metrics)"),
     ("KEEL_METRICS_PUBLIC", "0", "1: /metrics answers without a token"),
+    (
+        "KEEL_TLS_CERT",
+        "",
+        "PEM certificate (chain) of this process' HTTP server: HTTPS on the worker API, the "
+        "ingest and every status port (with KEEL_TLS_KEY)",
+    ),
+    ("KEEL_TLS_KEY", "", "PEM private key of KEEL_TLS_CERT"),
+    (
+        "KEEL_TLS_CA",
+        "",
+        "PEM CA a worker trusts when it forwards to another worker over HTTPS (default: system)",
+    ),
     ("KEEL_LOG_LEVEL", "info", "worker log level"),
     ("KEEL_LOG_FORMAT", "text", "worker log lines: text, or json (one JSON object per line)"),
     ("KEEL_TOPIC_ORDERS", "orders.v1", "order events topic"),
@@ -219,6 +234,8 @@ class Topics:
 @dataclass(frozen=True)
 class Settings:
     kafka_bootstrap: str
+    #: KAFKA_SECURITY_PROTOCOL, KAFKA_SASL_*, KAFKA_SSL_* (streams/kafka_config.py)
+    kafka_security: KafkaSecurity
     redis_url: str
     app_id: str
     partitions: int
@@ -228,6 +245,9 @@ class Settings:
     api_bind: str
     api_port: int
     canonical_url: str
+    tls_cert: str
+    tls_key: str
+    tls_ca: str
     standby_replicas: int
     keep_closed: int
     max_notes: int
@@ -249,6 +269,12 @@ class Settings:
     log_level: str
     log_format: str
     topics: Topics
+
+    def server_ssl_context(self) -> ssl.SSLContext | None:
+        """HTTPS for this process' HTTP server (KEEL_TLS_CERT/KEY), or None: plain HTTP."""
+        from streams.tls import server_context
+
+        return server_context(self.tls_cert, self.tls_key)
 
     @property
     def batch_wait_s(self) -> float:
@@ -272,7 +298,15 @@ class Settings:
 
         bind = get("KEEL_API_BIND")
         port = _int("KEEL_API_PORT", get("KEEL_API_PORT"), 1)
-        canonical = get("KEEL_CANONICAL_URL") or f"http://{bind}:{port}"
+        tls_cert, tls_key, tls_ca = get("KEEL_TLS_CERT"), get("KEEL_TLS_KEY"), get("KEEL_TLS_CA")
+        if bool(tls_cert) != bool(tls_key):
+            raise ConfigError("KEEL_TLS_CERT and KEEL_TLS_KEY go together: set both or neither")
+        for name, path in (("KEEL_TLS_CERT", tls_cert), ("KEEL_TLS_KEY", tls_key),
+                           ("KEEL_TLS_CA", tls_ca)):  # fmt: skip
+            if path and not Path(path).is_file():
+                raise ConfigError(f"{name}={path}: no such file")
+        scheme = "https" if tls_cert else "http"
+        canonical = get("KEEL_CANONICAL_URL") or f"{scheme}://{bind}:{port}"
         level = get("KEEL_LOG_LEVEL").lower()
         if level not in {"debug", "info", "warning", "error"}:
             raise ConfigError(f"KEEL_LOG_LEVEL={level!r} is not one of debug/info/warning/error")
@@ -289,8 +323,13 @@ class Settings:
                 f"KEEL_MIN_INSYNC_REPLICAS={min_insync_replicas} is more than "
                 f"KEEL_REPLICATION={replication}: no write could ever be acknowledged"
             )
+        try:
+            kafka_security = KafkaSecurity.from_env(env)
+        except KafkaConfigError as exc:
+            raise ConfigError(str(exc)) from None
         return cls(
             kafka_bootstrap=get("KAFKA_BOOTSTRAP"),
+            kafka_security=kafka_security,
             redis_url=get("REDIS_URL"),
             app_id=get("KEEL_APP_ID"),
             partitions=_int("KEEL_PARTITIONS", get("KEEL_PARTITIONS"), 1),
@@ -300,6 +339,9 @@ class Settings:
             api_bind=bind,
             api_port=port,
             canonical_url=canonical,
+            tls_cert=tls_cert,
+            tls_key=tls_key,
+            tls_ca=tls_ca,
             standby_replicas=_int("KEEL_STANDBY_REPLICAS", get("KEEL_STANDBY_REPLICAS")),
             keep_closed=_int("KEEL_KEEP_CLOSED", get("KEEL_KEEP_CLOSED")),
             max_notes=_int("KEEL_MAX_NOTES", get("KEEL_MAX_NOTES"), 1),

@@ -21,6 +21,7 @@ from confluent_kafka import Consumer, TopicPartition
 
 from connectors.kafka import ConfirmedProducer
 from streams.config import Settings
+from streams.kafka_config import client_config
 
 
 class DeadLetterError(RuntimeError):
@@ -62,7 +63,7 @@ class DeadLetter:
 def _consumer(settings: Settings) -> Consumer:
     return Consumer(
         {
-            "bootstrap.servers": settings.kafka_bootstrap,
+            **client_config(settings.kafka_bootstrap),
             "group.id": f"keel-deadletters-{uuid.uuid4()}",  # read-only: never commits
             "enable.auto.commit": False,
             "auto.offset.reset": "earliest",

@@ -26,8 +26,8 @@ from typing import Any
 
 from confluent_kafka import KafkaError, Message, Producer
 
-from connectors.kafka import producer_config
 from streams import tuning
+from streams.kafka_config import producer_config
 
 log = logging.getLogger(__name__)
 

@@ -45,7 +45,6 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from connectors.kafka import producer_config
 from streams import health, metrics, tuning
 from streams.app import settings as _app_settings
 from streams.checkpoint import Packer
@@ -54,6 +53,7 @@ from streams.commands import target_key
 from streams.config import Settings
 from streams.ids import ID_RULE, blank_id
 from streams.join import route
+from streams.kafka_config import client_config, producer_config
 
 log = logging.getLogger(__name__)
 
@@ -217,7 +217,7 @@ class Intake:
         s = self.settings
         consumer = self._consumer = Consumer(
             {
-                "bootstrap.servers": s.kafka_bootstrap,
+                **client_config(s.kafka_bootstrap),
                 "group.id": f"{s.app_id}-intake",
                 "enable.auto.commit": False,
                 "auto.offset.reset": "earliest",
@@ -254,8 +254,8 @@ class Intake:
         reading the departments' topics first could apply what an erasure request forbids.
         """
         s, topic = self.settings, self.settings.topics.erasures
-        reader = Consumer({"bootstrap.servers": s.kafka_bootstrap, "enable.auto.commit": False,
-                           "group.id": f"{s.app_id}-erasures-reader"})  # fmt: skip
+        reader = Consumer(client_config(s.kafka_bootstrap, None, **{
+            "enable.auto.commit": False, "group.id": f"{s.app_id}-erasures-reader"}))  # fmt: skip
         try:
             meta = reader.list_topics(topic, timeout=10).topics.get(topic)
             if meta is None or meta.error is not None:  # no such topic: nothing to pass on

@@ -106,7 +106,7 @@ PACK_BYTES = 32 * 1024
 
 def describe(batch_max: int, batch_wait_ms: int) -> dict[str, Any]:
     """The settings that decide the worker's speed, as recorded with benchmark results."""
-    from connectors.kafka import producer_config
+    from streams.kafka_config import producer_config
 
     emitter = producer_config("-", **EMITTER)
     emitter.pop("bootstrap.servers")

@@ -33,6 +33,7 @@ from connectors.base import SinkRecord, Unavailable
 from connectors.kafka import ConfirmedProducer, PublishError
 from streams.codec import CodecError, get_codec
 from streams.jsonconv import to_json
+from streams.kafka_config import client_config
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,7 @@ MAX_REASON = 300
 def consumer_config(bootstrap: str, group: str) -> dict[str, Any]:
     """Manual commits only (after delivery); a new group starts at the beginning of the topic."""
     return {
-        "bootstrap.servers": bootstrap,
+        **client_config(bootstrap),
         "group.id": group,
         "enable.auto.commit": False,
         "enable.auto.offset.store": False,

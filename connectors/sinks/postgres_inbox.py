@@ -186,7 +186,8 @@ def main(argv: list[str] | None = None) -> int:
     sink = InboxSink(settings.inbox_postgres_url, dead_letters, outcomes, topics.commands)
     try:
         status = StatusServer(
-            settings.bind, settings.inbox_port, sink.status, settings.auth
+            settings.bind, settings.inbox_port, sink.status, settings.auth,
+            tls=settings.keel.server_ssl_context(),
         ).start()
     except ConnectorError as exc:
         log.error("%s", exc)

@@ -52,6 +52,7 @@ from connectors.settings import ConnectorSettings
 from streams.admin import changelog_topic
 from streams.codec import CodecError, get_codec
 from streams.jsonconv import to_json
+from streams.kafka_config import client_config
 
 log = logging.getLogger("connectors.sinks.redis")  # not __main__ under python -m
 
@@ -236,7 +237,7 @@ def _loads(value: Any) -> dict[str, Any] | None:
 def consumer_config(settings: ConnectorSettings) -> dict[str, Any]:
     """Manual commits only (after Redis accepted a batch); a new group starts at the beginning."""
     return {
-        "bootstrap.servers": settings.keel.kafka_bootstrap,
+        **client_config(settings.keel.kafka_bootstrap),
         "group.id": settings.redis_sink_group,
         "enable.auto.commit": False,
         "enable.auto.offset.store": False,
@@ -258,7 +259,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         status = StatusServer(
-            settings.bind, settings.redis_sink_port, sink.status, settings.auth
+            settings.bind, settings.redis_sink_port, sink.status, settings.auth,
+            tls=settings.keel.server_ssl_context(),
         ).start()
     except ConnectorError as exc:
         log.error("%s", exc)

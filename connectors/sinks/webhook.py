@@ -234,7 +234,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         status = StatusServer(
-            settings.bind, settings.webhook_port, sink.status, settings.auth
+            settings.bind, settings.webhook_port, sink.status, settings.auth,
+            tls=settings.keel.server_ssl_context(),
         ).start()
     except ConnectorError as exc:
         log.error("%s", exc)

@@ -64,6 +64,7 @@ from connectors.sinks.webhook import COMMAND_ID_HEADER, SIGNATURE_HEADER, sign
 from connectors.sources.postgres_outbox import SCHEMA_SQL as OUTBOX_SQL
 from streams.codec import CodecError, get_codec
 from streams.jsonconv import JsonFieldError, from_json, to_json
+from streams.kafka_config import client_config
 
 log = logging.getLogger("connectors.sources.demo_shop")
 
@@ -112,7 +113,7 @@ class Orders:
         self._parcels: dict[str, tuple[tuple[int, str], str, str]] = {}
         self._consumer = Consumer(
             {
-                "bootstrap.servers": bootstrap,
+                **client_config(bootstrap),
                 "group.id": f"keel-demo-shop-{uuid.uuid4().hex[:8]}",  # no commits: from start
                 "enable.auto.commit": False,
                 "auto.offset.reset": "earliest",

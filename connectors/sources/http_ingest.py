@@ -316,7 +316,10 @@ def main(argv: list[str] | None = None) -> int:
         settings.keel.kafka_bootstrap,
     )
     try:
-        web.run_app(app, host=settings.bind, port=settings.ingest_port, print=None, access_log=None)
+        web.run_app(
+            app, host=settings.bind, port=settings.ingest_port, print=None, access_log=None,
+            ssl_context=settings.keel.server_ssl_context(),
+        )  # fmt: skip
     except OSError as exc:
         log.error("cannot listen on %s:%d: %s", settings.bind, settings.ingest_port, exc.strerror)
         return 1

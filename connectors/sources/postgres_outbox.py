@@ -255,7 +255,8 @@ def main(argv: list[str] | None = None) -> int:
     source = OutboxSource(settings)
     try:
         status = StatusServer(
-            settings.bind, settings.outbox_port, source.status, settings.auth
+            settings.bind, settings.outbox_port, source.status, settings.auth,
+            tls=settings.keel.server_ssl_context(),
         ).start()
     except ConnectorError as exc:
         log.error("%s", exc)

@@ -27,6 +27,7 @@ import stat
 import struct
 import subprocess
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 from deploy.local.errors import MissingTool, StartupError
@@ -51,9 +52,19 @@ class Postgres(_Service):
     name = "postgres"
     marker = b"postgres"
 
-    def __init__(self, data_dir: Path, port: int = 5432, log_file: Path | None = None) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        port: int = 5432,
+        log_file: Path | None = None,
+        *,
+        passwords: Mapping[str, str] | None = None,
+    ) -> None:
         super().__init__(data_dir, log_file)
         self.port = port
+        #: login roles (name -> password) made at start; with any, every role but the
+        #: superuser ``keel`` must give its password (``scram-sha-256`` in pg_hba.conf)
+        self.passwords = dict(passwords or {})
         self.cluster = self.data_dir / "cluster"
         self._account: pwd.struct_passwd | None = None  # set by _prepare()
 
@@ -61,6 +72,10 @@ class Postgres(_Service):
     def url(self) -> str:
         """libpq URL of the ``keel`` database, e.g. ``postgresql://keel@127.0.0.1:5432/keel``."""
         return f"postgresql://{USER}@{HOST}:{self.port}/{DATABASE}"
+
+    def role_url(self, role: str, database: str = DATABASE) -> str:
+        """libpq URL with one of ``passwords``' roles and its password."""
+        return f"postgresql://{role}:{self.passwords[role]}@{HOST}:{self.port}/{database}"
 
     @property
     def address(self) -> str:
@@ -97,6 +112,8 @@ class Postgres(_Service):
             error = _simple_query(HOST, self.port, "postgres", f"CREATE DATABASE {DATABASE}")
             if error is not None and error[0] != "42P04":  # 42P04: it exists already
                 raise StartupError(f"creating database {DATABASE} failed: {error[1]}")
+            for role, password in self.passwords.items():
+                self._login_role(role, password)
         except BaseException:
             self.kill()  # a half-started server would hold its port and data dir
             raise
@@ -114,6 +131,20 @@ class Postgres(_Service):
 
     def is_ready(self) -> bool:
         return postgres_ready(HOST, self.port)
+
+    def _login_role(self, role: str, password: str) -> None:
+        if not role.replace("_", "").isalnum():
+            raise StartupError(f"role name {role!r}: letters, digits and _ only")
+        quoted = "'" + password.replace("'", "''") + "'"
+        for sql in (
+            f"CREATE ROLE {role} LOGIN PASSWORD {quoted}",
+            f"ALTER ROLE {role} LOGIN PASSWORD {quoted}",  # it existed: the password given now
+        ):
+            error = _simple_query(HOST, self.port, "postgres", sql)
+            if error is None:
+                return
+            if error[0] != "42710":  # 42710: the role exists
+                raise StartupError(f"creating role {role} failed: {error[1]}")
 
     def _ports(self) -> tuple[int, ...]:
         return (self.port,)
@@ -133,7 +164,22 @@ class Postgres(_Service):
             "-k", str(self.cluster),
             "-c", f"listen_addresses={HOST}",
             "-c", "shared_buffers=32MB",
+            *self._hba(),
         ]  # fmt: skip
+
+    def _hba(self) -> list[str]:
+        """With login roles: their passwords are checked (SCRAM), the superuser stays trusted."""
+        if not self.passwords:
+            return []
+        hba = self.data_dir / "pg_hba.conf"
+        hba.write_text(
+            "# written by deploy/local/postgres.py on every start; edits are lost\n"
+            f"local all {USER} trust\n"
+            f"host all {USER} {HOST}/32 trust\n"
+            f"host all all {HOST}/32 scram-sha-256\n"
+        )
+        hba.chmod(0o644)
+        return ["-c", f"hba_file={hba}", "-c", "password_encryption=scram-sha-256"]
 
     @property
     def _uid(self) -> int | None:

@@ -36,11 +36,23 @@ def kafka_broker_ids(host: str, port: int, timeout: float = 2.0) -> list[int]:
     return ids
 
 
-def redis_ping(host: str, port: int, timeout: float = 2.0) -> bool:
-    """True if Redis answers PING with +PONG."""
+def redis_ping(
+    host: str, port: int, timeout: float = 2.0, login: tuple[str, str] | None = None
+) -> bool:
+    """True if Redis answers PING with +PONG (after AUTH ``login``'s user and password)."""
     with socket.create_connection((host, port), timeout=timeout) as sock:
-        sock.sendall(b"*1\r\n$4\r\nPING\r\n")
-        return sock.makefile("rb").readline() == b"+PONG\r\n"
+        replies = sock.makefile("rb")
+        if login is not None:
+            sock.sendall(_command(b"AUTH", *(part.encode() for part in login)))
+            if replies.readline() != b"+OK\r\n":
+                return False
+        sock.sendall(_command(b"PING"))
+        return replies.readline() == b"+PONG\r\n"
+
+
+def _command(*parts: bytes) -> bytes:
+    """A command in RESP, Redis' wire format: an array of bulk strings."""
+    return b"*%d\r\n" % len(parts) + b"".join(b"$%d\r\n%s\r\n" % (len(p), p) for p in parts)
 
 
 def _recv_exactly(sock: socket.socket, size: int) -> bytes:

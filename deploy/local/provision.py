@@ -32,9 +32,10 @@ POM = Path(__file__).with_name("pom.xml")
 DEPENDENCY_PLUGIN = "org.apache.maven.plugins:maven-dependency-plugin:3.6.1:copy-dependencies"
 JAVA_HINT = "apt-get install openjdk-17-jre-headless maven"
 # chromium and chromium-driver: the desk console's browser tests (tests/integration/test_desk.py)
-# drive /usr/bin/chromium through /usr/bin/chromedriver with selenium.
+# drive /usr/bin/chromium through /usr/bin/chromedriver with selenium. openssl: the throw-away
+# CA and certificates of the TLS tests (deploy/local/tls.py).
 DEFAULT_APT_PACKAGES = (
-    "redis-server", "postgresql", "prometheus", "chromium", "chromium-driver",
+    "redis-server", "postgresql", "prometheus", "chromium", "chromium-driver", "openssl",
 )  # fmt: skip
 # The system-wide service each package starts when installed (see ensure_apt_packages).
 SERVICES = {"redis-server": "redis-server", "postgresql": "postgresql", "prometheus": "prometheus"}
@@ -47,6 +48,7 @@ _PACKAGE_BINARIES: dict[str, tuple[str, ...]] = {
     "prometheus": ("prometheus",),
     "chromium": ("/usr/bin/chromium",),
     "chromium-driver": ("/usr/bin/chromedriver",),
+    "openssl": ("openssl",),
 }
 
 

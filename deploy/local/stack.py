@@ -23,6 +23,8 @@ import struct
 import subprocess
 import time
 import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -33,7 +35,8 @@ from deploy.local.process import is_running, signal_group, stop_pid
 from deploy.local.provision import ensure_apt_packages, ensure_kafka_jars, java_binary
 
 __all__ = [
-    "Kafka", "KafkaCluster", "MissingTool", "PortInUse", "Redis", "StackError", "StartupError",
+    "Kafka", "KafkaCluster", "MissingTool", "PortInUse", "Redis", "SaslSsl", "StackError",
+    "StartupError",
     "brokers_from_env", "local_kafka", "min_insync",
     "ensure_apt_packages", "ensure_kafka_jars", "ensure_port_free", "free_port", "is_running",
     "stop_pid",
@@ -196,6 +199,47 @@ class _Service:
         raise NotImplementedError
 
 
+@dataclass(frozen=True)
+class SaslSsl:
+    """A second listener on a node, ``SASL_SSL`` (TLS, then a SASL login), for clients.
+
+    The node's own traffic (the controller quorum, the readiness probe, replication between
+    nodes) stays on its loopback PLAINTEXT listener; clients given :attr:`Kafka.sasl_bootstrap`
+    are told of this listener only. ``users`` (name -> password) are created as SCRAM-SHA-512
+    and SCRAM-SHA-256 credentials when the storage is formatted (``kafka-storage format
+    --add-scram``, Kafka's own tool) and as PLAIN users of the listener.
+    """
+
+    port: int
+    keystore: Path  #: PKCS12 holding the node's key and certificate (deploy/local/tls.py)
+    keystore_password: str
+    users: Mapping[str, str] = field(default_factory=dict)
+
+    def properties(self) -> dict[str, object]:
+        prefix = "listener.name.sasl_ssl."
+        scram = "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+        plain_users = " ".join(f'user_{name}="{pw}"' for name, pw in self.users.items())
+        plain = f"org.apache.kafka.common.security.plain.PlainLoginModule required {plain_users};"
+        return {
+            f"{prefix}sasl.enabled.mechanisms": "SCRAM-SHA-512,SCRAM-SHA-256,PLAIN",
+            f"{prefix}scram-sha-512.sasl.jaas.config": scram,
+            f"{prefix}scram-sha-256.sasl.jaas.config": scram,
+            f"{prefix}plain.sasl.jaas.config": plain,
+            f"{prefix}ssl.keystore.type": "PKCS12",
+            f"{prefix}ssl.keystore.location": self.keystore,
+            f"{prefix}ssl.keystore.password": self.keystore_password,
+            f"{prefix}ssl.key.password": self.keystore_password,
+        }
+
+    def format_arguments(self) -> list[str]:
+        return [
+            argument
+            for name, password in self.users.items()
+            for mechanism in ("SCRAM-SHA-512", "SCRAM-SHA-256")
+            for argument in ("--add-scram", f"{mechanism}=[name={name},password={password}]")
+        ]
+
+
 class Kafka(_Service):
     """A single-node KRaft Kafka broker; data in ``data_dir/logs`` survives stop/start.
 
@@ -217,8 +261,11 @@ class Kafka(_Service):
         voters: str | None = None,
         cluster_id: str | None = None,
         replication: int = 1,
+        sasl_ssl: SaslSsl | None = None,
     ) -> None:
         super().__init__(data_dir, log_file)
+        #: an extra SASL_SSL listener for clients (see SaslSsl), or None
+        self.sasl_ssl = sasl_ssl
         self.port = port
         # Chosen once per object so a restart of the same object keeps its quorum address.
         self.controller_port = free_port() if controller_port is None else controller_port
@@ -233,6 +280,13 @@ class Kafka(_Service):
     def bootstrap(self) -> str:
         """``bootstrap.servers`` for clients, e.g. ``"127.0.0.1:9092"``."""
         return f"{HOST}:{self.port}"
+
+    @property
+    def sasl_bootstrap(self) -> str:
+        """``bootstrap.servers`` of the SASL_SSL listener (``sasl_ssl`` must be set)."""
+        if self.sasl_ssl is None:
+            raise StackError("this Kafka has no SASL_SSL listener")
+        return f"{HOST}:{self.sasl_ssl.port}"
 
     @property
     def address(self) -> str:
@@ -253,7 +307,8 @@ class Kafka(_Service):
             return False
 
     def _ports(self) -> tuple[int, ...]:
-        return (self.port, self.controller_port)
+        extra = (self.sasl_ssl.port,) if self.sasl_ssl else ()
+        return (self.port, self.controller_port, *extra)
 
     def _prepare(self, deadline: float) -> list[str]:
         java, lib = java_binary(), ensure_kafka_jars()
@@ -261,11 +316,13 @@ class Kafka(_Service):
         log4j = f"-Dlog4j.configuration=file:{LOG4J_CONFIG}"
         properties = self.data_dir / "server.properties"
         properties.write_text(self._server_properties())
+        properties.chmod(0o600)  # it may hold the keystore's password and PLAIN users
         if not (self.data_dir / "logs" / "meta.properties").exists():
             format_command = [
                 java, *TOOL_JVM_FLAGS, log4j, "-cp", classpath, "kafka.tools.StorageTool",
                 "format", "--ignore-formatted", "-t", self.cluster_id or _new_cluster_id(),
                 "-c", str(properties),
+                *(self.sasl_ssl.format_arguments() if self.sasl_ssl else ()),
             ]  # fmt: skip
             try:
                 result = subprocess.run(
@@ -286,13 +343,18 @@ class Kafka(_Service):
         return [java, *JVM_FLAGS, *extra, log4j, "-cp", classpath, "kafka.Kafka", str(properties)]
 
     def _server_properties(self) -> str:
-        settings = {
+        listeners = f"PLAINTEXT://{HOST}:{self.port}"
+        protocols = "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT"
+        if self.sasl_ssl is not None:
+            listeners += f",SASL_SSL://{HOST}:{self.sasl_ssl.port}"
+            protocols += ",SASL_SSL:SASL_SSL"
+        settings: dict[str, object] = {
             "process.roles": "broker,controller",
             "node.id": self.node_id,
             "controller.quorum.voters": self.voters,
-            "listeners": f"PLAINTEXT://{HOST}:{self.port},CONTROLLER://{HOST}:{self.controller_port}",
-            "advertised.listeners": f"PLAINTEXT://{HOST}:{self.port}",
-            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "listeners": f"{listeners},CONTROLLER://{HOST}:{self.controller_port}",
+            "advertised.listeners": listeners,
+            "listener.security.protocol.map": protocols,
             "controller.listener.names": "CONTROLLER",
             "inter.broker.listener.name": "PLAINTEXT",
             "log.dirs": self.data_dir / "logs",
@@ -312,6 +374,8 @@ class Kafka(_Service):
             "broker.heartbeat.interval.ms": 500,
             "broker.session.timeout.ms": 3000,
         }
+        if self.sasl_ssl is not None:
+            settings.update(self.sasl_ssl.properties())
         body = "".join(f"{key}={value}\n" for key, value in settings.items())
         return "# written by deploy/local/stack.py on every start; edits are lost\n" + body
 
@@ -462,13 +526,27 @@ class Redis(_Service):
     name = "redis"
     marker = b"redis-server"
 
-    def __init__(self, data_dir: Path, port: int = 6379, log_file: Path | None = None) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        port: int = 6379,
+        log_file: Path | None = None,
+        *,
+        users: Mapping[str, str] | None = None,
+    ) -> None:
         super().__init__(data_dir, log_file)
         self.port = port
+        #: ACL users (name -> password) with every command on keel's keys (``keel:*``); when
+        #: given, the password-less ``default`` user is switched off, so only they get in
+        self.users = dict(users or {})
 
     @property
     def url(self) -> str:
-        """Client URL for database 0, e.g. ``"redis://127.0.0.1:6379/0"``."""
+        """Client URL for database 0, e.g. ``"redis://127.0.0.1:6379/0"``; with ``users``,
+        the first one's name and password are in it (``redis://name:pw@127.0.0.1:6379/0``)."""
+        if self.users:
+            name, password = next(iter(self.users.items()))
+            return f"redis://{name}:{password}@{HOST}:{self.port}/0"
         return f"redis://{HOST}:{self.port}/0"
 
     @property
@@ -480,8 +558,9 @@ class Redis(_Service):
         super().start(timeout)
 
     def is_ready(self) -> bool:
+        login = next(iter(self.users.items()), None)
         try:
-            return redis_ping(HOST, self.port)
+            return redis_ping(HOST, self.port, login=login)
         except OSError:
             return False
 
@@ -498,7 +577,16 @@ class Redis(_Service):
             "--appendonly", "yes",
             "--daemonize", "no",
             "--protected-mode", "yes",
+            *self._acl(),
         ]  # fmt: skip
+
+    def _acl(self) -> list[str]:
+        if not self.users:
+            return []
+        rules = ["--user", "default", "off"]  # ACL directives, as in redis.conf's `user` lines
+        for name, password in self.users.items():
+            rules += ["--user", name, "on", f">{password}", "~keel:*", "+@all"]
+        return rules
 
 
 def ensure_port_free(port: int, service: str) -> None:

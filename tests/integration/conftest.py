@@ -6,6 +6,7 @@ ports the OS hands out, with its data in pytest's temp dir.
 
 from __future__ import annotations
 
+import secrets
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -14,9 +15,11 @@ from pathlib import Path
 import pytest
 
 from deploy.local.postgres import Postgres
-from deploy.local.stack import Kafka, free_port
+from deploy.local.stack import Kafka, SaslSsl, free_port
+from deploy.local.tls import Certificates, make_certificates
 from tests.integration.connectors_harness import Processes
 from tests.integration.harness import Departments, Worker, ensure_tokens
+from tests.integration.secure import KAFKA_PASSWORD, KAFKA_USER
 
 ensure_tokens()  # before any process starts: each inherits them (see harness.py)
 
@@ -75,3 +78,26 @@ def processes(kafka: Kafka, tmp_path: Path) -> Iterator[Processes]:
         yield procs
     finally:
         procs.stop_all()
+
+
+# --- a broker with TLS and SASL (tests of credentials) --------------------------------------
+
+
+@pytest.fixture(scope="session")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> Certificates:
+    return make_certificates(tmp_path_factory.mktemp("tls"), secrets.token_hex(12))
+
+
+@pytest.fixture(scope="session")
+def secure_kafka(
+    certs: Certificates, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Kafka]:
+    base = tmp_path_factory.mktemp("secure-kafka")
+    users = {KAFKA_USER: KAFKA_PASSWORD}
+    listener = SaslSsl(free_port(), certs.keystore, certs.keystore_password, users)
+    broker = Kafka(base / "data", free_port(), log_file=base / "kafka.log", sasl_ssl=listener)
+    broker.start(timeout=120)
+    try:
+        yield broker
+    finally:
+        broker.stop()

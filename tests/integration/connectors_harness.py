@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import urllib.error
@@ -28,10 +29,14 @@ ROOT = Path(__file__).resolve().parents[2]
 class ConnectorProcess:
     """One connector subprocess; ``port`` is where its /healthz (and /metrics) answer."""
 
-    def __init__(self, module: str, port: int, log_file: Path, **env: str) -> None:
+    def __init__(
+        self, module: str, port: int, log_file: Path, tls: ssl.SSLContext | None = None, **env: str
+    ) -> None:
         self.module = module
         self.port = port
-        self.url = f"http://127.0.0.1:{port}"
+        #: with ``tls`` (what its certificate is checked against) the connector serves HTTPS
+        self.tls = tls
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
         self.log_file = log_file
         self.env = {**os.environ, "KEEL_LOG_LEVEL": "info", **env}
         self.proc: subprocess.Popen[bytes] | None = None
@@ -50,7 +55,7 @@ class ConnectorProcess:
         def healthy() -> bool:
             if self.proc is not None and self.proc.poll() is not None:
                 raise AssertionError(f"{self.module} exited with {self.proc.returncode}")
-            return http_get(f"{self.url}/healthz", timeout=2)[0] == 200
+            return http_get(f"{self.url}/healthz", timeout=2, tls=self.tls)[0] == 200
 
         try:
             wait_for(f"{self.module} /healthz", healthy, timeout, interval=0.1)
@@ -66,12 +71,12 @@ class ConnectorProcess:
             return "(no log)"
 
     def metrics(self) -> str:
-        status, body = http_get(f"{self.url}/metrics", role="metrics")
+        status, body = http_get(f"{self.url}/metrics", role="metrics", tls=self.tls)
         assert status == 200, status
         return str(body)
 
     def health(self) -> dict[str, Any]:
-        status, body = http_get(f"{self.url}/healthz")
+        status, body = http_get(f"{self.url}/healthz", tls=self.tls)
         assert status == 200, status
         return dict(body)
 
@@ -93,7 +98,11 @@ class ConnectorProcess:
 
 
 def post(
-    url: str, body: bytes, content_type: str | None = None, role: str | None = "write"
+    url: str,
+    body: bytes,
+    content_type: str | None = None,
+    role: str | None = "write",
+    tls: ssl.SSLContext | None = None,
 ) -> tuple[int, Any]:
     """POST ``body`` with ``role``'s token (None: none); (status, parsed JSON) — JSON errors
     included, as a client sees them."""
@@ -101,7 +110,7 @@ def post(
     headers.update(bearer(role))
     request = urllib.request.Request(url, data=body, headers=headers, method="POST")
     try:
-        with urllib.request.urlopen(request, timeout=60) as resp:
+        with urllib.request.urlopen(request, timeout=60, context=tls) as resp:
             status, raw = resp.status, resp.read()
     except urllib.error.HTTPError as exc:
         status, raw = exc.code, exc.read()

@@ -16,6 +16,7 @@ import json
 import os
 import secrets
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -29,6 +30,7 @@ from confluent_kafka import Consumer, TopicPartition
 
 from connectors.kafka import ConfirmedProducer
 from streams.codec import get_codec
+from streams.kafka_config import KafkaSecurity, client_config
 
 ROOT = Path(__file__).resolve().parents[2]
 T = TypeVar("T")
@@ -76,11 +78,16 @@ def role_for(path: str) -> str:
     return "metrics" if path.split("?")[0].endswith("/metrics") else "read"
 
 
-def http_get(url: str, timeout: float = 10.0, role: str | None = None) -> tuple[int, Any]:
-    """GET a JSON resource with ``role``'s token (none: anonymous); (status, body or text)."""
+def http_get(
+    url: str, timeout: float = 10.0, role: str | None = None, tls: ssl.SSLContext | None = None
+) -> tuple[int, Any]:
+    """GET a JSON resource with ``role``'s token (none: anonymous); (status, body or text).
+
+    ``tls``: what an ``https://`` server's certificate is checked against.
+    """
     request = urllib.request.Request(url, headers=bearer(role))
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as resp:
+        with urllib.request.urlopen(request, timeout=timeout, context=tls) as resp:
             status, body = resp.status, resp.read()
     except urllib.error.HTTPError as exc:
         status, body = exc.code, exc.read()
@@ -96,10 +103,18 @@ class Worker:
     """A ``keel worker`` subprocess with its own data dir and API port."""
 
     def __init__(
-        self, bootstrap: str, data_dir: Path, port: int, log_file: Path, **env: str
+        self,
+        bootstrap: str,
+        data_dir: Path,
+        port: int,
+        log_file: Path,
+        tls: ssl.SSLContext | None = None,
+        **env: str,
     ) -> None:
         self.port = port
-        self.url = f"http://127.0.0.1:{port}"
+        #: with ``tls`` (what its certificate is checked against) the worker serves HTTPS
+        self.tls = tls
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
         self.log_file = log_file
         self.env = {
             **os.environ,
@@ -128,7 +143,7 @@ class Worker:
         def ready() -> bool:
             if self.proc is not None and self.proc.poll() is not None:
                 raise AssertionError(f"worker exited with {self.proc.returncode}:\n{self.tail()}")
-            return http_get(f"{self.url}/readyz", timeout=2)[0] == 200
+            return http_get(f"{self.url}/readyz", timeout=2, tls=self.tls)[0] == 200
 
         try:
             wait_for("worker /readyz", ready, timeout, interval=0.5)
@@ -143,7 +158,8 @@ class Worker:
 
     def get(self, path: str, role: str | None = "auto") -> tuple[int, Any]:
         """GET ``path`` with the token a client would use for it (``role=None``: none)."""
-        return http_get(f"{self.url}{path}", role=role_for(path) if role == "auto" else role)
+        role = role_for(path) if role == "auto" else role
+        return http_get(f"{self.url}{path}", role=role, tls=self.tls)
 
     def stop(self, timeout: float = 30.0) -> None:
         if self.proc is None or self.proc.poll() is not None:
@@ -181,15 +197,23 @@ class Departments:
         self.producer.publish(topic, [(key, value)])
 
 
-def read_topic(bootstrap: str, topic: str, timeout: float = 10.0) -> list[Any]:
-    """Every record currently in ``topic`` (from the beginning up to the end offsets)."""
+def read_topic(
+    bootstrap: str, topic: str, timeout: float = 10.0, security: KafkaSecurity | None = None
+) -> list[Any]:
+    """Every record currently in ``topic`` (from the beginning up to the end offsets).
+
+    ``security``: the KAFKA_* settings to connect with (default: plaintext).
+    """
     consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": f"reader-{time.time_ns()}",
-            "enable.auto.commit": False,
-            "auto.offset.reset": "earliest",
-        }
+        client_config(
+            bootstrap,
+            security or KafkaSecurity({}),
+            **{
+                "group.id": f"reader-{time.time_ns()}",
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+            },
+        )
     )
     try:
         meta = consumer.list_topics(topic, timeout=timeout).topics[topic]

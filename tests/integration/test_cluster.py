@@ -19,9 +19,9 @@ import pytest
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, ConfigResource, ResourceType
 
-from connectors.kafka import producer_config
 from deploy.local.stack import KafkaCluster
 from streams.codec import get_codec
+from streams.kafka_config import producer_config
 from tests.builders import shuffled_stories, unique
 from tests.integration.harness import KEY_FIELD, SCHEMA, Worker
 from tests.integration.oracle_checks import (

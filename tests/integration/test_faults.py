@@ -16,11 +16,11 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Producer
 
-from connectors.kafka import producer_config
 from deploy.local.stack import Kafka
 from streams.codec import MAGIC, get_codec
 from streams.config import Settings
 from streams.deadletters import DeadLetterError, replay
+from streams.kafka_config import producer_config
 from tests.builders import contact, order, shuffled_stories, unique
 from tests.integration.harness import read_topic, wait_for
 from tests.integration.oracle_checks import (

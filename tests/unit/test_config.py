@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from streams.config import OTHER_KNOWN, VARIABLES, ConfigError, Settings
+from streams.kafka_config import SECURITY_VARIABLES
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
@@ -36,6 +37,8 @@ def test_bad_number_is_an_error_naming_the_variable(value: str) -> None:
 def test_every_variable_is_in_the_readme_with_its_default() -> None:
     text = README.read_text()
     rows = dict(re.findall(r"^\| `([A-Z_]+)` \| `([^`]*)` \|", text, re.MULTILINE))
+    for name, _, _ in SECURITY_VARIABLES:  # their own table: test_kafka_config.py
+        rows.pop(name)
     assert rows == {name: default for name, default, _ in VARIABLES}
     for name in OTHER_KNOWN:
         assert f"`{name}`" in text, name
@@ -80,3 +83,16 @@ def test_every_topic_keel_creates_has_the_min_insync_replicas() -> None:
 
     specs = topic_specs(Settings.from_env({"KEEL_REPLICATION": "3"}))
     assert {config["min.insync.replicas"] for config in specs.values()} == {"2"}
+
+
+def test_tls_needs_cert_and_key_and_makes_the_canonical_url_https(tmp_path: Path) -> None:
+    cert, key = tmp_path / "c.pem", tmp_path / "k.pem"
+    cert.write_text("-")
+    key.write_text("-")
+    s = Settings.from_env({"KEEL_TLS_CERT": str(cert), "KEEL_TLS_KEY": str(key)})
+    assert s.canonical_url == "https://127.0.0.1:6066"
+    with pytest.raises(ConfigError, match="KEEL_TLS_CERT and KEEL_TLS_KEY go together"):
+        Settings.from_env({"KEEL_TLS_CERT": str(cert)})
+    with pytest.raises(ConfigError, match="KEEL_TLS_CA=/nonexistent: no such file"):
+        Settings.from_env({"KEEL_TLS_CA": "/nonexistent"})
+    assert Settings.from_env({}).server_ssl_context() is None

@@ -27,6 +27,7 @@ import pytest
 import yaml
 
 from streams.config import OTHER_KNOWN, VARIABLES
+from streams.kafka_config import SECURITY_VARIABLES
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -36,7 +37,7 @@ PROMETHEUS = DEPLOY / "prometheus"
 DASHBOARD = DEPLOY / "grafana" / "keel.json"
 K8S_VERSION = "1.30.0"
 
-KNOWN_ENV = {name for name, _, _ in VARIABLES} | OTHER_KNOWN
+KNOWN_ENV = {name for name, _, _ in (*VARIABLES, *SECURITY_VARIABLES)} | OTHER_KNOWN
 DEFAULTS = {name: default for name, default, _ in VARIABLES}
 # Helpers that exist only to build a keel variable (KEEL_CANONICAL_URL from the pod's name).
 K8S_HELPER_ENV = {"POD_NAME"}
@@ -290,6 +291,10 @@ def test_kustomization_lists_every_manifest() -> None:
 def container_env(container: dict, config: dict[str, str]) -> dict[str, str | None]:
     env: dict[str, str | None] = {}
     for source in container.get("envFrom", []):
+        if "secretRef" in source:  # the Kafka login: its keys are the README's variables
+            assert source["secretRef"]["name"] == "keel-kafka"
+            env.update(dict.fromkeys(("KAFKA_SASL_USERNAME", "KAFKA_SASL_PASSWORD")))
+            continue
         env.update(config)  # the one ConfigMap, keel-config
         assert source["configMapRef"]["name"] == "keel-config"
     for item in container.get("env", []):
@@ -351,9 +356,28 @@ def test_workers_have_stable_urls_volumes_and_ready_gated_probes() -> None:
     mounts = {m["name"]: m for m in container["volumeMounts"]}
     mount = mounts.pop(claim["metadata"]["name"])
     assert mount["mountPath"] == values["KEEL_DATA_DIR"]["value"]
-    assert list(mounts) == ["auth-tokens"]  # the hashed tokens file, nothing else
+    # the hashed tokens file and the Kafka brokers' CA, nothing else
+    assert list(mounts) == ["auth-tokens", "kafka-ca"]
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+
+
+def test_every_workload_logs_in_to_kafka_with_tls_and_a_secret_it_does_not_inline() -> None:
+    config = next(d for _, d in k8s_objects() if d["kind"] == "ConfigMap")["data"]
+    assert config["KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL"
+    assert config["KAFKA_SASL_MECHANISM"] == "SCRAM-SHA-512"
+    assert "KAFKA_SASL_PASSWORD" not in config and "REDIS_URL" not in config
+    for workload in workloads():
+        pod = workload["spec"]["template"]["spec"]
+        [container] = pod["containers"]
+        assert {"secretRef": {"name": "keel-kafka"}} in container["envFrom"]
+        mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+        assert config["KAFKA_SSL_CA_LOCATION"].startswith(mounts["kafka-ca"] + "/")
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        assert volumes["kafka-ca"]["secret"]["secretName"] == "keel-kafka-ca"
+        for item in container.get("env", []):
+            if item["name"] in ("REDIS_URL", "POSTGRES_URL", "KAFKA_SASL_PASSWORD"):
+                assert "secretKeyRef" in item["valueFrom"], item  # never a value inline
 
 
 def test_every_workload_reads_the_hashed_tokens_from_a_secret_and_prometheus_sends_one() -> None:
