@@ -409,11 +409,7 @@ def erase_ref(tx: Batch, ns: str, ref: str, m: dict) -> None:
     rest = [x for x in waiting if x["event"]["occurred_at"] >= at]
     if len(rest) == len(waiting):
         return
-    if rest:
-        tx.set(held[ns], ref, rest)
-    else:
-        tx.delete(held[ns], ref)
-    metrics.HELD.dec(len(waiting) - len(rest))
+    keep_held(tx, ns, ref, rest, len(waiting) - len(rest))
     for x in waiting:
         if x["event"]["occurred_at"] < at and not x.get("placed_on"):
             metrics.count_event(x["topic"], "erased")
@@ -428,8 +424,7 @@ def bind(tx: Batch, ns: str, ref: str, customer_id: str) -> None:
         tx.set(owners[ns], ref, owner)
     waiting = tx.get(held[ns], ref)
     if waiting:
-        tx.delete(held[ns], ref)
-        metrics.HELD.dec(len(waiting))
+        keep_held(tx, ns, ref, [], len(waiting))
         for message in waiting:
             placed_on = message.get("placed_on")
             if placed_on is None:
@@ -473,11 +468,16 @@ def drop_held(tx: Batch, ns: str, ref: str, event_id: str, at: int | None) -> No
     rest = remove_held(before, event_id, at)
     if rest is None:
         return
+    keep_held(tx, ns, ref, rest, len(before) - len(rest))
+
+
+def keep_held(tx: Batch, ns: str, ref: str, rest: list[dict], gone: int) -> None:
+    """Store what is still held at ``ref`` (none: the row goes); ``gone`` messages left it."""
     if rest:
         tx.set(held[ns], ref, rest)
     else:
         tx.delete(held[ns], ref)
-    metrics.HELD.dec(len(before) - len(rest))
+    metrics.HELD.dec(gone)
 
 
 def expire_held(
@@ -496,11 +496,7 @@ def expire_held(
     if not expired:
         return
     rest = [m for m in waiting if all(m is not x for x in expired)]
-    if rest:
-        tx.set(held[ns], ref, rest)
-    else:
-        tx.delete(held[ns], ref)
-    metrics.HELD.dec(len(expired))
+    keep_held(tx, ns, ref, rest, len(expired))
     for message in expired:
         if message.get("placed_on"):
             continue  # it was applied; it only watched for a stronger reference
