@@ -95,7 +95,7 @@ def _up(args: argparse.Namespace) -> int:
             service.launch(deadline)
             started.append(service)
         for service in started:
-            service.wait_ready(deadline, timeout)
+            service.wait_ready(deadline)
             _pid_file(run_dir, service).write_text(f"{service.pid}\n")
             elapsed = time.monotonic() - began
             print(f"{service.name} ready in {elapsed:.1f}s (pid {service.pid})")

@@ -29,10 +29,10 @@ import subprocess
 import time
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from deploy.local.errors import MissingTool, StartupError
-from deploy.local.process import signal_group
-from deploy.local.stack import HOST, _Service, ensure_port_free
+from deploy.local.stack import HOST, _Service
 
 __all__ = ["Postgres", "postgres_ready"]
 
@@ -51,6 +51,7 @@ class Postgres(_Service):
 
     name = "postgres"
     marker = b"postgres"
+    stop_signal = signal.SIGINT  # a fast shutdown
 
     def __init__(
         self,
@@ -82,33 +83,13 @@ class Postgres(_Service):
         return self.url
 
     def start(self, timeout: float = 60) -> None:
-        """initdb on first use, start the server, create the ``keel`` database if missing.
-
-        The same steps as ``_Service.start`` except that the server process is started as
-        the ``postgres`` OS user when we are root.
-        """
+        """initdb on first use, start the server, create the ``keel`` database if missing."""
         if self.pid is not None:
             return
         deadline = time.monotonic() + timeout
-        ensure_port_free(self.port, self.name)
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.log_file.parent.mkdir(parents=True, exist_ok=True)
-        command = self._prepare(deadline)
-        with self.log_file.open("ab") as log:
-            self._log_start = log.tell()
-            self._proc = subprocess.Popen(
-                command,
-                cwd=self.data_dir,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # own process group: signals reach only this server
-                user=self._uid,
-                group=self._gid,
-                extra_groups=self._extra_groups,
-            )
+        self.launch(deadline)
+        self.wait_ready(deadline)
         try:
-            self._wait_ready(self._proc, deadline, timeout)
             error = _simple_query(HOST, self.port, "postgres", f"CREATE DATABASE {DATABASE}")
             if error is not None and error[0] != "42P04":  # 42P04: it exists already
                 raise StartupError(f"creating database {DATABASE} failed: {error[1]}")
@@ -117,17 +98,6 @@ class Postgres(_Service):
         except BaseException:
             self.kill()  # a half-started server would hold its port and data dir
             raise
-
-    def stop(self, timeout: float = 20) -> None:
-        proc, self._proc = self._proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        signal_group(proc.pid, signal.SIGINT)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            signal_group(proc.pid, signal.SIGKILL)
-            proc.wait()
 
     def is_ready(self) -> bool:
         return postgres_ready(HOST, self.port)
@@ -180,6 +150,10 @@ class Postgres(_Service):
         )
         hba.chmod(0o644)
         return ["-c", f"hba_file={hba}", "-c", "password_encryption=scram-sha-256"]
+
+    def _popen_options(self) -> dict[str, Any]:
+        """As root, the server runs as the ``postgres`` OS user (see :func:`_run_as`)."""
+        return {"user": self._uid, "group": self._gid, "extra_groups": self._extra_groups}
 
     @property
     def _uid(self) -> int | None:

@@ -27,11 +27,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 from deploy.local.errors import MissingTool, PortInUse, StackError, StartupError
 from deploy.local.probes import kafka_broker_ids, redis_ping
-from deploy.local.process import is_running, signal_group, stop_pid
+from deploy.local.process import Child, is_running, stop_all, stop_pid
 from deploy.local.provision import ensure_apt_packages, ensure_kafka_jars, java_binary
 
 __all__ = [
@@ -45,8 +45,6 @@ __all__ = [
 HOST = "127.0.0.1"
 LOG4J_CONFIG = Path(__file__).with_name("log4j.properties")
 NODE_ID = 1
-LOG_TAIL_LINES = 30
-POLL_INTERVAL = 0.1
 
 # JVM flags measured on a 2-core box (start to ready, restart of a formatted node):
 #   G1 (Kafka's default)       1.6-2.2 s
@@ -72,25 +70,24 @@ def free_port() -> int:
 
 
 class _Service:
-    """One child process with a log file, a readiness check and an orderly stop."""
+    """One service process (a :class:`Child`) with a log file, a readiness check and an
+    orderly stop."""
 
     name = "service"
     marker = b""  # appears in /proc/<pid>/cmdline of the real process, see stop_pid()
+    stop_signal = signal.SIGTERM  # what asks it to shut down cleanly
 
     def __init__(self, data_dir: Path, log_file: Path | None) -> None:
         self.data_dir = Path(data_dir).absolute()
         self.log_file = (
             Path(log_file).absolute() if log_file else self.data_dir / f"{self.name}.log"
         )
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._log_start = 0  # where this run's output begins in the (appended) log file
+        self.child = Child(self.name, self.log_file)
 
     @property
     def pid(self) -> int | None:
         """Process id while the service runs, ``None`` before start and after it exited."""
-        if self._proc is None or self._proc.poll() is not None:
-            return None
-        return self._proc.pid
+        return self.child.pid if self.child.running else None
 
     def start(self, timeout: float = 30) -> None:
         """Launch the process and return once it serves requests; no-op if already running."""
@@ -98,53 +95,28 @@ class _Service:
             return
         deadline = time.monotonic() + timeout
         self.launch(deadline)
-        self.wait_ready(deadline, timeout)
+        self.wait_ready(deadline)
 
     def launch(self, deadline: float) -> None:
         """Start the process without waiting for it (see :meth:`wait_ready`)."""
         for port in self._ports():
             ensure_port_free(port, self.name)
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.log_file.parent.mkdir(parents=True, exist_ok=True)
         command = self._prepare(deadline)
-        with self.log_file.open("ab") as log:
-            self._log_start = log.tell()
-            self._proc = subprocess.Popen(
-                command,
-                cwd=self.data_dir,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # own process group: signals reach only this service
-            )
+        self.child = Child(self.name, self.log_file)  # the name may have changed since
+        self.child.start(command, cwd=self.data_dir, **self._popen_options())
 
-    def wait_ready(self, deadline: float, timeout: float) -> None:
+    def wait_ready(self, deadline: float) -> None:
         """Return once the launched process serves requests; kill it if it never does."""
-        assert self._proc is not None, "launch() first"
-        try:
-            self._wait_ready(self._proc, deadline, timeout)
-        except BaseException:
-            self.kill()  # a half-started service would hold its ports and data dir
-            raise
+        self.child.wait_ready(self.is_ready, deadline)
 
     def stop(self, timeout: float = 20) -> None:
-        """SIGTERM so the service shuts down cleanly, SIGKILL after ``timeout``; idempotent."""
-        proc, self._proc = self._proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        signal_group(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            signal_group(proc.pid, signal.SIGKILL)
-            proc.wait()
+        """:attr:`stop_signal` so it shuts down cleanly, SIGKILL after ``timeout``; idempotent."""
+        self.child.stop(timeout, self.stop_signal)
 
     def kill(self) -> None:
         """SIGKILL, no shutdown hooks: what a crash looks like to clients and to the data dir."""
-        proc, self._proc = self._proc, None
-        if proc is not None and proc.poll() is None:
-            signal_group(proc.pid, signal.SIGKILL)
-            proc.wait()
+        self.child.kill()
 
     def __enter__(self) -> Self:
         self.start()
@@ -158,29 +130,9 @@ class _Service:
     ) -> None:
         self.stop()
 
-    def _wait_ready(self, proc: subprocess.Popen[bytes], deadline: float, timeout: float) -> None:
-        while True:
-            code = proc.poll()
-            if code is not None:
-                raise StartupError(
-                    f"{self.name} exited with code {code} while starting{self._tail()}"
-                )
-            if self.is_ready():
-                return
-            if time.monotonic() >= deadline:
-                raise StartupError(f"{self.name} not ready after {timeout:g}s{self._tail()}")
-            time.sleep(POLL_INTERVAL)
-
-    def _tail(self) -> str:
-        """The end of this run's log, Java stack frames left out so the cause stays in view."""
-        try:
-            with self.log_file.open("rb") as log:
-                log.seek(max(self._log_start, log.seek(0, os.SEEK_END) - 256 * 1024))
-                text = log.read().decode(errors="replace")
-        except OSError as exc:
-            return f"; its log {self.log_file} is unreadable: {exc}"
-        lines = [line for line in text.splitlines() if not line.startswith("\tat ")]
-        return f"; last lines of {self.log_file}:\n" + "\n".join(lines[-LOG_TAIL_LINES:])
+    def _popen_options(self) -> dict[str, Any]:
+        """Extra :class:`subprocess.Popen` arguments (PostgreSQL's ``user=``)."""
+        return {}
 
     @property
     def address(self) -> str:
@@ -479,7 +431,7 @@ class KafkaCluster:
             for node in down:
                 node.launch(deadline)
             for node in down:
-                node.wait_ready(deadline, timeout)
+                node.wait_ready(deadline)
         except BaseException:
             self.kill_all()
             raise
@@ -498,14 +450,7 @@ class KafkaCluster:
 
     def stop(self, timeout: float = 30) -> None:
         """SIGTERM every node at once (a controlled shutdown each), then wait for them."""
-        running = [node for node in self.nodes if node.pid is not None]
-        for node in running:
-            pid = node.pid
-            if pid is not None:
-                signal_group(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        for node in running:
-            node.stop(max(1.0, deadline - time.monotonic()))
+        stop_all([node.child for node in self.nodes], timeout)
 
     def __enter__(self) -> Self:
         self.start()
