@@ -35,10 +35,12 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from deploy.local.errors import StackError
 from deploy.local.postgres import Postgres
+from deploy.local.process import Child, stop_all
 from deploy.local.stack import (
     KafkaCluster,
     Redis,
@@ -205,63 +207,33 @@ class Stack:
         if isinstance(self.kafka, KafkaCluster):  # its topics replicated like the cluster's own
             self.env.setdefault("KEEL_REPLICATION", str(self.kafka.replication))
 
-    def start_worker(self) -> subprocess.Popen[bytes]:
+    def start_worker(self) -> Child:
         ensure_port_free(self.api_port, "the stream worker's API")  # else /readyz lies
-        log = open(self.run_dir / "worker.log", "ab")  # noqa: SIM115 (handed to the child)
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "streams", "worker"],
-            cwd=ROOT,
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            # own session even in the foreground: Ctrl-C reaches only this script, which
-            # then stops every process in order (the feed, connectors, worker, services)
-            start_new_session=True,
-        )
-        deadline = time.monotonic() + 180
-        while not _ready(self.api):
-            if proc.poll() is not None:
-                tail = (self.run_dir / "worker.log").read_text(errors="replace")[-3000:]
-                raise StackError(f"worker exited with {proc.returncode}; its log ends:\n{tail}")
-            if time.monotonic() > deadline:
-                raise StackError(f"worker not ready after 180 s; see {self.run_dir}/worker.log")
-            time.sleep(0.5)
-        return proc
+        # own session even in the foreground: Ctrl-C reaches only this script, which then
+        # stops every process in order (the feed, connectors, worker, services)
+        worker = Child("worker", self.run_dir / "worker.log")
+        worker.start([sys.executable, "-m", "streams", "worker"], cwd=ROOT, env=self.env)
+        worker.wait_ready(lambda: _ready(self.api), time.monotonic() + 180, interval=0.5)
+        return worker
 
-    def start_connectors(self) -> list[subprocess.Popen[bytes]]:
+    def start_connectors(self) -> list[Child]:
         """Start the connectors (and the demo shop); return once each answers /healthz."""
         for connector in self.connectors:
             ensure_port_free(connector.port, f"the {connector.name} connector")
-        procs: list[subprocess.Popen[bytes]] = []
+        children: list[Child] = []
         try:
             for connector in self.connectors:
-                log = open(self.run_dir / f"{connector.name}.log", "ab")  # noqa: SIM115
-                procs.append(
-                    subprocess.Popen(
-                        [sys.executable, "-m", connector.module],
-                        cwd=ROOT,
-                        env=self.env,
-                        stdout=log,
-                        stderr=subprocess.STDOUT,
-                        start_new_session=True,  # see start_worker
-                    )
-                )
+                child = Child(connector.name, self.run_dir / f"{connector.name}.log")
+                child.start([sys.executable, "-m", connector.module], cwd=ROOT, env=self.env)
+                children.append(child)
             deadline = time.monotonic() + 60
-            for connector, proc in zip(self.connectors, procs, strict=True):
-                while not _answers(f"{connector.url}/healthz"):
-                    if proc.poll() is not None:
-                        log_file = self.run_dir / f"{connector.name}.log"
-                        tail = log_file.read_text(errors="replace")[-3000:]
-                        raise StackError(
-                            f"{connector.name} exited with {proc.returncode}; its log ends:\n{tail}"
-                        )
-                    if time.monotonic() > deadline:
-                        raise StackError(f"{connector.name} did not answer /healthz in 60 s")
-                    time.sleep(0.2)
+            for connector, child in zip(self.connectors, children, strict=True):
+                healthz = partial(_answers, f"{connector.url}/healthz")
+                child.wait_ready(healthz, deadline, interval=0.2)
         except BaseException:
-            _terminate(procs)
+            stop_all(reversed(children))
             raise
-        return procs
+        return children
 
     def hints(self) -> list[str]:
         url = {c.name: c.url for c in self.connectors}
@@ -310,21 +282,8 @@ class Stack:
         return lines
 
 
-def _terminate(procs: list[subprocess.Popen[bytes]]) -> None:
-    """SIGTERM the processes (newest first), SIGKILL whatever is left after 20 s."""
-    for proc in reversed(procs):
-        if proc.poll() is None:
-            proc.terminate()
-    for proc in reversed(procs):
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
 def run_foreground(stack: Stack, customers: int, rate: float) -> int:
-    procs: list[subprocess.Popen[bytes]] = []
+    children: list[Child] = []
     stopping = False
 
     def on_term(signum: int, frame: object) -> None:
@@ -339,35 +298,25 @@ def run_foreground(stack: Stack, customers: int, rate: float) -> int:
         _say(f"starting PostgreSQL on {stack.postgres.url} (log: {stack.run_dir}/postgres.log)")
         stack.postgres.start()
         _say(f"starting the stream worker, API on {stack.api} (log: {stack.run_dir}/worker.log)")
-        worker = stack.start_worker()
-        procs.append(worker)
+        children.append(stack.start_worker())
         _say(f"starting the connectors (logs: {stack.run_dir}/<connector>.log)")
-        procs += stack.start_connectors()
+        children += stack.start_connectors()
         for line in stack.hints():
             _say(line)
         _say(f"ready: {stack.api}/readyz; Ctrl-C stops everything")
-        feed = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "connectors.sources.demo_feed",
-                "--customers",
-                str(customers),
-                "--rate",
-                str(rate),
-                "--api",
-                stack.api,
-            ],
-            cwd=ROOT,
-            env=stack.env,
-            start_new_session=True,  # see start_worker
+        services = list(children)  # the worker and the connectors; the feed may finish
+        feed = Child("demo feed")  # its output goes to the terminal
+        feed_args = ["--customers", str(customers), "--rate", str(rate), "--api", stack.api]
+        children.append(
+            feed.start(
+                [sys.executable, "-m", "connectors.sources.demo_feed", *feed_args],
+                cwd=ROOT,
+                env=stack.env,
+            )
         )
-        procs.append(feed)
-        services = procs[:-1]  # the worker and the connectors; the feed may finish
-        while all(p.poll() is None for p in services):
+        while all(child.running for child in services):
             time.sleep(0.5)
-        names = ["worker"] + [c.name for c in stack.connectors]
-        gone = next(n for n, p in zip(names, services, strict=True) if p.poll() is not None)
+        gone = next(child.name for child in services if not child.running)
         _say(f"the {gone} process stopped; see {stack.run_dir}/{gone}.log")
         return 1
     except KeyboardInterrupt:
@@ -379,7 +328,7 @@ def run_foreground(stack: Stack, customers: int, rate: float) -> int:
     finally:
         if stopping:
             _say("stopping")
-        _terminate(procs)
+        stop_all(reversed(children))  # newest first
         stack.postgres.stop()
         stack.redis.stop()
         stack.kafka.stop()
@@ -408,11 +357,11 @@ def run_background(stack: Stack) -> int:
             stack.postgres.start()
             postgres_pid.write_text(f"{stack.postgres.pid}\n")
         _say(f"starting the stream worker, API on {stack.api}")
-        proc = stack.start_worker()
-        pid_file.write_text(str(proc.pid))
+        worker = stack.start_worker()
+        pid_file.write_text(str(worker.pid))
         _say("starting the connectors")
-        for connector, cproc in zip(stack.connectors, stack.start_connectors(), strict=True):
-            _pid_file(stack, connector.name).write_text(str(cproc.pid))
+        for child in stack.start_connectors():
+            _pid_file(stack, child.name).write_text(str(child.pid))
     except (StackError, subprocess.CalledProcessError) as exc:
         _say(f"could not start the stack: {exc}")
         return 1
