@@ -8,16 +8,16 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import ssl
-import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tests.integration.harness import bearer, http_get, wait_for
+from deploy.local.process import Child
+from tests.integration.harness import bearer, http_get
 
 if TYPE_CHECKING:
     from deploy.local.postgres import Postgres
@@ -39,36 +39,19 @@ class ConnectorProcess:
         self.url = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
         self.log_file = log_file
         self.env = {**os.environ, "KEEL_LOG_LEVEL": "info", **env}
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.child = Child(module, log_file)
 
     def start(self, timeout: float = 30.0) -> ConnectorProcess:
-        with open(self.log_file, "ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", self.module],
-                cwd=ROOT,
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-
-        def healthy() -> bool:
-            if self.proc is not None and self.proc.poll() is not None:
-                raise AssertionError(f"{self.module} exited with {self.proc.returncode}")
-            return http_get(f"{self.url}/healthz", timeout=2, tls=self.tls)[0] == 200
-
-        try:
-            wait_for(f"{self.module} /healthz", healthy, timeout, interval=0.1)
-        except AssertionError as exc:
-            self.kill()  # never leave a half-started connector behind a failed test
-            raise AssertionError(f"{exc}\n--- log ---\n{self.tail()}") from None
+        """Start it; return once /healthz is 200 (a connector that never gets there is killed)."""
+        self.child.start([sys.executable, "-m", self.module], cwd=ROOT, env=self.env)
+        self.child.wait_ready(
+            lambda: http_get(f"{self.url}/healthz", timeout=2, tls=self.tls)[0] == 200,
+            time.monotonic() + timeout,
+        )
         return self
 
     def tail(self, lines: int = 40) -> str:
-        try:
-            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
+        return self.child.tail(lines)
 
     def metrics(self) -> str:
         status, body = http_get(f"{self.url}/metrics", role="metrics", tls=self.tls)
@@ -81,20 +64,11 @@ class ConnectorProcess:
         return dict(body)
 
     def stop(self, timeout: float = 20.0) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(10)
+        self.child.stop(timeout)
 
     def kill(self) -> None:
         """SIGKILL: no shutdown hooks run, what a crash looks like."""
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(10)
+        self.child.kill()
 
 
 def post(

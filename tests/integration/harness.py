@@ -15,9 +15,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import signal
 import ssl
-import subprocess
 import sys
 import time
 import urllib.error
@@ -29,6 +27,7 @@ from typing import Any, TypeVar
 from confluent_kafka import Consumer, TopicPartition
 
 from connectors.kafka import ConfirmedProducer
+from deploy.local.process import Child
 from streams.codec import get_codec
 from streams.kafka_config import KafkaSecurity, client_config
 
@@ -124,37 +123,24 @@ class Worker:
             "KEEL_PARTITIONS": "4",
             **env,
         }
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.child = Child("worker", log_file)
 
     def start(self, timeout: float = 120.0) -> Worker:
-        with open(self.log_file, "ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "streams", "worker"],
-                cwd=ROOT,
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        self.child.start([sys.executable, "-m", "streams", "worker"], cwd=ROOT, env=self.env)
         self.wait_ready(timeout)
         return self
 
     def wait_ready(self, timeout: float = 120.0) -> None:
-        def ready() -> bool:
-            if self.proc is not None and self.proc.poll() is not None:
-                raise AssertionError(f"worker exited with {self.proc.returncode}:\n{self.tail()}")
-            return http_get(f"{self.url}/readyz", timeout=2, tls=self.tls)[0] == 200
-
-        try:
-            wait_for("worker /readyz", ready, timeout, interval=0.5)
-        except AssertionError as exc:
-            raise AssertionError(f"{exc}\n--- worker log ---\n{self.tail()}") from None
+        """Wait for /readyz 200; a worker that never gets there is left running."""
+        self.child.wait_ready(
+            lambda: http_get(f"{self.url}/readyz", timeout=2, tls=self.tls)[0] == 200,
+            time.monotonic() + timeout,
+            interval=0.5,
+            keep=True,
+        )
 
     def tail(self, lines: int = 60) -> str:
-        try:
-            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
+        return self.child.tail(lines)
 
     def get(self, path: str, role: str | None = "auto") -> tuple[int, Any]:
         """GET ``path`` with the token a client would use for it (``role=None``: none)."""
@@ -162,19 +148,11 @@ class Worker:
         return http_get(f"{self.url}{path}", role=role, tls=self.tls)
 
     def stop(self, timeout: float = 30.0) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(10)
+        self.child.stop(timeout)
 
     def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(10)
+        """SIGKILL: no shutdown hooks run, what a crash looks like."""
+        self.child.kill()
 
 
 class Departments:

@@ -90,7 +90,7 @@ def test_a_broker_killed_mid_stream_loses_nothing(cluster: KafkaCluster, tmp_pat
         outage = time.monotonic() - killed_at
         producer.join(timeout=180)
         assert done.is_set(), "the history was not produced"
-        assert worker.proc is not None and worker.proc.poll() is None, worker.tail()
+        assert worker.child.running, worker.tail()
         assert worker.get("/healthz")[0] == 200, (
             f"unhealthy after the broker came back: {worker.tail()}"
         )
@@ -155,7 +155,7 @@ def test_the_whole_cluster_down_for_30_s_mid_stream_resumes_by_itself(
         outage = time.monotonic() - down_at
         assert producer.flush(120) == 0, "the department's records never reached Kafka"
         settled(worker, expected, "API states equal to the oracle after the outage", 240)
-        assert worker.proc is not None and worker.proc.poll() is None, worker.tail()
+        assert worker.child.running, worker.tail()
         assert worker.get("/healthz")[0] == 200, f"unhealthy after the outage: {worker.tail()}"
         wrong_topic = topic_mismatches(cluster, f"{app_id}.state", expected)
         assert not wrong_topic, f"{len(wrong_topic)} last state records differ: {wrong_topic[:5]}"

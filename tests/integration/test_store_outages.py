@@ -198,7 +198,7 @@ def test_redis_and_postgres_outages_while_the_connectors_run_lose_nothing(
             ) from None
         caught_up = time.monotonic() - wrote_last[0]
         for process in (outbox, sink):
-            assert process.proc is not None and process.proc.poll() is None, process.tail()
+            assert process.child.running, process.tail()
         assert "down" in seen["sink"], f"the sink never reported Redis down: {seen}"
         assert "leader" in seen["outbox"], seen
         assert failed_writes, "the department was not writing when PostgreSQL went down"
