@@ -204,7 +204,7 @@ class Child:
             raise StackError(f"{self.name} (pid {self._proc.pid}) survived SIGKILL") from None
 
     def tail(self, lines: int = LOG_TAIL_LINES) -> str:
-        """"; last lines of <log>:" and this run's last ``lines`` lines, Java frames left out."""
+        """This run's last ``lines`` log lines, Java stack frames left out, for error messages."""
         if self.log_file is None:
             return ""
         try:
