@@ -24,11 +24,11 @@ import logging
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,7 @@ from bench.worker import auth_header, ensure_tokens
 from connectors.sources.demo_feed import Feed
 from connectors.sources.postgres_outbox import SCHEMA_SQL
 from deploy.local.postgres import Postgres
+from deploy.local.process import Child
 from deploy.local.stack import Kafka, free_port
 from streams.jsonconv import to_json
 
@@ -68,33 +69,20 @@ class Process:
 
     def __init__(self, module: str, port: int, log_file: Path, env: dict[str, str]) -> None:
         self.url = f"http://127.0.0.1:{port}"
-        with open(log_file, "ab") as log_handle:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", module],
-                cwd=ROOT,
-                env={**os.environ, **env},
-                stdout=log_handle,
-                stderr=subprocess.STDOUT,
-            )
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with urllib.request.urlopen(f"{self.url}/healthz", timeout=1) as resp:
-                    if resp.status == 200:
-                        return
-            except OSError:
-                pass
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"{module} did not start; see {log_file}")
-            time.sleep(0.1)
+        self.child = Child(module, log_file)
+        self.child.start([sys.executable, "-m", module], cwd=ROOT, env={**os.environ, **env})
+        self.child.wait_ready(partial(_healthy, f"{self.url}/healthz"), time.monotonic() + 30)
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        self.child.stop(20)
+
+
+def _healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as resp:
+            return bool(resp.status == 200)
+    except OSError:
+        return False
 
 
 async def post_all(

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import pickle
-import subprocess
 import sys
 import time
 from collections.abc import Iterable
@@ -22,6 +21,7 @@ from bench.generator import History, Item
 from bench.kafka import BenchKafkaError, end_offsets, group_lag, wait_caught_up
 from bench.settings import BenchSettings
 from bench.worker import ROOT, BenchError, KeelNames, KeelWorker, dir_bytes, http_get
+from deploy.local.process import Child
 from streams.jsonconv import to_json
 from streams.kafka_config import client_config
 from streams.state import apply_event, empty_state, view
@@ -156,27 +156,30 @@ def _offer_plan(
     }
 
 
-def _spawn(module: str, plan: dict, work: Path, name: str) -> subprocess.Popen[str]:
+def _spawn(module: str, plan: dict, work: Path, name: str) -> tuple[Child, Path]:
+    """Start ``python -m module plan.json``; the child and the file its stdout goes to."""
     plan_file = work / f"{name}.plan.json"
     plan_file.write_text(json.dumps(plan))
-    return subprocess.Popen(
-        [sys.executable, "-m", module, str(plan_file)],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=open(work / f"{name}.log", "w"),
-        text=True,
-    )
+    out = work / f"{name}.out"
+    with out.open("wb") as stdout:  # stderr (its log) goes to name.log
+        child = Child(name, work / f"{name}.log")
+        child.start([sys.executable, "-m", module, str(plan_file)], cwd=ROOT, stdout=stdout)
+    return child, out
 
 
-def _result(proc: subprocess.Popen[str], what: str, timeout: float) -> dict[str, Any]:
+def _result(spawned: tuple[Child, Path], what: str, timeout: float) -> dict[str, Any]:
+    """The JSON result a spawned process printed last, once it exited."""
+    child, out = spawned
     try:
-        out, _ = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        raise BenchError(f"{what} did not finish in {timeout:g}s") from None
-    if proc.returncode != 0 or not out.strip():
-        raise BenchError(f"{what} failed with exit code {proc.returncode}")
-    result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+        code = child.wait(timeout)
+    finally:
+        child.kill()  # timed out, or the caller was interrupted: never leave it running
+    if code is None:
+        raise BenchError(f"{what} did not finish in {timeout:g}s")
+    text = out.read_text()
+    if code != 0 or not text.strip():
+        raise BenchError(f"{what} failed with exit code {code}{child.tail()}")
+    result: dict[str, Any] = json.loads(text.strip().splitlines()[-1])
     return result
 
 
@@ -236,7 +239,6 @@ def queries(
     )
     ingest["stop_when_saturated"] = False
     offer = _spawn("bench.offer", ingest, work, "query-ingest")
-    time.sleep(1.0)
     plan = {
         "api_url": worker.url,
         "rate": s.query_rate,
@@ -244,9 +246,14 @@ def queries(
         "threads": s.query_threads,
         "customers": customers,
     }
-    load = _result(
-        _spawn("bench.query_load", plan, work, "query"), "query load", s.query_duration_s + 90
-    )
+    try:
+        time.sleep(1.0)
+        load = _result(
+            _spawn("bench.query_load", plan, work, "query"), "query load", s.query_duration_s + 90
+        )
+    except BaseException:
+        offer[0].kill()
+        raise
     load["ingest"] = _result(offer, "ingest during queries", s.query_duration_s + s.grace_s + 60)
     return load
 
@@ -268,7 +275,7 @@ def restart(worker: KeelWorker, wipe: bool, timeout: float) -> dict[str, Any]:
     try:
         ready: float | None = worker.wait_ready(max(1.0, deadline - time.monotonic()))
     except BenchError:
-        if worker.proc is None or worker.proc.poll() is not None:
+        if not worker.child.running:
             raise
         ready = None  # still recovering: the figure is "more than timeout"
     return {

@@ -16,11 +16,12 @@ from __future__ import annotations
 import re
 import shutil
 import signal
-import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
+
+from deploy.local.process import Child
 
 _LINE = re.compile(r" \(([^)]*?)(?::\d+)?\)$")
 
@@ -37,7 +38,7 @@ class Profiler:
         self.out = out
         self.rate = rate
         self.native = native
-        self._proc: subprocess.Popen[bytes] | None = None
+        self._child: Child | None = None
         self.error: str | None = None
 
     def attach(self, pid: int) -> None:
@@ -58,22 +59,14 @@ class Profiler:
             str(self.out),
             "--nonblocking" if not self.native else "--native",
         ]
-        self._log = self.out.with_suffix(".log")
-        with open(self._log, "wb") as log:
-            self._proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+        self._child = Child("py-spy", self.out.with_suffix(".log")).start(cmd)
 
     def detach(self) -> None:
-        if self._proc is None:
+        if self._child is None:
             return
-        if self._proc.poll() is None:
-            self._proc.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
-        try:
-            self._proc.wait(60)
-        except subprocess.TimeoutExpired:
-            self._proc.kill()
-            self._proc.wait()
+        self._child.stop(60, signal.SIGINT)  # py-spy writes its output on SIGINT
         if not self.out.exists():
-            self.error = f"py-spy wrote no profile; see {self._log}"
+            self.error = f"py-spy wrote no profile; see {self._child.log_file}"
 
     def top(self, n: int = 15) -> dict[str, Any]:
         """The ``n`` functions with the most samples, self and total, as shares of all."""

@@ -29,6 +29,7 @@ from bench.kafka import (
 )
 from bench.profile import Profiler
 from bench.worker import ROOT, BenchError, KeelNames, KeelWorker, cpu_seconds, tree_rss
+from deploy.local.process import Child
 from streams.codec import get_codec
 
 SCHEMA_OF_KIND = {"order": "OrderEvent", "shipment": "ShipmentEvent", "contact": "ContactEvent"}
@@ -187,29 +188,25 @@ def quix(
     out = f"{group}.customer-state"
     create_log_append_topic(bootstrap, out, partitions_of(bootstrap, names.orders))
     log_file = run_dir / "quix.log"
-    with open(log_file, "ab") as log:
-        launched = time.time()
-        proc = subprocess.Popen(
-            [
-                python,
-                str(ROOT / "bench" / "peer_quix.py"),
-                bootstrap,
-                group,
-                names.orders,
-                names.contacts,
-                out,
-                str(run_dir / "quix-state"),
-            ],
-            cwd=ROOT,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    peer = Child("quix peer", log_file)
+    launched = time.time()
+    peer.start(
+        [
+            python,
+            str(ROOT / "bench" / "peer_quix.py"),
+            bootstrap,
+            group,
+            names.orders,
+            names.contacts,
+            out,
+            str(run_dir / "quix-state"),
+        ],
+        cwd=ROOT,
+    )
 
     def alive() -> None:
-        if proc.poll() is not None:
-            raise BenchError(f"quix peer exited ({proc.returncode}); see {log_file}")
+        if not peer.running:
+            raise BenchError(f"quix peer exited ({peer.returncode}); see {log_file}")
 
     try:
         deadline = time.monotonic() + timeout
@@ -230,15 +227,10 @@ def quix(
         except BenchKafkaError:
             done, complete = time.time(), False
             read = consumed(bootstrap, group, [names.orders, names.contacts])
-        rss = tree_rss(proc.pid)
-        cpu = cpu_seconds(proc.pid)
+        rss = tree_rss(peer.pid) if peer.pid is not None else 0
+        cpu = cpu_seconds(peer.pid)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        peer.stop(30)
     span = record_span(bootstrap, [out])
     seconds = (span.last if complete else done) - span.first
     return {

@@ -15,8 +15,6 @@ import json
 import os
 import secrets
 import shutil
-import signal
-import subprocess
 import sys
 import time
 import urllib.error
@@ -27,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.errors import BenchError
+from deploy.local.errors import StartupError
+from deploy.local.process import Child
 
 ROOT = Path(__file__).resolve().parents[1]
 __all__ = ["BenchError", "KeelNames", "KeelWorker", "ROOT"]
@@ -201,45 +201,40 @@ class KeelWorker:
             "KEEL_DATA_DIR": str(data_dir),
             "KEEL_API_PORT": str(port),
         }
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.child = Child("keel worker", log_file)
         self.started_at = 0.0
 
     @property
     def pid(self) -> int:
-        if self.proc is None:
+        if self.child.pid is None:
             raise BenchError("worker not started")
-        return self.proc.pid
+        return self.child.pid
 
     def start(self) -> float:
         """Launch the worker; return the wall-clock time it was launched (epoch s)."""
-        self.log_file.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.log_file, "ab") as log:
-            self.started_at = time.time()
-            self.proc = subprocess.Popen(
-                [sys.executable, *worker_args()],
-                cwd=ROOT,
-                env=self.env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        self.started_at = time.time()
+        self.child.start([sys.executable, *worker_args()], cwd=ROOT, env=self.env)
         return self.started_at
 
     def check_alive(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            code = None if self.proc is None else self.proc.returncode
-            raise BenchError(f"keel worker exited ({code}); log {self.log_file}:\n{self.tail()}")
+        if not self.child.running:
+            raise BenchError(f"keel worker exited ({self.child.returncode}){self.child.tail()}")
 
     def wait_ready(self, timeout: float, interval: float = 0.05) -> float:
-        """Wait for /readyz 200; return when it first answered 200 (epoch s)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            self.check_alive()
-            if http_get(f"{self.url}/readyz", timeout=2)[0] == 200:
-                return time.time()
-            time.sleep(interval)
-        raise BenchError(f"worker not ready after {timeout:g}s; log:\n{self.tail()}")
+        """Wait for /readyz 200; return when it first answered 200 (epoch s).
+
+        A worker still not ready is left running (a restart may need longer).
+        """
+        try:
+            self.child.wait_ready(
+                lambda: http_get(f"{self.url}/readyz", timeout=2)[0] == 200,
+                time.monotonic() + timeout,
+                interval,
+                keep=True,
+            )
+        except StartupError as exc:
+            raise BenchError(str(exc)) from None
+        return time.time()
 
     def get(self, path: str, timeout: float = 10.0) -> tuple[int, Any]:
         role = "metrics" if path.startswith("/metrics") else "read"
@@ -249,28 +244,14 @@ class KeelWorker:
         return tree_rss(self.pid)
 
     def cpu(self) -> float:
-        return cpu_seconds(self.proc.pid if self.proc is not None else None)
+        return cpu_seconds(self.child.pid)
 
     def kill(self) -> None:
         """SIGKILL the worker's process group: a crash, no shutdown hooks."""
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(30)
+        self.child.kill()
 
     def stop(self, timeout: float = 30.0) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.kill()
+        self.child.stop(timeout)
 
     def wipe(self) -> None:
         shutil.rmtree(self.data_dir, ignore_errors=True)
-
-    def tail(self, lines: int = 40) -> str:
-        try:
-            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
