@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from deploy.local.process import Child
 from deploy.local.stack import free_port
 from tests.builders import order, shipment, unique
 from tests.integration.harness import Departments, Worker, http_get, token, wait_for
@@ -220,27 +221,23 @@ def prometheus(worker: Worker, tmp_path: Path) -> Iterator[str]:
         f"    authorization: {{type: Bearer, credentials_file: '{credentials}'}}\n"
         f"    static_configs: [{{targets: ['127.0.0.1:{worker.port}']}}]\n"
     )
-    log = (tmp_path / "prometheus.log").open("wb")
-    proc = subprocess.Popen(
+    prometheus = Child("prometheus", tmp_path / "prometheus.log")
+    prometheus.start(
         [
             binary,
             f"--config.file={config}",
             f"--storage.tsdb.path={tmp_path / 'tsdb'}",
             f"--web.listen-address=127.0.0.1:{port}",
             "--log.level=warn",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
+        ]
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_for("Prometheus ready", lambda: http_get(f"{url}/-/ready", timeout=2)[0] == 200, 30)
+        ready = time.monotonic() + 30
+        prometheus.wait_ready(lambda: http_get(f"{url}/-/ready", timeout=2)[0] == 200, ready, 0.2)
         yield url
     finally:
-        proc.terminate()
-        proc.wait(20)
-        log.close()
+        prometheus.stop(20)
 
 
 def query(url: str, promql: str) -> list[dict]:
