@@ -28,9 +28,9 @@ from typing import Any, TypeVar
 
 from confluent_kafka import Consumer, TopicPartition
 
-from connectors.kafka import ConfirmedProducer
 from streams.codec import get_codec
 from streams.kafka_config import KafkaSecurity, client_config
+from streams.kafka_producer import ConfirmedProducer
 
 ROOT = Path(__file__).resolve().parents[2]
 T = TypeVar("T")

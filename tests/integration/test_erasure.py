@@ -286,12 +286,12 @@ def test_the_intake_passes_every_erasure_request_on_before_it_reads_anything_els
     from confluent_kafka import Producer
     from confluent_kafka.admin import NewTopic
 
-    from connectors.kafka import producer_config
     from streams.app import settings as worker_settings
     from streams.codec import get_codec
     from streams.config import Settings
     from streams.erasure import build_request
     from streams.intake import Intake
+    from streams.kafka_config import producer_config
 
     tag = uuid.uuid4().hex[:8]
     settings = Settings.from_env({"KAFKA_BOOTSTRAP": kafka.bootstrap, "KEEL_APP_ID": tag,
