@@ -290,7 +290,8 @@ class Intake:
             failures = deliveries.errors
             if ends or producer.flush(tuning.INTAKE_CONFIRM_TIMEOUT_S) or failures:
                 log.warning("intake: erasure requests not all passed on (%s); trying again",
-                            failures[0] if failures else "not read or confirmed in time")
+                            producer.refusal(failures[0] if failures
+                                             else "not read or confirmed in time"))
                 return False
             if passed:
                 log.info("intake: %d erasure request(s) passed on before any event", passed)
@@ -360,6 +361,7 @@ class Intake:
         left = producer.flush(tuning.INTAKE_CONFIRM_TIMEOUT_S)
         if left or failures:
             reason = failures[0] if failures else f"{left} record(s) not confirmed in time"
+            reason = producer.refusal(reason)  # led by refused credentials, if they are why
             log.warning("intake: Kafka did not take a batch (%s); reading it again", reason)
             for (topic, partition), offset in first.items():
                 consumer.seek(TopicPartition(topic, partition, offset))
