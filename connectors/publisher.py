@@ -1,7 +1,7 @@
 """A Kafka producer that hands out one future per record, for connectors serving many callers.
 
-:class:`connectors.kafka.ConfirmedProducer` confirms with ``flush()``, which waits for *every*
-record in the producer: fine for one batch at a time, but an HTTP server with concurrent
+:class:`streams.kafka_producer.ConfirmedProducer` confirms with ``flush()``, which waits for
+*every* record in the producer: fine for one batch at a time, but an HTTP server with concurrent
 requests would make each request wait for all the others (and under steady load ``flush``
 may never see an empty queue). Here a background thread polls for delivery reports and each
 record's report settles its own :class:`concurrent.futures.Future`, so a request waits for
@@ -11,23 +11,24 @@ exactly its records and the event loop never blocks::
     futures = publisher.send([OutRecord("orders.v1", b"c-1", avro_bytes)])
     await asyncio.gather(*map(asyncio.wrap_future, futures))    # or publisher.publish(...)
 
-Same producer settings as every keel producer (``producer_config``: murmur2, idempotent,
-acks=all), so per-key order holds across retries.
+Built on keel's one producer (:class:`streams.kafka_producer.BaseProducer`): the same settings
+as every keel producer (``producer_config``: murmur2, idempotent, acks=all), so per-key order
+holds across retries, and the same poll thread; what is the publisher's
+own is a future per record and a full queue answered, not waited out, in :meth:`Publisher.send`.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import logging
-import threading
 import time
 from collections.abc import Sequence
 from typing import Any
 
-from confluent_kafka import KafkaError, KafkaException, Message, Producer
+from confluent_kafka import KafkaError, KafkaException, Message
 
 from connectors.base import OutRecord, Unavailable
-from streams.kafka_config import producer_config
+from streams.kafka_producer import BaseProducer
 
 log = logging.getLogger(__name__)
 
@@ -47,20 +48,18 @@ class QueueFull(Unavailable):
 
 
 class Publisher:
-    """confluent-kafka Producer + a poll thread; ``send`` returns one future per record."""
+    """keel's producer + its poll thread; ``send`` returns one future per record."""
 
     def __init__(self, bootstrap: str, **overrides: Any) -> None:
-        config = producer_config(bootstrap, **{"delivery.timeout.ms": DELIVERY_TIMEOUT_MS})
-        config["logger"] = logging.getLogger("librdkafka")  # not raw lines on stderr
-        config.update(overrides)
-        self._producer = Producer(config)
-        self._closing = threading.Event()
-        self._thread = threading.Thread(target=self._poll, name="kafka-delivery", daemon=True)
-        self._thread.start()
-
-    def _poll(self) -> None:
-        while not self._closing.is_set():
-            self._producer.poll(0.05)
+        self._producer = BaseProducer(
+            bootstrap,
+            **{
+                "delivery.timeout.ms": DELIVERY_TIMEOUT_MS,
+                "logger": logging.getLogger("librdkafka"),  # not raw lines on stderr
+                **overrides,
+            },
+        )
+        self._producer.start_polling("kafka-delivery")
 
     def send(self, records: Sequence[OutRecord]) -> list[concurrent.futures.Future[None]]:
         """Produce ``records`` in order; each future resolves on its acknowledgement.
@@ -79,9 +78,10 @@ class Publisher:
             try:
                 self._producer.produce(
                     record.topic,
-                    key=record.key,
-                    value=record.value,
+                    record.key,
+                    record.value,
                     on_delivery=_settle(future),
+                    wait=False,
                 )
             except BufferError:
                 refused = QueueFull("Kafka producer queue is full")
@@ -122,9 +122,7 @@ class Publisher:
 
     def close(self, timeout: float = 10.0) -> None:
         """Deliver what is queued (up to ``timeout``), then stop the poll thread."""
-        self._producer.flush(timeout)
-        self._closing.set()
-        self._thread.join(timeout)
+        self._producer.close(timeout)
 
 
 def _settle(future: concurrent.futures.Future[None]) -> Any:

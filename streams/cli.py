@@ -97,9 +97,9 @@ def _erase(settings: Settings, args: argparse.Namespace) -> int:
     import getpass
     import time
 
-    from connectors.kafka import ConfirmedProducer, PublishError
     from streams.codec import get_codec
     from streams.erasure import BadRequest, build_request
+    from streams.kafka_producer import ConfirmedProducer, PublishError
 
     try:
         record = build_request(args.customer_id, args.reason, args.by or getpass.getuser(),

@@ -19,9 +19,9 @@ from typing import cast
 
 from confluent_kafka import Consumer, TopicPartition
 
-from connectors.kafka import ConfirmedProducer
 from streams.config import Settings
 from streams.kafka_config import client_config
+from streams.kafka_producer import ConfirmedProducer
 
 
 class DeadLetterError(RuntimeError):

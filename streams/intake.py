@@ -22,9 +22,12 @@ the departments' topics from offset 0 drops an erased customer's events instead 
 the customer again until its request comes round. A request handled again changes nothing.
 
 A batch is committed only after Kafka confirmed every record it caused (at-least-once; the
-merge downstream is idempotent by event_id). No record can stop the intake: whatever fails
-for one record makes that record a dead letter with the reason. If Kafka refuses what the
-intake produced, the batch is not committed and is read again.
+merge downstream is idempotent by event_id): its records, and the erasure requests passed on
+first, are counted in one :class:`~streams.kafka_producer.Deliveries` each and flushed through
+keel's one producer (streams/kafka_producer.py), which waits out a full local queue. No
+record can stop the intake: whatever fails for one record makes that record a dead letter
+with the reason. If Kafka refuses what the intake produced, the batch is not committed and
+is read again.
 """
 
 from __future__ import annotations
@@ -41,7 +44,6 @@ from confluent_kafka import (
     KafkaError,
     KafkaException,
     Message,
-    Producer,
     TopicPartition,
 )
 
@@ -53,7 +55,8 @@ from streams.commands import target_key
 from streams.config import Settings
 from streams.ids import ID_RULE, blank_id
 from streams.join import route
-from streams.kafka_config import client_config, producer_config
+from streams.kafka_config import client_config
+from streams.kafka_producer import BaseProducer, Deliveries
 
 log = logging.getLogger(__name__)
 
@@ -188,7 +191,6 @@ class Intake:
         self._lag_at = 0.0
         #: (topic, partition) -> next offset to read, as committed, for assigned partitions
         self._committed: dict[tuple[str, int], int] = {}
-        self._failures: list[str] = []
 
     # ------------------------------------------------------------------------- life cycle
 
@@ -226,7 +228,7 @@ class Intake:
                 "heartbeat.interval.ms": 2_000,
             }
         )
-        producer = Producer(producer_config(s.kafka_bootstrap, **tuning.INTAKE_PRODUCER))
+        producer = BaseProducer(s.kafka_bootstrap, **tuning.INTAKE_PRODUCER)
         while not self._stop.is_set() and not self._erasures_first(producer):
             time.sleep(1.0)
         consumer.subscribe(list(self.kinds), on_assign=self._on_assign, on_revoke=self._on_revoke)
@@ -247,7 +249,7 @@ class Intake:
             producer.flush(10)
             consumer.close()
 
-    def _erasures_first(self, producer: Producer) -> bool:
+    def _erasures_first(self, producer: BaseProducer) -> bool:
         """Pass on every erasure request in erasures.v1 and wait until Kafka confirmed them.
 
         False if that could not be done (Kafka unreachable): the caller tries again, since
@@ -266,17 +268,9 @@ class Intake:
                 if high > low:
                     ends[p] = high
             reader.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in ends])
-            failures: list[str] = []
-
-            def on_delivery(err: KafkaError | None, msg: Message) -> None:
-                if err is not None:
-                    failures.append(err.str())
-
-            def produce(topic: str, key: Any, value: Any, headers: Any, partition: int) -> None:
-                producer.produce(topic, value=value, key=key, headers=headers,
-                                 partition=partition, on_delivery=on_delivery)  # fmt: skip
-
-            packer, passed, deadline = Packer(produce), 0, time.monotonic() + 120
+            deliveries = Deliveries()
+            packer = Packer(_sender(producer, deliveries))
+            passed, deadline = 0, time.monotonic() + 120
             while ends and time.monotonic() < deadline and not self._stop.is_set():
                 msg = reader.poll(0.5)
                 if msg is None or msg.error() is not None:
@@ -293,9 +287,11 @@ class Intake:
                 packer.send(dest, key, message)
                 passed += 1
             packer.flush()
+            failures = deliveries.errors
             if ends or producer.flush(tuning.INTAKE_CONFIRM_TIMEOUT_S) or failures:
                 log.warning("intake: erasure requests not all passed on (%s); trying again",
-                            failures[0] if failures else "not read or confirmed in time")
+                            producer.refusal(failures[0] if failures
+                                             else "not read or confirmed in time"))
                 return False
             if passed:
                 log.info("intake: %d erasure request(s) passed on before any event", passed)
@@ -340,32 +336,13 @@ class Intake:
 
     # --------------------------------------------------------------------------- one batch
 
-    def _handle(self, consumer: Consumer, producer: Producer, messages: list[Message]) -> None:
+    def _handle(
+        self, consumer: Consumer, producer: BaseProducer, messages: list[Message]
+    ) -> None:
         """Pass one batch on; commit it once everything it caused is confirmed."""
-        failures = self._failures
-        failures.clear()
-
-        def on_delivery(err: KafkaError | None, msg: Message) -> None:
-            if err is not None:
-                failures.append(f"{msg.topic()}: {err.str()}")
-
-        def produce(
-            topic: str, key: bytes | None, value: bytes | None, headers: Any, partition: int
-        ) -> None:
-            while True:
-                try:
-                    producer.produce(
-                        topic,
-                        value=value,
-                        key=key,
-                        headers=headers,
-                        partition=partition,
-                        on_delivery=on_delivery,
-                    )
-                    return
-                except BufferError:
-                    producer.poll(0.05)
-
+        deliveries = Deliveries()
+        failures = deliveries.errors
+        produce = _sender(producer, deliveries)
         packer = Packer(produce)
         ends: dict[tuple[str, int], int] = {}
         first: dict[tuple[str, int], int] = {}
@@ -384,6 +361,7 @@ class Intake:
         left = producer.flush(tuning.INTAKE_CONFIRM_TIMEOUT_S)
         if left or failures:
             reason = failures[0] if failures else f"{left} record(s) not confirmed in time"
+            reason = producer.refusal(reason)  # led by refused credentials, if they are why
             log.warning("intake: Kafka did not take a batch (%s); reading it again", reason)
             for (topic, partition), offset in first.items():
                 consumer.seek(TopicPartition(topic, partition, offset))
@@ -435,6 +413,20 @@ class Intake:
         produce(self.settings.topics.deadletter, dl_key, dl_value, headers, -1)
         metrics.count_event(topic, "dead_letter")
         log.warning("dead letter from %s[%s]@%s: %s", topic, partition, offset, reason[:300])
+
+
+def _sender(producer: BaseProducer, deliveries: Deliveries) -> Any:
+    """``produce(topic, key, value, headers, partition)`` (a Packer's) counted in ``deliveries``.
+
+    A full local queue is waited out: the batch's records go on in order.
+    """
+
+    def produce(
+        topic: str, key: bytes | None, value: bytes | None, headers: Any, partition: int
+    ) -> None:
+        producer.produce(topic, key, value, headers, partition, deliveries)
+
+    return produce
 
 
 def _names() -> dict[str, str]:

@@ -3,6 +3,7 @@
 One layer under every client (the worker's faust app and confluent-kafka emitter/intake, the
 connectors' producers and consumers, the CLI, bench/): each builds its configuration here, so
 credentials and encryption are set in one place and read from the same variables everywhere.
+Every producer also builds on the one producer next to this module, streams/kafka_producer.py.
 ``KAFKA_<NAME>`` is librdkafka's ``name.with.dots``, passed on unchanged, e.g.
 ``KAFKA_SASL_MECHANISM=SCRAM-SHA-512`` is ``sasl.mechanism``; the faust app gets the same
 settings translated to aiokafka's (``faust_credentials``).
@@ -72,7 +73,7 @@ MECHANISMS = ("SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN")
 FILES = ("KAFKA_SSL_CA_LOCATION", "KAFKA_SSL_CERTIFICATE_LOCATION", "KAFKA_SSL_KEY_LOCATION")
 
 #: librdkafka's error codes that retrying will not fix: stop and say so
-_FATAL_AT_START = {
+FATAL_AT_START = {
     KafkaError._AUTHENTICATION,  # noqa: SLF001
     KafkaError._SSL,  # noqa: SLF001
     KafkaError.SASL_AUTHENTICATION_FAILED,
@@ -83,7 +84,15 @@ class KafkaConfigError(ValueError):
     """A ``KAFKA_*`` security variable is missing, contradictory or names a missing file."""
 
 
-class KafkaAuthError(RuntimeError):
+class KafkaClientError(RuntimeError):
+    """The root of the errors of keel's Kafka clients: Kafka refused them or what they sent.
+
+    ``KafkaAuthError`` (here), ``streams.kafka_producer.PublishError``,
+    ``streams.emit.EmitError``.
+    """
+
+
+class KafkaAuthError(KafkaClientError):
     """Kafka refused this client's credentials or certificate (retrying will not help)."""
 
 
@@ -238,7 +247,7 @@ def reach(
     fatal: list[KafkaError] = []
 
     def on_error(err: KafkaError) -> None:
-        if err.code() in _FATAL_AT_START:
+        if err.code() in FATAL_AT_START:
             fatal.append(err)
 
     admin = AdminClient(
@@ -252,12 +261,13 @@ def reach(
             pass
         admin.poll(0)  # serve error_cb
         if fatal:
-            raise KafkaAuthError(_explain(bootstrap, sec, fatal[0]))
+            raise KafkaAuthError(explain_refusal(bootstrap, sec, fatal[0]))
         if time.monotonic() >= deadline:
             return None
 
 
-def _explain(bootstrap: str, sec: KafkaSecurity, err: KafkaError) -> str:
+def explain_refusal(bootstrap: str, sec: KafkaSecurity, err: KafkaError) -> str:
+    """What ``KafkaAuthError`` says: who was refused by which brokers, and what to check."""
     who = sec.describe().removeprefix("Kafka security: ")
     if err.code() != KafkaError._SSL:  # noqa: SLF001
         hint = "check KAFKA_SASL_USERNAME / KAFKA_SASL_PASSWORD / KAFKA_SASL_MECHANISM"

@@ -13,7 +13,7 @@ from typing import Any
 FAUST_PRODUCER_LINGER_MS = 5
 
 #: confluent-kafka settings of the emitter (streams/emit.py), on top of the contract's
-#: murmur2 / idempotence / acks=all (connectors.kafka.producer_config)
+#: murmur2 / idempotence / acks=all (streams.kafka_config.producer_config)
 EMITTER: dict[str, Any] = {
     "linger.ms": 2,
     "batch.num.messages": 10_000,

@@ -30,10 +30,10 @@ from typing import Any
 
 from connectors import metrics
 from connectors.base import SinkRecord, Unavailable
-from connectors.kafka import ConfirmedProducer, PublishError
 from streams.codec import CodecError, get_codec
 from streams.jsonconv import to_json
 from streams.kafka_config import client_config
+from streams.kafka_producer import ConfirmedProducer, PublishError
 
 log = logging.getLogger(__name__)
 

@@ -23,9 +23,9 @@ import time
 import uuid
 from collections.abc import Iterator
 
-from connectors.kafka import ConfirmedProducer
 from streams.codec import get_codec
 from streams.config import Settings
+from streams.kafka_producer import ConfirmedProducer
 
 log = logging.getLogger(__name__)
 

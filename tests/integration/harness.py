@@ -26,10 +26,10 @@ from typing import Any, TypeVar
 
 from confluent_kafka import Consumer, TopicPartition
 
-from connectors.kafka import ConfirmedProducer
 from deploy.local.process import Child
 from streams.codec import get_codec
 from streams.kafka_config import KafkaSecurity, client_config
+from streams.kafka_producer import ConfirmedProducer
 
 ROOT = Path(__file__).resolve().parents[2]
 T = TypeVar("T")

@@ -283,22 +283,21 @@ def test_the_intake_passes_every_erasure_request_on_before_it_reads_anything_els
 ) -> None:
     """``Intake._erasures_first``, which the intake thread runs before it subscribes to any
     topic: every request in erasures.v1, from the beginning, lands on customer-events."""
-    from confluent_kafka import Producer
     from confluent_kafka.admin import NewTopic
 
-    from connectors.kafka import producer_config
     from streams.app import settings as worker_settings
     from streams.codec import get_codec
     from streams.config import Settings
     from streams.erasure import build_request
     from streams.intake import Intake
+    from streams.kafka_producer import BaseProducer
 
     tag = uuid.uuid4().hex[:8]
     settings = Settings.from_env({"KAFKA_BOOTSTRAP": kafka.bootstrap, "KEEL_APP_ID": tag,
                                   "KEEL_TOPIC_ERASURES": f"{tag}.erasures"})  # fmt: skip
     names = {"customer": f"{tag}-customer-events", "order": f"{tag}-order-refs"}
     intake = Intake(settings, names)
-    producer = Producer(producer_config(kafka.bootstrap))
+    producer = BaseProducer(kafka.bootstrap)
     assert intake._erasures_first(producer)  # no such topic yet: nothing to pass on
     # what the worker creates before its intake starts, with the partitions the join hashes to
     # (only this topic: the session's shared topics have the session worker's count)

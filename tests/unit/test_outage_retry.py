@@ -85,13 +85,13 @@ def test_which_delivery_errors_count_as_passing() -> None:
                                 (KafkaError.NOT_ENOUGH_REPLICAS, True),
                                 (KafkaError.MSG_SIZE_TOO_LARGE, False)]:  # fmt: skip
             outbox = emit.Outbox(None, loop)  # type: ignore[arg-type]
-            outbox._produced = 1
+            outbox.produced = 1
 
             class _Msg:
                 def topic(self) -> str:
                     return "t"
 
-            outbox._on_delivery(_Err(code), _Msg())  # type: ignore[arg-type]
+            outbox.on_delivery(_Err(code), _Msg())  # type: ignore[arg-type]
             with pytest.raises(EmitError) as raised:
                 loop.run_until_complete(outbox.confirmed())
             assert raised.value.retriable is retriable, code
