@@ -38,6 +38,8 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
+from deploy.local.compose_secrets import ensure_compose_secrets
+from deploy.local.envfile import read_env, write_private
 from deploy.local.errors import StackError
 from deploy.local.postgres import Postgres
 from deploy.local.process import Child, stop_all
@@ -103,7 +105,7 @@ def ensure_tokens(run_dir: Path) -> tuple[Path, Path]:
     only (``make down`` may run before the .venv exists).
     """
     env_file, hash_file = run_dir / "tokens.env", run_dir / "tokens.sha256"
-    tokens = _read_tokens(env_file)
+    tokens = read_env(env_file)
     if set(tokens) != {f"KEEL_{role.upper()}_TOKEN" for role in ROLES}:
         tokens = {f"KEEL_{role.upper()}_TOKEN": secrets.token_urlsafe(32) for role in ROLES}
         lines = [
@@ -112,7 +114,7 @@ def ensure_tokens(run_dir: Path) -> tuple[Path, Path]:
             "http://127.0.0.1:6066/customers/c-dup",
             *(f"{name}={token}" for name, token in tokens.items()),
         ]
-        _write_private(env_file, "\n".join(lines) + "\n")
+        write_private(env_file, "\n".join(lines) + "\n")
     else:
         env_file.chmod(0o600)  # kept, but never left readable by others
     hashes = [
@@ -123,25 +125,8 @@ def ensure_tokens(run_dir: Path) -> tuple[Path, Path]:
             for name, token in tokens.items()
         ),
     ]
-    _write_private(hash_file, "\n".join(hashes) + "\n")
+    write_private(hash_file, "\n".join(hashes) + "\n")
     return env_file, hash_file
-
-
-def _read_tokens(env_file: Path) -> dict[str, str]:
-    try:
-        text = env_file.read_text()
-    except FileNotFoundError:
-        return {}
-    pairs = (line.split("=", 1) for line in text.splitlines() if "=" in line)
-    return {k.strip(): v.strip() for k, v in pairs if not k.lstrip().startswith("#")}
-
-
-def _write_private(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` readable by its owner only, from the first byte on."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    os.fchmod(fd, 0o600)  # an older file keeps its mode through O_CREAT
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
 
 
 class Stack:
@@ -406,6 +391,12 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="only make (or keep) DIR/tokens.env and DIR/tokens.sha256, e.g. for deploy/compose",
     )
+    mode.add_argument(
+        "--compose-secrets",
+        action="store_true",
+        help="make (or keep) the tokens, service passwords and certificates of deploy/compose "
+        "in DIR (deploy/compose/*.env and tls/)",
+    )
     parser.add_argument("--dir", type=Path, default=Path(os.environ.get("KEEL_RUN_DIR", ".run")))
     parser.add_argument(
         "--customers", type=int, default=int(os.environ.get("KEEL_DEMO_CUSTOMERS", "300"))
@@ -417,6 +408,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.tokens:
         env_file, hash_file = ensure_tokens(run_dir)
         _say(f"tokens in {env_file} (mode 600), their hashes in {hash_file}")
+        return 0
+    if args.compose_secrets:
+        env_file, _ = ensure_tokens(run_dir)
+        made = ensure_compose_secrets(run_dir)
+        _say(f"tokens in {env_file}; passwords and certificates in "
+             f"{', '.join(p.name for p in made)} (mode 600, not in git)")  # fmt: skip
         return 0
     stack = Stack(run_dir, demo=not (args.down or args.background), tokens=not args.down)
     if args.down:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from deploy.local.errors import MissingTool, StartupError
 
-DAYS = "2"  # throw-away: long enough for any test run, short enough to be obviously temporary
+DAYS = 2  # throw-away: long enough for any test run, short enough to be obviously temporary
 
 
 @dataclass(frozen=True)
@@ -33,9 +33,10 @@ class Certificates:
 
 
 def make_certificates(
-    directory: Path, keystore_password: str, cn: str = "127.0.0.1"
+    directory: Path, keystore_password: str, cn: str = "127.0.0.1", days: int = DAYS
 ) -> Certificates:
-    """A new CA, and a server certificate it signed for ``cn``, 127.0.0.1 and localhost."""
+    """A new CA, and a server certificate it signed for ``cn``, 127.0.0.1 and localhost,
+    valid for ``days``."""
     openssl = shutil.which("openssl")
     if openssl is None:
         raise MissingTool("openssl not found: install the openssl package")
@@ -54,13 +55,13 @@ def make_certificates(
     keystore = d / "server.p12"
     steps = [
         [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", ca_key,
-         "-out", ca, "-days", DAYS, "-subj", "/CN=keel throw-away test CA",
+         "-out", ca, "-days", str(days), "-subj", "/CN=keel throw-away test CA",
          "-addext", "basicConstraints=critical,CA:TRUE",
          "-addext", "keyUsage=critical,keyCertSign,cRLSign"],
         [openssl, "req", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", csr,
          "-subj", f"/CN={cn}"],
         [openssl, "x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial",
-         "-out", cert, "-days", DAYS, "-extfile", extensions],
+         "-out", cert, "-days", str(days), "-extfile", extensions],
         [openssl, "pkcs12", "-export", "-in", cert, "-inkey", key, "-certfile", ca,
          "-name", "server", "-out", keystore, "-passout", f"pass:{keystore_password}"],
     ]  # fmt: skip

@@ -26,6 +26,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from deploy.local.envfile import read_env
+from deploy.local.run import main as run_main
 from streams.config import OTHER_KNOWN, VARIABLES
 from streams.kafka_config import SECURITY_VARIABLES
 
@@ -229,12 +231,87 @@ def test_prometheus_scrapes_every_keel_service_on_its_port(compose: dict[str, An
     assert "keel-worker" in jobs, "KeelWorkerDown matches up{job=~'.*keel-worker.*'}"
 
 
-def test_compose_mounts_files_that_exist(compose: dict[str, Any]) -> None:
+@pytest.fixture(scope="module")
+def compose_secrets(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of deploy/compose after ``python3 -m deploy.local.run --compose-secrets``."""
+    deploy = tmp_path_factory.mktemp("copy") / "deploy"
+    shutil.copytree(COMPOSE.parent.parent, deploy, ignore=shutil.ignore_patterns("__pycache__"))
+    directory = deploy / "compose"
+    assert run_main(["--compose-secrets", "--dir", str(directory)]) == 0
+    return directory
+
+
+def test_compose_mounts_and_env_files_exist_once_the_secrets_are_made(
+    compose: dict[str, Any], compose_secrets: Path
+) -> None:
     for service in compose["services"].values():
         for volume in service.get("volumes", []):
             source = volume.split(":")[0]
             if source.startswith("."):
-                assert (COMPOSE.parent / source).exists(), volume
+                assert (compose_secrets / source).exists(), volume
+                if not (COMPOSE.parent / source).exists():  # made, so not in git
+                    assert _ignored(f"deploy/compose/{source.removeprefix('./')}"), source
+        for name in service.get("env_file", []):
+            made = compose_secrets / name
+            assert made.stat().st_mode & 0o777 == 0o600, name
+            assert read_env(made), f"{name} is empty"
+            assert _ignored(f"deploy/compose/{name}"), f"{name} must not go into git"
+
+
+def test_compose_has_no_secret_inline(compose: dict[str, Any]) -> None:
+    secret = re.compile(r"PASSWORD|SECRET|TOKEN|JAAS|CREDENTIAL", re.I)
+    for name, service in compose["services"].items():
+        for key, value in (service.get("environment") or {}).items():
+            text = str(value)
+            assert "://" not in text or "@" not in text, f"{name}: {key} has credentials"
+            if secret.search(key):  # only passed through from the shell, e.g. the webhook's
+                assert re.fullmatch(r"\$\{\w+:?-?\}", text), f"{name}: {key} is inline"
+        command = " ".join(map(str, service.get("command") or []))
+        assert (
+            "requirepass" not in command and "$$REDIS_PASSWORD" in command or (name != "redis")
+        ), command
+
+
+def test_compose_kafka_listens_beyond_its_container_only_with_tls_and_a_login(
+    compose: dict[str, Any], compose_secrets: Path
+) -> None:
+    kafka = compose["services"]["kafka"]["environment"]
+    protocols = dict(p.split(":") for p in kafka["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"].split(","))
+    for listener in kafka["KAFKA_LISTENERS"].split(","):
+        name, address = listener.split("://")
+        if not address.startswith("127.0.0.1:"):
+            assert protocols[name] == "SASL_SSL", listener
+    assert kafka["KAFKA_INTER_BROKER_LISTENER_NAME"] in {
+        n for n, a in (x.split("://") for x in kafka["KAFKA_LISTENERS"].split(","))
+        if a.startswith("127.0.0.1:")
+    }  # fmt: skip
+    for service in keel_services(compose).values():
+        env = service["environment"]
+        assert env["KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL"
+        assert f"./tls/ca.pem:{env['KAFKA_SSL_CA_LOCATION']}:ro" in service["volumes"]
+        assert {"tokens.env", "keel.env"} <= set(service["env_file"])
+    # the generated secrets agree with each other
+    keel = read_env(compose_secrets / "keel.env")
+    kafka_env = read_env(compose_secrets / "kafka.env")
+    jaas = kafka_env["KAFKA_LISTENER_NAME_CLIENT_PLAIN_SASL_JAAS_CONFIG"]
+    assert f'user_{keel["KAFKA_SASL_USERNAME"]}="{keel["KAFKA_SASL_PASSWORD"]}"' in jaas
+    redis = read_env(compose_secrets / "redis.env")["REDIS_PASSWORD"]
+    assert keel["REDIS_URL"] == f"redis://keel:{redis}@redis:6379/0"
+    postgres = read_env(compose_secrets / "postgres.env")["POSTGRES_PASSWORD"]
+    assert keel["POSTGRES_URL"] == f"postgresql://keel:{postgres}@postgres:5432/keel"
+    san = subprocess.run(
+        ["openssl", "x509", "-in", compose_secrets / "tls" / "server.pem", "-noout", "-ext",
+         "subjectAltName"], capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    assert "DNS:kafka" in san
+    # a second run keeps them: a running stack goes on working
+    before = {p.name: p.read_bytes() for p in compose_secrets.glob("*.env")}
+    assert run_main(["--compose-secrets", "--dir", str(compose_secrets)]) == 0
+    assert {p.name: p.read_bytes() for p in compose_secrets.glob("*.env")} == before
+
+
+def _ignored(path: str) -> bool:
+    return subprocess.run(["git", "-C", ROOT, "check-ignore", "-q", path]).returncode == 0
 
 
 def test_dockerfile_runs_the_worker_from_a_tree_with_the_schemas() -> None:
