@@ -20,6 +20,8 @@ Settings that matter for correctness, not just speed:
   (streams/kafka_config.py), so aiokafka and librdkafka connect the same way.
 - ``web_ssl_context``: HTTPS when ``KEEL_TLS_CERT``/``KEEL_TLS_KEY`` are set, and an
   ``HttpClient`` that trusts ``KEEL_TLS_CA`` for the forwards to other workers (streams/tls.py).
+- ``_Consumer``: after a rebalance every stream partition is sought, those without a committed
+  offset too (to their first offset), so records faust dropped around it are read again.
 - every request to the web server passes streams/auth.py's check first (one aiohttp
   middleware, the role per path in ``auth.worker_role``), forwarded ones included: a worker
   forwards the caller's token and the owner checks it again.
@@ -27,11 +29,17 @@ Settings that matter for correctness, not just speed:
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Mapping
 from typing import Any
 
 import faust
 import orjson
+from aiokafka import TopicPartition
+from aiokafka.errors import IllegalStateError
 from faust.serializers import codecs
+from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.types import TP
 
 from streams import auth, tls, tuning
 from streams.config import Settings
@@ -49,6 +57,35 @@ class _OrjsonCodec(codecs.Codec):
 
 
 codecs.register("orjson", _OrjsonCodec())
+log = logging.getLogger(__name__)
+
+
+class _Consumer(faust_aiokafka.Consumer):
+    """faust's consumer, with a seek after each rebalance that reaches every stream partition.
+
+    Around a rebalance faust drops records it has fetched but not handed out, and reads them
+    again by seeking each partition to its committed offset once the tables are recovered.
+    aiokafka's ``seek_to_committed`` skips a partition whose committed offset is missing or 0,
+    which then keeps its fetch position past the dropped records: a worker taking over from
+    one killed before its first commit lost them for good (test_scale_out). Such partitions
+    go back to their first offset, where a group without a committed offset starts anyway
+    (``consumer_auto_offset_reset="earliest"``); what is read twice is a duplicate by id.
+    """
+
+    async def seek_to_committed(self) -> Mapping[TP, int]:
+        committed = await super().seek_to_committed()
+        changelogs = self.app.tables.changelog_topics
+        rewind = [
+            TopicPartition(tp.topic, tp.partition)
+            for tp in self.assignment()
+            if tp.topic not in changelogs and not committed.get(tp)
+        ]
+        if rewind:
+            try:
+                await self._thread.seek_to_beginning(*rewind)
+            except IllegalStateError as exc:  # reassigned meanwhile: the next rebalance seeks
+                log.warning("partitions without a committed offset not sought (%s)", exc)
+        return committed
 
 settings = Settings.from_env()
 auth_config = auth.AuthConfig.from_env()
@@ -89,3 +126,4 @@ app = faust.App(
     key_serializer="raw",
     value_serializer="raw",
 )
+app.transport.Consumer = _Consumer  # type: ignore[misc]  # faust builds it from here
