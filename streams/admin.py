@@ -28,6 +28,7 @@ TABLES = (
     "signal-due",
     *(f"{ns}-owners" for ns in NAMESPACES),
     *(f"{ns}-held" for ns in NAMESPACES),
+    "voice-facts",
 )
 
 
@@ -56,6 +57,7 @@ def topic_specs(settings: Settings) -> dict[str, dict[str, str]]:
         t.deadletter: {**delete, "retention.ms": str(4 * WEEK_MS)},
         t.commands: {**delete, "retention.ms": str(WEEK_MS)},
         t.command_outcomes: {**delete, "retention.ms": str(WEEK_MS)},
+        t.voice: {"cleanup.policy": "compact"},
         f"{settings.app_id}-customer-events": delete,
     }
     for ns in NAMESPACES:
@@ -89,7 +91,8 @@ def ensure_topics(settings: Settings, timeout: float = 60.0) -> list[str]:
     # commands.v1 and command-outcomes.v1 feed no table (the intake packs them onto
     # customer-events; the delivery connectors read and write them), so any count will do: a
     # connector that got there first may have had the broker create one with its default.
-    free = {settings.topics.commands, settings.topics.command_outcomes}
+    # voice.v1 is only written (keyed by topic), so its count does not matter either.
+    free = {settings.topics.commands, settings.topics.command_outcomes, settings.topics.voice}
     wrong = [
         f"{name} has {len(existing[name].partitions)} partitions"
         for name in specs

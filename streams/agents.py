@@ -36,7 +36,7 @@ from typing import Any
 import orjson
 from faust.types import EventT
 
-from streams import health, live, metrics, tuning
+from streams import health, live, metrics, tuning, voice, voice_worker
 from streams import topics as t
 from streams.app import app, settings
 from streams.checkpoint import Batch, Packer, commit
@@ -135,6 +135,8 @@ def apply_to_customer(tx: Batch, customer_id: str, kind: str, event: dict, topic
     else:
         tx.applied.append((event["source"], event["occurred_at"]))
     save_and_publish(tx, customer_id, state, signal_changes, now)
+    for fact in voice.facts_to_send(before, state, kind, event, voice_worker.tagger):
+        tx.internal.send(CUSTOMER_EVENTS, voice.VOICE_KEY, {"kind": "voice", "fact": fact})
     for ns, ref in new_state_refs(before, state):
         tx.internal.send(REF_TOPIC[ns], ref, {"op": "bind", "customer_id": customer_id})
     refs = unhold_refs(kind, event)
@@ -193,6 +195,8 @@ def schedule(tx: Batch, customer_id: str, state: dict, now: int) -> None:
 def handle_customer_message(tx: Batch, customer_id: str, m: dict) -> None:
     if m["kind"] == "recheck":
         recheck_signals(tx, customer_id)
+    elif m["kind"] == "voice":  # a contact's fact, on the voice partition (streams/voice.py)
+        voice_worker.handle_fact(tx, m["fact"])
     else:
         apply_to_customer(tx, customer_id, m["kind"], m["event"], m["topic"])
 
@@ -416,6 +420,7 @@ async def on_internal(stream: Any) -> None:
         for record in records:  # 5. (streams/checkpoint.py)
             await stream.ack(record)
         live.changed(tx.published)
+        voice_worker.after_commit(tx, emitter)
 
 
 #: customer -> (the due time its recheck was sent for, when it was sent, monotonic s)

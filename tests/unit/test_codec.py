@@ -173,6 +173,19 @@ COMMAND_OUTCOME: dict[str, Any] = {
     "at": T0 + 61_000,
 }
 
+VOICE_TOPIC: dict[str, Any] = {
+    "topic": "delivery",
+    "as_of": T0 + 120_000,
+    "windows": [
+        {"window": "7d", "count": 3, "previous": 1,
+         "kinds": {"COMPLAINT": 2, "IDEA": 0, "COMPLIMENT": 1, "QUESTION": 0, "REQUEST": 0},
+         "open_complaints": 1, "median_resolve_s": 5400.0, "products": {"lamp": 1},
+         "channels": {"CHAT": 2, "EMAIL": 1}},
+        {"window": "1h", "count": 0, "previous": 0, "kinds": {}, "open_complaints": 0,
+         "median_resolve_s": None, "products": {}, "channels": {}},
+    ],
+}  # fmt: skip
+
 SAMPLES: dict[str, dict[str, Any]] = {
     "OrderEvent": ORDER_EVENT,
     "ShipmentEvent": SHIPMENT_EVENT,
@@ -181,6 +194,7 @@ SAMPLES: dict[str, dict[str, Any]] = {
     "CustomerSignal": CUSTOMER_SIGNAL,
     "DeskCommand": DESK_COMMAND,
     "CommandOutcome": COMMAND_OUTCOME,
+    "VoiceTopic": VOICE_TOPIC,
 }
 
 # --- the contract, transcribed by hand from CONTRACT.md §3, §5, §6 ---------------------------
@@ -323,6 +337,22 @@ CONTRACT_FIELDS: dict[str, list[tuple[str, str]]] = {
         ("connector", "string"),
         ("at", "ts"),
     ],
+    # keel's extension (README "Voice of the Customer"), not yet in CONTRACT.md
+    "VoiceTopic": [
+        ("topic", "string"),
+        ("as_of", "ts"),
+        ("windows", "array<record VoiceWindow>"),
+    ],
+    "VoiceWindow": [
+        ("window", "string"),
+        ("count", "int"),
+        ("previous", "int"),
+        ("kinds", "map<int>"),
+        ("open_complaints", "int"),
+        ("median_resolve_s", "?double"),
+        ("products", "map<int>"),
+        ("channels", "map<int>"),
+    ],
 }
 TOP_LEVEL = [
     "OrderEvent",
@@ -332,7 +362,10 @@ TOP_LEVEL = [
     "CustomerSignal",
     "DeskCommand",
     "CommandOutcome",
+    "VoiceTopic",
 ]
+#: released versions of each record (every version stays: records written with it are read)
+VERSIONS = {name: [1] for name in TOP_LEVEL}
 
 
 def _describe(avro_type: Any, records: dict[str, list[dict[str, Any]]]) -> str:
@@ -357,8 +390,10 @@ def _describe(avro_type: Any, records: dict[str, list[dict[str, Any]]]) -> str:
     return str(kind)
 
 
-def _raw(name: str) -> dict[str, Any]:
-    result: dict[str, Any] = json.loads((SCHEMA_DIR / f"{name}.v1.avsc").read_text())
+def _raw(name: str, version: int | None = None) -> dict[str, Any]:
+    """The schema file of ``name``: its latest released version unless ``version`` says."""
+    version = VERSIONS.get(name, [1])[-1] if version is None else version
+    result: dict[str, Any] = json.loads((SCHEMA_DIR / f"{name}.v{version}.avsc").read_text())
     return result
 
 
@@ -385,9 +420,9 @@ def codec() -> Codec:
 # --- schemas -----------------------------------------------------------------------------------
 
 
-def test_schema_dir_holds_exactly_the_released_v1_files() -> None:
+def test_schema_dir_holds_exactly_the_released_files() -> None:
     assert sorted(p.name for p in SCHEMA_DIR.glob("*.avsc")) == sorted(
-        f"{name}.v1.avsc" for name in TOP_LEVEL
+        f"{name}.v{v}.avsc" for name in TOP_LEVEL for v in VERSIONS[name]
     )
 
 
@@ -436,7 +471,7 @@ def test_schemas_have_exactly_the_contract_fields(name: str) -> None:
 
 def test_codec_knows_every_record_and_version(codec: Codec) -> None:
     assert codec.names == sorted(TOP_LEVEL)
-    assert all(codec.versions(name) == [1] for name in TOP_LEVEL)
+    assert all(codec.versions(name) == VERSIONS[name] for name in TOP_LEVEL)
     assert codec.schema("OrderEvent") == _raw("OrderEvent")
 
 
@@ -458,7 +493,7 @@ def test_byte_layout_is_magic_fingerprint_body(codec: Codec, name: str) -> None:
     assert data[:2] == b"\xc3\x01"
     assert data[2:10] == bytes.fromhex(avro_fingerprint(canonical, "CRC-64-AVRO"))
     assert data[2:10] == struct.pack("<Q", _crc64_avro(canonical.encode()))
-    assert codec.fingerprint(name) == data[2:10] == codec.fingerprint(name, 1)
+    assert codec.fingerprint(name) == data[2:10] == codec.fingerprint(name, VERSIONS[name][-1])
     body = io.BytesIO()
     fastavro.schemaless_writer(body, fastavro.parse_schema(_raw(name)), SAMPLES[name])
     assert data[10:] == body.getvalue()

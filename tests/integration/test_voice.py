@@ -1,0 +1,178 @@
+"""Voice of the Customer end to end: a week of contacts with known counts, through a real
+broker and worker, checked on voice.v1, GET /voice and the gauges."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from deploy.local.stack import Kafka, free_port
+from streams.codec import get_codec
+from tests.builders import contact, order, unique
+from tests.integration.harness import Departments, Worker, metric_value, read_topic, wait_for
+
+pytestmark = pytest.mark.integration
+
+H = 3_600_000
+D = 24 * H
+KINDS = ("COMPLAINT", "IDEA", "COMPLIMENT", "QUESTION", "REQUEST")
+TOPICS = ("delivery", "billing", "returns", "quality", "staff")
+WORDS = {"delivery": "my parcel is late", "billing": "charged twice on the invoice",
+         "returns": "the return label", "quality": "it is broken and faulty",
+         "staff": "the agent was rude"}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def voice_worker(kafka: Kafka, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
+    """A worker of this module's own on its own topics: the counts are only this test's."""
+    base: Path = tmp_path_factory.mktemp("voice-worker")
+    app_id = unique("voice")
+    w = Worker(kafka.bootstrap, base / "data", free_port(), base / "worker.log",
+               KEEL_APP_ID=app_id, KEEL_TOPIC_ORDERS=f"{app_id}-orders",
+               KEEL_TOPIC_SHIPMENTS=f"{app_id}-shipments", KEEL_TOPIC_CONTACTS=f"{app_id}-contacts",
+               KEEL_TOPIC_STATE=f"{app_id}-state", KEEL_TOPIC_VOICE=f"{app_id}-voice",
+               KEEL_TOPIC_COMMANDS=f"{app_id}-commands",
+               KEEL_TOPIC_COMMAND_OUTCOMES=f"{app_id}-outcomes",
+               KEEL_VOICE_TOP="3")  # fmt: skip
+    w.start()
+    try:
+        yield w
+    finally:
+        w.stop()
+
+
+def week_of_contacts(now: int) -> tuple[list[tuple[str, dict]], list[dict]]:
+    """(events to send, the contacts they describe): 150 contacts over the last 7 days."""
+    rng = random.Random(15)
+    events: list[tuple[str, dict]] = []
+    truth: list[dict] = []
+    customers = [unique("c") for _ in range(40)]
+    for customer_id in customers[:10]:  # some customers have an order the contact is about
+        events.append(order(customer_id, f"o-{customer_id}", at=now - 8 * D,
+                            email=f"{customer_id}@example.com",
+                            lines=[{"sku": "lamp", "quantity": 1, "unit_price_cents": 999}]))
+    for i in range(150):
+        customer_id = customers[i % len(customers)]
+        topic = TOPICS[rng.randrange(len(TOPICS))]
+        kind = KINDS[rng.randrange(len(KINDS))]
+        opened = now - rng.randrange(1, 7 * D - H)
+        tagged = i % 10 == 0  # no topic: keel tags it from the words
+        contact_id = unique("k")
+        with_order = customers.index(customer_id) < 10 and i % 3 == 0
+        channel = "CHAT" if i % 2 else "EMAIL"
+        events.append(contact(
+            contact_id, at=opened, customer_id=customer_id, kind=kind,
+            topic=None if tagged else topic.capitalize(), note=WORDS[topic],
+            order_id=f"o-{customer_id}" if with_order else None, channel=channel))  # fmt: skip
+        resolved = None
+        if i % 4 == 0:
+            resolved = opened + (i % 5 + 1) * H
+            if resolved < now:
+                events.append(contact(contact_id, "RESOLVED", at=resolved, customer_id=customer_id,
+                                      kind=kind, topic=None if tagged else topic,
+                                      channel=channel))  # fmt: skip
+            else:
+                resolved = None
+        truth.append({"topic": topic, "kind": kind, "opened": opened, "resolved": resolved,
+                      "sku": with_order})  # fmt: skip
+    return events, truth
+
+
+def expected(truth: list[dict], now: int, window: int) -> dict[str, Counter]:
+    out: dict[str, Counter] = {}
+    for c in truth:
+        if now - window < c["opened"] <= now:
+            out.setdefault(c["topic"], Counter())[c["kind"]] += 1
+    return out
+
+
+def test_a_week_of_contacts_counts_once_on_voice_v1_get_voice_and_the_gauges(
+    kafka: Kafka, voice_worker: Worker
+) -> None:
+    departments = Departments(kafka.bootstrap)
+    departments.topics = {"order": voice_worker.env["KEEL_TOPIC_ORDERS"],
+                          "shipment": voice_worker.env["KEEL_TOPIC_SHIPMENTS"],
+                          "contact": voice_worker.env["KEEL_TOPIC_CONTACTS"]}  # fmt: skip
+    now = int(time.time() * 1000)
+    events, truth = week_of_contacts(now)
+    late = events[-20:]  # the last 20 arrive after a re-send of everything else
+    departments.send(events[:-20])
+    departments.send(events[:-20])  # re-sent: every event again, same event ids
+    departments.send(late)
+    departments.send(random.Random(2).sample(events, 30))  # and some again, out of order
+
+    def settled() -> dict | None:
+        status, body = voice_worker.get("/voice?window=7d")
+        return body if status == 200 and body["total"]["count"] == len(truth) else None
+
+    week = wait_for("/voice to count every contact once", settled, 90)
+    at = week["as_of"]
+    want = expected(truth, at, 7 * D)
+    got = {t["topic"]: Counter({k: n for k, n in t["kinds"].items() if n}) for t in week["topics"]}
+    assert got == want
+    assert week["total"]["count"] == 150 and week["total"]["previous"] == 0
+    for row in week["topics"]:
+        topic = row["topic"]
+        mine = [c for c in truth if c["topic"] == topic]
+        open_complaints = sum(c["kind"] == "COMPLAINT" and c["resolved"] is None for c in mine)
+        assert row["open_complaints"] == open_complaints, topic
+        durations = sorted((c["resolved"] - c["opened"]) / 1000 for c in mine if c["resolved"])
+        if durations:
+            mid = len(durations) // 2
+            median = (durations[mid] if len(durations) % 2
+                      else (durations[mid - 1] + durations[mid]) / 2)  # fmt: skip
+            assert row["median_resolve_s"] == pytest.approx(median, abs=0.1), topic
+    products = {p["name"]: p["count"] for p in week["products"]}
+    assert products == {"lamp": sum(bool(c["sku"]) for c in truth)}
+    channels = {c["name"]: c["count"] for c in week["channels"]}
+    assert channels == {"CHAT": 75, "EMAIL": 75}
+
+    status, day = voice_worker.get("/voice?window=1d")
+    assert status == 200
+    want_day = expected(truth, day["as_of"], D)
+    assert {t["topic"]: t["count"] for t in day["topics"]} == {
+        t: sum(c.values()) for t, c in want_day.items()}
+    assert voice_worker.get("/voice?window=2d")[0] == 400
+
+    # the customers behind a topic, with their own words
+    status, behind = voice_worker.get("/voice/customers?topic=delivery&window=7d&kind=COMPLAINT")
+    assert status == 200
+    words = {k["words"] for c in behind["customers"] for k in c["contacts"]}
+    assert words == {WORDS["delivery"]}
+    assert sum(len(c["contacts"]) for c in behind["customers"]) == want["delivery"]["COMPLAINT"]
+
+    # voice.v1: the latest record per topic has the same week
+    codec = get_codec()
+
+    def latest_records() -> dict | None:
+        latest: dict[str, dict] = {}
+        for msg in read_topic(kafka.bootstrap, voice_worker.env["KEEL_TOPIC_VOICE"]):
+            latest[msg.key().decode()] = codec.decode(msg.value(), "VoiceTopic")
+        weeks = {t: {w["window"]: w for w in r["windows"]}["7d"] for t, r in latest.items()}
+        counts = {t: w["count"] for t, w in weeks.items()}
+        if counts != {t: sum(c.values()) for t, c in want.items()}:
+            return None
+        return weeks
+
+    weeks = wait_for("voice.v1 to carry the week", latest_records, 30)
+    for topic, w in weeks.items():
+        assert {k: n for k, n in w["kinds"].items() if n} == dict(want[topic])
+
+    # the gauges: the 3 busiest topics by name, the rest summed, every kind
+    status, text = voice_worker.get("/metrics")
+    assert status == 200
+    top = [t["topic"] for t in sorted(week["topics"], key=lambda t: (-t["count"], t["topic"]))[:3]]
+    for topic in top:
+        for kind in KINDS:
+            value = metric_value(text, "keel_voice_contacts", window="7d", topic=topic, kind=kind)
+            assert value == want[topic][kind], (topic, kind)
+    rest = sum(sum(c.values()) for t, c in want.items() if t not in top)
+    assert metric_value(text, "keel_voice_contacts", window="7d", topic="other topics") == rest
+    labels = {line.split('topic="')[1].split('"')[0] for line in text.splitlines()
+              if line.startswith("keel_voice_contacts{")}  # fmt: skip
+    assert labels == {*top, "other topics"}  # bounded: KEEL_VOICE_TOP=3 names and the rest
