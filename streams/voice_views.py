@@ -1,24 +1,44 @@
-"""HTTP of the Voice of the Customer: the aggregates, the customers behind a topic.
+"""HTTP of the Voice of the Customer: the aggregates and the board.
 
     GET  /voice?window=7d                      aggregates of the window (1h, 1d, 7d, 30d)
     GET  /voice/customers?topic=delivery&window=7d[&kind=COMPLAINT]
                                                the customers behind a topic, their words
+    GET  /desk/voice                           the board (streams/desk_assets/voice.html)
+    GET  /desk/voice/events?window=7d          its live feed (text/event-stream)
 
-Both need the read role. The worker owning the voice partition (streams/voice_worker.py)
-answers; any other forwards the request to it, like the query API forwards a customer's.
+The data and the feed need the read role (the page itself is open, like /desk/). The worker
+owning the voice partition (streams/voice_worker.py) answers; any other forwards the request
+to it, like the query API forwards a customer's.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
+import aiohttp
+import orjson
+from aiohttp import web as aioweb
 from faust.web import Request, Response, View
+from yarl import URL
 
-from streams import voice, voice_worker
+from streams import live, voice, voice_worker
 from streams.app import app
+from streams.desk import FORWARD_STREAM_TIMEOUT, _file, _gone, _open, _pipe, sse
 from streams.monitoring import ready
 from streams.tables import voice_facts
-from streams.views import _error, _json, _route
+from streams.views import (
+    FORWARDED_HEADER,
+    _error,
+    _is_me,
+    _json,
+    _route,
+    forward_headers,
+    owner_url,
+    passed_on,
+)
+
+log = logging.getLogger(__name__)
 
 
 def window_of(request: Request) -> tuple[str, int] | str:
@@ -76,3 +96,81 @@ async def get_voice_customers(web: View, request: Request) -> Response:
     rows = voice.customers_behind(known.values(), topic, voice_worker.now_ms(), length, kind)
     return _json(web, {"topic": topic, "window": name, "kind": kind, "customers": rows})
 
+
+# ------------------------------------------------------------------------------ the board
+
+HEARTBEAT_S = 15.0
+
+
+@app.page("/desk/voice")
+async def board_page(web: View, request: Request) -> Any:
+    return _file("voice.html")
+
+
+async def _board_stream(web: View, request: Request, name: str, length: int) -> Any:
+    try:
+        sub = live.hub.subscribe(voice.VOICE_KEY)
+    except live.TooManySubscribers as exc:
+        return _error(web, 503, str(exc))
+    resp: aioweb.StreamResponse | None = None
+    with sub:
+        try:
+            resp = await _open(request)
+            wake: live.Wake = "changed"
+            while wake != "closed" and not _gone(request):
+                if wake == "changed":
+                    known = voice_worker.facts()
+                    if known is None:
+                        return resp  # the partition moved: the page reconnects
+                    await resp.write(sse("voice", orjson.dumps(voice_body(known, name, length))))
+                else:
+                    await resp.write(sse("ping", b"{}"))
+                wake = await sub.wait(HEARTBEAT_S)
+        except ConnectionResetError:
+            pass
+    return resp if resp is not None else _error(web, 503, "the connection closed early")
+
+
+async def _forward_board(web: View, request: Request, owner: URL) -> Any:
+    target = f"{str(owner).rstrip('/')}{request.rel_url}"
+    try:
+        sub = live.hub.subscribe(voice.VOICE_KEY)  # only to be ended with the others
+    except live.TooManySubscribers as exc:
+        return _error(web, 503, str(exc))
+    resp: aioweb.StreamResponse | None = None
+    with sub:
+        try:
+            async with app.http_client.get(target, headers=forward_headers(request),
+                                           timeout=FORWARD_STREAM_TIMEOUT) as upstream:
+                if upstream.status != 200:
+                    return web.bytes(await upstream.read(), content_type=upstream.content_type,
+                                     status=upstream.status, headers=passed_on(upstream))
+                resp = await _open(request)
+                await _pipe(upstream, resp, sub)
+        except (TimeoutError, aiohttp.ClientError):
+            if resp is None:
+                return _error(web, 503, f"the voice owner ({owner}) does not answer; try again")
+        except ConnectionResetError:
+            pass
+    return resp if resp is not None else _error(web, 503, "the connection closed early")
+
+
+@app.page("/desk/voice/events")
+async def board_events(web: View, request: Request) -> Any:
+    """The board's live feed: a ``voice`` event (the body of GET /voice) at connect and after
+    every batch that changed a fact (and every 30 s, as the windows move), ``ping`` between."""
+    window = window_of(request)
+    if isinstance(window, str):
+        return _error(web, 400, window)
+    if not ready():
+        return _error(web, 503, "worker is recovering its tables; try again shortly")
+    owner = owner_url(voice_facts, voice.VOICE_KEY)
+    if owner is None:
+        return _error(web, 503, "partition assignment in progress; try again shortly")
+    if not _is_me(owner):
+        if FORWARDED_HEADER in request.headers:
+            return _error(web, 503, "workers are rebalancing partitions; try again shortly")
+        return await _forward_board(web, request, owner)
+    if voice_worker.facts() is None:
+        return _error(web, 503, "the voice partition is moving; try again shortly")
+    return await _board_stream(web, request, *window)
