@@ -338,6 +338,8 @@ def worker_role(method: str, path: str) -> str | None:
         return AGENT if method == "POST" else READ
     if path.startswith("/desk/customers/"):
         return READ
+    if path == "/voice/announcements":
+        return AGENT
     if path == "/voice" or path.startswith("/voice/") or path.startswith("/desk/voice/"):
         return READ
     return ANY

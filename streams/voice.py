@@ -21,6 +21,11 @@ Facts are sent as outputs of the batch that changed the customer's state, so the
 Kafka before that state is stored (streams/checkpoint.py); a crash re-sends them, which
 ``merge_fact`` absorbs.
 
+Announcements (``announce_commands``): one ANNOUNCE command (DeskCommand v2) per customer who
+made a contact of a kind about a topic in a window, with an id derived from the announcement
+and the customer, so sending an announcement again is the same commands; customers without
+an e-mail or phone are skipped and counted. streams/signals.py shows them as CUSTOMER_TOLD.
+
 Windows are by event time: a contact belongs to the window its ``opened_at`` (the earliest
 ``occurred_at`` seen until its OPENED arrives, then the OPENED's) falls into, so a late
 contact lands where it belongs, and a window's count is recomputed from the facts whenever it
@@ -31,10 +36,12 @@ window is ``(now - 2W, now - W]``.
 from __future__ import annotations
 
 import re
+import uuid
 from collections.abc import Iterable, Mapping
 from statistics import median
 from typing import Any
 
+from streams.commands import ANNOUNCE, Refused
 from streams.state import CLOSED_CONTACT_TYPES, field, opened_at
 
 VOICE_KEY = "~voice"
@@ -330,3 +337,64 @@ def customers_behind(
             "contact_id", "kind", "channel", "opened_at", "open", "words", "order_id", "skus",
             "tagged")})  # fmt: skip
     return list(by_customer.values())
+
+
+# ---------------------------------------------------------------------------- announcements
+
+ANNOUNCEMENT_FIELDS = frozenset({"announcement_id", "topic", "window", "kind", "text"})
+MAX_ANNOUNCEMENT = 2000
+def command_id_of(announcement_id: str, customer_id: str) -> str:
+    """One command per announcement and customer, the same id however often it is sent."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"keel:announcement:{announcement_id}:{customer_id}"))
+
+
+def announcement_of(body: Any) -> dict[str, Any]:
+    """The checked request of ``POST /voice/announcements``, or :class:`Refused` (400)."""
+    if not isinstance(body, dict):
+        raise Refused(400, "the body must be one JSON object")
+    unknown = sorted(str(k) for k in body.keys() - ANNOUNCEMENT_FIELDS)
+    if unknown:
+        raise Refused(400, f"unknown field {unknown[0]!r}; fields: "
+                      f"{', '.join(sorted(ANNOUNCEMENT_FIELDS))}", unknown[0])  # fmt: skip
+    out: dict[str, Any] = {}
+    for name, limit in (("announcement_id", 200), ("topic", MAX_TOPIC), ("text", MAX_ANNOUNCEMENT)):
+        value = body.get(name)
+        if not isinstance(value, str) or not value.strip():
+            raise Refused(400, f"{name} is required (a non-empty string)", name)
+        if len(value) > limit:
+            raise Refused(400, f"{name} is longer than {limit} characters", name)
+        out[name] = value.strip()
+    out["topic"] = normalize_topic(out["topic"])
+    out["window"] = body.get("window", "7d")
+    if out["window"] not in WINDOWS:
+        raise Refused(400, f"window must be one of {', '.join(WINDOWS)}", "window")
+    out["kind"] = body.get("kind", "COMPLAINT")
+    if out["kind"] not in KINDS:
+        raise Refused(400, f"kind must be one of {', '.join(KINDS)}", "kind")
+    return out
+
+
+def announce_commands(
+    known: Any, request: dict[str, Any], agent: str, now_ms: int
+) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """(one ANNOUNCE command per customer behind the topic, what was skipped and why)."""
+    rows = customers_behind(known, request["topic"], now_ms,
+                                  WINDOWS[request["window"]], request["kind"])  # fmt: skip
+    commands, skipped = [], {"no_contact_identifier": 0}
+    for row in rows:
+        if not row["reachable"]:
+            skipped["no_contact_identifier"] += 1
+            continue
+        customer_id = row["customer_id"]
+        commands.append({
+            "command_id": command_id_of(request["announcement_id"], customer_id),
+            "type": ANNOUNCE,
+            "customer_id": customer_id,
+            "order_id": None,
+            "contact_id": None,
+            "agent": agent,
+            "reason": f"announcement {request['announcement_id']} about {request['topic']}",
+            "note": request["text"],
+            "requested_at": now_ms,
+        })  # fmt: skip
+    return commands, skipped

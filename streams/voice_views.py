@@ -1,19 +1,22 @@
-"""HTTP of the Voice of the Customer: the aggregates and the board.
+"""HTTP of the Voice of the Customer: the aggregates, the board, the announcements.
 
     GET  /voice?window=7d                      aggregates of the window (1h, 1d, 7d, 30d)
     GET  /voice/customers?topic=delivery&window=7d[&kind=COMPLAINT]
                                                the customers behind a topic, their words
+    POST /voice/announcements                  one ANNOUNCE command per customer behind it
     GET  /desk/voice                           the board (streams/desk_assets/voice.html)
     GET  /desk/voice/events?window=7d          its live feed (text/event-stream)
 
-The data and the feed need the read role (the page itself is open, like /desk/). The worker
-owning the voice partition (streams/voice_worker.py) answers; any other forwards the request
-to it, like the query API forwards a customer's.
+The GETs need the read role, the announcement the agent role. The worker owning the voice
+partition (streams/voice_worker.py) answers; any other forwards the request to it, like the
+query API forwards a customer's.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections import OrderedDict
 from typing import Any
 
 import aiohttp
@@ -22,9 +25,14 @@ from aiohttp import web as aioweb
 from faust.web import Request, Response, View
 from yarl import URL
 
-from streams import live, voice, voice_worker
-from streams.app import app
+from streams import live, metrics, voice, voice_worker
+from streams.agents import emitter
+from streams.app import app, settings
+from streams.codec import get_codec
+from streams.command_views import AGENT_HEADER, PUBLISH_TIMEOUT_S, _forward_post, agent_of
+from streams.commands import Refused
 from streams.desk import FORWARD_STREAM_TIMEOUT, _file, _gone, _open, _pipe, sse
+from streams.emit import EmitError
 from streams.monitoring import ready
 from streams.tables import voice_facts
 from streams.views import (
@@ -95,6 +103,84 @@ async def get_voice_customers(web: View, request: Request) -> Response:
     name, length = window
     rows = voice.customers_behind(known.values(), topic, voice_worker.now_ms(), length, kind)
     return _json(web, {"topic": topic, "window": name, "kind": kind, "customers": rows})
+
+
+# ------------------------------------------------------------------------ announcements
+
+REMEMBERED = 1000
+_announced: OrderedDict[str, tuple[tuple[Any, ...], dict[str, Any]]] = OrderedDict()
+
+
+@app.page("/voice/announcements")
+class Announcements(View):
+    async def get(self, request: Request) -> Response:
+        return _json(self, {"error": "announcements are sent with POST (JSON body)"}, 405,
+                     {"Allow": "POST"})  # fmt: skip
+
+    async def post(self, request: Request) -> Response:
+        if not ready():
+            return _error(self, 503, "worker is recovering its tables; try again shortly")
+        owner = owner_url(voice_facts, voice.VOICE_KEY)
+        if owner is None:
+            return _error(self, 503, "partition assignment in progress; try again shortly")
+        raw = await request.read()  # type: ignore[attr-defined]  # aiohttp's Request
+        if not _is_me(owner):
+            if FORWARDED_HEADER in request.headers:
+                return _error(self, 503, "workers are rebalancing partitions; try again shortly")
+            return await _forward_post(self, request, owner, raw)
+        status, answer = await announce(raw, agent_of(request))
+        return _json(self, answer, status, {"Retry-After": "1"} if status == 503 else None)
+
+
+async def announce(raw: bytes, agent: str | None) -> tuple[int, dict[str, Any]]:
+    """(status, answer) of an announcement on the voice owner: one command per customer."""
+    try:
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise Refused(400, f"the body is not JSON: {exc}") from None
+        request = voice.announcement_of(body)
+        if not agent:
+            raise Refused(400, f"who announces it: send {AGENT_HEADER} (or a personal token)")
+        same = tuple(request[k] for k in sorted(voice.ANNOUNCEMENT_FIELDS))
+        seen = _announced.get(request["announcement_id"])
+        if seen is not None:
+            if seen[0] != same:
+                raise Refused(409, "this announcement_id was used for another announcement",
+                              "announcement_id")  # fmt: skip
+            return 202, {**seen[1], "duplicate": True}
+        known = voice_worker.facts()
+        if known is None:
+            return 503, {"error": "the voice partition is moving; send it again shortly"}
+        commands, skipped = voice.announce_commands(known.values(), request, agent,
+                                              voice_worker.now_ms())  # fmt: skip
+        out = emitter.outbox()
+        codec = get_codec()
+        for command in commands:
+            out.produce(settings.topics.commands, command["customer_id"].encode(),
+                        codec.encode("DeskCommand", command))  # fmt: skip
+        await asyncio.wait_for(out.confirmed(), PUBLISH_TIMEOUT_S)
+    except Refused as exc:
+        return exc.status, exc.body()
+    except (EmitError, TimeoutError) as exc:
+        log.warning("an announcement was not published: %s", exc)
+        return 503, {"error": "Kafka did not acknowledge every command; send it again (same "
+                     "announcement_id: nobody is told twice)"}  # fmt: skip
+    answer = {
+        "announcement_id": request["announcement_id"],
+        "topic": request["topic"],
+        "window": request["window"],
+        "kind": request["kind"],
+        "sent": len(commands),
+        "customers": [c["customer_id"] for c in commands],
+        "command_ids": [c["command_id"] for c in commands],
+        "skipped": skipped,
+    }
+    metrics.ANNOUNCED.inc(len(commands))
+    _announced[request["announcement_id"]] = (same, answer)
+    while len(_announced) > REMEMBERED:
+        _announced.popitem(last=False)
+    return 202, answer
 
 
 # ------------------------------------------------------------------------------ the board

@@ -1,7 +1,8 @@
 // keel Voice of the Customer board (/desk/voice): the topics of every contact in the window as
 // a tag cloud (size by volume, green/red/orange by what most of them are, an arrow against the
 // window before), live: GET /desk/voice/events sends the body of GET /voice after every change.
-// Clicking a topic lists the customers behind it with their own words.
+// Clicking a topic lists the customers behind it with their own words, and lets an agent tell
+// everyone who complained what is being done (POST /voice/announcements).
 // Plain JavaScript, no framework; everything shown is built with textContent, never innerHTML.
 // The stream is read with fetch (it sends the token as a header, which an EventSource cannot).
 "use strict";
@@ -16,6 +17,7 @@ const board = {
   controller: null,    // aborts the stream
   retryMs: 1000,
   liveHistory: [],
+  announcements: [],   // answers of POST /voice/announcements, for the tests and the curious
 };
 window.keelVoice = board;
 
@@ -62,7 +64,7 @@ function askForToken(text) {
 }
 
 function pct(change) {
-  if (change === null || change === undefined) return "new";
+  if (change === null || change === undefined) return "none before";
   const p = Math.round(change * 100);
   return `${p > 0 ? "+" : ""}${p}%`;
 }
@@ -127,6 +129,7 @@ async function openTopic(topic) {
   board.topic = topic;
   $("topic").hidden = false;
   $("topic-h").textContent = topic;
+  $("announce-result").textContent = "";
   showTopicStats();
   const q = `topic=${encodeURIComponent(topic)}&window=${board.window}`;
   const resp = await fetch(`/voice/customers?${q}`, { headers: authHeaders() });
@@ -144,6 +147,27 @@ async function openTopic(topic) {
       c.reachable ? "" : " · no e-mail or phone"))));
   $("voices").replaceChildren(...rows);
   $("topic").scrollIntoView({ block: "nearest" });
+}
+
+async function sendAnnouncement(event) {
+  event.preventDefault();
+  const agent = $("agent").value.trim();
+  if (!agent) { $("agent").focus(); $("announce-result").textContent = "who are you? (Agent, top right)"; return; }
+  sessionStorage.setItem(AGENT_KEY, agent);
+  const text = $("announce-text").value.trim();
+  const body = { announcement_id: crypto.randomUUID(), topic: board.topic, window: board.window,
+                 kind: "COMPLAINT", text };
+  const resp = await fetch("/voice/announcements", {
+    method: "POST", body: JSON.stringify(body),
+    headers: authHeaders({ "Content-Type": "application/json", "X-Keel-Agent": agent }),
+  });
+  const answer = await resp.json();
+  board.announcements.push({ status: resp.status, ...answer });
+  $("announce-result").textContent = resp.status === 202
+    ? `sent to ${answer.sent} customer(s) (${resp.status})` +
+      (answer.skipped.no_contact_identifier ? `; ${answer.skipped.no_contact_identifier} skipped: no e-mail or phone` : "")
+    : `not sent (${resp.status}): ${answer.error}`;
+  if (resp.status === 202) $("announce-text").value = "";
 }
 
 // -- the live stream ---------------------------------------------------------------------------
@@ -226,6 +250,7 @@ function start() {
     connect();
   });
   $("topic-close").addEventListener("click", () => { board.topic = null; $("topic").hidden = true; });
+  $("announce").addEventListener("submit", sendAnnouncement);
   if (!token()) askForToken("keel needs an access token to show the board.");
   else connect();
 }

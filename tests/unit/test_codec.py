@@ -320,7 +320,7 @@ CONTRACT_FIELDS: dict[str, list[tuple[str, str]]] = {
     ],
     "DeskCommand": [
         ("command_id", "string"),
-        ("type", "enum DeskCommandType CANCEL_ORDER|ADD_NOTE|RESOLVE_CONTACT"),
+        ("type", "enum DeskCommandType CANCEL_ORDER|ADD_NOTE|RESOLVE_CONTACT|ANNOUNCE"),
         ("customer_id", "string"),
         ("order_id", "?string"),
         ("contact_id", "?string"),
@@ -364,8 +364,9 @@ TOP_LEVEL = [
     "CommandOutcome",
     "VoiceTopic",
 ]
-#: released versions of each record (every version stays: records written with it are read)
-VERSIONS = {name: [1] for name in TOP_LEVEL}
+#: released versions beyond v1: DeskCommand v2 adds the type ANNOUNCE (README "Voice of the
+#: Customer"); v1 stays, so records written with it are still read
+VERSIONS = {name: [1] for name in TOP_LEVEL} | {"DeskCommand": [1, 2]}
 
 
 def _describe(avro_type: Any, records: dict[str, list[dict[str, Any]]]) -> str:
@@ -424,6 +425,20 @@ def test_schema_dir_holds_exactly_the_released_files() -> None:
     assert sorted(p.name for p in SCHEMA_DIR.glob("*.avsc")) == sorted(
         f"{name}.v{v}.avsc" for name in TOP_LEVEL for v in VERSIONS[name]
     )
+
+
+def test_desk_command_v2_only_adds_announce_to_v1() -> None:
+    v1 = _raw("DeskCommand", 1)
+    v2 = _raw("DeskCommand")
+    types = [f["type"] for f in (v1, v2)[0]["fields"] if f["name"] == "type"]
+    assert types[0]["symbols"] == ["CANCEL_ORDER", "ADD_NOTE", "RESOLVE_CONTACT"]
+    strip = [{**f, "doc": "", "type": "t" if f["name"] == "type" else f["type"]}
+             for f in v1["fields"]]  # fmt: skip
+    assert strip == [{**f, "doc": "", "type": "t" if f["name"] == "type" else f["type"]}
+                     for f in v2["fields"]]  # fmt: skip
+    record = {**DESK_COMMAND, "type": "ANNOUNCE", "order_id": None, "note": "we changed carrier"}
+    codec = Codec()
+    assert codec.decode(codec.encode("DeskCommand", record), "DeskCommand") == record
 
 
 @pytest.mark.parametrize("path", sorted(SCHEMA_DIR.glob("*.avsc")), ids=lambda p: p.name)

@@ -4,6 +4,7 @@ time, late contacts, re-sends, replays and moves counted once, keyword tagging."
 from __future__ import annotations
 
 import random
+import time
 from typing import Any
 
 import pytest
@@ -194,3 +195,72 @@ def test_the_voice_v1_record_has_every_window_and_encodes() -> None:
 @pytest.mark.parametrize("text", ["", None])
 def test_no_words_is_other(text: str | None) -> None:
     assert voice.tag(text) == "other"
+
+
+# ----------------------------------------------------------------------------- announcements
+
+
+def announcement(**kw: Any) -> dict:
+    body = {"announcement_id": "a-1", "topic": "Delivery", "window": "1d", "text": "fixed"}
+    return voice.announcement_of({**body, **kw})
+
+
+def test_an_announcement_goes_to_each_complaining_reachable_customer_once() -> None:
+    p = Pipeline()
+    for customer_id, email in (("c-1", "a@example.com"), ("c-2", None), ("c-3", "c@example.com")):
+        p.apply(customer_id, complaint(f"k-{customer_id}", NOW - H, customer_id=customer_id,
+                                       email=email, topic="delivery"))  # fmt: skip
+    p.apply("c-1", complaint("k-c-1b", NOW - 2 * H, topic="delivery"))  # c-1 twice: told once
+    p.apply("c-4", complaint("k-c-4", NOW - H, customer_id="c-4", email="d@example.com",
+                             topic="delivery", kind="COMPLIMENT"))  # not a complaint
+    p.apply("c-5", complaint("k-c-5", NOW - 3 * D, customer_id="c-5", email="e@example.com",
+                             topic="delivery"))  # outside the window
+    request = announcement()
+    assert request["topic"] == "delivery" and request["kind"] == "COMPLAINT"
+    commands, skipped = voice.announce_commands(p.table.values(), request, "rep-7", NOW)
+    assert sorted(c["customer_id"] for c in commands) == ["c-1", "c-3"]
+    assert skipped == {"no_contact_identifier": 1}  # c-2: no e-mail, no phone
+    assert {c["type"] for c in commands} == {"ANNOUNCE"} and {c["note"] for c in commands} == {
+        "fixed"}
+    again, _ = voice.announce_commands(p.table.values(), request, "rep-7", NOW + 5)
+    assert [c["command_id"] for c in again] == [c["command_id"] for c in commands]
+    other, _ = voice.announce_commands(p.table.values(), announcement(announcement_id="a-2"),
+                                       "rep-7", NOW)  # fmt: skip
+    assert not {c["command_id"] for c in other} & {c["command_id"] for c in commands}
+    from streams.codec import get_codec
+
+    codec = get_codec()
+    for command in commands:
+        assert codec.decode(codec.encode("DeskCommand", command), "DeskCommand") == command
+
+
+@pytest.mark.parametrize(("body", "field"), [
+    ({"text": ""}, "text"), ({"window": "2d"}, "window"), ({"kind": "RANT"}, "kind"),
+    ({"topic": None}, "topic"), ({"extra": 1}, "extra"),
+    ({"announcement_id": 5}, "announcement_id"),
+])  # fmt: skip
+def test_an_announcement_that_makes_no_sense_is_refused(body: dict, field: str) -> None:
+    from streams.commands import Refused
+
+    with pytest.raises(Refused) as refused:
+        announcement(**body)
+    assert refused.value.status == 400 and refused.value.field == field
+
+
+def test_a_customer_told_shows_what_and_when_and_is_never_a_pending_command() -> None:
+    from streams.commands import apply_command
+    from streams.signals import active_signals, next_check_ms
+
+    p = Pipeline()
+    p.apply("c-1", complaint("k-1", NOW - H, email="a@example.com", topic="delivery"))
+    [command] = voice.announce_commands(p.table.values(), announcement(), "rep-7", NOW)[0]
+    state, changed = apply_command(p.states["c-1"], command, NOW)
+    assert changed and apply_command(state, command, NOW + 1) == (state, False)
+    signals = active_signals(state, NOW + 3 * D)  # long after any command timeout
+    assert [s["type"] for s in signals] == ["COMPLAINT_UNRESOLVED", "CUSTOMER_TOLD"]
+    told = signals[1]
+    day = time.strftime("%Y-%m-%d", time.gmtime(NOW / 1000))
+    assert told["detail"] == f"told on {day}: fixed (announcement a-1 about delivery, by rep-7)."
+    assert told["raised_at"] == NOW
+    assert next_check_ms(state, NOW) is not None  # the open complaint's window, not the command
+    assert next_check_ms(state, NOW + 3 * D) is None
