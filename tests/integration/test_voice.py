@@ -247,3 +247,53 @@ def test_any_worker_answers_for_the_voice_owner_and_its_successor_counts_the_sam
     finally:
         for w in workers:
             w.stop()
+
+
+def test_a_sigkill_mid_feed_and_a_lost_disk_still_count_every_contact_once(
+    kafka: Kafka, tmp_path: Path
+) -> None:
+    """The facts are outputs of the join's batches and the voice-facts table is changelogged:
+    a worker killed while it works through contacts replays them after a restart, and one that
+    lost its data dir restores them, and either way every contact counts once."""
+    import shutil
+
+    app_id = unique("voicecrash")
+    topics = {"KEEL_TOPIC_ORDERS": f"{app_id}-orders", "KEEL_TOPIC_SHIPMENTS": f"{app_id}-ship",
+              "KEEL_TOPIC_CONTACTS": f"{app_id}-contacts", "KEEL_TOPIC_STATE": f"{app_id}-state",
+              "KEEL_TOPIC_VOICE": f"{app_id}-voice", "KEEL_TOPIC_COMMANDS": f"{app_id}-cmd",
+              "KEEL_TOPIC_COMMAND_OUTCOMES": f"{app_id}-out"}  # fmt: skip
+    data = tmp_path / "data"
+    worker = Worker(kafka.bootstrap, data, free_port(), tmp_path / "w.log", KEEL_APP_ID=app_id,
+                    **topics)  # fmt: skip
+    departments = Departments(kafka.bootstrap)
+    departments.topics = {"order": topics["KEEL_TOPIC_ORDERS"],
+                          "shipment": topics["KEEL_TOPIC_SHIPMENTS"],
+                          "contact": topics["KEEL_TOPIC_CONTACTS"]}  # fmt: skip
+    now = int(time.time() * 1000)
+    events = [contact(unique("k"), at=now - (i + 1) * 10_000, customer_id=f"c-{i % 97}",
+                      kind=KINDS[i % 5], topic=TOPICS[i % 5]) for i in range(1500)]  # fmt: skip
+
+    def total() -> int | None:
+        status, body = worker.get("/voice?window=1d")
+        return body["total"]["count"] if status == 200 else None
+
+    try:
+        worker.start()
+        departments.send(events[:300])
+        wait_for("the first 300", lambda: total() == 300, 60)
+        departments.send(events[300:])
+        wait_for("the worker in the middle of the rest", lambda: 300 < (total() or 0), 60)
+        seen = total()
+        worker.kill()  # SIGKILL, mid-feed
+        print(f"\nkilled at {seen} of 1500 contacts counted")
+        departments.send(events[:100])  # and some re-sent while it is down
+        worker.start()
+        wait_for("every contact once after the restart", lambda: total() == 1500, 120)
+        worker.stop()
+        shutil.rmtree(data)  # the disk is gone: the tables come back from their changelogs
+        worker.start()
+        wait_for("every contact once from the changelogs", lambda: total() == 1500, 120)
+        status, week = worker.get("/voice?window=7d")
+        assert {t["topic"]: t["count"] for t in week["topics"]} == {t: 300 for t in TOPICS}
+    finally:
+        worker.stop()
