@@ -218,3 +218,13 @@ def run(worker: Worker, departments: Departments, browser: webdriver.Chrome, dat
     assert told(cy) is None and told(dee) is None
     status, state = worker.get(f"/customers/{ann}")
     assert not [s for s in state["signals"] if s["type"].startswith("COMMAND_")]
+
+    # the next agent follows the board's link to the customer and reads what they were told
+    browser.execute_script(
+        "[...document.querySelectorAll('#voices a')].find((a) => a.textContent === arguments[0])"
+        ".click()", ann)  # fmt: skip
+    _until(browser, "the customer's console page", lambda d: "/desk/" in d.current_url
+           and d.execute_script("return document.querySelectorAll("
+                                "'[data-signal=\"CUSTOMER_TOLD\"]').length") == 1)  # fmt: skip
+    shown = browser.find_element(By.CSS_SELECTOR, '[data-signal="CUSTOMER_TOLD"]').text
+    assert f"told on {day}: {text}" in shown, shown
