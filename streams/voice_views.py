@@ -71,8 +71,20 @@ async def owned_facts(web: View, request: Request) -> tuple[Response | None, Any
     return None, known
 
 
+_bodies: dict[str, tuple[tuple[int, int], dict[str, Any]]] = {}
+
+
 def voice_body(known: dict[str, dict[str, Any]], name: str, length: int) -> dict[str, Any]:
-    return {"window": name, **voice.aggregate(known.values(), voice_worker.now_ms(), length)}
+    """The body of GET /voice for one window; computed once per change of the facts and
+    second, however many boards and requests ask for it."""
+    now = voice_worker.now_ms()
+    key = (voice_worker.index.revision, now // 1000)
+    cached = _bodies.get(name)
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    body = {"window": name, **voice.aggregate(known.values(), now, length)}
+    _bodies[name] = (key, body)
+    return body
 
 
 @app.page("/voice")

@@ -91,6 +91,8 @@ class Index:
     def __init__(self) -> None:
         self.generation: int | None = None
         self.facts: dict[str, dict[str, Any]] = {}
+        #: goes up with every change of ``facts``, so answers computed from them can be reused
+        self.revision = 0
 
     def valid(self) -> bool:
         return self.generation == app.consumer_generation_id
@@ -121,6 +123,7 @@ def facts() -> dict[str, dict[str, Any]] | None:
         for key, value in voice_facts.data._iteritems():
             loaded[key.decode()] = orjson.loads(value)
         index.facts = loaded
+        index.revision += 1
         index.generation = app.consumer_generation_id
         log.info("voice: %d facts loaded", len(loaded))
     return index.facts
@@ -153,6 +156,7 @@ def _after_commit(tx: Batch, emitter: Emitter) -> None:
             fact = orjson.loads(raw)
             index.facts[contact_id] = fact
             touched.add(fact["topic"])
+    index.revision += 1
     publish(emitter, sorted(touched))
     live.changed([voice.VOICE_KEY])
 
