@@ -29,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -42,20 +42,25 @@ from streams.app import app, settings
 from streams.checkpoint import Batch, Packer, commit
 from streams.codec import get_codec
 from streams.commands import apply_command, apply_outcome
-from streams.emit import Emitter, Headers
+from streams.due_index import DueIndex
+from streams.emit import EmitError, Emitter, Headers
+from streams.held_index import HeldIndex
 from streams.intake import KEY_FIELD_OF_KIND, SCHEMA_OF_KIND, intake
 from streams.join import (
+    CONTACT,
     NAMESPACES,
+    RANK,
     add_held,
     expired_held,
-    held_expiry,
+    mark_held,
     never_known_reason,
     new_state_refs,
+    placement_refs,
     remove_held,
-    unhold_refs,
 )
+from streams.placement import NAMED, apply_placed, move_out, moved_to
 from streams.signals import Windows, apply_signals, next_check_ms
-from streams.state import Limits, apply_event, bound, empty_state
+from streams.state import Limits, bound, empty_state
 from streams.tables import customers, due, held, owners, partition_of, views_ready
 
 log = logging.getLogger(__name__)
@@ -103,11 +108,23 @@ def saw(partition: int, occurred_at: int) -> None:
 # ------------------------------------------------------------------------ customer handlers
 
 
-def apply_to_customer(tx: Batch, customer_id: str, kind: str, event: dict, topic: str) -> None:
-    """Merge one event into its customer's state; publish the state and new binds if it changed."""
+def apply_to_customer(
+    tx: Batch, customer_id: str, kind: str, event: dict, topic: str, rank: int = NAMED
+) -> None:
+    """Merge one event into its customer's state; publish the state and new binds if it changed.
+
+    ``rank``: how a contact was joined to this customer (streams/placement.py). One that
+    moved away from here goes on to where it moved.
+    """
     saw(tx.partition, _event_time(kind, event))
     before = tx.get(customers, customer_id)
     now = now_ms()
+    if kind == "contact" and rank != NAMED and before is not None:
+        moved = moved_to(before, event["contact_id"])
+        if moved is not None:
+            body = {"kind": kind, "event": event, "topic": topic, "rank": rank}
+            tx.internal.send(CUSTOMER_EVENTS, moved[0], body)
+            return
     if kind == "command":  # a desk command: its lifecycle shows as signals
         state, changed = apply_command(before or empty_state(customer_id), event, now)
     elif kind == "outcome":  # a department's answer to one, for a customer keel knows
@@ -116,7 +133,9 @@ def apply_to_customer(tx: Batch, customer_id: str, kind: str, event: dict, topic
             return
         state, changed = apply_outcome(before, event, now)
     else:
-        state, changed = apply_event(before or empty_state(customer_id), kind, event, now, limits)
+        state, changed = apply_placed(
+            before or empty_state(customer_id), kind, event, rank, now, limits
+        )
     if not changed:
         metrics.count_event(topic, "duplicate")
         return
@@ -139,11 +158,48 @@ def apply_to_customer(tx: Batch, customer_id: str, kind: str, event: dict, topic
         tx.internal.send(CUSTOMER_EVENTS, voice.VOICE_KEY, {"kind": "voice", "fact": fact})
     for ns, ref in new_state_refs(before, state):
         tx.internal.send(REF_TOPIC[ns], ref, {"op": "bind", "customer_id": customer_id})
-    refs = unhold_refs(kind, event)
-    if refs:
+    watch, unhold_at = placement_refs(kind, event, rank)
+    if unhold_at:
         unhold = {"op": "unhold", "event_id": event["event_id"], "at": event["occurred_at"]}
-        for ns, ref in refs:
+        for ns, ref in unhold_at:
             tx.internal.send(REF_TOPIC[ns], ref, unhold)
+    for ns, ref in watch:  # a stronger reference of its own may name another customer
+        placed = {"op": "placed", "kind": kind, "event": event, "topic": topic,
+                  "customer_id": customer_id}  # fmt: skip
+        tx.internal.send(REF_TOPIC[ns], ref, placed)
+
+
+def move_contact(tx: Batch, customer_id: str, m: dict) -> None:
+    """Give up a contact a stronger reference names another customer for (streams/placement.py).
+
+    The state loses it, as if it had never been here; its events go to the new customer and
+    the case follows (a *rebind*). All of it is output of this batch, so it is confirmed
+    before the state without the contact is stored. A contact that already moved on passes
+    a stronger move on to where it went.
+    """
+    stored = tx.get(customers, customer_id)
+    if stored is None:
+        return
+    contact_id, to, rank = m["contact_id"], m["to"], m["rank"]
+    now = now_ms()
+    out = move_out(stored, contact_id, to, rank, now, limits.keep_retired)
+    if out is None:
+        moved = moved_to(stored, contact_id)
+        if moved is not None and rank < moved[1] and moved[0] != to:
+            tx.internal.send(CUSTOMER_EVENTS, moved[0], m)
+        return
+    state, events = out
+    metrics.CONTACTS_MOVED.inc()
+    version = state["version"]
+    state, signal_changes = apply_signals(state, now, windows)
+    state["version"] = version
+    save_and_publish(tx, customer_id, state, signal_changes, now)
+    for event in events:
+        body = {"kind": "contact", "event": event, "topic": m.get("topic", "contacts"),
+                "rank": rank}  # fmt: skip
+        tx.internal.send(CUSTOMER_EVENTS, to, body)
+    rebind = {"op": "rebind", "from": customer_id, "customer_id": to}
+    tx.internal.send(REF_TOPIC[CONTACT], contact_id, rebind)
 
 
 def _event_time(kind: str, event: dict) -> int:
@@ -195,18 +251,35 @@ def schedule(tx: Batch, customer_id: str, state: dict, now: int) -> None:
 def handle_customer_message(tx: Batch, customer_id: str, m: dict) -> None:
     if m["kind"] == "recheck":
         recheck_signals(tx, customer_id)
+    elif m["kind"] == "move":
+        move_contact(tx, customer_id, m)
     elif m["kind"] == "voice":  # a contact's fact, on the voice partition (streams/voice.py)
         voice_worker.handle_fact(tx, m["fact"])
     else:
-        apply_to_customer(tx, customer_id, m["kind"], m["event"], m["topic"])
+        apply_to_customer(
+            tx, customer_id, m["kind"], m["event"], m["topic"], m.get("rank", NAMED)
+        )
 
 
 # ----------------------------------------------------------------------- reference handlers
 
 
-def forward(tx: Batch, customer_id: str, message: dict) -> None:
+def forward(tx: Batch, customer_id: str, message: dict, ns: str) -> None:
+    """Send an event resolved through namespace ``ns`` to its customer (a contact: with the
+    rank of that reference, streams/placement.py)."""
     body = {"kind": message["kind"], "event": message["event"], "topic": message["topic"]}
+    if message["kind"] == "contact":
+        body["rank"] = RANK[ns]
     tx.internal.send(CUSTOMER_EVENTS, customer_id, body)
+
+
+def send_move(tx: Batch, placed_on: str, ns: str, message: dict, to: str) -> None:
+    """Ask ``placed_on`` to give the message's contact up to ``to``, the owner of a stronger
+    reference of it (``ns``)."""
+    event = message["event"]
+    move = {"kind": "move", "contact_id": event["contact_id"], "to": to, "rank": RANK[ns],
+            "topic": message["topic"]}  # fmt: skip
+    tx.internal.send(CUSTOMER_EVENTS, placed_on, move)
 
 
 def lookup(tx: Batch, ns: str, ref: str, message: dict) -> None:
@@ -215,7 +288,7 @@ def lookup(tx: Batch, ns: str, ref: str, message: dict) -> None:
     saw(tx.partition, occurred_at)
     owner = tx.get(owners[ns], ref)
     if owner is not None:
-        forward(tx, owner, message)
+        forward(tx, owner, message, ns)
         return
     before = tx.get(held[ns], ref)
     clocks = {"held_at": event_clock.get(tx.partition, occurred_at), "held_wall": now_ms()}
@@ -244,7 +317,40 @@ def bind(tx: Batch, ns: str, ref: str, customer_id: str) -> None:
         tx.delete(held[ns], ref)
         metrics.HELD.dec(len(waiting))
         for message in waiting:
-            forward(tx, owner, message)
+            placed_on = message.get("placed_on")
+            if placed_on is None:
+                forward(tx, owner, message, ns)
+            elif placed_on != owner:  # applied through a weaker reference: it moves here
+                send_move(tx, placed_on, ns, message, owner)
+
+
+def placed(tx: Batch, ns: str, ref: str, m: dict) -> None:
+    """A contact was applied to ``m["customer_id"]`` through a weaker reference than ``ref``.
+
+    If ``ref`` names another customer, the contact moves there; while ``ref`` is unknown a
+    marked copy waits for it (:func:`streams.join.mark_held`), which its bind turns into a
+    move, or which expires silently after KEEL_HOLD_MAX_S.
+    """
+    placed_on = m["customer_id"]
+    event = m["event"]
+    owner = tx.get(owners[ns], ref)
+    before = tx.get(held[ns], ref)
+    if owner is not None:
+        if owner != placed_on:
+            send_move(tx, placed_on, ns, m, owner)
+        drop_held(tx, ns, ref, event["event_id"], None)
+        return
+    saw(tx.partition, event["occurred_at"])
+    message = {**m, "held_at": event_clock.get(tx.partition, event["occurred_at"])}
+    waiting = mark_held(before, message, placed_on)
+    tx.set(held[ns], ref, waiting)
+    metrics.HELD.inc(len(waiting) - len(before or ()))
+
+
+def rebind(tx: Batch, ns: str, ref: str, old: str, new: str) -> None:
+    """A case moved from ``old`` to ``new``: its later events go straight there."""
+    if tx.get(owners[ns], ref) == old:
+        tx.set(owners[ns], ref, new)
 
 
 def drop_held(tx: Batch, ns: str, ref: str, event_id: str, at: int | None) -> None:
@@ -282,6 +388,8 @@ def expire_held(
         tx.delete(held[ns], ref)
     metrics.HELD.dec(len(expired))
     for message in expired:
+        if message.get("placed_on"):
+            continue  # it was applied; it only watched for a stronger reference
         dead_letter_held(tx, message, never_known_reason(message, settings.hold_max_s))
         event = message["event"]
         unhold = {"op": "unhold", "event_id": event["event_id"], "at": event["occurred_at"]}
@@ -316,6 +424,10 @@ def _ref_handler(ns: str) -> Callable[[Batch, str, dict], None]:
             drop_held(tx, ns, ref, m["event_id"], m.get("at"))
         elif op == "expire":
             expire_held(tx, ns, ref, m["before"], m.get("wall_before"))
+        elif op == "placed":
+            placed(tx, ns, ref, m)
+        elif op == "rebind":
+            rebind(tx, ns, ref, m["from"], m["customer_id"])
         else:
             lookup(tx, ns, ref, m)
 
@@ -397,25 +509,21 @@ async def on_internal(stream: Any) -> None:
     its unfinished batch committed.
     """
     async for records in stream.noack_take(tuning.JOIN_BATCH_RECORDS, settings.batch_wait_s):
-        tx = Batch(emitter.outbox())
-
-        def current(generation: int = app.consumer_generation_id) -> bool:
-            # faust's revoke waits until every record it handed out is acknowledged
-            # (stream_wait_empty), so a batch normally finishes inside a rebalance, before the
-            # tables are reassigned and restored; a batch that outlived it is not stored.
-            return app.consumer_generation_id == generation
-
         try:
-            await handle_batch(tx, records)
-            stored = await commit(tx, emitter, current)
+            tx = await store_batch(records)
         except Exception as exc:  # noqa: BLE001 - reported and halted on, never acknowledged
             log.exception("the join agent cannot go on")
             health.fail("join", f"a batch could not be made durable: {exc!r}")
             await health.halt()
-        if not stored:
+        if tx is None:
             log.warning("batch of %d records not stored: the partitions were reassigned while "
                         "it ran; faust delivers them again", len(records))
             continue  # faust delivers them again from the committed offsets
+        for customer_id, when in tx.written(due):
+            due_index.note(customer_id, when)
+        for ns in NAMESPACES:
+            for ref, waiting in tx.written(held[ns]):
+                held_index.note(ns, ref, waiting)
         metrics.observe_applied(tx.applied, time.time())
         for record in records:  # 5. (streams/checkpoint.py)
             await stream.ack(record)
@@ -423,41 +531,46 @@ async def on_internal(stream: Any) -> None:
         voice_worker.after_commit(tx, emitter)
 
 
-#: customer -> (the due time its recheck was sent for, when it was sent, monotonic s)
-_rechecks_sent: dict[str, tuple[int, float]] = {}
+async def store_batch(records: list[EventT]) -> Batch | None:
+    """Handle one batch and make it durable (streams/checkpoint.py); None if it is not stored
+    because the partitions were reassigned meanwhile.
 
-
-def due_rechecks(
-    items: Iterable[tuple[str, int]],
-    now_ms: int,
-    sent: dict[str, tuple[int, float]],
-    now_s: float,
-    limit: int = tuning.RECHECKS_PER_TICK,
-    resend_after_s: float = tuning.RECHECK_RESEND_S,
-) -> list[str]:
-    """Customers whose deadline passed and whose recheck for it is not already on its way.
-
-    ``sent`` remembers what was sent; a recheck that has not moved its customer's due time
-    after ``resend_after_s`` is sent again (it may have been lost with a crashed batch). At
-    most ``limit`` per call: the rest waits for the next tick.
-
-    >>> due_rechecks([("c-1", 5), ("c-2", 50)], 10, {}, 0.0)
-    ['c-1']
-    >>> due_rechecks([("c-1", 5)], 10, {"c-1": (5, 0.0)}, 1.0)
-    []
+    While Kafka cannot take the batch's records for a reason that passes (brokers down, a
+    leader election, too few in-sync replicas: a retriable :class:`EmitError`) the batch is
+    handled and produced again from the start, for up to ``tuning.KAFKA_OUTAGE_RETRY_S``:
+    nothing of it is in any table yet, so the second attempt computes the same outputs, and
+    what the first one delivered is absorbed as duplicates downstream. Anything else raises.
     """
-    out = []
-    for customer_id, when in items:
-        if when > now_ms:
-            continue
-        previous = sent.get(customer_id)
-        if previous is not None and previous[0] == when and now_s - previous[1] < resend_after_s:
-            continue
-        sent[customer_id] = (when, now_s)
-        out.append(customer_id)
-        if len(out) >= limit:
-            break
-    return out
+    generation = app.consumer_generation_id
+
+    def current() -> bool:
+        # faust's revoke waits until every record it handed out is acknowledged
+        # (stream_wait_empty), so a batch normally finishes inside a rebalance, before the
+        # tables are reassigned and restored; a batch that outlived it is not stored.
+        return app.consumer_generation_id == generation
+
+    started, delay = time.monotonic(), 0.5
+    while True:
+        tx = Batch(emitter.outbox())
+        try:
+            await handle_batch(tx, records)
+            return tx if await commit(tx, emitter, current) else None
+        except EmitError as exc:
+            if not current():
+                return None
+            waited = time.monotonic() - started
+            if not exc.retriable or waited > tuning.KAFKA_OUTAGE_RETRY_S:
+                raise
+            log.warning("Kafka did not take a batch's records (%s); producing them again in "
+                        "%.1f s (waiting %.0f s so far)", exc, delay, waited)  # fmt: skip
+            await asyncio.sleep(delay)
+            delay = min(2 * delay, 10.0)
+
+
+#: this worker's due table by due time (streams/due_index.py): the signal clock's view of it
+due_index = DueIndex()
+#: this worker's held tables by hold time (streams/held_index.py): the held clock's view
+held_index = HeldIndex()
 
 
 async def _due_items() -> AsyncIterator[tuple[str, int]]:
@@ -472,19 +585,23 @@ async def _due_items() -> AsyncIterator[tuple[str, int]]:
 async def signal_clock() -> None:
     """Ask the owner of every customer whose deadline passed to re-check its signals.
 
-    Only the join agent writes tables, so the timer reads the due table (in slices, giving the
-    loop a turn between them) and sends a message through customer-events, keyed by customer,
-    which the agent handles like an event. A customer's recheck is sent once per deadline,
-    not again every tick while it waits in the topic.
+    Only the join agent writes tables, so the timer only reads: :data:`due_index`, which the
+    agent keeps up to date after every stored batch and which is rebuilt from one scan of
+    the due table (in slices, giving the loop a turn between them) after every assignment.
+    A tick costs what is due, at most ``tuning.RECHECKS_PER_TICK``, never a scan. It sends a
+    message through customer-events, keyed by customer, which the agent handles like an
+    event; a customer's recheck is sent once per deadline, again only if it changed nothing
+    for ``tuning.RECHECK_RESEND_S`` (lost with a crashed batch).
     """
     if not views_ready():
         return
-    items = [item async for item in _due_items()]
-    now = time.monotonic()
-    for customer_id in [c for c, (_, at) in _rechecks_sent.items()
-                        if now - at > tuning.RECHECK_RESEND_S]:
-        del _rechecks_sent[customer_id]  # forget what is long done: the dict stays bounded
-    customer_ids = due_rechecks(items, now_ms(), _rechecks_sent, now)
+    generation = app.consumer_generation_id
+    if due_index.generation != generation:
+        due_index.begin_rebuild()
+        due_index.rebuild([item async for item in _due_items()], generation)
+    customer_ids = due_index.take(
+        now_ms(), time.monotonic(), tuning.RECHECKS_PER_TICK, tuning.RECHECK_RESEND_S
+    )
     if not customer_ids:
         return
     recheck = {"kind": "recheck"}
@@ -495,9 +612,8 @@ async def signal_clock() -> None:
     internal.flush()
     try:
         await out.confirmed()
-    except Exception as exc:  # noqa: BLE001 - the due table still says who; resent later
-        for customer_id in customer_ids:
-            _rechecks_sent.pop(customer_id, None)
+    except Exception as exc:  # noqa: BLE001 - the due index still says who; resent later
+        due_index.unsent(customer_ids)
         log.warning("signal rechecks not sent (%s); sent again at the next tick", exc)
 
 
@@ -514,23 +630,28 @@ async def _held_rows() -> AsyncIterator[tuple[str, str, list[dict]]]:
 
 @app.timer(interval=tuning.HELD_CHECK_INTERVAL_S)
 async def held_clock() -> None:
-    """Ask the join agent to expire held events older than KEEL_HOLD_MAX_S of event time.
+    """Ask the join agent to expire held events older than KEEL_HOLD_MAX_S.
 
-    Like :func:`signal_clock`, it only reads (the held tables, a slice at a time) and sends
-    an ``expire`` through the reference's own topic, with the cutoff by the event time of
-    that reference's partition; the agent does the rest in a batch. An expire lost with a
-    failed send is sent again at the next tick; one handled twice finds nothing the second
-    time.
+    Like :func:`signal_clock`, it only reads: :data:`held_index`, kept up to date by the
+    agent after every stored batch and rebuilt from one scan of the held tables (a slice at a
+    time) after every assignment; a tick costs the rows held long enough by the wall clock,
+    never a scan. It sends an ``expire`` through the reference's own topic, with the cutoff by
+    the event time of that reference's partition; the agent does the rest in a batch. An
+    expire lost with a failed send is sent again at the next tick; one handled twice finds
+    nothing the second time.
     """
     if not views_ready():
         return
-    rows = [row async for row in _held_rows()]
+    generation = app.consumer_generation_id
+    if held_index.generation != generation:
+        held_index.begin_rebuild()
+        held_index.rebuild([row async for row in _held_rows()], generation)
 
     def clock(ns: str, ref: str) -> int | None:
         return event_clock.get(partition_of(ref))
 
     hold_max_ms, wall = settings.hold_max_s * 1000, now_ms()
-    expiries = held_expiry(rows, clock, hold_max_ms, wall)[: tuning.RECHECKS_PER_TICK]
+    expiries = held_index.take(clock, hold_max_ms, wall, tuning.RECHECKS_PER_TICK)
     if not expiries:
         return
     out = emitter.outbox()
@@ -541,7 +662,7 @@ async def held_clock() -> None:
     internal.flush()
     try:
         await out.confirmed()
-    except Exception as exc:  # noqa: BLE001 - the held tables still say what; sent again
+    except Exception as exc:  # noqa: BLE001 - the held index still says what; sent again
         log.warning("held-event expiries not sent (%s); sent again at the next tick", exc)
 
 

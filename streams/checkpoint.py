@@ -147,6 +147,14 @@ class Batch:
     def contains(self, table: Any, key: str) -> bool:
         return self.get(table, key) is not None
 
+    def written(self, table: Any) -> list[tuple[str, Any]]:
+        """``(key, value or None if deleted)`` of every key of ``table`` this batch wrote."""
+        return [
+            (key, None if value is _GONE else value)
+            for (t, _), writes in self._writes.items() if t is table
+            for key, value in writes.items()
+        ]  # fmt: skip
+
     def publish_state(self, customer_id: str, state: dict) -> None:
         """Publish ``state`` (stored layout) at commit; the last one per customer wins."""
         self._published[customer_id] = state

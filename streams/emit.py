@@ -35,14 +35,33 @@ Headers = list[tuple[str, str | bytes | None]]
 
 
 class EmitError(RuntimeError):
-    """Kafka did not take a record the worker produced (the batch is not acknowledged)."""
+    """Kafka did not take a record the worker produced (the batch is not acknowledged).
+
+    ``retriable``: every failure was one that producing the same records again can cure
+    (Kafka unreachable, a leader moving, too few in-sync replicas, a delivery timed out),
+    not one that would fail again (a record too big, a topic that does not exist).
+    """
+
+    def __init__(self, message: str, retriable: bool = False) -> None:
+        super().__init__(message)
+        self.retriable = retriable
+
+
+#: delivery errors an outage or a leader election causes: the same records can go again
+RETRIABLE = frozenset({
+    KafkaError._MSG_TIMED_OUT, KafkaError._TIMED_OUT, KafkaError._TRANSPORT,
+    KafkaError._ALL_BROKERS_DOWN, KafkaError.REQUEST_TIMED_OUT,
+    KafkaError.NOT_ENOUGH_REPLICAS, KafkaError.NOT_ENOUGH_REPLICAS_AFTER_APPEND,
+    KafkaError.LEADER_NOT_AVAILABLE, KafkaError.NOT_LEADER_FOR_PARTITION,
+})  # fmt: skip
 
 
 class Outbox:
     """The records of one batch; :meth:`confirmed` returns once Kafka acknowledged all."""
 
     __slots__ = (
-        "_emitter", "_loop", "_lock", "_produced", "_delivered", "_done", "_errors", "offsets"
+        "_emitter", "_loop", "_lock", "_produced", "_delivered", "_done", "_errors", "_retriable",
+        "offsets",
     )  # fmt: skip
 
     def __init__(self, emitter: Emitter, loop: asyncio.AbstractEventLoop) -> None:
@@ -53,6 +72,7 @@ class Outbox:
         self._delivered = 0
         self._done: asyncio.Future[None] | None = None
         self._errors: list[str] = []
+        self._retriable = True
         #: (topic, partition) -> offset of the last record of this outbox written there
         self.offsets: dict[tuple[str, int], int] = {}
 
@@ -74,6 +94,8 @@ class Outbox:
             self._delivered += 1
             if err is not None:
                 self._errors.append(f"{msg.topic()}: {err.str()}")
+                if err.code() not in RETRIABLE and not err.retriable():
+                    self._retriable = False
             else:
                 topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
                 if topic is not None and partition is not None and offset is not None:
@@ -95,7 +117,9 @@ class Outbox:
                 self._done.set_result(None)
         await self._done
         if self._errors:
-            raise EmitError(f"{len(self._errors)} record(s) not written: {self._errors[0]}")
+            raise EmitError(
+                f"{len(self._errors)} record(s) not written: {self._errors[0]}", self._retriable
+            )
 
 
 class Emitter:

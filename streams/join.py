@@ -128,6 +128,45 @@ def unhold_refs(kind: str, event: dict) -> list[Ref]:
     return list(r.refs[1:]) if r.customer_id is None and kind == "contact" else []
 
 
+#: the placement rank of a contact resolved through each namespace (streams/placement.py)
+RANK = {ORDER: 1, EMAIL: 2, PHONE: 3, CONTACT: 4}
+
+
+def placement_refs(kind: str, event: dict, rank: int) -> tuple[list[Ref], list[Ref]]:
+    """``(watch, unhold)``: where an event applied at ``rank`` asks to be moved, and where
+    its waiting copies are dropped.
+
+    A contact applied through a weaker reference than one of its own (its e-mail, while its
+    order is unknown) sends a *placed* to each stronger one: if that is known for another
+    customer, or once it becomes known, the contact moves there. Its own references no
+    stronger than ``rank`` drop their copies, as :func:`unhold_refs` says.
+
+    >>> placement_refs("contact", {"contact_id": "k-1", "order_id": "o-1", "email": "b@x"}, 2)
+    ([('order', 'o-1')], [('email', 'b@x')])
+    """
+    refs = unhold_refs(kind, event)
+    return [r for r in refs if RANK[r[0]] < rank], [r for r in refs if RANK[r[0]] >= rank]
+
+
+def mark_held(held: list[dict] | None, message: dict, customer_id: str) -> list[dict]:
+    """``held`` with ``message`` waiting as *placed* at ``customer_id``.
+
+    Such a copy is not released to the reference's owner when it binds: the contact is
+    moved there from ``customer_id`` instead (if that is another customer).
+    """
+    event = message["event"]
+    marked = {
+        "kind": message["kind"], "event": event, "topic": message["topic"], "refs": [],
+        "placed_on": customer_id, "held_at": message.get("held_at", event["occurred_at"]),
+    }  # fmt: skip
+    rest = [
+        m for m in held or ()
+        if m["event"]["event_id"] != event["event_id"]
+        or m.get("placed_on") not in (None, customer_id)
+    ]  # fmt: skip
+    return [*rest, marked]
+
+
 def remove_held(
     held: list[dict] | None, event_id: str, occurred_at: int | None = None
 ) -> list[dict] | None:
@@ -163,7 +202,8 @@ def expired_held(
 
     Those held (``held_at``: the event time its partition had seen then; else the event's
     own time) before it and, given ``wall_before``, also held (``held_wall``) before that
-    wall-clock time; only the copy where their chain starts.
+    wall-clock time: the copy where their chain starts, and copies that only watch for a
+    stronger reference of an event already applied (:func:`mark_held`; they go silently).
 
     Event time alone is not enough: a reference partition's clock runs ahead of the
     customer events whose binds would release what it holds whenever the join works through
@@ -173,7 +213,9 @@ def expired_held(
     out = []
     for m in held or ():
         held_at = m.get("held_at", m["event"]["occurred_at"])
-        if held_at >= before or not chain_starts_at(ns, ref, m):
+        if held_at >= before:
+            continue
+        if not (m.get("placed_on") or chain_starts_at(ns, ref, m)):
             continue
         if wall_before is not None and m.get("held_wall", held_at) >= wall_before:
             continue

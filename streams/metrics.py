@@ -75,6 +75,11 @@ STATES_BOUNDED = Counter(
     "Times a customer's state outgrew KEEL_MAX_STATE_BYTES and shed its oldest parts "
     "(the customer shows STATE_BOUNDED)",
 )
+CONTACTS_MOVED = Counter(
+    "keel_contacts_moved_total",
+    "Contacts moved to another customer because a stronger reference of theirs (an order "
+    "after an e-mail, an e-mail after a phone) turned out to name it (CONTRACT §4)",
+)
 STATE_PUBLISHED = Counter(
     "keel_state_published_total",
     "CustomerState records this worker published to the customer-state topic",

@@ -25,7 +25,11 @@ Stored layout (plain JSON; keys starting with ``_`` never reach the view)::
      "_name": [occurred_at, event_id, "Ann"] or None,
      "_orders": {order_id: entity}, "_shipments": {shipment_id: entity},
      "_contacts": {contact_id: entity},
-     "_retired": {"order": {id: stamp}, "shipment": {id: stamp}, "contact": {id: stamp}}}
+     "_retired": {"order": {id: stamp}, "shipment": {id: stamp}, "contact": {id: stamp}},
+     "_joined": {contact_id: [event, ...]}, "_moved": {contact_id: [customer_id, rank]}}
+
+``_joined`` and ``_moved`` (and a contact's ``via``) say where a joined contact was placed and
+where it moved (streams/placement.py); both are absent while unused.
 
 Every entity (order, shipment, contact) holds ``at``, the stamp of its latest event (so
 ``at[0]`` is its updated_at), ``type``, that event's type, ``first``, its earliest occurred_at
@@ -205,6 +209,16 @@ def bound(state: State, max_bytes: int, keep_retired: int = DEFAULT_LIMITS.keep_
             for k in gone:
                 freed += len(orjson.dumps(new["_shipments"].pop(k))) + len(k) + 6
             _remember_retired(new, "shipment", {k: x["at"] for k, x in gone.items()}, keep_retired)
+        elif entity_id in (new.get("_joined") or {}):  # its kept events (streams/placement.py)
+            joined = dict(new["_joined"])
+            events = joined.pop(entity_id)
+            freed += len(orjson.dumps(events))
+            new["last_event_at"] = _last_event_at({"last_event_at": new["last_event_at"],
+                                                   "_joined": {entity_id: events}})
+            if joined:
+                new["_joined"] = joined
+            else:
+                del new["_joined"]
         return freed
 
     def oldest(closed: bool) -> list[tuple[int, str, str]]:
@@ -309,10 +323,21 @@ def view(state: State) -> dict[str, Any]:
         "open_orders": sum(o["status"] in OPEN_ORDER_TYPES for o in orders),
         "open_contacts": sum(c["status"] == "OPEN" for c in contacts),
         "total_spent_cents": sum(o["total_cents"] for o in orders if o["status"] != "CANCELLED"),
-        "last_event_at": dict(state["last_event_at"]),
+        "last_event_at": _last_event_at(state),
         "updated_at": state["updated_at"],
         "version": state["version"],
     }
+
+
+def _last_event_at(state: State) -> dict[str, int]:
+    """``last_event_at`` with the events of contacts that may still move (streams/placement.py
+    keeps those apart, so that a move takes their times along)."""
+    out = dict(state["last_event_at"])
+    for events in (state.get("_joined") or {}).values():
+        for e in events:
+            if e["source"] not in out or e["occurred_at"] > out[e["source"]]:
+                out[e["source"]] = e["occurred_at"]
+    return out
 
 
 def _order_view(

@@ -34,6 +34,9 @@ RECHECK_RESEND_S = 60.0
 DUE_SLICE = 2000
 #: how often the held tables are looked through for events held past KEEL_HOLD_MAX_S
 HELD_CHECK_INTERVAL_S = 10.0
+#: how long the join agent produces a batch again while Kafka is unreachable (brokers down,
+#: leaders moving) before it gives up and reports itself failed (streams/agents.py)
+KAFKA_OUTAGE_RETRY_S = 600.0
 
 #: internal messages the join agent handles between two turns of the event loop: ~10 ms of
 #: work, so a query waits for at most that much of a batch

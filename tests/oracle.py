@@ -17,6 +17,10 @@ What it leaves out, on purpose:
 
 It assumes each order, e-mail and phone belongs to one customer (tests/strategies.py makes it
 so) and raises ``AmbiguousHistory`` otherwise, as keel's first-bind-wins has no single answer.
+One contact's identifiers may point at different customers (its order is A's, its e-mail
+B's): each event belongs to the customer of its strongest known reference — its order, else
+its e-mail, else its phone, else its case — whatever became known first, and the other
+customer shows no trace of it (not in ``contacts``, not in ``last_event_at``, no signal).
 """
 
 from __future__ import annotations
@@ -65,6 +69,14 @@ def expected_views(
         customer_id: _customer(customer_id, evs, now_ms, limits, windows)
         for customer_id, evs in sorted(mine.items())
     }
+
+
+def resolved_event_ids(events: list[KindEvent]) -> set[str]:
+    """The ids of the events that reach a customer (the rest wait until they expire)."""
+    unique: dict[str, KindEvent] = {}
+    for kind, event in events:
+        unique.setdefault(event["event_id"], (kind, event))
+    return {event["event_id"] for _, event, _ in _resolve(list(unique.values()))}
 
 
 # --- §4: whose event is it -----------------------------------------------------------------

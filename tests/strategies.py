@@ -161,8 +161,24 @@ def contact_events(
     at: st.SearchStrategy[int] | None = None,
     kinds: Sequence[str] = CONTACT_KINDS,
     types: Sequence[str] = CONTACT_TYPES,
+    other: str | None = None,
 ) -> Event:
-    """A contact event; each identity field may be missing, as the contact centre sends them."""
+    """A contact event; each identity field may be missing, as the contact centre sends them.
+
+    With ``other``, its identifiers conflict: it never names its customer, always carries
+    ``order_id`` (the customer's order, when there is one) and the e-mail or phone, if any,
+    of customer ``other``. The contract says the order wins; without a known order, the
+    e-mail, then the phone.
+    """
+    if other is not None:
+        event = draw(contact_events(contact_id, customer_id, order_id, at, kinds, types))
+        return {
+            **event,
+            "customer_id": None,
+            "order_id": order_id,
+            "email": draw(st.none() | st.sampled_from(emails_of(other))),
+            "phone": draw(st.none() | st.sampled_from(phones_of(other))),
+        }
     return {
         "event_id": draw(event_ids),
         "occurred_at": draw(at if at is not None else timestamps()),
@@ -195,20 +211,29 @@ def histories(
     shipment_types: Sequence[str] = SHIPMENT_TYPES,
     contact_kinds: Sequence[str] = CONTACT_KINDS,
     contact_types: Sequence[str] = CONTACT_TYPES,
+    conflicting: tuple[str, ...] = (),
 ) -> list[KindEvent]:
     """A list of ``(kind, event)`` with unique event ids, kind in order/shipment/contact.
 
     ``lines``, ``shipment_types``, ``contact_kinds`` and ``contact_types`` narrow what the
     events carry (a type listed twice is drawn twice as often); by default anything the
-    contract allows.
+    contract allows. The contacts named in ``conflicting`` carry identifiers of two
+    customers (:func:`contact_events` ``other``): their order's, and another's e-mail/phone.
     """
     owner = {o: draw(st.sampled_from(customers)) for o in orders}
     shipment_order = {s: draw(st.sampled_from(orders)) for s in shipments}
     contact_owner = {k: draw(st.sampled_from(customers)) for k in contacts}
     contact_order: dict[str, str | None] = {}
+    contact_other: dict[str, str | None] = {}
     for k in contacts:
         own = [o for o in orders if owner[o] == contact_owner[k]]
-        contact_order[k] = draw(st.none() | st.sampled_from(own)) if own else None
+        if k in conflicting:
+            others = [c for c in customers if c != contact_owner[k]]
+            contact_other[k] = draw(st.sampled_from(others)) if others else None
+            contact_order[k] = draw(st.sampled_from(own)) if own else None
+        else:
+            contact_other[k] = None
+            contact_order[k] = draw(st.none() | st.sampled_from(own)) if own else None
     one = st.one_of(
         st.sampled_from(orders).flatmap(
             lambda o: order_events(o, owner[o], at, lines).map(lambda e: ("order", e))
@@ -220,7 +245,8 @@ def histories(
         ),
         st.sampled_from(contacts).flatmap(
             lambda k: contact_events(
-                k, contact_owner[k], contact_order[k], at, contact_kinds, contact_types
+                k, contact_owner[k], contact_order[k], at, contact_kinds, contact_types,
+                contact_other[k],
             ).map(lambda e: ("contact", e))
         ),
     )
@@ -283,3 +309,32 @@ def with_retimed_resends(
     stamps = at if at is not None else timestamps()
     resent = [(kind, {**event, "occurred_at": draw(stamps)}) for kind, event in picked]
     return draw(st.permutations([*history, *resent]))
+
+
+def conflicting_histories(max_events: int = 30) -> st.SearchStrategy[list[KindEvent]]:
+    """Three customers; two of four contacts carry one customer's order and another's
+    e-mail or phone (CONTRACT §4: the order wins, whatever arrives first)."""
+    return histories(
+        customers=("c-1", "c-2", "c-3"),
+        orders=("o-1", "o-2", "o-3", "o-4"),
+        contacts=("k-1", "k-2", "k-3", "k-4"),
+        conflicting=("k-1", "k-2"),
+        max_events=max_events,
+    )
+
+
+DAY_MS = 86_400_000
+
+
+@st.composite
+def with_days_late(draw: st.DrawFn, history: Sequence[KindEvent]) -> list[KindEvent]:
+    """``history`` with some events dated one to three days earlier: sent days after they
+    happened (a department's backlog), so they arrive after much later events."""
+    late = draw(st.sets(st.sampled_from(range(len(history))), max_size=4)) if history else set()
+    out = []
+    for i, (kind, event) in enumerate(history):
+        if i in late:
+            days = draw(st.integers(1, 3))
+            event = {**event, "occurred_at": event["occurred_at"] - days * DAY_MS}
+        out.append((kind, event))
+    return out

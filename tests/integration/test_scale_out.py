@@ -246,7 +246,8 @@ def test_two_workers_share_the_partitions_and_one_takes_over_when_the_other_dies
             assert after[cid] == before[cid], cid
             continue
         old, new = before[cid], after[cid]
-        assert new["version"] == old["version"] + 1, "the COMPLETED applied exactly once"
+        diff = {k: (old.get(k), new.get(k)) for k in new if old.get(k) != new.get(k)}
+        assert new["version"] == old["version"] + 1, f"the COMPLETED applied exactly once: {diff}"
         assert (new["open_orders"], old["open_orders"]) == (0, 1)
         changed = {"version", "updated_at", "orders", "open_orders", "last_event_at"}
         assert {k: v for k, v in new.items() if k not in changed} == {

@@ -13,9 +13,12 @@ from typing import Any
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from streams import agents, checkpoint, metrics, tables
 from streams.codec import get_codec
+from streams.held_index import HeldIndex
 from streams.intake import first_hop
 from streams.join import CONTACT, EMAIL, ORDER, expired_held, held_expiry
 from tests.builders import T0, contact, shipment
@@ -201,3 +204,77 @@ def test_a_backlog_running_a_partitions_clock_ahead_expires_nothing_held_moments
     assert held_expiry(rows, lambda ns, ref: T0 + month, hold, later) == [
         (ORDER, "o-1", T0 + month - hold)
     ]
+
+
+# ------------------------------------------------------------------ the held clock's index
+
+_REFS = [(ORDER, f"o-{i}") for i in range(4)] + [(EMAIL, f"e{i}@x") for i in range(3)]
+
+
+def _held_row(ns: str, ref: str, times: list[tuple[int, int]], placed: bool) -> list[dict]:
+    kind, field = ("shipment", "order_id") if ns == ORDER else ("contact", "email")
+    return [
+        {"kind": kind, "event": {field: ref, "occurred_at": at, "event_id": f"{ref}-{n}",
+                                 "contact_id": f"k-{n}", "shipment_id": f"s-{n}"},
+         "held_at": at, "held_wall": wall, **({"placed_on": "c-9"} if placed else {})}
+        for n, (at, wall) in enumerate(times)
+    ]  # fmt: skip
+
+
+_times = st.lists(st.tuples(st.integers(0, 100), st.integers(0, 100)), max_size=3)
+_write = st.tuples(st.sampled_from(_REFS), _times, st.booleans())
+_tick = st.tuples(st.integers(0, 200), st.integers(0, 200), st.integers(1, 60))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.one_of(st.tuples(st.just("write"), _write), st.tuples(st.just("tick"), _tick),
+                       st.tuples(st.just("rebuild"), st.lists(_write, max_size=3)))),
+    st.dictionaries(st.sampled_from([ns for ns, _ in _REFS]), st.integers(0, 200)),
+)  # fmt: skip
+def test_the_held_index_finds_what_a_scan_of_the_held_tables_finds(
+    steps: list, event_clock: dict
+) -> None:
+    """streams/held_index.py against ``held_expiry`` (the scan it replaces) after any history
+    of writes, deletes, ticks and rebuilds with writes landing during the rebuild's scan."""
+    table: dict[tuple[str, str], list[dict]] = {}
+    index = HeldIndex()
+
+    def write(key: tuple[str, str], times: list, placed: bool) -> None:
+        row = _held_row(*key, times, placed) or None
+        if row:
+            table[key] = row
+        else:
+            table.pop(key, None)
+        index.note(*key, row)
+
+    def clock(ns: str, ref: str) -> int | None:
+        return event_clock.get(ns)
+
+    for step, arg in steps:
+        if step == "write":
+            write(*arg)
+        elif step == "rebuild":
+            index.begin_rebuild()
+            scanned = [(ns, ref, rows) for (ns, ref), rows in table.items()]
+            for w in arg:  # a batch stored while the scan ran
+                write(*w)
+            index.rebuild(scanned)
+        else:
+            wall_now, hold, _ = arg
+            rows = [(ns, ref, rows) for (ns, ref), rows in table.items()]
+            assert sorted(index.take(clock, hold, wall_now)) == sorted(
+                held_expiry(rows, clock, hold, wall_now)
+            )
+
+
+def test_a_tick_with_nothing_held_long_enough_by_the_wall_clock_looks_at_no_row() -> None:
+    index = HeldIndex()
+    for i in range(1000):
+        index.note(ORDER, f"o-{i}", _held_row(ORDER, f"o-{i}", [(0, 1000 + i)], False))
+    assert index.take(lambda ns, ref: 10**9, hold_max_ms=100, wall_now_ms=1050) == []
+    assert index.ripe == set()  # the heap stopped at its first row
+    assert len(index.take(lambda ns, ref: 10**9, 100, 1150, limit=20)) == 20
+    assert len(index.ripe) == 50  # held before 1050: ripe until a batch rewrites them
+    index.note(ORDER, "o-0", None)  # expired and deleted by the agent
+    assert ("order", "o-0") not in index.ripe and len(index) == 999

@@ -101,3 +101,28 @@ def test_state_refs_are_the_refs_of_the_view() -> None:
     assert new_state_refs(before, after) == new_refs(view(before), view(after))
     assert new_state_refs(before, after) == [(CONTACT, "k-1"), (ORDER, "o-2")]
     assert new_state_refs(None, before) == new_refs(None, view(before))
+
+
+def test_a_contact_applied_through_its_e_mail_watches_its_order_and_drops_the_rest() -> None:
+    from streams.join import placement_refs
+
+    _, event = contact("k-1", order_id="o-1", email="a@b.c", phone="+1 555")
+    assert placement_refs("contact", event, 2) == ([(ORDER, "o-1")], [(EMAIL, "a@b.c"),
+                                                                      (PHONE, "+1555")])
+    assert placement_refs("contact", event, 1) == ([], [(ORDER, "o-1"), (EMAIL, "a@b.c"),
+                                                       (PHONE, "+1555")])
+    # through its case: each of its own references may still name another customer
+    assert placement_refs("contact", event, 4)[0] == [(ORDER, "o-1"), (EMAIL, "a@b.c"),
+                                                      (PHONE, "+1555")]
+    assert placement_refs("shipment", shipment("o-1", "s-1")[1], 1) == ([], [])
+
+
+def test_a_placed_copy_replaces_the_waiting_one_once() -> None:
+    from streams.join import mark_held
+
+    kind, event = contact("k-1", order_id="o-1", email="a@b.c")
+    waiting = [{"kind": kind, "event": event, "topic": "contacts.v1", "refs": [(EMAIL, "a@b.c")]}]
+    marked = mark_held(waiting, {"kind": kind, "event": event, "topic": "contacts.v1"}, "c-b")
+    assert [m.get("placed_on") for m in marked] == ["c-b"] and marked[0]["refs"] == []
+    again = {"kind": kind, "event": event, "topic": "contacts.v1"}
+    assert mark_held(marked, again, "c-b") == marked
