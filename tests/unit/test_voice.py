@@ -264,3 +264,33 @@ def test_a_customer_told_shows_what_and_when_and_is_never_a_pending_command() ->
     assert told["raised_at"] == NOW
     assert next_check_ms(state, NOW) is not None  # the open complaint's window, not the command
     assert next_check_ms(state, NOW + 3 * D) is None
+
+
+# ------------------------------------------ through the real join agent (tests/handlers.py)
+
+
+@pytest.mark.parametrize("crash_rate", [0.0, 0.3])
+def test_through_the_join_a_contact_that_moves_and_is_re_sent_is_one_fact_of_its_last_customer(
+    crash_rate: float,
+) -> None:
+    """streams/agents.py's handlers on a real Batch (crashed batches replayed): the contact is
+    first placed through its e-mail on B, then moves to A, the customer of its order, and is
+    re-sent; the voice-facts table holds it once, as A's."""
+    from tests.builders import order as order_event
+    from tests.handlers import Worker
+
+    a = order_event("c-ann", "o-ann", at=NOW - 2 * H, event_id="e-oa")
+    b = order_event("c-bo", "o-bo", at=NOW - 2 * H, event_id="e-ob", email="bo@example.com")
+    complaint_ = contact("k-1", at=NOW - H, event_id="e-k1", order_id="o-ann",
+                         email="BO@example.com", kind="COMPLAINT", note="the parcel is late")
+    for seed in range(12):
+        worker = Worker(seed, crash_rate=crash_rate, start_ms=NOW)
+        worker.run([complaint_], NOW).run([b], NOW)
+        assert {f["customer_id"] for f in worker.table("voice-facts").values()} == {"c-bo"}
+        worker.run([a], NOW).run([complaint_, complaint_], NOW)
+        facts = worker.table("voice-facts")
+        assert list(facts) == ["k-1"], seed
+        assert facts["k-1"]["customer_id"] == "c-ann" and facts["k-1"]["topic"] == "delivery"
+        assert facts["k-1"]["skus"] == ["kettle"]  # the order's, once the contact is on A
+        week = voice.aggregate(facts.values(), NOW, voice.WINDOWS["7d"])
+        assert week["total"]["count"] == 1 and week["total"]["open_complaints"] == 1
