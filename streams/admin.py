@@ -28,6 +28,7 @@ TABLES = (
     "signal-due",
     *(f"{ns}-owners" for ns in NAMESPACES),
     *(f"{ns}-held" for ns in NAMESPACES),
+    "erased",
     "voice-facts",
 )
 
@@ -48,15 +49,18 @@ def topic_specs(settings: Settings) -> dict[str, dict[str, str]]:
     """Topic name -> config for every topic the worker needs (CONTRACT.md §1)."""
     t = settings.topics
     delete = {"cleanup.policy": "delete"}
+    inputs = {**delete, "retention.ms": str(settings.input_retention_ms)}
     specs = {
-        t.orders: {**delete, "retention.ms": str(WEEK_MS)},
-        t.shipments: {**delete, "retention.ms": str(WEEK_MS)},
-        t.contacts: {**delete, "retention.ms": str(WEEK_MS)},
+        t.orders: inputs,
+        t.shipments: inputs,
+        t.contacts: inputs,
         t.state: {"cleanup.policy": "compact"},
         t.signals: delete,
-        t.deadletter: {**delete, "retention.ms": str(4 * WEEK_MS)},
+        t.deadletter: {**delete, "retention.ms": str(settings.deadletter_retention_ms)},
         t.commands: {**delete, "retention.ms": str(WEEK_MS)},
         t.command_outcomes: {**delete, "retention.ms": str(WEEK_MS)},
+        # the audit trail, and what keeps a replay from offset 0 from bringing anyone back
+        t.erasures: {**delete, "retention.ms": str(settings.erasures_retention_ms)},
         t.voice: {"cleanup.policy": "compact"},
         f"{settings.app_id}-customer-events": delete,
     }
@@ -88,11 +92,12 @@ def ensure_topics(settings: Settings, timeout: float = 60.0) -> list[str]:
                     f"cannot reach Kafka at {settings.kafka_bootstrap}: {exc}"
                 ) from exc
             time.sleep(0.5)
-    # commands.v1 and command-outcomes.v1 feed no table (the intake packs them onto
+    # commands.v1, command-outcomes.v1 and erasures.v1 feed no table (the intake packs them onto
     # customer-events; the delivery connectors read and write them), so any count will do: a
     # connector that got there first may have had the broker create one with its default.
     # voice.v1 is only written (keyed by topic), so its count does not matter either.
-    free = {settings.topics.commands, settings.topics.command_outcomes, settings.topics.voice}
+    free = {settings.topics.commands, settings.topics.command_outcomes, settings.topics.erasures,
+            settings.topics.voice}
     wrong = [
         f"{name} has {len(existing[name].partitions)} partitions"
         for name in specs

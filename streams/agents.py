@@ -44,6 +44,7 @@ from streams.codec import get_codec
 from streams.commands import apply_command, apply_outcome
 from streams.due_index import DueIndex
 from streams.emit import EmitError, Emitter, Headers
+from streams.erasure import CUSTOMER, erased_refs, event_refs, suppressed, suppression_key
 from streams.held_index import HeldIndex
 from streams.intake import KEY_FIELD_OF_KIND, SCHEMA_OF_KIND, intake
 from streams.join import (
@@ -57,11 +58,12 @@ from streams.join import (
     new_state_refs,
     placement_refs,
     remove_held,
+    route,
 )
 from streams.placement import NAMED, apply_placed, move_out, moved_to
 from streams.signals import Windows, apply_signals, next_check_ms
 from streams.state import Limits, bound, empty_state
-from streams.tables import customers, due, held, owners, partition_of, views_ready
+from streams.tables import customers, due, erased, held, owners, partition_of, views_ready
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +120,10 @@ def apply_to_customer(
     """
     saw(tx.partition, _event_time(kind, event))
     before = tx.get(customers, customer_id)
+    erased_at = _erased_before(tx, customer_id, before)
+    if erased_at is not None and suppressed(erased_at, _event_time(kind, event)):
+        drop_erased(tx, customer_id, kind, event, topic, erased_at)
+        return
     now = now_ms()
     if kind == "contact" and rank != NAMED and before is not None:
         moved = moved_to(before, event["contact_id"])
@@ -126,7 +132,7 @@ def apply_to_customer(
             tx.internal.send(CUSTOMER_EVENTS, moved[0], body)
             return
     if kind == "command":  # a desk command: its lifecycle shows as signals
-        state, changed = apply_command(before or empty_state(customer_id), event, now)
+        state, changed = apply_command(before or _new_state(customer_id, erased_at), event, now)
     elif kind == "outcome":  # a department's answer to one, for a customer keel knows
         if before is None:  # no command of it can be here (keel checks them against a state)
             metrics.count_event(topic, "duplicate")
@@ -134,7 +140,7 @@ def apply_to_customer(
         state, changed = apply_outcome(before, event, now)
     else:
         state, changed = apply_placed(
-            before or empty_state(customer_id), kind, event, rank, now, limits
+            before or _new_state(customer_id, erased_at), kind, event, rank, now, limits
         )
     if not changed:
         metrics.count_event(topic, "duplicate")
@@ -167,6 +173,66 @@ def apply_to_customer(
         placed = {"op": "placed", "kind": kind, "event": event, "topic": topic,
                   "customer_id": customer_id}  # fmt: skip
         tx.internal.send(REF_TOPIC[ns], ref, placed)
+
+
+def _erased_before(tx: Batch, customer_id: str, before: dict | None) -> int | None:
+    """When the customer was last erased (None: never): from its state, else the table.
+
+    Only a customer without a state needs the extra read: a state made after an erasure
+    carries the time itself (:func:`_new_state`).
+    """
+    if before is not None:
+        return before.get("_erased_before")
+    return tx.get(erased, suppression_key(CUSTOMER, customer_id))
+
+
+def _new_state(customer_id: str, erased_at: int | None) -> dict:
+    state = empty_state(customer_id)
+    if erased_at is not None:  # the person came back: events from before stay out
+        state["_erased_before"] = erased_at
+    return state
+
+
+def drop_erased(
+    tx: Batch, customer_id: str, kind: str, event: dict, topic: str, erased_at: int
+) -> None:
+    """Drop an event of an erased customer that occurred before the erasure.
+
+    What it would have made known (its order, e-mail, phone) is suppressed in its stead, so
+    whatever resolves through those is dropped too instead of waiting to expire.
+    """
+    metrics.count_event(topic, "erased")
+    erase = {"op": "erase", "customer_id": customer_id, "at": erased_at}
+    for ns, ref in event_refs(customer_id, kind, event):
+        tx.internal.send(REF_TOPIC[ns], ref, erase)
+
+
+def erase_customer(tx: Batch, customer_id: str, request: dict, topic: str) -> None:
+    """Forget a customer everywhere keel holds it (streams/erasure.py).
+
+    Idempotent: a request handled again finds no state (or a state made after it, which
+    it leaves alone) and only refreshes the suppression record.
+    """
+    at = int(request["requested_at"])
+    key = suppression_key(CUSTOMER, customer_id)
+    if (tx.get(erased, key) or 0) < at:
+        tx.set(erased, key, at)
+    stored = tx.get(customers, customer_id)
+    if stored is not None and (stored.get("_erased_before") or 0) >= at:
+        return  # made after this request (the person came back): not part of it
+    metrics.count_event(topic, "applied")
+    if stored is None:
+        return
+    erase = {"op": "erase", "customer_id": customer_id, "at": at, "unbind": True}
+    for ns, ref in erased_refs(stored):
+        tx.internal.send(REF_TOPIC[ns], ref, erase)
+    tx.delete(customers, customer_id)
+    if tx.contains(due, customer_id):
+        tx.delete(due, customer_id)
+    tx.publish_state(customer_id, None)
+    tx.internal.send(CUSTOMER_EVENTS, voice.VOICE_KEY, voice.forget_message(customer_id, stored))
+    metrics.ERASURES.inc()
+    log.info("customer erased (request %s)", request["request_id"])
 
 
 def move_contact(tx: Batch, customer_id: str, m: dict) -> None:
@@ -253,8 +319,12 @@ def handle_customer_message(tx: Batch, customer_id: str, m: dict) -> None:
         recheck_signals(tx, customer_id)
     elif m["kind"] == "move":
         move_contact(tx, customer_id, m)
+    elif m["kind"] == "erasure":
+        erase_customer(tx, customer_id, m["event"], m["topic"])
     elif m["kind"] == "voice":  # a contact's fact, on the voice partition (streams/voice.py)
         voice_worker.handle_fact(tx, m["fact"])
+    elif m["kind"] == "voice_forget":  # an erased customer's facts go too
+        voice_worker.forget(tx, m)
     else:
         apply_to_customer(
             tx, customer_id, m["kind"], m["event"], m["topic"], m.get("rank", NAMED)
@@ -290,6 +360,9 @@ def lookup(tx: Batch, ns: str, ref: str, message: dict) -> None:
     if owner is not None:
         forward(tx, owner, message, ns)
         return
+    if suppressed(tx.get(erased, suppression_key(ns, ref)), occurred_at):
+        drop_erased_lookup(tx, ns, ref, message)
+        return
     before = tx.get(held[ns], ref)
     clocks = {"held_at": event_clock.get(tx.partition, occurred_at), "held_wall": now_ms()}
     waiting = add_held(before, {**message, **clocks})
@@ -304,6 +377,54 @@ def lookup(tx: Batch, ns: str, ref: str, message: dict) -> None:
         (next_ns, next_ref), *after = rest
         onward = {**message, "op": "lookup", "refs": after}
         tx.internal.send(REF_TOPIC[next_ns], next_ref, onward)
+
+
+def drop_erased_lookup(tx: Batch, ns: str, ref: str, message: dict) -> None:
+    """An event naming an erased customer's reference, from before the erasure: dropped."""
+    metrics.count_event(message["topic"], "erased")
+    _unhold_chain(tx, ns, ref, message)
+
+
+def _unhold_chain(tx: Batch, ns: str, ref: str, message: dict) -> None:
+    """Drop the copies of a held event its chain left at references other than ``ref``."""
+    event = message["event"]
+    unhold = {"op": "unhold", "event_id": event["event_id"], "at": event["occurred_at"]}
+    for other in route(message["kind"], event).refs:
+        if other != (ns, ref):
+            tx.internal.send(REF_TOPIC[other[0]], other[1], unhold)
+
+
+def erase_ref(tx: Batch, ns: str, ref: str, m: dict) -> None:
+    """Suppress ``ref`` of the erased ``m["customer_id"]``: drop what waits there from before
+    the erasure and, sent by the erasure itself (``unbind``), forget that it was theirs.
+
+    An ``erase`` sent for a replayed event (:func:`drop_erased`) never unbinds: the
+    reference may be the person's again, made known by a new state after the erasure.
+    """
+    customer_id, at = m["customer_id"], m["at"]
+    owner = tx.get(owners[ns], ref)
+    if owner is not None:
+        if not m.get("unbind") or owner != customer_id:
+            return  # another customer's, or the person's again since (a new state's)
+        tx.delete(owners[ns], ref)
+    key = suppression_key(ns, ref)
+    if (tx.get(erased, key) or 0) < at:
+        tx.set(erased, key, at)
+    waiting = tx.get(held[ns], ref)
+    if not waiting:
+        return
+    rest = [x for x in waiting if x["event"]["occurred_at"] >= at]
+    if len(rest) == len(waiting):
+        return
+    if rest:
+        tx.set(held[ns], ref, rest)
+    else:
+        tx.delete(held[ns], ref)
+    metrics.HELD.dec(len(waiting) - len(rest))
+    for x in waiting:
+        if x["event"]["occurred_at"] < at and not x.get("placed_on"):
+            metrics.count_event(x["topic"], "erased")
+            _unhold_chain(tx, ns, ref, x)
 
 
 def bind(tx: Batch, ns: str, ref: str, customer_id: str) -> None:
@@ -428,6 +549,8 @@ def _ref_handler(ns: str) -> Callable[[Batch, str, dict], None]:
             placed(tx, ns, ref, m)
         elif op == "rebind":
             rebind(tx, ns, ref, m["from"], m["customer_id"])
+        elif op == "erase":
+            erase_ref(tx, ns, ref, m)
         else:
             lookup(tx, ns, ref, m)
 

@@ -10,7 +10,7 @@ Roles (README "Security")::
     read      the query API (GET /customers...), the desk console's data and live stream
     write     the HTTP ingest (POST /events/...)
     agent     desk commands (POST /customers/{id}/commands); an agent also reads
-    admin     operator actions over HTTP; none exists yet (dead-letter replay is the CLI's)
+    admin     operator actions over HTTP: erasing a customer (DELETE /customers/{id})
     metrics   /metrics, unless KEEL_METRICS_PUBLIC=1
 
 Tokens come from the environment, the way a Kubernetes Secret or ``.run/tokens.env`` hands
@@ -326,6 +326,8 @@ def worker_role(method: str, path: str) -> str | None:
 
     >>> worker_role("GET", "/customers/c-1"), worker_role("POST", "/customers/c-1/commands")
     ('read', 'agent')
+    >>> worker_role("DELETE", "/customers/c-1")
+    'admin'
     >>> worker_role("GET", "/readyz") is None, worker_role("GET", "/router/")
     (True, 'any')
     """
@@ -334,7 +336,10 @@ def worker_role(method: str, path: str) -> str | None:
     if path == "/metrics":
         return METRICS
     if path == "/customers" or path.startswith("/customers/"):
-        # Only the commands route takes POST; on any other it is a 405 for an agent.
+        # Only the commands route takes POST; on any other it is a 405 for an agent. DELETE
+        # erases a customer (streams/erasure_views.py).
+        if method == "DELETE":
+            return ADMIN
         return AGENT if method == "POST" else READ
     if path.startswith("/desk/customers/"):
         return READ

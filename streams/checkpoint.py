@@ -125,7 +125,7 @@ class Batch:
         #: (source, occurred_at) of every event the batch applied, for the freshness metric
         self.applied: list[tuple[str, int]] = []
         self._writes: dict[tuple[Any, int], dict[str, Any]] = {}
-        self._published: dict[str, dict] = {}
+        self._published: dict[str, dict | None] = {}
 
     def at(self, partition: int) -> None:
         """Handle the next records as records of ``partition`` (the tables' partition too)."""
@@ -155,8 +155,9 @@ class Batch:
             for key, value in writes.items()
         ]  # fmt: skip
 
-    def publish_state(self, customer_id: str, state: dict) -> None:
-        """Publish ``state`` (stored layout) at commit; the last one per customer wins."""
+    def publish_state(self, customer_id: str, state: dict | None) -> None:
+        """Publish ``state`` (stored layout; None: a tombstone, the customer was erased) at
+        commit; the last one per customer wins."""
         self._published[customer_id] = state
 
     @property
@@ -187,10 +188,8 @@ async def commit(batch: Batch, emitter: Emitter, current: Callable[[], bool]) ->
     # 1. internal messages and customer states (signals, dead letters: already produced)
     batch.internal.flush()
     for customer_id, state in batch._published.items():
-        public = view(state)
-        batch.out.produce(
-            STATE_TOPIC, customer_id.encode(), codec.encode("CustomerState", public, check=False)
-        )
+        value = None if state is None else codec.encode("CustomerState", view(state), check=False)
+        batch.out.produce(STATE_TOPIC, customer_id.encode(), value)
     metrics.STATE_PUBLISHED.inc(len(batch._published))
     # 2. all of them confirmed
     await batch.out.confirmed()

@@ -1,8 +1,9 @@
-"""The ``keel`` command: a stream worker, and the dead-letter tools.
+"""The ``keel`` command: a stream worker, the dead-letter tools, and erasure on request.
 
     $ KAFKA_BOOTSTRAP=127.0.0.1:9092 keel worker
     $ keel deadletters list [--json]
     $ keel deadletters replay 0:17 2:5
+    $ keel erase c-42 --reason "data subject request DSR-2026-118" [--by dpo]
 
 Configuration comes from the environment (README.md lists every variable); a bad value
 stops the command with one line saying which variable and why.
@@ -84,6 +85,37 @@ def _deadletters(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _erase(settings: Settings, args: argparse.Namespace) -> int:
+    import getpass
+    import time
+
+    from connectors.kafka import ConfirmedProducer, PublishError
+    from streams.codec import get_codec
+    from streams.erasure import BadRequest, build_request
+
+    try:
+        record = build_request(args.customer_id, args.reason, args.by or getpass.getuser(),
+                               int(time.time() * 1000), args.request_id)  # fmt: skip
+    except BadRequest as exc:
+        print(f"keel: {exc}", file=sys.stderr)
+        return 2
+    producer = ConfirmedProducer(settings.kafka_bootstrap)
+    try:
+        value = get_codec().encode("ErasureRequest", record)
+        producer.publish(settings.topics.erasures, [(args.customer_id.encode(), value)])
+    except PublishError as exc:
+        again = f"--request-id {record['request_id']}"
+        print(f"keel: the erasure request was not acknowledged by Kafka ({exc}); run the same "
+              f"command again with {again}", file=sys.stderr)  # fmt: skip
+        return 1
+    finally:
+        producer.close()
+    print(f"erasure request {record['request_id']} for {args.customer_id} published to "
+          f"{settings.topics.erasures}; the worker erases the customer within seconds "
+          "(GET /customers/ID answers 404 then)")  # fmt: skip
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="keel", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -94,6 +126,11 @@ def main(argv: list[str] | None = None) -> int:
     dl_list.add_argument("--json", action="store_true", help="machine-readable output")
     dl_replay = dl_sub.add_parser("replay", help="re-publish to the source topic after a fix")
     dl_replay.add_argument("positions", nargs="+", metavar="PARTITION:OFFSET")
+    er = sub.add_parser("erase", help="forget a customer everywhere keel holds it (GDPR Art. 17)")
+    er.add_argument("customer_id")
+    er.add_argument("--reason", required=True, help="why (the audit trail), e.g. the ticket")
+    er.add_argument("--by", help="who asks (default: your login name)")
+    er.add_argument("--request-id", help="the id of a request to send again (default: new)")
     args = parser.parse_args(argv)
     try:
         settings = Settings.from_env()
@@ -104,6 +141,8 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(settings.log_level, settings.log_format)
     if args.command == "worker":
         return _worker(settings, auth)
+    if args.command == "erase":
+        return _erase(settings, args)
     return _deadletters(settings, args)
 
 

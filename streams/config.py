@@ -13,7 +13,7 @@ to a default.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -122,6 +122,23 @@ VARIABLES: tuple[tuple[str, str, str], ...] = (
         "command-outcomes.v1",
         "the departments' answers to commands, as the delivery connectors saw them",
     ),
+    ("KEEL_TOPIC_ERASURES", "erasures.v1", "erasure requests: who asked to forget whom, and why"),
+    (
+        "KEEL_INPUT_RETENTION_MS",
+        "604800000",
+        "retention of orders.v1/shipments.v1/contacts.v1 when keel creates them (what keel "
+        "cannot erase lives this long)",
+    ),
+    (
+        "KEEL_DEADLETTER_RETENTION_MS",
+        "2419200000",
+        "retention of deadletter.v1 when keel creates it (erased customers' dead letters too)",
+    ),
+    (
+        "KEEL_ERASURES_RETENTION_MS",
+        "-1",
+        "retention of erasures.v1 (-1: forever; a replay from offset 0 needs every request)",
+    ),
     ("KEEL_TOPIC_VOICE", "voice.v1", "Voice of the Customer aggregates per topic (compacted)"),
     (
         "KEEL_VOICE_KEYWORDS",
@@ -183,6 +200,14 @@ def _int(name: str, raw: str, minimum: int = 0) -> int:
     return value
 
 
+def _retention(name: str, get: Callable[[str], str]) -> int:
+    """A topic's retention.ms: -1 (forever) or at least an hour."""
+    value = _int(name, get(name), -1)
+    if 0 <= value < 3_600_000:
+        raise ConfigError(f"{name}={value} must be -1 (forever) or at least 3600000 (an hour)")
+    return value
+
+
 @dataclass(frozen=True)
 class Topics:
     orders: str
@@ -193,6 +218,7 @@ class Topics:
     deadletter: str
     commands: str
     command_outcomes: str
+    erasures: str
     voice: str
 
     def inputs(self) -> tuple[str, str, str]:
@@ -218,6 +244,9 @@ class Settings:
     max_state_bytes: int
     max_record_bytes: int
     hold_max_s: int
+    input_retention_ms: int
+    deadletter_retention_ms: int
+    erasures_retention_ms: int
     duplicate_order_window_s: int
     repeat_contact_window_s: int
     complaint_unresolved_s: int
@@ -289,6 +318,9 @@ class Settings:
             max_state_bytes=_int("KEEL_MAX_STATE_BYTES", get("KEEL_MAX_STATE_BYTES"), 16 * 1024),
             max_record_bytes=_int("KEEL_MAX_RECORD_BYTES", get("KEEL_MAX_RECORD_BYTES"), 1024),
             hold_max_s=_int("KEEL_HOLD_MAX_S", get("KEEL_HOLD_MAX_S"), 1),
+            input_retention_ms=_retention("KEEL_INPUT_RETENTION_MS", get),
+            deadletter_retention_ms=_retention("KEEL_DEADLETTER_RETENTION_MS", get),
+            erasures_retention_ms=_retention("KEEL_ERASURES_RETENTION_MS", get),
             duplicate_order_window_s=_int(
                 "KEEL_DUPLICATE_ORDER_WINDOW_S", get("KEEL_DUPLICATE_ORDER_WINDOW_S")
             ),
@@ -318,6 +350,7 @@ class Settings:
                 deadletter=get("KEEL_TOPIC_DEADLETTER"),
                 commands=get("KEEL_TOPIC_COMMANDS"),
                 command_outcomes=get("KEEL_TOPIC_COMMAND_OUTCOMES"),
+                erasures=get("KEEL_TOPIC_ERASURES"),
                 voice=get("KEEL_TOPIC_VOICE"),
             ),
         )

@@ -11,8 +11,15 @@ sends each event, packed with the others of its batch, to where its join starts:
     contact with id    -> customer-events (key customer_id)
     desk command       -> customer-events (key customer_id; commands.v1)
     command outcome    -> customer-events (key customer_id; command-outcomes.v1)
+    erasure request    -> customer-events (key customer_id; erasures.v1)
     shipment           -> order-refs      (key order_id):   look the order's customer up
     other contact      -> contact-refs    (key contact_id): look up by case, order, e-mail, phone
+
+Before it reads anything else, each worker's intake passes on *every* erasure request in
+erasures.v1 from the beginning (:meth:`Intake._erasures_first`): in each partition of
+customer-events they then come before any event it passes on, so a new deployment replaying
+the departments' topics from offset 0 drops an erased customer's events instead of showing
+the customer again until its request comes round. A request handled again changes nothing.
 
 A batch is committed only after Kafka confirmed every record it caused (at-least-once; the
 merge downstream is idempotent by event_id). No record can stop the intake: whatever fails
@@ -29,6 +36,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from confluent_kafka import (
+    OFFSET_BEGINNING,
     Consumer,
     KafkaError,
     KafkaException,
@@ -55,12 +63,14 @@ SCHEMA_OF_KIND = {
     "contact": "ContactEvent",
     "command": "DeskCommand",  # the desk's own commands.v1: their lifecycle is in the state
     "outcome": "CommandOutcome",  # the departments' answers to them (command-outcomes.v1)
+    "erasure": "ErasureRequest",  # forget a customer (erasures.v1, streams/erasure.py)
 }
 KEY_FIELD_OF_KIND = {
     "order": "customer_id",
     "shipment": "order_id",
     "contact": "contact_id",
     "outcome": "customer_id",
+    "erasure": "customer_id",
 }
 
 Headers = list[tuple[str, str | bytes | None]]
@@ -169,6 +179,7 @@ class Intake:
             settings.topics.contacts: "contact",
             settings.topics.commands: "command",
             settings.topics.command_outcomes: "outcome",
+            settings.topics.erasures: "erasure",
         }
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -216,6 +227,8 @@ class Intake:
             }
         )
         producer = Producer(producer_config(s.kafka_bootstrap, **tuning.INTAKE_PRODUCER))
+        while not self._stop.is_set() and not self._erasures_first(producer):
+            time.sleep(1.0)
         consumer.subscribe(list(self.kinds), on_assign=self._on_assign, on_revoke=self._on_revoke)
         try:
             while not self._stop.is_set():
@@ -233,6 +246,65 @@ class Intake:
         finally:
             producer.flush(10)
             consumer.close()
+
+    def _erasures_first(self, producer: Producer) -> bool:
+        """Pass on every erasure request in erasures.v1 and wait until Kafka confirmed them.
+
+        False if that could not be done (Kafka unreachable): the caller tries again, since
+        reading the departments' topics first could apply what an erasure request forbids.
+        """
+        s, topic = self.settings, self.settings.topics.erasures
+        reader = Consumer({"bootstrap.servers": s.kafka_bootstrap, "enable.auto.commit": False,
+                           "group.id": f"{s.app_id}-erasures-reader"})  # fmt: skip
+        try:
+            meta = reader.list_topics(topic, timeout=10).topics.get(topic)
+            if meta is None or meta.error is not None:  # no such topic: nothing to pass on
+                return meta is None or meta.error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART
+            ends = {}
+            for p in meta.partitions:
+                low, high = reader.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+                if high > low:
+                    ends[p] = high
+            reader.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in ends])
+            failures: list[str] = []
+
+            def on_delivery(err: KafkaError | None, msg: Message) -> None:
+                if err is not None:
+                    failures.append(err.str())
+
+            def produce(topic: str, key: Any, value: Any, headers: Any, partition: int) -> None:
+                producer.produce(topic, value=value, key=key, headers=headers,
+                                 partition=partition, on_delivery=on_delivery)  # fmt: skip
+
+            packer, passed, deadline = Packer(produce), 0, time.monotonic() + 120
+            while ends and time.monotonic() < deadline and not self._stop.is_set():
+                msg = reader.poll(0.5)
+                if msg is None or msg.error() is not None:
+                    continue
+                p, offset = msg.partition(), msg.offset()
+                assert p is not None and offset is not None
+                if offset + 1 >= ends.get(p, 0):
+                    ends.pop(p, None)
+                try:
+                    event = decode_input("erasure", msg.key(), msg.value(), s.max_record_bytes)
+                except Rejected:
+                    continue  # the intake dead-letters it when it reads the topic
+                dest, key, message = first_hop("erasure", event, topic, self.names)
+                packer.send(dest, key, message)
+                passed += 1
+            packer.flush()
+            if ends or producer.flush(tuning.INTAKE_CONFIRM_TIMEOUT_S) or failures:
+                log.warning("intake: erasure requests not all passed on (%s); trying again",
+                            failures[0] if failures else "not read or confirmed in time")
+                return False
+            if passed:
+                log.info("intake: %d erasure request(s) passed on before any event", passed)
+            return True
+        except KafkaException as exc:
+            log.warning("intake: erasure requests not read (%s); trying again", exc)
+            return False
+        finally:
+            reader.close()
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # only the lag metric needs these: an exception here would end the intake thread

@@ -47,7 +47,7 @@ def route(kind: str, event: dict) -> Route:
     >>> route("shipment", {"order_id": "o-1"})
     Route(customer_id=None, refs=(('order', 'o-1'),))
     """
-    if kind in ("order", "command", "outcome"):  # desk commands and answers name their customer
+    if kind in ("order", "command", "outcome", "erasure"):  # these name their customer
         return Route(event["customer_id"])
     if kind == "shipment":
         return Route(None, ((ORDER, event["order_id"]),))

@@ -42,8 +42,9 @@ EVENTS = Counter(
     "keel_events_total",
     "Input events handled, by input topic and outcome: applied (changed a customer's state), "
     "duplicate (already applied: a re-send or a replay after a crash), held (waiting for an "
-    "order or identity that is not known yet) or dead_letter (could not be decoded or used; "
-    "the record is in the dead-letter topic with the reason)",
+    "order or identity that is not known yet), erased (of a customer erased after it "
+    "happened: dropped) or dead_letter (could not be decoded or used; the record is in the "
+    "dead-letter topic with the reason)",
     ["topic", "outcome"],
 )
 FRESHNESS = Histogram(
@@ -74,6 +75,10 @@ STATES_BOUNDED = Counter(
     "keel_states_bounded_total",
     "Times a customer's state outgrew KEEL_MAX_STATE_BYTES and shed its oldest parts "
     "(the customer shows STATE_BOUNDED)",
+)
+ERASURES = Counter(
+    "keel_customers_erased_total",
+    "Customers whose state keel deleted on an erasure request (erasures.v1; streams/erasure.py)",
 )
 CONTACTS_MOVED = Counter(
     "keel_contacts_moved_total",

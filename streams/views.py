@@ -166,11 +166,24 @@ def _local_customer(web: View, customer_id: str) -> Response:
 
 
 @app.page("/customers/{customer_id}")
-async def get_customer(web: View, request: Request, customer_id: str) -> Response:
-    if not ready():
-        return _error(web, 503, "worker is recovering its tables; try again shortly")
-    routed = await _route(web, request, customers, customer_id)
-    return routed if routed is not None else _local_customer(web, customer_id)
+class CustomerPage(View):
+    async def get(self, request: Request, customer_id: str) -> Response:
+        if not ready():
+            return _error(self, 503, "worker is recovering its tables; try again shortly")
+        routed = await _route(self, request, customers, customer_id)
+        return routed if routed is not None else _local_customer(self, customer_id)
+
+    async def delete(self, request: Request, customer_id: str) -> Response:
+        """Erase the customer (admin role): publish an erasure request, 202 once Kafka has it.
+
+        Any worker publishes it (erasures.v1, keyed by the customer); the customer's owner
+        applies it within moments (streams/erasure.py). The JSON body gives ``reason``
+        (required: the audit trail) and optionally ``request_id`` (a retry keeps it).
+        """
+        from streams.erasure_views import erase
+
+        status, answer = await erase(request, customer_id)
+        return _json(self, answer, status, {"Retry-After": "1"} if status == 503 else None)
 
 
 @app.page("/customers")

@@ -184,6 +184,14 @@ def facts_to_send(
     return out
 
 
+def forget_message(customer_id: str, state: Mapping[str, Any]) -> dict[str, Any]:
+    """What an erasure sends to the voice partition: the customer's contacts (kept and
+    retired), whose facts go if they are still this customer's."""
+    retired = (state.get("_retired") or {}).get("contact") or {}
+    contact_ids = sorted({*state["_contacts"], *retired})
+    return {"kind": "voice_forget", "customer_id": customer_id, "contact_ids": contact_ids}
+
+
 def _rank(fact: Mapping[str, Any]) -> tuple[int, str, int]:
     at = fact["at"]
     return int(at[0]), str(at[1]), len(fact["skus"])

@@ -82,6 +82,16 @@ def handle_fact(tx: Batch, fact: dict[str, Any]) -> bool:
     return True
 
 
+def forget(tx: Batch, message: dict[str, Any]) -> None:
+    """An erased customer's facts leave the table (streams/agents.py ``erase_customer``); a
+    contact that moved on to another customer keeps its fact there."""
+    customer_id = message["customer_id"]
+    for contact_id in message["contact_ids"]:
+        fact = tx.get(voice_facts, contact_id)
+        if fact is not None and fact["customer_id"] == customer_id:
+            tx.delete(voice_facts, contact_id)
+
+
 # ------------------------------------------------------------------------------ the index
 
 

@@ -48,7 +48,8 @@ from streams.state import DEFAULT_LIMITS, Limits, State, view
 
 KindEvent = tuple[str, dict[str, Any]]
 
-TOPIC_OF_KIND = {"order": "orders.v1", "shipment": "shipments.v1", "contact": "contacts.v1"}
+TOPIC_OF_KIND = {"order": "orders.v1", "shipment": "shipments.v1", "contact": "contacts.v1",
+                 "erasure": "erasures.v1"}  # fmt: skip
 NAMES = {"customer": agents.CUSTOMER_EVENTS, **agents.REF_TOPIC}
 INTERNAL = set(NAMES.values())
 
@@ -203,8 +204,11 @@ class Worker:
         if stored:
             for customer_id, when in tx.written(tables.due):
                 self.due_index.note(customer_id, when)
-            for customer_id, state in tx._published.items():
-                self.published.append(view(state) | {"customer_id": customer_id})
+            for customer_id, state in tx._published.items():  # None: a tombstone
+                self.published.append(
+                    {"customer_id": customer_id, "tombstone": True} if state is None
+                    else view(state) | {"customer_id": customer_id}
+                )  # fmt: skip
         else:  # a crash: faust delivers the batch's records again after the restart
             self.crashes += 1
             for where, value in reversed(taken):

@@ -20,13 +20,14 @@ Broker = Kafka | KafkaCluster  # a single node or a cluster: anything with a .bo
 
 
 def own_worker(kafka: Broker, tmp: Path, app_id: str, name: str, **env: str) -> Worker:
-    topics = {
+    topics: dict[str, str] = {
         "KEEL_TOPIC_ORDERS": f"{app_id}.orders",
         "KEEL_TOPIC_SHIPMENTS": f"{app_id}.shipments",
         "KEEL_TOPIC_CONTACTS": f"{app_id}.contacts",
         "KEEL_TOPIC_STATE": f"{app_id}.state",
         "KEEL_TOPIC_SIGNALS": f"{app_id}.signals",
         "KEEL_TOPIC_DEADLETTER": f"{app_id}.deadletter",
+        "KEEL_TOPIC_ERASURES": f"{app_id}.erasures",
     }
     return Worker(
         kafka.bootstrap, tmp / "data", free_port(), tmp / f"{name}.log",

@@ -173,6 +173,14 @@ COMMAND_OUTCOME: dict[str, Any] = {
     "at": T0 + 61_000,
 }
 
+ERASURE_REQUEST: dict[str, Any] = {
+    "request_id": "0d4c3b2a-1f0e-4d9c-8b7a-6f5e4d3c2b1a",
+    "customer_id": "c-42",
+    "requested_by": "dpo@example.com",
+    "requested_at": T0 + 62_000,
+    "reason": "data subject request DSR-2026-118",
+}
+
 VOICE_TOPIC: dict[str, Any] = {
     "topic": "delivery",
     "as_of": T0 + 120_000,
@@ -194,6 +202,7 @@ SAMPLES: dict[str, dict[str, Any]] = {
     "CustomerSignal": CUSTOMER_SIGNAL,
     "DeskCommand": DESK_COMMAND,
     "CommandOutcome": COMMAND_OUTCOME,
+    "ErasureRequest": ERASURE_REQUEST,
     "VoiceTopic": VOICE_TOPIC,
 }
 
@@ -337,6 +346,13 @@ CONTRACT_FIELDS: dict[str, list[tuple[str, str]]] = {
         ("connector", "string"),
         ("at", "ts"),
     ],
+    "ErasureRequest": [
+        ("request_id", "string"),
+        ("customer_id", "string"),
+        ("requested_by", "string"),
+        ("requested_at", "ts"),
+        ("reason", "string"),
+    ],
     # keel's extension (README "Voice of the Customer"), not yet in CONTRACT.md
     "VoiceTopic": [
         ("topic", "string"),
@@ -362,6 +378,7 @@ TOP_LEVEL = [
     "CustomerSignal",
     "DeskCommand",
     "CommandOutcome",
+    "ErasureRequest",
     "VoiceTopic",
 ]
 #: released versions beyond v1: DeskCommand v2 adds the type ANNOUNCE (README "Voice of the
