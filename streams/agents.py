@@ -36,7 +36,7 @@ from typing import Any
 import orjson
 from faust.types import EventT
 
-from streams import health, live, metrics, tuning
+from streams import health, live, metrics, tuning, voice, voice_worker
 from streams import topics as t
 from streams.app import app, settings
 from streams.checkpoint import Batch, Packer, commit
@@ -160,6 +160,8 @@ def apply_to_customer(
     else:
         tx.applied.append((event["source"], event["occurred_at"]))
     save_and_publish(tx, customer_id, state, signal_changes, now)
+    for fact in voice.facts_to_send(before, state, kind, event, voice_worker.tagger):
+        tx.internal.send(CUSTOMER_EVENTS, voice.VOICE_KEY, {"kind": "voice", "fact": fact})
     for ns, ref in new_state_refs(before, state):
         tx.internal.send(REF_TOPIC[ns], ref, {"op": "bind", "customer_id": customer_id})
     watch, unhold_at = placement_refs(kind, event, rank)
@@ -228,6 +230,7 @@ def erase_customer(tx: Batch, customer_id: str, request: dict, topic: str) -> No
     if tx.contains(due, customer_id):
         tx.delete(due, customer_id)
     tx.publish_state(customer_id, None)
+    tx.internal.send(CUSTOMER_EVENTS, voice.VOICE_KEY, voice.forget_message(customer_id, stored))
     metrics.ERASURES.inc()
     log.info("customer erased (request %s)", request["request_id"])
 
@@ -318,6 +321,10 @@ def handle_customer_message(tx: Batch, customer_id: str, m: dict) -> None:
         move_contact(tx, customer_id, m)
     elif m["kind"] == "erasure":
         erase_customer(tx, customer_id, m["event"], m["topic"])
+    elif m["kind"] == "voice":  # a contact's fact, on the voice partition (streams/voice.py)
+        voice_worker.handle_fact(tx, m["fact"])
+    elif m["kind"] == "voice_forget":  # an erased customer's facts go too
+        voice_worker.forget(tx, m)
     else:
         apply_to_customer(
             tx, customer_id, m["kind"], m["event"], m["topic"], m.get("rank", NAMED)
@@ -644,6 +651,7 @@ async def on_internal(stream: Any) -> None:
         for record in records:  # 5. (streams/checkpoint.py)
             await stream.ack(record)
         live.changed(tx.published)
+        voice_worker.after_commit(tx, emitter)
 
 
 async def store_batch(records: list[EventT]) -> Batch | None:

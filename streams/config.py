@@ -154,6 +154,14 @@ VARIABLES: tuple[tuple[str, str, str], ...] = (
         "-1",
         "retention of erasures.v1 (-1: forever; a replay from offset 0 needs every request)",
     ),
+    ("KEEL_TOPIC_VOICE", "voice.v1", "Voice of the Customer aggregates per topic (compacted)"),
+    (
+        "KEEL_VOICE_KEYWORDS",
+        "",
+        "JSON file {topic: [keyword, ...]} tagging contacts that have no topic (default: "
+        "streams/voice.py DEFAULT_KEYWORDS)",
+    ),
+    ("KEEL_VOICE_TOP", "10", "topics exported as Prometheus gauges (the rest summed as other)"),
     ("POSTGRES_URL", "postgresql://keel@127.0.0.1:5432/keel", "PostgreSQL of the outbox connector"),
     ("KEEL_CONNECTOR_BIND", "127.0.0.1", "address the connectors' HTTP servers bind to"),
     ("KEEL_INGEST_PORT", "8088", "HTTP ingest port (also its /metrics, /healthz, /openapi.json)"),
@@ -226,6 +234,7 @@ class Topics:
     commands: str
     command_outcomes: str
     erasures: str
+    voice: str
 
     def inputs(self) -> tuple[str, str, str]:
         return (self.orders, self.shipments, self.contacts)
@@ -266,6 +275,8 @@ class Settings:
     batch_max: int
     batch_wait_ms: int
     desk_stale_s: int
+    voice_keywords: str
+    voice_top: int
     log_level: str
     log_format: str
     topics: Topics
@@ -368,6 +379,8 @@ class Settings:
             batch_wait_ms=_int("KEEL_BATCH_WAIT_MS", get("KEEL_BATCH_WAIT_MS"), 1),
             desk_stale_s=_int("KEEL_DESK_STALE_S", get("KEEL_DESK_STALE_S"), 1),
             command_timeout_s=_int("KEEL_COMMAND_TIMEOUT_S", get("KEEL_COMMAND_TIMEOUT_S"), 1),
+            voice_keywords=get("KEEL_VOICE_KEYWORDS"),
+            voice_top=_int("KEEL_VOICE_TOP", get("KEEL_VOICE_TOP"), 1),
             log_level=level,
             log_format=log_format,
             topics=Topics(
@@ -380,6 +393,7 @@ class Settings:
                 commands=get("KEEL_TOPIC_COMMANDS"),
                 command_outcomes=get("KEEL_TOPIC_COMMAND_OUTCOMES"),
                 erasures=get("KEEL_TOPIC_ERASURES"),
+                voice=get("KEEL_TOPIC_VOICE"),
             ),
         )
 

@@ -66,6 +66,11 @@ HELD = Gauge(
     "once per reference. Recounted from the held tables after every rebalance and "
     "periodically, so it is right after a restart too",
 )
+ANNOUNCED = Counter(
+    "keel_voice_announced_total",
+    "ANNOUNCE commands published to commands.v1 from the Voice of the Customer board (one per "
+    "customer an announcement reached; a repeated announcement publishes nothing)",
+)
 STATES_BOUNDED = Counter(
     "keel_states_bounded_total",
     "Times a customer's state outgrew KEEL_MAX_STATE_BYTES and shed its oldest parts "

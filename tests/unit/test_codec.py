@@ -181,6 +181,19 @@ ERASURE_REQUEST: dict[str, Any] = {
     "reason": "data subject request DSR-2026-118",
 }
 
+VOICE_TOPIC: dict[str, Any] = {
+    "topic": "delivery",
+    "as_of": T0 + 120_000,
+    "windows": [
+        {"window": "7d", "count": 3, "previous": 1,
+         "kinds": {"COMPLAINT": 2, "IDEA": 0, "COMPLIMENT": 1, "QUESTION": 0, "REQUEST": 0},
+         "open_complaints": 1, "median_resolve_s": 5400.0, "products": {"lamp": 1},
+         "channels": {"CHAT": 2, "EMAIL": 1}},
+        {"window": "1h", "count": 0, "previous": 0, "kinds": {}, "open_complaints": 0,
+         "median_resolve_s": None, "products": {}, "channels": {}},
+    ],
+}  # fmt: skip
+
 SAMPLES: dict[str, dict[str, Any]] = {
     "OrderEvent": ORDER_EVENT,
     "ShipmentEvent": SHIPMENT_EVENT,
@@ -190,6 +203,7 @@ SAMPLES: dict[str, dict[str, Any]] = {
     "DeskCommand": DESK_COMMAND,
     "CommandOutcome": COMMAND_OUTCOME,
     "ErasureRequest": ERASURE_REQUEST,
+    "VoiceTopic": VOICE_TOPIC,
 }
 
 # --- the contract, transcribed by hand from CONTRACT.md §3, §5, §6 ---------------------------
@@ -315,7 +329,7 @@ CONTRACT_FIELDS: dict[str, list[tuple[str, str]]] = {
     ],
     "DeskCommand": [
         ("command_id", "string"),
-        ("type", "enum DeskCommandType CANCEL_ORDER|ADD_NOTE|RESOLVE_CONTACT"),
+        ("type", "enum DeskCommandType CANCEL_ORDER|ADD_NOTE|RESOLVE_CONTACT|ANNOUNCE"),
         ("customer_id", "string"),
         ("order_id", "?string"),
         ("contact_id", "?string"),
@@ -339,6 +353,22 @@ CONTRACT_FIELDS: dict[str, list[tuple[str, str]]] = {
         ("requested_at", "ts"),
         ("reason", "string"),
     ],
+    # keel's extension (README "Voice of the Customer"), not yet in CONTRACT.md
+    "VoiceTopic": [
+        ("topic", "string"),
+        ("as_of", "ts"),
+        ("windows", "array<record VoiceWindow>"),
+    ],
+    "VoiceWindow": [
+        ("window", "string"),
+        ("count", "int"),
+        ("previous", "int"),
+        ("kinds", "map<int>"),
+        ("open_complaints", "int"),
+        ("median_resolve_s", "?double"),
+        ("products", "map<int>"),
+        ("channels", "map<int>"),
+    ],
 }
 TOP_LEVEL = [
     "OrderEvent",
@@ -349,7 +379,11 @@ TOP_LEVEL = [
     "DeskCommand",
     "CommandOutcome",
     "ErasureRequest",
+    "VoiceTopic",
 ]
+#: released versions beyond v1: DeskCommand v2 adds the type ANNOUNCE (README "Voice of the
+#: Customer"); v1 stays, so records written with it are still read
+VERSIONS = {name: [1] for name in TOP_LEVEL} | {"DeskCommand": [1, 2]}
 
 
 def _describe(avro_type: Any, records: dict[str, list[dict[str, Any]]]) -> str:
@@ -374,8 +408,10 @@ def _describe(avro_type: Any, records: dict[str, list[dict[str, Any]]]) -> str:
     return str(kind)
 
 
-def _raw(name: str) -> dict[str, Any]:
-    result: dict[str, Any] = json.loads((SCHEMA_DIR / f"{name}.v1.avsc").read_text())
+def _raw(name: str, version: int | None = None) -> dict[str, Any]:
+    """The schema file of ``name``: its latest released version unless ``version`` says."""
+    version = VERSIONS.get(name, [1])[-1] if version is None else version
+    result: dict[str, Any] = json.loads((SCHEMA_DIR / f"{name}.v{version}.avsc").read_text())
     return result
 
 
@@ -402,10 +438,24 @@ def codec() -> Codec:
 # --- schemas -----------------------------------------------------------------------------------
 
 
-def test_schema_dir_holds_exactly_the_released_v1_files() -> None:
+def test_schema_dir_holds_exactly_the_released_files() -> None:
     assert sorted(p.name for p in SCHEMA_DIR.glob("*.avsc")) == sorted(
-        f"{name}.v1.avsc" for name in TOP_LEVEL
+        f"{name}.v{v}.avsc" for name in TOP_LEVEL for v in VERSIONS[name]
     )
+
+
+def test_desk_command_v2_only_adds_announce_to_v1() -> None:
+    v1 = _raw("DeskCommand", 1)
+    v2 = _raw("DeskCommand")
+    types = [f["type"] for f in (v1, v2)[0]["fields"] if f["name"] == "type"]
+    assert types[0]["symbols"] == ["CANCEL_ORDER", "ADD_NOTE", "RESOLVE_CONTACT"]
+    strip = [{**f, "doc": "", "type": "t" if f["name"] == "type" else f["type"]}
+             for f in v1["fields"]]  # fmt: skip
+    assert strip == [{**f, "doc": "", "type": "t" if f["name"] == "type" else f["type"]}
+                     for f in v2["fields"]]  # fmt: skip
+    record = {**DESK_COMMAND, "type": "ANNOUNCE", "order_id": None, "note": "we changed carrier"}
+    codec = Codec()
+    assert codec.decode(codec.encode("DeskCommand", record), "DeskCommand") == record
 
 
 @pytest.mark.parametrize("path", sorted(SCHEMA_DIR.glob("*.avsc")), ids=lambda p: p.name)
@@ -453,7 +503,7 @@ def test_schemas_have_exactly_the_contract_fields(name: str) -> None:
 
 def test_codec_knows_every_record_and_version(codec: Codec) -> None:
     assert codec.names == sorted(TOP_LEVEL)
-    assert all(codec.versions(name) == [1] for name in TOP_LEVEL)
+    assert all(codec.versions(name) == VERSIONS[name] for name in TOP_LEVEL)
     assert codec.schema("OrderEvent") == _raw("OrderEvent")
 
 
@@ -475,7 +525,7 @@ def test_byte_layout_is_magic_fingerprint_body(codec: Codec, name: str) -> None:
     assert data[:2] == b"\xc3\x01"
     assert data[2:10] == bytes.fromhex(avro_fingerprint(canonical, "CRC-64-AVRO"))
     assert data[2:10] == struct.pack("<Q", _crc64_avro(canonical.encode()))
-    assert codec.fingerprint(name) == data[2:10] == codec.fingerprint(name, 1)
+    assert codec.fingerprint(name) == data[2:10] == codec.fingerprint(name, VERSIONS[name][-1])
     body = io.BytesIO()
     fastavro.schemaless_writer(body, fastavro.parse_schema(_raw(name)), SAMPLES[name])
     assert data[10:] == body.getvalue()
