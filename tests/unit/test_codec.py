@@ -21,6 +21,7 @@ from streams.codec import (
     CodecError,
     DecodeError,
     UnknownSchemaError,
+    _strip_logical_types,
     get_codec,
 )
 
@@ -139,6 +140,14 @@ CUSTOMER_STATE: dict[str, Any] = {
     "last_event_at": {"webshop": T0, "carrier-dhl": T0 + 3_600_000, "callcenter": T0 + 7_300_000},
     "updated_at": T0 + 7_300_050,
     "version": 7,
+    "linked": [
+        {"customer_id": "c-43", "via": {"type": "EMAIL", "value": "ann@example.com"},
+         "since": T0 + 60_000},
+    ],
+    "identity_guards": [
+        {"via": {"type": "PHONE", "value": "+4930123456"}, "guard": "SHARED",
+         "why": "seen with more than 3 customers (KEEL_IDENTITY_SHARED_AFTER): it links no one"},
+    ],
 }
 
 CUSTOMER_SIGNAL: dict[str, Any] = {
@@ -256,6 +265,15 @@ CONTRACT_FIELDS: dict[str, list[tuple[str, str]]] = {
         ("last_event_at", "map<ts>"),
         ("updated_at", "ts"),
         ("version", "long"),
+        ("linked", "array<record Link>"),
+        ("identity_guards", "array<record IdentityGuard>"),
+    ],
+    "Link": [("customer_id", "string"), ("via", "record IdentifierRef"), ("since", "ts")],
+    "IdentifierRef": [("type", "enum IdentifierType EMAIL|PHONE"), ("value", "string")],
+    "IdentityGuard": [
+        ("via", "IdentifierRef"),
+        ("guard", "enum IdentityGuardType SHARED|BLOCKED"),
+        ("why", "string"),
     ],
     "OrderView": [
         ("order_id", "string"),
@@ -374,8 +392,13 @@ def _describe(avro_type: Any, records: dict[str, list[dict[str, Any]]]) -> str:
     return str(kind)
 
 
-def _raw(name: str) -> dict[str, Any]:
-    result: dict[str, Any] = json.loads((SCHEMA_DIR / f"{name}.v1.avsc").read_text())
+#: each record's latest released version (every older one stays in schemas/ too)
+LATEST = {name: 1 for name in TOP_LEVEL} | {"CustomerState": 2}
+
+
+def _raw(name: str, version: int | None = None) -> dict[str, Any]:
+    path = SCHEMA_DIR / f"{name}.v{version or LATEST[name]}.avsc"
+    result: dict[str, Any] = json.loads(path.read_text())
     return result
 
 
@@ -402,10 +425,29 @@ def codec() -> Codec:
 # --- schemas -----------------------------------------------------------------------------------
 
 
-def test_schema_dir_holds_exactly_the_released_v1_files() -> None:
+def test_schema_dir_holds_exactly_the_released_files() -> None:
     assert sorted(p.name for p in SCHEMA_DIR.glob("*.avsc")) == sorted(
-        f"{name}.v1.avsc" for name in TOP_LEVEL
+        f"{name}.v{v}.avsc" for name in TOP_LEVEL for v in range(1, LATEST[name] + 1)
     )
+
+
+def test_customer_state_v2_only_adds_fields_with_defaults(codec: Codec) -> None:
+    """v1 readers and v1 values keep working: v2 is v1 plus linked/identity_guards (default
+    []), so a v1 value reads as v2 with empty links, and a v2 value as v1 without them."""
+    v1, v2 = _raw("CustomerState", 1), _raw("CustomerState", 2)
+    assert v2["fields"][: len(v1["fields"])] == v1["fields"]
+    added = v2["fields"][len(v1["fields"]) :]
+    assert [(f["name"], f["default"]) for f in added] == [("linked", []), ("identity_guards", [])]
+    old = {k: v for k, v in CUSTOMER_STATE.items() if k not in ("linked", "identity_guards")}
+    body = io.BytesIO()
+    fastavro.schemaless_writer(body, fastavro.parse_schema(v1), old)
+    fp = bytes.fromhex(avro_fingerprint(to_parsing_canonical_form(v1), "CRC-64-AVRO"))
+    decoded = codec.decode(b"\xc3\x01" + fp + body.getvalue(), "CustomerState")
+    assert decoded == {**old, "linked": [], "identity_guards": []}
+    new = codec.encode("CustomerState", CUSTOMER_STATE)
+    plain = {k: fastavro.parse_schema(_strip_logical_types(v)) for k, v in (("v1", v1), ("v2", v2))}
+    as_v1 = fastavro.schemaless_reader(io.BytesIO(new[10:]), plain["v2"], plain["v1"])
+    assert as_v1 == old
 
 
 @pytest.mark.parametrize("path", sorted(SCHEMA_DIR.glob("*.avsc")), ids=lambda p: p.name)
@@ -453,7 +495,9 @@ def test_schemas_have_exactly_the_contract_fields(name: str) -> None:
 
 def test_codec_knows_every_record_and_version(codec: Codec) -> None:
     assert codec.names == sorted(TOP_LEVEL)
-    assert all(codec.versions(name) == [1] for name in TOP_LEVEL)
+    assert {name: codec.versions(name) for name in TOP_LEVEL} == {
+        name: list(range(1, LATEST[name] + 1)) for name in TOP_LEVEL
+    }
     assert codec.schema("OrderEvent") == _raw("OrderEvent")
 
 
@@ -475,7 +519,7 @@ def test_byte_layout_is_magic_fingerprint_body(codec: Codec, name: str) -> None:
     assert data[:2] == b"\xc3\x01"
     assert data[2:10] == bytes.fromhex(avro_fingerprint(canonical, "CRC-64-AVRO"))
     assert data[2:10] == struct.pack("<Q", _crc64_avro(canonical.encode()))
-    assert codec.fingerprint(name) == data[2:10] == codec.fingerprint(name, 1)
+    assert codec.fingerprint(name) == data[2:10] == codec.fingerprint(name, LATEST[name])
     body = io.BytesIO()
     fastavro.schemaless_writer(body, fastavro.parse_schema(_raw(name)), SAMPLES[name])
     assert data[10:] == body.getvalue()
