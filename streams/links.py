@@ -177,12 +177,19 @@ def recipients(before: Record | None, after: Record, binder: str) -> list[str]:
 
 
 def apply_identity(state: State, m: dict[str, Any], now_ms: int) -> tuple[State, bool]:
-    """``state`` with the picture of one identifier, if newer than what it keeps."""
+    """``state`` with the picture of one identifier, if newer than what it keeps.
+
+    A picture naming no one else (the common case: an e-mail only this customer has) is not
+    kept while nothing is: it would show nothing, and keeping it would change and publish
+    the state once more for every new identifier.
+    """
     key = f"{m['ns']}:{m['value']}"
     ids = state.get("_ids") or {}
     record = m["record"]
     old = ids.get(key)
     if old is not None and (old.get("blocked") or old["v"] >= record["v"]):
+        return state, False
+    if old is None and "shared" not in record and set(record["m"]) <= {state["customer_id"]}:
         return state, False
     new = {**state, "_ids": {**ids, key: record}, "version": state["version"] + 1,
            "updated_at": now_ms}  # fmt: skip

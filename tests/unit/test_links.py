@@ -180,3 +180,16 @@ def test_the_default_block_list() -> None:
     assert blocked_by("+00001234", DEFAULT_GUARDS.blocklist) == "+0000*"
     assert blocked_by("ann@example.com", DEFAULT_GUARDS.blocklist) is None
     assert agents.guards == DEFAULT_GUARDS  # the worker's, from the defaults of streams/config.py
+
+
+def test_an_identifier_only_one_customer_has_costs_no_extra_state_change() -> None:
+    """The identity message of a record naming only the customer itself is not kept: the
+    state (and customer-state.v1) changes once per event, as without identity records."""
+    for seed in range(10):
+        worker = Worker(seed, crash_rate=0.2)
+        worker.run([order("c-1", "o-1", event_id="e-1", email="a@example.com", phone="0170 1")],
+                   T0)  # fmt: skip
+        assert worker.views()["c-1"]["version"] == 1, seed
+        assert len([p for p in worker.published if p["customer_id"] == "c-1"]) == 1
+        assert "_ids" not in worker.table("customers")["c-1"]
+        assert worker.table("email-identities") == {"a@example.com": {"v": 1, "m": {"c-1": T0}}}

@@ -135,3 +135,16 @@ def test_move_out_is_idempotent_and_only_goes_to_a_stronger_reference() -> None:
     on_a, _ = apply_placed(empty_state(A), "contact", event, BY_ORDER, now_ms=1)
     assert "_joined" not in on_a and on_a["last_event_at"] == {"callcenter": T0}
     assert move_out(on_a, "k-1", B, BY_ORDER, now_ms=2) is None  # an order never moves
+
+
+def test_a_contact_event_released_again_through_its_case_changes_not_even_the_version() -> None:
+    """Joined by its e-mail, the event is also held at its case, which the state then binds:
+    the copy released there reaches the state again and must change nothing (it used to
+    raise the version alone, a state change with nothing in it)."""
+    for seed in range(10):
+        history = [order("c-a", "o-a", event_id="e-1", email="a@example.com"),
+                   contact("k-a", at=T0 + 60_000, event_id="e-2",
+                           email="a@example.com")]  # fmt: skip
+        worker = Worker(seed, crash_rate=0.2).run(history, T0 + 60_000)
+        assert [c["contact_id"] for c in worker.views()["c-a"]["contacts"]] == ["k-a"]
+        assert worker.views()["c-a"]["version"] == 2, seed
