@@ -16,6 +16,7 @@ from streams import tuning
 from streams.config import Settings
 from streams.join import NAMESPACES
 from streams.kafka_config import KafkaAuthError, client_config, reach
+from streams.links import IDENTIFIERS
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +29,7 @@ TABLES = (
     "signal-due",
     *(f"{ns}-owners" for ns in NAMESPACES),
     *(f"{ns}-held" for ns in NAMESPACES),
+    *(f"{ns}-identities" for ns in IDENTIFIERS),
     "erased",
     "voice-facts",
 )

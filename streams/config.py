@@ -45,6 +45,16 @@ VARIABLES: tuple[tuple[str, str, str], ...] = (
     ("KEEL_KEEP_CLOSED", "50", "closed orders / resolved contacts kept per customer"),
     ("KEEL_MAX_NOTES", "20", "notes kept per contact"),
     (
+        "KEEL_IDENTITY_SHARED_AFTER",
+        "3",
+        "an e-mail or phone seen with more customer ids than this is shared: it links no one",
+    ),
+    (
+        "KEEL_IDENTITY_BLOCKLIST",
+        "noreply@*,no-reply@*,+0000*",
+        "comma-separated patterns (* and ?) of e-mails / phones that never link or join",
+    ),
+    (
         "KEEL_KEEP_RETIRED",
         "1000",
         "orders / shipments / contacts retention dropped, remembered per customer and kind "
@@ -261,6 +271,8 @@ class Settings:
     keep_closed: int
     max_notes: int
     keep_retired: int
+    identity_shared_after: int
+    identity_blocklist: tuple[str, ...]
     max_state_bytes: int
     max_record_bytes: int
     hold_max_s: int
@@ -357,6 +369,12 @@ class Settings:
             keep_closed=_int("KEEL_KEEP_CLOSED", get("KEEL_KEEP_CLOSED")),
             max_notes=_int("KEEL_MAX_NOTES", get("KEEL_MAX_NOTES"), 1),
             keep_retired=_int("KEEL_KEEP_RETIRED", get("KEEL_KEEP_RETIRED")),
+            identity_shared_after=_int(
+                "KEEL_IDENTITY_SHARED_AFTER", get("KEEL_IDENTITY_SHARED_AFTER"), 1
+            ),
+            identity_blocklist=tuple(
+                p.strip() for p in get("KEEL_IDENTITY_BLOCKLIST").split(",") if p.strip()
+            ),
             max_state_bytes=_int("KEEL_MAX_STATE_BYTES", get("KEEL_MAX_STATE_BYTES"), 16 * 1024),
             max_record_bytes=_int("KEEL_MAX_RECORD_BYTES", get("KEEL_MAX_RECORD_BYTES"), 1024),
             hold_max_s=_int("KEEL_HOLD_MAX_S", get("KEEL_HOLD_MAX_S"), 1),

@@ -85,6 +85,11 @@ CONTACTS_MOVED = Counter(
     "Contacts moved to another customer because a stronger reference of theirs (an order "
     "after an e-mail, an e-mail after a phone) turned out to name it (CONTRACT §4)",
 )
+IDENTIFIERS_SHARED = Counter(
+    "keel_identifiers_shared_total",
+    "E-mails and phones that became shared: seen with more customer ids than "
+    "KEEL_IDENTITY_SHARED_AFTER, they link no one from then on (streams/links.py)",
+)
 STATE_PUBLISHED = Counter(
     "keel_state_published_total",
     "CustomerState records this worker published to the customer-state topic",

@@ -21,6 +21,7 @@ from streams.codec import (
     CodecError,
     DecodeError,
     UnknownSchemaError,
+    _strip_logical_types,
     get_codec,
 )
 
@@ -139,6 +140,14 @@ CUSTOMER_STATE: dict[str, Any] = {
     "last_event_at": {"webshop": T0, "carrier-dhl": T0 + 3_600_000, "callcenter": T0 + 7_300_000},
     "updated_at": T0 + 7_300_050,
     "version": 7,
+    "linked": [
+        {"customer_id": "c-43", "via": {"type": "EMAIL", "value": "ann@example.com"},
+         "since": T0 + 60_000},
+    ],
+    "identity_guards": [
+        {"via": {"type": "PHONE", "value": "+4930123456"}, "guard": "SHARED",
+         "why": "seen with more than 3 customers (KEEL_IDENTITY_SHARED_AFTER): it links no one"},
+    ],
 }
 
 CUSTOMER_SIGNAL: dict[str, Any] = {
@@ -270,6 +279,15 @@ CONTRACT_FIELDS: dict[str, list[tuple[str, str]]] = {
         ("last_event_at", "map<ts>"),
         ("updated_at", "ts"),
         ("version", "long"),
+        ("linked", "array<record Link>"),
+        ("identity_guards", "array<record IdentityGuard>"),
+    ],
+    "Link": [("customer_id", "string"), ("via", "record IdentifierRef"), ("since", "ts")],
+    "IdentifierRef": [("type", "enum IdentifierType EMAIL|PHONE"), ("value", "string")],
+    "IdentityGuard": [
+        ("via", "IdentifierRef"),
+        ("guard", "enum IdentityGuardType SHARED|BLOCKED"),
+        ("why", "string"),
     ],
     "OrderView": [
         ("order_id", "string"),
@@ -383,7 +401,7 @@ TOP_LEVEL = [
 ]
 #: released versions beyond v1: DeskCommand v2 adds the type ANNOUNCE (README "Voice of the
 #: Customer"); v1 stays, so records written with it are still read
-VERSIONS = {name: [1] for name in TOP_LEVEL} | {"DeskCommand": [1, 2]}
+VERSIONS = {name: [1] for name in TOP_LEVEL} | {"DeskCommand": [1, 2], "CustomerState": [1, 2]}
 
 
 def _describe(avro_type: Any, records: dict[str, list[dict[str, Any]]]) -> str:
@@ -456,6 +474,25 @@ def test_desk_command_v2_only_adds_announce_to_v1() -> None:
     record = {**DESK_COMMAND, "type": "ANNOUNCE", "order_id": None, "note": "we changed carrier"}
     codec = Codec()
     assert codec.decode(codec.encode("DeskCommand", record), "DeskCommand") == record
+
+
+def test_customer_state_v2_only_adds_fields_with_defaults(codec: Codec) -> None:
+    """v1 readers and v1 values keep working: v2 is v1 plus linked/identity_guards (default
+    []), so a v1 value reads as v2 with empty links, and a v2 value as v1 without them."""
+    v1, v2 = _raw("CustomerState", 1), _raw("CustomerState", 2)
+    assert v2["fields"][: len(v1["fields"])] == v1["fields"]
+    added = v2["fields"][len(v1["fields"]) :]
+    assert [(f["name"], f["default"]) for f in added] == [("linked", []), ("identity_guards", [])]
+    old = {k: v for k, v in CUSTOMER_STATE.items() if k not in ("linked", "identity_guards")}
+    body = io.BytesIO()
+    fastavro.schemaless_writer(body, fastavro.parse_schema(v1), old)
+    fp = bytes.fromhex(avro_fingerprint(to_parsing_canonical_form(v1), "CRC-64-AVRO"))
+    decoded = codec.decode(b"\xc3\x01" + fp + body.getvalue(), "CustomerState")
+    assert decoded == {**old, "linked": [], "identity_guards": []}
+    new = codec.encode("CustomerState", CUSTOMER_STATE)
+    plain = {k: fastavro.parse_schema(_strip_logical_types(v)) for k, v in (("v1", v1), ("v2", v2))}
+    as_v1 = fastavro.schemaless_reader(io.BytesIO(new[10:]), plain["v2"], plain["v1"])
+    assert as_v1 == old
 
 
 @pytest.mark.parametrize("path", sorted(SCHEMA_DIR.glob("*.avsc")), ids=lambda p: p.name)
