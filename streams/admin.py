@@ -16,6 +16,7 @@ from streams import tuning
 from streams.config import Settings
 from streams.join import NAMESPACES
 from streams.kafka_config import KafkaAuthError, client_config, reach
+from streams.links import IDENTIFIERS
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +29,9 @@ TABLES = (
     "signal-due",
     *(f"{ns}-owners" for ns in NAMESPACES),
     *(f"{ns}-held" for ns in NAMESPACES),
+    *(f"{ns}-identities" for ns in IDENTIFIERS),
     "erased",
+    "voice-facts",
 )
 
 
@@ -60,6 +63,7 @@ def topic_specs(settings: Settings) -> dict[str, dict[str, str]]:
         t.command_outcomes: {**delete, "retention.ms": str(WEEK_MS)},
         # the audit trail, and what keeps a replay from offset 0 from bringing anyone back
         t.erasures: {**delete, "retention.ms": str(settings.erasures_retention_ms)},
+        t.voice: {"cleanup.policy": "compact"},
         f"{settings.app_id}-customer-events": delete,
     }
     for ns in NAMESPACES:
@@ -89,7 +93,9 @@ def ensure_topics(settings: Settings, timeout: float = 60.0) -> list[str]:
     # commands.v1, command-outcomes.v1 and erasures.v1 feed no table (the intake packs them onto
     # customer-events; the delivery connectors read and write them), so any count will do: a
     # connector that got there first may have had the broker create one with its default.
-    free = {settings.topics.commands, settings.topics.command_outcomes, settings.topics.erasures}
+    # voice.v1 is only written (keyed by topic), so its count does not matter either.
+    free = {settings.topics.commands, settings.topics.command_outcomes, settings.topics.erasures,
+            settings.topics.voice}
     wrong = [
         f"{name} has {len(existing[name].partitions)} partitions"
         for name in specs

@@ -36,7 +36,7 @@ from typing import Any
 import orjson
 from faust.types import EventT
 
-from streams import health, live, metrics, tuning
+from streams import health, live, metrics, tuning, voice, voice_worker
 from streams import topics as t
 from streams.app import app, settings
 from streams.checkpoint import Batch, Packer, commit
@@ -60,10 +60,30 @@ from streams.join import (
     remove_held,
     route,
 )
+from streams.links import (
+    IDENTIFIERS,
+    Guards,
+    apply_identity,
+    bind_record,
+    event_identifiers,
+    forget_member,
+    identity_message,
+    note_identifiers,
+    recipients,
+)
 from streams.placement import NAMED, apply_placed, move_out, moved_to
 from streams.signals import Windows, apply_signals, next_check_ms
 from streams.state import Limits, bound, empty_state
-from streams.tables import customers, due, erased, held, owners, partition_of, views_ready
+from streams.tables import (
+    customers,
+    due,
+    erased,
+    held,
+    identities,
+    owners,
+    partition_of,
+    views_ready,
+)
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +97,9 @@ windows = Windows(
     repeat_contact_ms=settings.repeat_contact_window_s * 1000,
     complaint_unresolved_ms=settings.complaint_unresolved_s * 1000,
     command_timeout_ms=settings.command_timeout_s * 1000,
+)
+guards = Guards(
+    shared_after=settings.identity_shared_after, blocklist=settings.identity_blocklist
 )
 codec = get_codec()
 emitter = Emitter(settings.kafka_bootstrap)
@@ -142,6 +165,14 @@ def apply_to_customer(
         state, changed = apply_placed(
             before or _new_state(customer_id, erased_at), kind, event, rank, now, limits
         )
+    id_binds: list[tuple[str, str, int]] = []
+    found = event_identifiers(customer_id, kind, event)
+    if found:  # its e-mail and phone, with the earliest time this state knows each from
+        noted, id_binds = note_identifiers(state, found, guards.blocklist)
+        if noted is not state and not changed:
+            noted = {**noted, "version": state["version"] + 1, "updated_at": now}
+        changed = changed or noted is not state
+        state = noted
     if not changed:
         metrics.count_event(topic, "duplicate")
         return
@@ -160,8 +191,14 @@ def apply_to_customer(
     else:
         tx.applied.append((event["source"], event["occurred_at"]))
     save_and_publish(tx, customer_id, state, signal_changes, now)
+    for fact in voice.facts_to_send(before, state, kind, event, voice_worker.tagger):
+        tx.internal.send(CUSTOMER_EVENTS, voice.VOICE_KEY, {"kind": "voice", "fact": fact})
     for ns, ref in new_state_refs(before, state):
-        tx.internal.send(REF_TOPIC[ns], ref, {"op": "bind", "customer_id": customer_id})
+        if ns not in IDENTIFIERS:  # those bind with their time, below
+            tx.internal.send(REF_TOPIC[ns], ref, {"op": "bind", "customer_id": customer_id})
+    for ns, ref, at in id_binds:
+        bind_id = {"op": "bind", "customer_id": customer_id, "at": at}
+        tx.internal.send(REF_TOPIC[ns], ref, bind_id)
     watch, unhold_at = placement_refs(kind, event, rank)
     if unhold_at:
         unhold = {"op": "unhold", "event_id": event["event_id"], "at": event["occurred_at"]}
@@ -228,6 +265,7 @@ def erase_customer(tx: Batch, customer_id: str, request: dict, topic: str) -> No
     if tx.contains(due, customer_id):
         tx.delete(due, customer_id)
     tx.publish_state(customer_id, None)
+    tx.internal.send(CUSTOMER_EVENTS, voice.VOICE_KEY, voice.forget_message(customer_id, stored))
     metrics.ERASURES.inc()
     log.info("customer erased (request %s)", request["request_id"])
 
@@ -311,6 +349,21 @@ def schedule(tx: Batch, customer_id: str, state: dict, now: int) -> None:
         tx.set(due, customer_id, when)
 
 
+def update_identity(tx: Batch, customer_id: str, m: dict) -> None:
+    """Keep the newest picture of one of the customer's identifiers (streams/links.py).
+
+    A customer without a state (erased since) has nothing to link; an older or repeated
+    picture changes nothing.
+    """
+    stored = tx.get(customers, customer_id)
+    if stored is None:
+        return
+    now = now_ms()
+    state, changed = apply_identity(stored, m, now)
+    if changed:
+        save_and_publish(tx, customer_id, state, [], now)
+
+
 def handle_customer_message(tx: Batch, customer_id: str, m: dict) -> None:
     if m["kind"] == "recheck":
         recheck_signals(tx, customer_id)
@@ -318,6 +371,12 @@ def handle_customer_message(tx: Batch, customer_id: str, m: dict) -> None:
         move_contact(tx, customer_id, m)
     elif m["kind"] == "erasure":
         erase_customer(tx, customer_id, m["event"], m["topic"])
+    elif m["kind"] == "voice":  # a contact's fact, on the voice partition (streams/voice.py)
+        voice_worker.handle_fact(tx, m["fact"])
+    elif m["kind"] == "voice_forget":  # an erased customer's facts go too
+        voice_worker.forget(tx, m)
+    elif m["kind"] == "identity":
+        update_identity(tx, customer_id, m)
     else:
         apply_to_customer(
             tx, customer_id, m["kind"], m["event"], m["topic"], m.get("rank", NAMED)
@@ -395,6 +454,8 @@ def erase_ref(tx: Batch, ns: str, ref: str, m: dict) -> None:
     reference may be the person's again, made known by a new state after the erasure.
     """
     customer_id, at = m["customer_id"], m["at"]
+    if m.get("unbind") and ns in IDENTIFIERS:
+        forget_identity(tx, ns, ref, customer_id)
     owner = tx.get(owners[ns], ref)
     if owner is not None:
         if not m.get("unbind") or owner != customer_id:
@@ -416,8 +477,46 @@ def erase_ref(tx: Batch, ns: str, ref: str, m: dict) -> None:
             _unhold_chain(tx, ns, ref, x)
 
 
-def bind(tx: Batch, ns: str, ref: str, customer_id: str) -> None:
-    """Make ``ref`` known as ``customer_id``'s and release what waited for it."""
+def forget_identity(tx: Batch, ns: str, ref: str, customer_id: str) -> None:
+    """An erased customer leaves the identifier's record; the others hear it (their links
+    to the erased customer go)."""
+    record, changed = forget_member(tx.get(identities[ns], ref), customer_id)
+    if not changed:
+        return
+    if record is None:
+        tx.delete(identities[ns], ref)
+        return
+    tx.set(identities[ns], ref, record)
+    for member in record["m"]:
+        tx.internal.send(CUSTOMER_EVENTS, member, identity_message(ns, ref, record))
+
+
+def bind_identity(tx: Batch, ns: str, ref: str, customer_id: str, at: int) -> None:
+    """Note that ``customer_id`` has identifier ``ref`` since ``at``; tell whom it concerns.
+
+    Every member hears the record's new picture when it changed; a customer binding a shared
+    identifier hears that it is shared (the record no longer changes).
+    """
+    before = tx.get(identities[ns], ref)
+    record, changed = bind_record(before, customer_id, at, guards.shared_after)
+    if changed:
+        tx.set(identities[ns], ref, record)
+        if "shared" in record and before is not None and "shared" not in before:
+            metrics.IDENTIFIERS_SHARED.inc()
+    elif "shared" not in record:
+        return  # nothing new: every member was told already
+    for member in recipients(before, record, customer_id):
+        tx.internal.send(CUSTOMER_EVENTS, member, identity_message(ns, ref, record))
+
+
+def bind(tx: Batch, ns: str, ref: str, customer_id: str, at: int | None = None) -> None:
+    """Make ``ref`` known as ``customer_id``'s and release what waited for it.
+
+    An e-mail or phone (``at``: the customer's earliest event with it) also goes into its
+    identity record (streams/links.py).
+    """
+    if at is not None and ns in IDENTIFIERS:
+        bind_identity(tx, ns, ref, customer_id, at)
     owner = tx.get(owners[ns], ref)
     if owner is None:
         owner = customer_id  # first bind wins: ids are not re-assigned
@@ -529,7 +628,7 @@ def _ref_handler(ns: str) -> Callable[[Batch, str, dict], None]:
     def handle(tx: Batch, ref: str, m: dict) -> None:
         op = m["op"]
         if op == "bind":
-            bind(tx, ns, ref, m["customer_id"])
+            bind(tx, ns, ref, m["customer_id"], m.get("at"))
         elif op == "unhold":
             drop_held(tx, ns, ref, m["event_id"], m.get("at"))
         elif op == "expire":
@@ -640,6 +739,7 @@ async def on_internal(stream: Any) -> None:
         for record in records:  # 5. (streams/checkpoint.py)
             await stream.ack(record)
         live.changed(tx.published)
+        voice_worker.after_commit(tx, emitter)
 
 
 async def store_batch(records: list[EventT]) -> Batch | None:

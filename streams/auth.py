@@ -314,7 +314,8 @@ def cookie_token(cookie_header: str | None) -> str | None:
 # -- which role each path needs, per surface --------------------------------------------------
 
 OPEN_WORKER_PATHS = frozenset(
-    {"/healthz", "/readyz", "/openapi.json", "/desk", "/desk/", "/desk/config.json"}
+    {"/healthz", "/readyz", "/openapi.json", "/desk", "/desk/", "/desk/config.json",
+     "/desk/voice"}
 )
 """Say nothing about customers: what orchestrators probe, and the console's page itself
 (which then asks for a token)."""
@@ -341,6 +342,10 @@ def worker_role(method: str, path: str) -> str | None:
             return ADMIN
         return AGENT if method == "POST" else READ
     if path.startswith("/desk/customers/"):
+        return READ
+    if path == "/voice/announcements":
+        return AGENT
+    if path == "/voice" or path.startswith("/voice/") or path.startswith("/desk/voice/"):
         return READ
     return ANY
 

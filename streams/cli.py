@@ -45,6 +45,7 @@ def _worker(settings: Settings, auth: AuthConfig) -> int:
     import streams.command_views  # noqa: F401  (registers POST /customers/{id}/commands)
     import streams.desk  # noqa: F401  (registers the service-desk console)
     import streams.views  # noqa: F401  (registers the query API)
+    import streams.voice_views  # noqa: F401  (registers /voice, the board, announcements)
     from streams.app import app
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)

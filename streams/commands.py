@@ -35,6 +35,7 @@ from typing import Any
 
 __all__ = [
     "ADD_NOTE",
+    "ANNOUNCE",
     "CANCEL_ORDER",
     "COMMAND_TYPES",
     "DELIVERED",
@@ -51,6 +52,9 @@ CANCEL_ORDER = "CANCEL_ORDER"
 ADD_NOTE = "ADD_NOTE"
 RESOLVE_CONTACT = "RESOLVE_CONTACT"
 COMMAND_TYPES = (CANCEL_ORDER, ADD_NOTE, RESOLVE_CONTACT)
+#: an announcement to a customer from the Voice of the Customer board (streams/voice_views.py,
+#: POST /voice/announcements); not a type POST /customers/{id}/commands takes
+ANNOUNCE = "ANNOUNCE"
 DELIVERED = "DELIVERED"  # CommandOutcome.outcome: the department took it
 REJECTED = "REJECTED"  # ... refused it for good
 

@@ -45,6 +45,16 @@ VARIABLES: tuple[tuple[str, str, str], ...] = (
     ("KEEL_KEEP_CLOSED", "50", "closed orders / resolved contacts kept per customer"),
     ("KEEL_MAX_NOTES", "20", "notes kept per contact"),
     (
+        "KEEL_IDENTITY_SHARED_AFTER",
+        "3",
+        "an e-mail or phone seen with more customer ids than this is shared: it links no one",
+    ),
+    (
+        "KEEL_IDENTITY_BLOCKLIST",
+        "noreply@*,no-reply@*,+0000*",
+        "comma-separated patterns (* and ?) of e-mails / phones that never link or join",
+    ),
+    (
         "KEEL_KEEP_RETIRED",
         "1000",
         "orders / shipments / contacts retention dropped, remembered per customer and kind "
@@ -154,6 +164,14 @@ VARIABLES: tuple[tuple[str, str, str], ...] = (
         "-1",
         "retention of erasures.v1 (-1: forever; a replay from offset 0 needs every request)",
     ),
+    ("KEEL_TOPIC_VOICE", "voice.v1", "Voice of the Customer aggregates per topic (compacted)"),
+    (
+        "KEEL_VOICE_KEYWORDS",
+        "",
+        "JSON file {topic: [keyword, ...]} tagging contacts that have no topic (default: "
+        "streams/voice.py DEFAULT_KEYWORDS)",
+    ),
+    ("KEEL_VOICE_TOP", "10", "topics exported as Prometheus gauges (the rest summed as other)"),
     ("POSTGRES_URL", "postgresql://keel@127.0.0.1:5432/keel", "PostgreSQL of the outbox connector"),
     ("KEEL_CONNECTOR_BIND", "127.0.0.1", "address the connectors' HTTP servers bind to"),
     ("KEEL_INGEST_PORT", "8088", "HTTP ingest port (also its /metrics, /healthz, /openapi.json)"),
@@ -226,6 +244,7 @@ class Topics:
     commands: str
     command_outcomes: str
     erasures: str
+    voice: str
 
     def inputs(self) -> tuple[str, str, str]:
         return (self.orders, self.shipments, self.contacts)
@@ -252,6 +271,8 @@ class Settings:
     keep_closed: int
     max_notes: int
     keep_retired: int
+    identity_shared_after: int
+    identity_blocklist: tuple[str, ...]
     max_state_bytes: int
     max_record_bytes: int
     hold_max_s: int
@@ -266,6 +287,8 @@ class Settings:
     batch_max: int
     batch_wait_ms: int
     desk_stale_s: int
+    voice_keywords: str
+    voice_top: int
     log_level: str
     log_format: str
     topics: Topics
@@ -346,6 +369,12 @@ class Settings:
             keep_closed=_int("KEEL_KEEP_CLOSED", get("KEEL_KEEP_CLOSED")),
             max_notes=_int("KEEL_MAX_NOTES", get("KEEL_MAX_NOTES"), 1),
             keep_retired=_int("KEEL_KEEP_RETIRED", get("KEEL_KEEP_RETIRED")),
+            identity_shared_after=_int(
+                "KEEL_IDENTITY_SHARED_AFTER", get("KEEL_IDENTITY_SHARED_AFTER"), 1
+            ),
+            identity_blocklist=tuple(
+                p.strip() for p in get("KEEL_IDENTITY_BLOCKLIST").split(",") if p.strip()
+            ),
             max_state_bytes=_int("KEEL_MAX_STATE_BYTES", get("KEEL_MAX_STATE_BYTES"), 16 * 1024),
             max_record_bytes=_int("KEEL_MAX_RECORD_BYTES", get("KEEL_MAX_RECORD_BYTES"), 1024),
             hold_max_s=_int("KEEL_HOLD_MAX_S", get("KEEL_HOLD_MAX_S"), 1),
@@ -368,6 +397,8 @@ class Settings:
             batch_wait_ms=_int("KEEL_BATCH_WAIT_MS", get("KEEL_BATCH_WAIT_MS"), 1),
             desk_stale_s=_int("KEEL_DESK_STALE_S", get("KEEL_DESK_STALE_S"), 1),
             command_timeout_s=_int("KEEL_COMMAND_TIMEOUT_S", get("KEEL_COMMAND_TIMEOUT_S"), 1),
+            voice_keywords=get("KEEL_VOICE_KEYWORDS"),
+            voice_top=_int("KEEL_VOICE_TOP", get("KEEL_VOICE_TOP"), 1),
             log_level=level,
             log_format=log_format,
             topics=Topics(
@@ -380,6 +411,7 @@ class Settings:
                 commands=get("KEEL_TOPIC_COMMANDS"),
                 command_outcomes=get("KEEL_TOPIC_COMMAND_OUTCOMES"),
                 erasures=get("KEEL_TOPIC_ERASURES"),
+                voice=get("KEEL_TOPIC_VOICE"),
             ),
         )
 

@@ -55,6 +55,7 @@ from streams.signals import (
     COMMAND_FAILED,
     COMMAND_PENDING,
     COMPLAINT_UNRESOLVED,
+    CUSTOMER_TOLD,
     DUPLICATE_ORDER,
     LOST_SHIPMENT_DELIVERED,
     REPEAT_CONTACT,
@@ -128,6 +129,11 @@ SIGNAL_HELP = {
         "order was already completed) or did not do it within "
         f"{_duration(settings.command_timeout_s)}: tell the customer what can be done instead, "
         "or call the department."
+    ),
+    CUSTOMER_TOLD: (
+        "The customer was told what is being done about what they complained of (an "
+        "announcement from the Voice of the Customer board, below): refer to it rather than "
+        "explain it again."
     ),
     STATE_BOUNDED: (
         "This customer's history is longer than keel keeps for one customer, so its oldest "

@@ -66,6 +66,11 @@ HELD = Gauge(
     "once per reference. Recounted from the held tables after every rebalance and "
     "periodically, so it is right after a restart too",
 )
+ANNOUNCED = Counter(
+    "keel_voice_announced_total",
+    "ANNOUNCE commands published to commands.v1 from the Voice of the Customer board (one per "
+    "customer an announcement reached; a repeated announcement publishes nothing)",
+)
 STATES_BOUNDED = Counter(
     "keel_states_bounded_total",
     "Times a customer's state outgrew KEEL_MAX_STATE_BYTES and shed its oldest parts "
@@ -79,6 +84,11 @@ CONTACTS_MOVED = Counter(
     "keel_contacts_moved_total",
     "Contacts moved to another customer because a stronger reference of theirs (an order "
     "after an e-mail, an e-mail after a phone) turned out to name it (CONTRACT §4)",
+)
+IDENTIFIERS_SHARED = Counter(
+    "keel_identifiers_shared_total",
+    "E-mails and phones that became shared: seen with more customer ids than "
+    "KEEL_IDENTITY_SHARED_AFTER, they link no one from then on (streams/links.py)",
 )
 STATE_PUBLISHED = Counter(
     "keel_state_published_total",

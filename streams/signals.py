@@ -24,7 +24,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from streams.commands import ADD_NOTE, CANCEL_ORDER, REJECTED, RESOLVE_CONTACT, command_answer
+from streams.commands import (
+    ADD_NOTE,
+    ANNOUNCE,
+    CANCEL_ORDER,
+    REJECTED,
+    RESOLVE_CONTACT,
+    command_answer,
+)
 from streams.state import Entity, State, contact_status, field, opened_at, order_lines, placed_at
 
 DUPLICATE_ORDER = "DUPLICATE_ORDER"
@@ -35,10 +42,12 @@ COMPLAINT_UNRESOLVED = "COMPLAINT_UNRESOLVED"
 COMMAND_PENDING = "COMMAND_PENDING"
 COMMAND_FAILED = "COMMAND_FAILED"
 STATE_BOUNDED = "STATE_BOUNDED"
+CUSTOMER_TOLD = "CUSTOMER_TOLD"
 SIGNAL_TYPES = (
     COMMAND_FAILED,
     COMMAND_PENDING,
     COMPLAINT_UNRESOLVED,
+    CUSTOMER_TOLD,
     DUPLICATE_ORDER,
     LOST_SHIPMENT_DELIVERED,
     REPEAT_CONTACT,
@@ -94,6 +103,7 @@ def active_signals(state: State, now_ms: int, windows: Windows = DEFAULT_WINDOWS
         *_repeat_contacts(state, windows),
         *_unresolved_complaints(state, now_ms, windows),
         *_desk_commands(state, now_ms, windows),
+        *_told(state),
         *_bounded(state),
     ]
     return sorted(found, key=_sort_key)
@@ -333,6 +343,24 @@ def _bounded(state: State) -> Iterator[Signal]:
     )
 
 
+def _told(state: State) -> Iterator[Signal]:
+    """CUSTOMER_TOLD: the announcements this customer was sent from the Voice of the Customer
+    board (ANNOUNCE commands, streams/voice_views.py), so the next agent knows what they were
+    told: ``told on 2026-12-01: <text>``, several joined, oldest first; raised at the first."""
+    told = sorted(
+        (c["requested_at"], command_id, c)
+        for command_id, c in (state.get("_commands") or {}).items()
+        if c["type"] == ANNOUNCE
+    )
+    if told:
+        detail = "; ".join(
+            f"told on {datetime.fromtimestamp(at / 1000, UTC):%Y-%m-%d}: {c['note']} "
+            f"({c['reason']}, by {c['agent']})"
+            for at, _, c in told
+        )
+        yield _signal(CUSTOMER_TOLD, told[0][0], detail + ".")
+
+
 def _command_outcome(
     state: State, command_id: str, command: dict[str, Any]
 ) -> tuple[str, int | None, str | None]:
@@ -370,6 +398,8 @@ _DELIVERED_BY = {
 def _state_says(state: State, command: dict[str, Any]) -> str | None:
     """``"done"`` when the state shows the command done, why it cannot happen, or None."""
     kind = command["type"]
+    if kind == ANNOUNCE:  # nothing to wait for: it is shown as CUSTOMER_TOLD (see _told)
+        return "done"
     if kind == CANCEL_ORDER:
         order = state["_orders"].get(command["order_id"])
         if order is None or order["type"] == "CANCELLED":  # gone: closed and retired

@@ -28,6 +28,10 @@ Stored layout (plain JSON; keys starting with ``_`` never reach the view)::
      "_retired": {"order": {id: stamp}, "shipment": {id: stamp}, "contact": {id: stamp}},
      "_joined": {contact_id: [event, ...]}, "_moved": {contact_id: [customer_id, rank]}}
 
+``_since`` (identifier -> its earliest event time here) and ``_ids`` (identifier -> the
+newest identity record keel told this customer of) are streams/links.py's: what the state
+shows as ``linked`` and ``identity_guards``.
+
 ``_joined`` and ``_moved`` (and a contact's ``via``) say where a joined contact was placed and
 where it moved (streams/placement.py); both are absent while unused.
 
@@ -67,6 +71,7 @@ from typing import Any
 import orjson
 
 from streams.identity import normalize_email, normalize_phone
+from streams.links import links_view
 
 State = dict[str, Any]
 Entity = dict[str, Any]
@@ -312,6 +317,7 @@ def view(state: State) -> dict[str, Any]:
         )
     ]
     name = state["_name"]
+    linked, guards = links_view(state)
     return {
         "customer_id": state["customer_id"],
         "name": name[2] if name else None,
@@ -326,6 +332,8 @@ def view(state: State) -> dict[str, Any]:
         "last_event_at": _last_event_at(state),
         "updated_at": state["updated_at"],
         "version": state["version"],
+        "linked": linked,
+        "identity_guards": guards,
     }
 
 

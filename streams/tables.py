@@ -7,7 +7,10 @@ partition murmur2 gives it, the same partition number as the record that changes
     signal-due         customer id -> when its time-based signals next change
     {ns}-owners        reference (order id, case id, e-mail, phone) -> customer id
     {ns}-held          reference -> events waiting for it to become known
+    {ns}-identities    e-mail / phone -> the customer ids seen with it (streams/links.py)
     erased             hash of an erased customer id or reference -> when (streams/erasure.py)
+    voice-facts        contact id -> its fact for the Voice of the Customer (streams/voice.py);
+                       every fact lives in the partition of ``voice.VOICE_KEY``
 
 The agents never write through faust's table API (an awaited changelog send per write):
 streams/checkpoint.py writes a whole batch into each partition's database at once, after
@@ -27,6 +30,7 @@ from rocksdict import WriteBatch, WriteOptions
 from streams import admin, tuning
 from streams.app import app, settings
 from streams.join import NAMESPACES
+from streams.links import IDENTIFIERS
 
 
 class _KeelTable(faust.Table):
@@ -50,12 +54,18 @@ def _table(name: str) -> Any:
 customers = _table("customers")
 owners = {ns: _table(f"{ns}-owners") for ns in NAMESPACES}
 held = {ns: _table(f"{ns}-held") for ns in NAMESPACES}
+#: identifier -> identity record (streams/links.py), in the identifier's own partition
+identities = {ns: _table(f"{ns}-identities") for ns in IDENTIFIERS}
 #: customer -> when its time-based signals next change (SHIPMENT_LATE, COMPLAINT_UNRESOLVED)
 due = _table("signal-due")
 #: suppression records of erased customers and their references (hashed keys)
 erased = _table("erased")
+#: contact id -> its Voice of the Customer fact (streams/voice.py), all on VOICE_KEY's partition
+voice_facts = _table("voice-facts")
 
-TABLES = [customers, due, *owners.values(), *held.values(), erased]
+TABLES = [
+    customers, due, *owners.values(), *held.values(), *identities.values(), erased, voice_facts
+]
 # streams/admin.py creates their changelog topics (with small segments) before faust starts
 if sorted(table.name for table in TABLES) != sorted(admin.TABLES):
     raise RuntimeError("streams/admin.py TABLES must name every table of streams/tables.py")

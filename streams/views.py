@@ -165,13 +165,85 @@ def _local_customer(web: View, customer_id: str) -> Response:
     return _json(web, to_json("CustomerState", view(state)))
 
 
+async def _state_json(request: Request, customer_id: str) -> tuple[int, dict | None]:
+    """``(status, CustomerState JSON or None)`` of any customer: from this worker's table,
+    else from its owner (a new request, with the caller's token)."""
+    owner = owner_url(customers, customer_id)
+    if owner is None:
+        return 503, None
+    if _is_me(owner):
+        state = customers.get(customer_id)
+        return (404, None) if state is None else (200, to_json("CustomerState", view(state)))
+    target = f"{str(owner).rstrip('/')}/customers/{quote(customer_id, safe='')}"
+    try:
+        async with app.http_client.get(
+            target, headers=forward_headers(request), timeout=FORWARD_TIMEOUT
+        ) as resp:
+            if resp.status != 200:
+                return resp.status, None
+            return 200, orjson.loads(await resp.read())
+    except (TimeoutError, aiohttp.ClientError) as exc:
+        _warn_unreachable(owner, exc)
+        return 503, None
+
+
+def combine(accounts: list[dict]) -> dict[str, list[dict]]:
+    """The combined view of linked accounts: their orders, parcels, contacts and signals,
+    each tagged with the ``account`` (customer id) it is from; the first account first.
+
+    >>> combine([{"customer_id": "c-1", "orders": [], "contacts": [], "signals": []}])
+    {'accounts': ['c-1'], 'orders': [], 'parcels': [], 'contacts': [], 'signals': []}
+    """
+    out: dict[str, list] = {"accounts": [], "orders": [], "parcels": [], "contacts": [],
+                            "signals": []}  # fmt: skip
+    for state in accounts:
+        account = state["customer_id"]
+        out["accounts"].append(account)
+        for o in state["orders"]:
+            out["orders"].append({**o, "account": account})
+            for s in o["shipments"]:
+                out["parcels"].append({**s, "order_id": o["order_id"], "account": account})
+        out["contacts"] += [{**c, "account": account} for c in state["contacts"]]
+        out["signals"] += [{**x, "account": account} for x in state["signals"]]
+    return out
+
+
+async def _with_linked(web: View, request: Request, customer_id: str) -> Response:
+    """``GET /customers/{id}?include=linked``: the state and the combined view of it and
+    every account linked to it (streams/links.py); accounts that cannot be read now are
+    listed in ``combined.unavailable`` with the status their owner answered."""
+    state = customers.get(customer_id)
+    if state is None:
+        return _error(web, 404, f"no customer {customer_id!r}")
+    own = to_json("CustomerState", view(state))
+    accounts, unavailable = [own], []
+    for other in sorted({x["customer_id"] for x in own["linked"]}):
+        status, found = await _state_json(request, other)
+        if found is None:
+            unavailable.append({"customer_id": other, "status": status})
+        else:
+            accounts.append(found)
+    combined = combine(accounts)
+    combined["unavailable"] = unavailable
+    return _json(web, {**own, "combined": combined})
+
+
 @app.page("/customers/{customer_id}")
 class CustomerPage(View):
     async def get(self, request: Request, customer_id: str) -> Response:
+        """The customer's state; with ``?include=linked`` also the combined view of the
+        accounts linked to it."""
         if not ready():
             return _error(self, 503, "worker is recovering its tables; try again shortly")
+        include = request.query.get("include")
+        if include not in (None, "linked"):
+            return _error(self, 400, "include takes one value: linked")
         routed = await _route(self, request, customers, customer_id)
-        return routed if routed is not None else _local_customer(self, customer_id)
+        if routed is not None:
+            return routed
+        if include == "linked":
+            return await _with_linked(self, request, customer_id)
+        return _local_customer(self, customer_id)
 
     async def delete(self, request: Request, customer_id: str) -> Response:
         """Erase the customer (admin role): publish an erasure request, 202 once Kafka has it.

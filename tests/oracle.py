@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
+from fnmatch import fnmatchcase
 from typing import Any
 
 from streams.signals import DEFAULT_WINDOWS, Windows
@@ -45,6 +46,9 @@ def content(view: View) -> View:
     """A real CustomerState without what the oracle leaves out (version, updated_at, details)."""
     out = {k: v for k, v in view.items() if k not in ("version", "updated_at")}
     out["signals"] = [{k: v for k, v in s.items() if k != "detail"} for s in view["signals"]]
+    out["identity_guards"] = [
+        {k: v for k, v in g.items() if k != "why"} for g in view.get("identity_guards", ())
+    ]
     return out
 
 
@@ -65,10 +69,73 @@ def expected_views(
     mine: dict[str, list[KindEvent]] = defaultdict(list)
     for kind, event, customer_id in _resolve(list(unique.values())):
         mine[customer_id].append((kind, event))
+    identities = expected_identities(list(unique.values()))
     return {
         customer_id: _customer(customer_id, evs, now_ms, limits, windows)
+        | identities.get(customer_id, {"linked": [], "identity_guards": []})
         for customer_id, evs in sorted(mine.items())
     }
+
+
+#: KEEL_IDENTITY_BLOCKLIST's default
+BLOCKLIST = ("noreply@*", "no-reply@*", "+0000*")
+
+
+def expected_identities(
+    events: list[KindEvent], shared_after: int = 3, blocklist: tuple[str, ...] = BLOCKLIST
+) -> dict[str, dict[str, list[dict]]]:
+    """Each customer's ``linked`` and ``identity_guards`` (without ``why``), from the events.
+
+    An identifier (normalised e-mail or phone of an order, or of a contact naming its
+    customer) is *with* each customer id that made it known, since that customer's earliest
+    such event. Blocked (a block-list pattern matches): no links, BLOCKED for each. With more
+    than ``shared_after`` customers: no links, SHARED for each. Otherwise every two of them
+    are linked, since the later of their first times.
+    """
+    first: dict[tuple[str, str], dict[str, int]] = defaultdict(dict)
+    seen: set[str] = set()
+    for kind, e in events:
+        if e["event_id"] in seen:
+            continue
+        seen.add(e["event_id"])
+        if kind == "order":
+            found = [
+                ("EMAIL", _email(e["customer_email"])),
+                ("PHONE", _phone(e["customer_phone"])),
+            ]
+        elif kind == "contact" and e["customer_id"]:
+            found = [("EMAIL", _email(e["email"])), ("PHONE", _phone(e["phone"]))]
+        else:
+            continue
+        for typ, value in found:
+            if value is not None:
+                who = first[(typ, value)]
+                at = who.get(e["customer_id"])
+                when = e["occurred_at"]
+                who[e["customer_id"]] = when if at is None else min(at, when)
+    out: dict[str, dict[str, list[dict]]] = defaultdict(
+        lambda: {"linked": [], "identity_guards": []}
+    )
+    for (typ, value), who in sorted(first.items()):
+        via = {"type": typ, "value": value}
+        guard = None
+        if any(fnmatchcase(value, p) for p in blocklist):
+            guard = "BLOCKED"
+        elif len(who) > shared_after:
+            guard = "SHARED"
+        for a in who:
+            if guard:
+                out[a]["identity_guards"].append({"via": via, "guard": guard})
+                continue
+            for b in who:
+                if a != b:
+                    out[a]["linked"].append(
+                        {"customer_id": b, "via": via, "since": max(who[a], who[b])}
+                    )
+    for x in out.values():
+        x["linked"].sort(key=lambda x: (x["customer_id"], x["via"]["type"], x["via"]["value"]))
+        x["identity_guards"].sort(key=lambda x: (x["via"]["type"], x["via"]["value"]))
+    return dict(out)
 
 
 def resolved_event_ids(events: list[KindEvent]) -> set[str]:

@@ -10,6 +10,10 @@ arrive before the order they refer to. Planted among the ordinary customers:
 - ``c-lost``  had a parcel marked LOST that was then delivered after all,
 - ``c-again`` calls twice about the same order.
 
+The ordinary customers' contacts say what customers say (compliments, ideas, complaints,
+questions; some without a topic, for keel to tag from their words), so the Voice of the
+Customer board (``/desk/voice``) has something to show.
+
     $ python -m connectors.sources.demo_feed --customers 300 --rate 20
 """
 
@@ -22,6 +26,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 from streams.codec import get_codec
 from streams.config import Settings
@@ -38,12 +43,31 @@ LAST = ["Okafor", "Smith", "Novak", "Garcia", "Ito", "Berg", "Rossi", "Khan", "M
 
 Item = tuple[str, dict]  # (kind, event)
 
+#: (kind, topic or None: tagged from the note, note, weight) of an ordinary customer's contact
+VOICES: list[tuple[str, str | None, str, int]] = [
+    ("QUESTION", "where is my parcel", "Customer asks when the parcel arrives.", 6),
+    ("COMPLAINT", "delivery", "The courier left the parcel in the rain.", 3),
+    ("COMPLAINT", None, "Parcel arrived two days late, the tracking never updated.", 4),
+    ("COMPLAINT", "billing", "Charged twice for one order.", 2),
+    ("COMPLAINT", None, "The kettle is broken, the lid cracked on the first day.", 2),
+    ("COMPLAINT", "website", "Checkout kept failing on the last step.", 1),
+    ("COMPLIMENT", "staff", "The agent was really helpful and friendly, thank you!", 3),
+    ("COMPLIMENT", None, "Super fast delivery, the parcel arrived the next morning.", 2),
+    ("COMPLIMENT", "quality", "Best teapot we ever had.", 2),
+    ("IDEA", "website", "Would love to save my basket for later on the website.", 2),
+    ("IDEA", None, "Put a return label in the box, please.", 1),
+    ("REQUEST", "returns", "Wants to exchange the toaster for another colour.", 2),
+    ("QUESTION", "billing", "Asks for a copy of the invoice.", 2),
+]
+
 
 class Feed:
     """Seeded generator of realistic department events (timestamps in ms)."""
 
     def __init__(self, seed: int = 7, now_ms: int | None = None) -> None:
         self.rng = random.Random(seed)
+        #: what contacts say, apart from self.rng so that the stories stay what they were
+        self.voice_rng = random.Random(seed + 1)
         self.now = now_ms if now_ms is not None else int(time.time() * 1000)
         self._n = 0
 
@@ -167,21 +191,14 @@ class Feed:
                 "phone": {"phone": c["phone"]},
                 "order_id": {"order_id": oid},
             }[how]
-            items.append(
-                self.contact(
-                    at,
-                    "OPENED",
-                    case,
-                    channel="EMAIL" if how == "email" else "PHONE",
-                    topic="where is my parcel",
-                    note="Customer asks when the parcel arrives.",
-                    **ident,
-                )
-            )
+            kind, topic, note, _ = self.voice_rng.choices(VOICES, [v[3] for v in VOICES])[0]
+            said: dict[str, Any] = {"kind": kind, "topic": topic,
+                                    "channel": "EMAIL" if how == "email" else "PHONE"}  # fmt: skip
+            items.append(self.contact(at, "OPENED", case, note=note, **said, **ident))
             if self.rng.random() < 0.6:
-                items.append(
-                    self.contact(at + HOUR, "RESOLVED", case, **ident, note="Gave tracking number.")
-                )
+                answer = "Gave tracking number." if kind == "QUESTION" else "Sorted it out."
+                resolved = self.contact(at + HOUR, "RESOLVED", case, note=answer, **said, **ident)
+                items.append(resolved)
         return items
 
     def planted(self) -> list[Item]:

@@ -241,6 +241,7 @@ class Stack:
             *auth,
             f"query API      {self.api}/customers/<id>  (metrics {self.api}/metrics)",
             f"desk console   {self.api}/desk/",
+            f"voice board    {self.api}/desk/voice  (GET {self.api}/voice?window=7d)",
             f"HTTP ingest    POST {ingest}/events/orders|shipments|contacts"
             f"  ({ingest}/openapi.json)",
             f"outbox         INSERT INTO keel_outbox(topic, key, payload)"

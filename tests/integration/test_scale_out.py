@@ -189,7 +189,19 @@ def test_two_workers_share_the_partitions_and_one_takes_over_when_the_other_dies
             states[cid] = body
         return states
 
-    before = wait_for("every customer joined, asked at the survivor", lambda: all_joined(survivor))
+    def settled(states: dict[str, dict] | None) -> bool:
+        """Joined, and the phone all of them gave is shared (streams/links.py: its identity
+        messages arrive after the joins)."""
+        return states is not None and all(
+            [g["guard"] for g in s["identity_guards"]] == ["SHARED"] and s["linked"] == []
+            for s in states.values()
+        )
+
+    def settled_at_survivor() -> dict[str, dict] | None:
+        states = all_joined(survivor)
+        return states if settled(states) else None
+
+    before = wait_for("every customer joined, asked at the survivor", settled_at_survivor)
     # Either worker answers for every customer, its own and the other's, with the same state.
     assert wait_for("every customer joined, asked at the victim", lambda: all_joined(victim)) == (
         before

@@ -21,6 +21,7 @@ from streams.codec import (
     CodecError,
     DecodeError,
     UnknownSchemaError,
+    _strip_logical_types,
     get_codec,
 )
 
@@ -139,6 +140,14 @@ CUSTOMER_STATE: dict[str, Any] = {
     "last_event_at": {"webshop": T0, "carrier-dhl": T0 + 3_600_000, "callcenter": T0 + 7_300_000},
     "updated_at": T0 + 7_300_050,
     "version": 7,
+    "linked": [
+        {"customer_id": "c-43", "via": {"type": "EMAIL", "value": "ann@example.com"},
+         "since": T0 + 60_000},
+    ],
+    "identity_guards": [
+        {"via": {"type": "PHONE", "value": "+4930123456"}, "guard": "SHARED",
+         "why": "seen with more than 3 customers (KEEL_IDENTITY_SHARED_AFTER): it links no one"},
+    ],
 }
 
 CUSTOMER_SIGNAL: dict[str, Any] = {
@@ -181,6 +190,19 @@ ERASURE_REQUEST: dict[str, Any] = {
     "reason": "data subject request DSR-2026-118",
 }
 
+VOICE_TOPIC: dict[str, Any] = {
+    "topic": "delivery",
+    "as_of": T0 + 120_000,
+    "windows": [
+        {"window": "7d", "count": 3, "previous": 1,
+         "kinds": {"COMPLAINT": 2, "IDEA": 0, "COMPLIMENT": 1, "QUESTION": 0, "REQUEST": 0},
+         "open_complaints": 1, "median_resolve_s": 5400.0, "products": {"lamp": 1},
+         "channels": {"CHAT": 2, "EMAIL": 1}},
+        {"window": "1h", "count": 0, "previous": 0, "kinds": {}, "open_complaints": 0,
+         "median_resolve_s": None, "products": {}, "channels": {}},
+    ],
+}  # fmt: skip
+
 SAMPLES: dict[str, dict[str, Any]] = {
     "OrderEvent": ORDER_EVENT,
     "ShipmentEvent": SHIPMENT_EVENT,
@@ -190,6 +212,7 @@ SAMPLES: dict[str, dict[str, Any]] = {
     "DeskCommand": DESK_COMMAND,
     "CommandOutcome": COMMAND_OUTCOME,
     "ErasureRequest": ERASURE_REQUEST,
+    "VoiceTopic": VOICE_TOPIC,
 }
 
 # --- the contract, transcribed by hand from CONTRACT.md §3, §5, §6 ---------------------------
@@ -256,6 +279,15 @@ CONTRACT_FIELDS: dict[str, list[tuple[str, str]]] = {
         ("last_event_at", "map<ts>"),
         ("updated_at", "ts"),
         ("version", "long"),
+        ("linked", "array<record Link>"),
+        ("identity_guards", "array<record IdentityGuard>"),
+    ],
+    "Link": [("customer_id", "string"), ("via", "record IdentifierRef"), ("since", "ts")],
+    "IdentifierRef": [("type", "enum IdentifierType EMAIL|PHONE"), ("value", "string")],
+    "IdentityGuard": [
+        ("via", "IdentifierRef"),
+        ("guard", "enum IdentityGuardType SHARED|BLOCKED"),
+        ("why", "string"),
     ],
     "OrderView": [
         ("order_id", "string"),
@@ -315,7 +347,7 @@ CONTRACT_FIELDS: dict[str, list[tuple[str, str]]] = {
     ],
     "DeskCommand": [
         ("command_id", "string"),
-        ("type", "enum DeskCommandType CANCEL_ORDER|ADD_NOTE|RESOLVE_CONTACT"),
+        ("type", "enum DeskCommandType CANCEL_ORDER|ADD_NOTE|RESOLVE_CONTACT|ANNOUNCE"),
         ("customer_id", "string"),
         ("order_id", "?string"),
         ("contact_id", "?string"),
@@ -339,6 +371,22 @@ CONTRACT_FIELDS: dict[str, list[tuple[str, str]]] = {
         ("requested_at", "ts"),
         ("reason", "string"),
     ],
+    # keel's extension (README "Voice of the Customer"), not yet in CONTRACT.md
+    "VoiceTopic": [
+        ("topic", "string"),
+        ("as_of", "ts"),
+        ("windows", "array<record VoiceWindow>"),
+    ],
+    "VoiceWindow": [
+        ("window", "string"),
+        ("count", "int"),
+        ("previous", "int"),
+        ("kinds", "map<int>"),
+        ("open_complaints", "int"),
+        ("median_resolve_s", "?double"),
+        ("products", "map<int>"),
+        ("channels", "map<int>"),
+    ],
 }
 TOP_LEVEL = [
     "OrderEvent",
@@ -349,7 +397,11 @@ TOP_LEVEL = [
     "DeskCommand",
     "CommandOutcome",
     "ErasureRequest",
+    "VoiceTopic",
 ]
+#: released versions beyond v1: DeskCommand v2 adds the type ANNOUNCE (README "Voice of the
+#: Customer"); v1 stays, so records written with it are still read
+VERSIONS = {name: [1] for name in TOP_LEVEL} | {"DeskCommand": [1, 2], "CustomerState": [1, 2]}
 
 
 def _describe(avro_type: Any, records: dict[str, list[dict[str, Any]]]) -> str:
@@ -374,8 +426,10 @@ def _describe(avro_type: Any, records: dict[str, list[dict[str, Any]]]) -> str:
     return str(kind)
 
 
-def _raw(name: str) -> dict[str, Any]:
-    result: dict[str, Any] = json.loads((SCHEMA_DIR / f"{name}.v1.avsc").read_text())
+def _raw(name: str, version: int | None = None) -> dict[str, Any]:
+    """The schema file of ``name``: its latest released version unless ``version`` says."""
+    version = VERSIONS.get(name, [1])[-1] if version is None else version
+    result: dict[str, Any] = json.loads((SCHEMA_DIR / f"{name}.v{version}.avsc").read_text())
     return result
 
 
@@ -402,10 +456,43 @@ def codec() -> Codec:
 # --- schemas -----------------------------------------------------------------------------------
 
 
-def test_schema_dir_holds_exactly_the_released_v1_files() -> None:
+def test_schema_dir_holds_exactly_the_released_files() -> None:
     assert sorted(p.name for p in SCHEMA_DIR.glob("*.avsc")) == sorted(
-        f"{name}.v1.avsc" for name in TOP_LEVEL
+        f"{name}.v{v}.avsc" for name in TOP_LEVEL for v in VERSIONS[name]
     )
+
+
+def test_desk_command_v2_only_adds_announce_to_v1() -> None:
+    v1 = _raw("DeskCommand", 1)
+    v2 = _raw("DeskCommand")
+    types = [f["type"] for f in (v1, v2)[0]["fields"] if f["name"] == "type"]
+    assert types[0]["symbols"] == ["CANCEL_ORDER", "ADD_NOTE", "RESOLVE_CONTACT"]
+    strip = [{**f, "doc": "", "type": "t" if f["name"] == "type" else f["type"]}
+             for f in v1["fields"]]  # fmt: skip
+    assert strip == [{**f, "doc": "", "type": "t" if f["name"] == "type" else f["type"]}
+                     for f in v2["fields"]]  # fmt: skip
+    record = {**DESK_COMMAND, "type": "ANNOUNCE", "order_id": None, "note": "we changed carrier"}
+    codec = Codec()
+    assert codec.decode(codec.encode("DeskCommand", record), "DeskCommand") == record
+
+
+def test_customer_state_v2_only_adds_fields_with_defaults(codec: Codec) -> None:
+    """v1 readers and v1 values keep working: v2 is v1 plus linked/identity_guards (default
+    []), so a v1 value reads as v2 with empty links, and a v2 value as v1 without them."""
+    v1, v2 = _raw("CustomerState", 1), _raw("CustomerState", 2)
+    assert v2["fields"][: len(v1["fields"])] == v1["fields"]
+    added = v2["fields"][len(v1["fields"]) :]
+    assert [(f["name"], f["default"]) for f in added] == [("linked", []), ("identity_guards", [])]
+    old = {k: v for k, v in CUSTOMER_STATE.items() if k not in ("linked", "identity_guards")}
+    body = io.BytesIO()
+    fastavro.schemaless_writer(body, fastavro.parse_schema(v1), old)
+    fp = bytes.fromhex(avro_fingerprint(to_parsing_canonical_form(v1), "CRC-64-AVRO"))
+    decoded = codec.decode(b"\xc3\x01" + fp + body.getvalue(), "CustomerState")
+    assert decoded == {**old, "linked": [], "identity_guards": []}
+    new = codec.encode("CustomerState", CUSTOMER_STATE)
+    plain = {k: fastavro.parse_schema(_strip_logical_types(v)) for k, v in (("v1", v1), ("v2", v2))}
+    as_v1 = fastavro.schemaless_reader(io.BytesIO(new[10:]), plain["v2"], plain["v1"])
+    assert as_v1 == old
 
 
 @pytest.mark.parametrize("path", sorted(SCHEMA_DIR.glob("*.avsc")), ids=lambda p: p.name)
@@ -453,7 +540,7 @@ def test_schemas_have_exactly_the_contract_fields(name: str) -> None:
 
 def test_codec_knows_every_record_and_version(codec: Codec) -> None:
     assert codec.names == sorted(TOP_LEVEL)
-    assert all(codec.versions(name) == [1] for name in TOP_LEVEL)
+    assert all(codec.versions(name) == VERSIONS[name] for name in TOP_LEVEL)
     assert codec.schema("OrderEvent") == _raw("OrderEvent")
 
 
@@ -475,7 +562,7 @@ def test_byte_layout_is_magic_fingerprint_body(codec: Codec, name: str) -> None:
     assert data[:2] == b"\xc3\x01"
     assert data[2:10] == bytes.fromhex(avro_fingerprint(canonical, "CRC-64-AVRO"))
     assert data[2:10] == struct.pack("<Q", _crc64_avro(canonical.encode()))
-    assert codec.fingerprint(name) == data[2:10] == codec.fingerprint(name, 1)
+    assert codec.fingerprint(name) == data[2:10] == codec.fingerprint(name, VERSIONS[name][-1])
     body = io.BytesIO()
     fastavro.schemaless_writer(body, fastavro.parse_schema(_raw(name)), SAMPLES[name])
     assert data[10:] == body.getvalue()

@@ -119,6 +119,7 @@ def exported_metric_names() -> set[str]:
     """Every sample name keel's worker and connectors can expose."""
     source = (ROOT / "streams" / "metrics.py").read_text()
     source += (ROOT / "connectors" / "metrics.py").read_text()
+    source += (ROOT / "streams" / "voice_worker.py").read_text()  # keel_voice_* at scrape time
     declared = set(re.findall(r'"(keel_[a-z_]+)"', source))
     suffixes = ("", "_total", "_bucket", "_count", "_sum")
     return {name + suffix for name in declared for suffix in suffixes}

@@ -148,3 +148,16 @@ def test_a_movable_contact_delivered_again_through_its_case_changes_nothing() ->
     assert changed and placed["version"] == state["version"] + 1
     for rank in (BY_CASE, BY_EMAIL):  # again, through its case and through its e-mail
         assert apply_placed(placed, kind, event, rank, T0 + 2) == (placed, False)
+
+
+def test_a_contact_event_released_again_through_its_case_changes_not_even_the_version() -> None:
+    """Joined by its e-mail, the event is also held at its case, which the state then binds:
+    the copy released there reaches the state again and must change nothing (it used to
+    raise the version alone, a state change with nothing in it)."""
+    for seed in range(10):
+        history = [order("c-a", "o-a", event_id="e-1", email="a@example.com"),
+                   contact("k-a", at=T0 + 60_000, event_id="e-2",
+                           email="a@example.com")]  # fmt: skip
+        worker = Worker(seed, crash_rate=0.2).run(history, T0 + 60_000)
+        assert [c["contact_id"] for c in worker.views()["c-a"]["contacts"]] == ["k-a"]
+        assert worker.views()["c-a"]["version"] == 2, seed

@@ -137,6 +137,8 @@ CUSTOMER_KEYS = {
     "last_event_at",
     "updated_at",
     "version",
+    "linked",
+    "identity_guards",
 }
 ORDER_KEYS = {
     "order_id",
@@ -188,6 +190,8 @@ def test_empty_state_view() -> None:
         "last_event_at": {},
         "updated_at": 0,
         "version": 0,
+        "linked": [],
+        "identity_guards": [],
     }
 
 
@@ -732,6 +736,8 @@ def expected(history: list[KindEvent]) -> dict:
         "open_contacts": sum(c["status"] == "OPEN" for c in contacts),
         "total_spent_cents": sum(o["total_cents"] for o in orders if o["status"] != "CANCELLED"),
         "last_event_at": last_event_at,
+        "linked": [],  # links come from identity records (tests/unit/test_links.py)
+        "identity_guards": [],
     }
 
 

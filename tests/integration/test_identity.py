@@ -1,0 +1,115 @@
+"""Identity resolution with guards (issue #14 §1) on the real stack: worker and Kafka.
+
+Two accounts with one e-mail are linked (both states, the API and customer-state.v1 say so,
+``?include=linked`` gives the combined view tagged by account); a phone four customers gave
+is shared and links none of them; a ``noreply@`` address is blocked; erasing one linked
+account removes the link from the other.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+import uuid
+from typing import Any
+
+import pytest
+
+from deploy.local.stack import Kafka
+from streams.codec import get_codec
+from tests.builders import contact, order, shipment
+from tests.integration.harness import Departments, Worker, bearer, read_topic, wait_for
+
+pytestmark = pytest.mark.integration
+
+MIN = 60_000
+
+
+def links(worker: Worker, customer_id: str) -> list[str] | None:
+    status, state = worker.get(f"/customers/{customer_id}")
+    return [x["customer_id"] for x in state["linked"]] if status == 200 else None
+
+
+def test_linked_accounts_shared_and_blocked_identifiers(
+    kafka: Kafka, worker: Worker, departments: Departments
+) -> None:
+    run = uuid.uuid4().hex[:8]
+    guest, account, other = f"c-guest-{run}", f"c-acct-{run}", f"c-other-{run}"
+    family = [f"c-fam{n}-{run}" for n in range(4)]
+    email = f"ann.{run}@example.com"
+    phone = f"+4930{int(run, 16) % 10**8:08d}"
+    t0 = int(time.time() * 1000) - 3_600_000
+    departments.send([
+        order(guest, f"o-g-{run}", at=t0 + 10 * MIN, email=email.upper(), name="Ann (guest)"),
+        shipment(f"o-g-{run}", f"s-g-{run}", at=t0 + 11 * MIN),
+        order(account, f"o-a-{run}", at=t0 + 5 * MIN, email=email, name="Ann"),
+        contact(f"k-a-{run}", at=t0 + 6 * MIN, customer_id=account, note="Ann calling"),
+        order(other, f"o-o-{run}", at=t0, email=f"noreply@{run}.example"),
+        order(guest, f"o-g2-{run}", at=t0 + 12 * MIN, email=f"noreply@{run}.example"),
+        *[order(c, f"o-{c}", at=t0 + n * MIN, phone=phone) for n, c in enumerate(family)],
+    ])  # fmt: skip
+
+    wait_for("the guest and the account linked",
+             lambda: links(worker, guest) == [account] and links(worker, account) == [guest],
+             60)  # fmt: skip
+    _, state = worker.get(f"/customers/{guest}")
+    since = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime((t0 + 10 * MIN) / 1000))
+    assert state["linked"][0]["via"] == {"type": "EMAIL", "value": email}
+    assert state["linked"][0]["since"].startswith(since)
+    assert [(g["via"]["value"], g["guard"]) for g in state["identity_guards"]] == [
+        (f"noreply@{run}.example", "BLOCKED")
+    ]
+    assert links(worker, other) == []  # the blocked address links no one
+
+    # the combined view, each item tagged with its account
+    status, both = worker.get(f"/customers/{guest}?include=linked")
+    assert status == 200 and both["customer_id"] == guest
+    combined = both["combined"]
+    assert combined["accounts"] == [guest, account] and combined["unavailable"] == []
+    assert sorted((o["order_id"], o["account"]) for o in combined["orders"]) == sorted(
+        [(f"o-g-{run}", guest), (f"o-g2-{run}", guest), (f"o-a-{run}", account)]
+    )
+    assert [(p["shipment_id"], p["account"]) for p in combined["parcels"]] == [
+        (f"s-g-{run}", guest)
+    ]
+    assert [(c["contact_id"], c["account"]) for c in combined["contacts"]] == [
+        (f"k-a-{run}", account)
+    ]
+    assert worker.get(f"/customers/{guest}?include=everything")[0] == 400
+
+    # four customers with one phone: shared, no links, each says why
+    def all_shared() -> bool:
+        for c in family:
+            status, s = worker.get(f"/customers/{c}")
+            if status != 200 or [g["guard"] for g in s["identity_guards"]] != ["SHARED"]:
+                return False
+        return True
+
+    wait_for("the family phone shared for all four", all_shared, 60)
+    _, fam = worker.get(f"/customers/{family[0]}")
+    assert fam["linked"] == []
+    assert "more than 3 customers (KEEL_IDENTITY_SHARED_AFTER)" in fam["identity_guards"][0]["why"]
+
+    # customer-state.v1 carries the links (CustomerState v2)
+    codec = get_codec()
+    last: dict[bytes, Any] = {}
+    for msg in read_topic(kafka.bootstrap, "customer-state.v1", timeout=30):
+        last[msg.key()] = msg.value()
+    published = codec.decode(last[account.encode()], "CustomerState")
+    assert [x["customer_id"] for x in published["linked"]] == [guest]
+
+    # erasing the guest account removes the link from the other
+    request = urllib.request.Request(
+        f"{worker.url}/customers/{guest}", data=json.dumps({"reason": "DSR-link"}).encode(),
+        method="DELETE", headers={**bearer("admin"), "Content-Type": "application/json"},
+    )  # fmt: skip
+    try:
+        with urllib.request.urlopen(request, timeout=30) as resp:
+            assert resp.status == 202
+    except urllib.error.HTTPError as exc:  # pragma: no cover - shows why
+        raise AssertionError(exc.read()) from exc
+    wait_for("the account no longer linked to the erased guest",
+             lambda: links(worker, account) == [], 30)  # fmt: skip
+    assert worker.get(f"/customers/{guest}")[0] == 404
