@@ -215,7 +215,7 @@ def test_any_worker_answers_for_the_voice_owner_and_its_successor_counts_the_sam
             wait_for(f"{w.url} to count 20", lambda w=w: total(w) == 20, 90)
 
         def owner() -> Worker | None:
-            exporting = [w for w in workers if w.proc and w.proc.poll() is None
+            exporting = [w for w in workers if w.child.running
                          and "keel_voice_contacts{" in str(w.get("/metrics")[1])]  # fmt: skip
             return exporting[0] if len(exporting) == 1 else None
 
