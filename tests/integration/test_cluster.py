@@ -8,6 +8,7 @@ customer's API state and last customer-state.v1 record must equal the oracle's.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import threading
@@ -19,10 +20,11 @@ import pytest
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, ConfigResource, ResourceType
 
-from deploy.local.stack import KafkaCluster
+from deploy.local.stack import KafkaCluster, free_port
 from streams.codec import get_codec
 from streams.kafka_config import producer_config
 from tests.builders import shuffled_stories, unique
+from tests.integration.connectors_harness import ConnectorProcess, post
 from tests.integration.harness import KEY_FIELD, SCHEMA, Worker
 from tests.integration.oracle_checks import (
     departments_for,
@@ -30,6 +32,7 @@ from tests.integration.oracle_checks import (
     settled,
     topic_mismatches,
 )
+from tests.integration.test_connectors import as_json
 from tests.oracle import expected_views
 
 pytestmark = pytest.mark.integration
@@ -65,15 +68,37 @@ def test_a_broker_killed_mid_stream_loses_nothing(cluster: KafkaCluster, tmp_pat
         assert replication_of(cluster, topic) == ({3}, "2"), topic
 
     departments = departments_for(cluster, app_id)
+    # the contact centre posts its contacts to the HTTP ingest connector, as a client would:
+    # an answer other than 202 is counted (the connector's error rate) and posted again
+    port = free_port()
+    ingest = ConnectorProcess(
+        "connectors.sources.http_ingest", port, tmp_path / "ingest.log",
+        KAFKA_BOOTSTRAP=cluster.bootstrap, KEEL_INGEST_PORT=str(port), KEEL_REPLICATION="3",
+        KEEL_TOPIC_CONTACTS=f"{app_id}.contacts",
+    ).start(timeout=60)  # fmt: skip
     done = threading.Event()
     send_seconds: list[float] = []
+    refused: list[int] = []  # HTTP statuses other than 202
+    posted = 0
+
+    def post_contact(item: tuple[str, dict]) -> None:
+        nonlocal posted
+        body = json.dumps(as_json(item)).encode()
+        while (status := post(f"{ingest.url}/events/contacts", body)[0]) != 202:
+            refused.append(status)
+            time.sleep(0.2)
+        posted += 1
 
     def stream_in() -> None:
         slices = 40
         size = len(sent) // slices + 1
         for i in range(slices):
             began = time.monotonic()
-            departments.send(sent[i * size : (i + 1) * size])
+            part = sent[i * size : (i + 1) * size]
+            departments.send(item for item in part if item[0] != "contact")
+            for item in part:
+                if item[0] == "contact":
+                    post_contact(item)
             send_seconds.append(time.monotonic() - began)
             time.sleep(0.5)
         done.set()
@@ -83,11 +108,16 @@ def test_a_broker_killed_mid_stream_loses_nothing(cluster: KafkaCluster, tmp_pat
     victim = rng.randrange(3)
     try:
         time.sleep(rng.uniform(3.0, 6.0))
+        worker_lines, ingest_lines = problems(worker.log_file), problems(ingest.log_file)
+        refused_before = len(refused)
         cluster.kill(victim)
         killed_at = time.monotonic()
         time.sleep(10.0)  # the stream goes on with two of three brokers
         cluster.start_node(victim)
         outage = time.monotonic() - killed_at
+        worker_lines = problems(worker.log_file) - worker_lines
+        ingest_lines = problems(ingest.log_file) - ingest_lines
+        refused_during = len(refused) - refused_before
         producer.join(timeout=180)
         assert done.is_set(), "the history was not produced"
         assert worker.child.running, worker.tail()
@@ -99,13 +129,28 @@ def test_a_broker_killed_mid_stream_loses_nothing(cluster: KafkaCluster, tmp_pat
         assert not wrong_topic, f"{len(wrong_topic)} last state records differ: {wrong_topic[:5]}"
     finally:
         worker.stop()
+        ingest.stop()
     print(
         f"\ncluster: broker {victim + 1} of 3 SIGKILLed and back after {outage:.1f} s; "
+        f"during the outage the worker logged {worker_lines} warning/error lines and the HTTP "
+        f"ingest {ingest_lines}; the ingest answered {refused_during} contact POSTs with an "
+        f"error during it, {len(refused)} of {posted} in the whole run "
+        f"({sorted(set(refused))}, each posted again); "
         f"{len(sent)} events ({len(sent) - len(history)} re-sent), slowest slice of "
         f"{len(sent) // 40 + 1} sent in {max(send_seconds):.1f} s (median "
         f"{sorted(send_seconds)[len(send_seconds) // 2]:.2f} s); {len(expected)} customers "
         "checked on the API and customer-state.v1: 0 mismatches"
     )
+
+
+def problems(log: Path) -> int:
+    """Lines of a process' log at WARNING or ERROR so far: its error rate, read in windows."""
+    try:
+        return sum(
+            1 for line in log.read_text().splitlines() if "WARNING" in line or "ERROR" in line
+        )
+    except FileNotFoundError:
+        return 0
 
 
 def handled_events(worker: Worker) -> int:
