@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import os
+import random
 import shutil
 import signal
 import socket
@@ -62,11 +63,39 @@ JVM_FLAGS = (
 TOOL_JVM_FLAGS = ("-Xmx256m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1")
 
 
+#: the lowest port :func:`free_port` picks
+FREE_PORTS_FROM = 10_000
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that the OS just reported free (never a guessed range)."""
+    """A TCP port on 127.0.0.1 that is free now, below the kernel's ephemeral ports.
+
+    The port ``bind(0)`` reports is an ephemeral one, which the kernel may hand to an outgoing
+    connection (a Kafka client's, say) before the service binds it: "address already in use"
+    (a worker of test_scale_out). Below the ephemeral range that cannot happen, so the port is
+    drawn there at random and taken only if it binds; ``bind(0)`` is the fallback.
+    """
+    low = _ephemeral_ports_from()
+    draw = random.SystemRandom()
+    for _ in range(200) if low - FREE_PORTS_FROM > 1000 else ():
+        port = draw.randrange(FREE_PORTS_FROM, low)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind((HOST, port))
+            except OSError:
+                continue
+            return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((HOST, 0))
         return int(sock.getsockname()[1])
+
+
+def _ephemeral_ports_from() -> int:
+    """The first port of the kernel's ephemeral range (Linux's default 32768 if unknown)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
 
 
 class _Service:
