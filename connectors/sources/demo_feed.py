@@ -70,6 +70,9 @@ class Feed:
         self.voice_rng = random.Random(seed + 1)
         self.now = now_ms if now_ms is not None else int(time.time() * 1000)
         self._n = 0
+        #: phone numbers given out: every customer has its own (two that drew the same one
+        #: would share it, which the oracle of the fault tests cannot tell apart)
+        self._phones: set[str] = set()
 
     def _id(self) -> str:
         return str(uuid.UUID(int=self.rng.getrandbits(128), version=4))
@@ -156,11 +159,15 @@ class Feed:
 
     def customer(self, cid: str) -> dict:
         first, last = self.rng.choice(FIRST), self.rng.choice(LAST)
+        phone = f"+49 30 {self.rng.randrange(10**6, 10**7)}"
+        while phone in self._phones:
+            phone = f"+49 30 {self.rng.randrange(10**6, 10**7)}"
+        self._phones.add(phone)
         return {
             "id": cid,
             "name": f"{first} {last}",
             "email": f"{first}.{last}.{cid}@example.com".lower(),
-            "phone": f"+49 30 {self.rng.randrange(10**6, 10**7)}",
+            "phone": phone,
         }
 
     def lines(self) -> list[dict]:
