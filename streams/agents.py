@@ -36,7 +36,7 @@ from typing import Any
 import orjson
 from faust.types import EventT
 
-from streams import health, live, metrics, tuning, voice, voice_worker
+from streams import health, live, metrics, tuning, unmatched, voice, voice_worker
 from streams import topics as t
 from streams.app import app, settings
 from streams.checkpoint import Batch, Packer, commit
@@ -75,6 +75,7 @@ from streams.placement import NAMED, apply_placed, move_out, moved_to
 from streams.signals import Windows, apply_signals, next_check_ms
 from streams.state import Limits, bound, empty_state
 from streams.tables import (
+    assigned,
     customers,
     due,
     erased,
@@ -84,6 +85,8 @@ from streams.tables import (
     partition_of,
     views_ready,
 )
+from streams.tables import unmatched as unmatched_table
+from streams.unmatched import UNMATCHED_KEY, ambiguity
 
 log = logging.getLogger(__name__)
 
@@ -266,6 +269,8 @@ def erase_customer(tx: Batch, customer_id: str, request: dict, topic: str) -> No
         tx.delete(due, customer_id)
     tx.publish_state(customer_id, None)
     tx.internal.send(CUSTOMER_EVENTS, voice.VOICE_KEY, voice.forget_message(customer_id, stored))
+    tx.internal.send(CUSTOMER_EVENTS, UNMATCHED_KEY,
+                     {"kind": "unmatched_forget", "customer_id": customer_id})  # fmt: skip
     metrics.ERASURES.inc()
     log.info("customer erased (request %s)", request["request_id"])
 
@@ -365,7 +370,12 @@ def update_identity(tx: Batch, customer_id: str, m: dict) -> None:
 
 
 def handle_customer_message(tx: Batch, customer_id: str, m: dict) -> None:
-    if m["kind"] == "recheck":
+    if m.get("unmatched"):  # a contact that was unmatched is placed: it leaves the list
+        left = {"kind": "unmatched_placed", "contact_id": m["event"]["contact_id"]}
+        tx.internal.send(CUSTOMER_EVENTS, UNMATCHED_KEY, left)
+    if customer_id == UNMATCHED_KEY:
+        handle_unmatched_message(tx, m)
+    elif m["kind"] == "recheck":
         recheck_signals(tx, customer_id)
     elif m["kind"] == "move":
         move_contact(tx, customer_id, m)
@@ -386,13 +396,52 @@ def handle_customer_message(tx: Batch, customer_id: str, m: dict) -> None:
 # ----------------------------------------------------------------------- reference handlers
 
 
-def forward(tx: Batch, customer_id: str, message: dict, ns: str) -> None:
+def forward(
+    tx: Batch, customer_id: str, message: dict, ns: str, rank: int | None = None
+) -> None:
     """Send an event resolved through namespace ``ns`` to its customer (a contact: with the
-    rank of that reference, streams/placement.py)."""
+    rank of that reference, streams/placement.py, or ``rank``). One that waited as unmatched
+    says so: the customer takes it off the list (streams/unmatched.py)."""
     body = {"kind": message["kind"], "event": message["event"], "topic": message["topic"]}
     if message["kind"] == "contact":
-        body["rank"] = RANK[ns]
+        body["rank"] = RANK[ns] if rank is None else rank
+    if message.get("unmatched"):
+        body["unmatched"] = True
     tx.internal.send(CUSTOMER_EVENTS, customer_id, body)
+
+
+def case_rank(tx: Batch, ref: str, owner: str) -> int | None:
+    """The rank a contact joins its case's owner at: the strongest if an agent assigned it
+    there (assign_contact), else the case's own (None)."""
+    return NAMED if tx.get(assigned, ref) == owner else None
+
+
+def ambiguous_at(tx: Batch, ns: str, ref: str, message: dict) -> dict | None:
+    """Why a contact cannot resolve through identifier ``ref`` (shared, or linking several
+    customers: streams/unmatched.py); None if it can, or ``ref`` is no identifier."""
+    if ns not in IDENTIFIERS or message["kind"] != "contact":
+        return None
+    return ambiguity(ns, ref, tx.get(identities[ns], ref))
+
+
+def pass_by(tx: Batch, message: dict, why: dict) -> None:
+    """Go on down the chain past an ambiguous identifier, noting why; at the chain's end the
+    contact is unmatched (its case reference marks it)."""
+    whys = [*(message.get("ambiguous") or ()), why]
+    rest = message["refs"]
+    if rest:
+        (next_ns, next_ref), *after = rest
+        onward = {**message, "op": "lookup", "refs": after, "ambiguous": whys}
+        tx.internal.send(REF_TOPIC[next_ns], next_ref, onward)
+    else:
+        send_unmatched(tx, message, whys)
+
+
+def send_unmatched(tx: Batch, message: dict, whys: list[dict]) -> None:
+    event = message["event"]
+    body = {"op": "unmatched", "kind": message["kind"], "event": event,
+            "topic": message["topic"], "why": whys}  # fmt: skip
+    tx.internal.send(REF_TOPIC[CONTACT], event["contact_id"], body)
 
 
 def send_move(tx: Batch, placed_on: str, ns: str, message: dict, to: str) -> None:
@@ -408,9 +457,13 @@ def lookup(tx: Batch, ns: str, ref: str, message: dict) -> None:
     """Resolve ``message`` through reference ``ref`` (this worker owns its partition)."""
     occurred_at = message["event"]["occurred_at"]
     saw(tx.partition, occurred_at)
+    why = ambiguous_at(tx, ns, ref, message)
+    if why is not None:
+        pass_by(tx, message, why)
+        return
     owner = tx.get(owners[ns], ref)
     if owner is not None:
-        forward(tx, owner, message, ns)
+        forward(tx, owner, message, ns, case_rank(tx, ref, owner) if ns == CONTACT else None)
         return
     if suppressed(tx.get(erased, suppression_key(ns, ref)), occurred_at):
         drop_erased_lookup(tx, ns, ref, message)
@@ -429,6 +482,8 @@ def lookup(tx: Batch, ns: str, ref: str, message: dict) -> None:
         (next_ns, next_ref), *after = rest
         onward = {**message, "op": "lookup", "refs": after}
         tx.internal.send(REF_TOPIC[next_ns], next_ref, onward)
+    elif message.get("ambiguous"):  # it passed an ambiguous identifier and nothing resolved
+        send_unmatched(tx, message, message["ambiguous"])
 
 
 def drop_erased_lookup(tx: Batch, ns: str, ref: str, message: dict) -> None:
@@ -456,6 +511,8 @@ def erase_ref(tx: Batch, ns: str, ref: str, m: dict) -> None:
     customer_id, at = m["customer_id"], m["at"]
     if m.get("unbind") and ns in IDENTIFIERS:
         forget_identity(tx, ns, ref, customer_id)
+    if m.get("unbind") and ns == CONTACT and tx.get(assigned, ref) == customer_id:
+        tx.delete(assigned, ref)
     owner = tx.get(owners[ns], ref)
     if owner is not None:
         if not m.get("unbind") or owner != customer_id:
@@ -524,10 +581,11 @@ def bind(tx: Batch, ns: str, ref: str, customer_id: str, at: int | None = None) 
     waiting = tx.get(held[ns], ref)
     if waiting:
         keep_held(tx, ns, ref, [], len(waiting))
+        rank = case_rank(tx, ref, owner) if ns == CONTACT else None
         for message in waiting:
             placed_on = message.get("placed_on")
             if placed_on is None:
-                forward(tx, owner, message, ns)
+                forward(tx, owner, message, ns, rank)
             elif placed_on != owner:  # applied through a weaker reference: it moves here
                 send_move(tx, placed_on, ns, message, owner)
 
@@ -541,6 +599,9 @@ def placed(tx: Batch, ns: str, ref: str, m: dict) -> None:
     """
     placed_on = m["customer_id"]
     event = m["event"]
+    if ambiguous_at(tx, ns, ref, m) is not None:  # it names no one: the contact stays
+        drop_held(tx, ns, ref, event["event_id"], None)
+        return
     owner = tx.get(owners[ns], ref)
     before = tx.get(held[ns], ref)
     if owner is not None:
@@ -624,6 +685,144 @@ def dead_letter_held(tx: Batch, message: dict, reason: str) -> None:
     log.warning("held event %s expired: %s", event["event_id"], reason)
 
 
+# ------------------------------------------------------------------- unmatched contacts
+
+
+def unmatched_at_case(tx: Batch, ref: str, m: dict) -> None:
+    """A contact event passed an ambiguous identifier and resolved through nothing else.
+
+    Its case may have become known meanwhile: then it joins there. Else its copy held here
+    (where its chain starts) is marked ``unmatched``, so it never expires, and the list
+    hears of it (streams/unmatched.py). No copy of that version here: it was applied through
+    a stronger reference since (the copy was dropped), or a later version replaced it, which
+    comes here on its own.
+    """
+    owner = tx.get(owners[CONTACT], ref)
+    if owner is not None:
+        forward(tx, owner, m, CONTACT, case_rank(tx, ref, owner))
+        return
+    event = m["event"]
+    waiting = tx.get(held[CONTACT], ref) or []
+    at = [i for i, x in enumerate(waiting) if not x.get("placed_on")
+          and x["event"]["event_id"] == event["event_id"]
+          and x["event"]["occurred_at"] == event["occurred_at"]]  # fmt: skip
+    if not at:
+        return
+    if not waiting[at[0]].get("unmatched"):
+        marked = [{**x, "unmatched": True} if i == at[0] else x for i, x in enumerate(waiting)]
+        tx.set(held[CONTACT], ref, marked)
+    add = {"kind": "unmatched_add", "event": event, "why": m["why"]}
+    tx.internal.send(CUSTOMER_EVENTS, UNMATCHED_KEY, add)
+
+
+def assign_case(tx: Batch, ref: str, m: dict) -> None:
+    """An agent assigned the contact (case ``ref``) to ``m["customer_id"]`` (assign_contact).
+
+    Its case belongs to that customer from now on, at the strongest rank: what waited here
+    joins there, later events too, and no identifier moves it away. A contact a customer had
+    taken meanwhile (through its order, say) moves over like any contact does
+    (streams/placement.py). Idempotent: a second assign changes nothing.
+    """
+    to = m["customer_id"]
+    if tx.get(assigned, ref) != to:
+        tx.set(assigned, ref, to)
+    owner = tx.get(owners[CONTACT], ref)
+    if owner is None:
+        tx.set(owners[CONTACT], ref, to)
+    elif owner != to:
+        move = {"kind": "move", "contact_id": ref, "to": to, "rank": NAMED,
+                "topic": m.get("topic", "contacts.v1")}  # fmt: skip
+        tx.internal.send(CUSTOMER_EVENTS, owner, move)
+    waiting = tx.get(held[CONTACT], ref)
+    if not waiting:
+        return
+    rest = [x for x in waiting if x.get("placed_on")]
+    keep_held(tx, CONTACT, ref, rest, len(waiting) - len(rest))
+    for message in waiting:
+        if not message.get("placed_on"):
+            forward(tx, to, message, CONTACT, NAMED)
+
+
+def handle_unmatched_message(tx: Batch, m: dict) -> None:
+    """The list of unmatched contacts, on UNMATCHED_KEY's partition (streams/unmatched.py)."""
+    kind = m["kind"]
+    if kind == "unmatched_add":
+        event = m["event"]
+        key = unmatched.row_key(event["contact_id"])
+        before = tx.get(unmatched_table, key)
+        if before is not None and before.get("assigned"):
+            return  # assigned meanwhile: its case says where it goes
+        row = unmatched.add_event(before, event, m["why"])
+        if row != before:
+            store_unmatched(tx, key, before, row)
+            if before is None:
+                metrics.CONTACTS_UNMATCHED.inc()
+    elif kind == "unmatched_placed":
+        key = unmatched.row_key(m["contact_id"])
+        before = tx.get(unmatched_table, key)
+        if before is not None and not before.get("assigned"):
+            store_unmatched(tx, key, before, None)
+    elif kind == "assign":
+        assign_contact(tx, m["command"])
+    elif kind == "unmatched_forget":
+        forget_unmatched(tx, m["customer_id"])
+
+
+def store_unmatched(tx: Batch, key: str, before: dict | None, row: dict | None) -> None:
+    """Store (None: delete) one row and keep the index of the customers it names."""
+    if row is None:
+        tx.delete(unmatched_table, key)
+    else:
+        tx.set(unmatched_table, key, row)
+    contact_id = key.split(":", 1)[1]
+    old = set(unmatched.named(before)) if before else set()
+    new = set(unmatched.named(row)) if row else set()
+    for customer_id in old ^ new:
+        index = unmatched.index_key(customer_id)
+        listed = set(tx.get(unmatched_table, index) or ())
+        if customer_id in new:
+            listed.add(contact_id)
+        else:
+            listed.discard(contact_id)
+        if listed:
+            tx.set(unmatched_table, index, sorted(listed))
+        elif tx.contains(unmatched_table, index):
+            tx.delete(unmatched_table, index)
+
+
+def assign_contact(tx: Batch, command: dict) -> None:
+    """An agent's ``assign_contact``: the first one for a contact wins and stays on its row as
+    the audit record; the same command again, or another one later, changes nothing."""
+    contact_id = command["contact_id"]
+    key = unmatched.row_key(contact_id)
+    before = tx.get(unmatched_table, key)
+    if before is None:
+        log.warning("assign_contact %s: contact %s is not unmatched (placed or erased since)",
+                    command["command_id"], contact_id)  # fmt: skip
+        return
+    if before.get("assigned"):
+        return
+    audit = {k: command[k] for k in ("command_id", "customer_id", "agent", "reason",
+                                     "requested_at")}  # fmt: skip
+    store_unmatched(tx, key, before, {**before, "assigned": audit})
+    log.info("contact %s assigned to a customer by command %s", contact_id, command["command_id"])
+    assign = {"op": "assign", "customer_id": command["customer_id"],
+              "command_id": command["command_id"]}  # fmt: skip
+    tx.internal.send(REF_TOPIC[CONTACT], contact_id, assign)
+
+
+def forget_unmatched(tx: Batch, customer_id: str) -> None:
+    """An erased customer leaves every row that names it (an assignment to them goes)."""
+    index = unmatched.index_key(customer_id)
+    for contact_id in tx.get(unmatched_table, index) or ():
+        key = unmatched.row_key(contact_id)
+        before = tx.get(unmatched_table, key)
+        if before is not None:
+            store_unmatched(tx, key, before, unmatched.forget(before, customer_id))
+    if tx.contains(unmatched_table, index):
+        tx.delete(unmatched_table, index)
+
+
 def _ref_handler(ns: str) -> Callable[[Batch, str, dict], None]:
     def handle(tx: Batch, ref: str, m: dict) -> None:
         op = m["op"]
@@ -639,6 +838,10 @@ def _ref_handler(ns: str) -> Callable[[Batch, str, dict], None]:
             rebind(tx, ns, ref, m["from"], m["customer_id"])
         elif op == "erase":
             erase_ref(tx, ns, ref, m)
+        elif op == "unmatched":
+            unmatched_at_case(tx, ref, m)
+        elif op == "assign":
+            assign_case(tx, ref, m)
         else:
             lookup(tx, ns, ref, m)
 

@@ -201,9 +201,10 @@ def expired_held(
     """The held messages at ``ref`` that expire at cutoff ``before`` (event time, ms).
 
     Those held (``held_at``: the event time its partition had seen then; else the event's
-    own time) before it and, given ``wall_before``, also held (``held_wall``) before that
-    wall-clock time: the copy where their chain starts, and copies that only watch for a
-    stronger reference of an event already applied (:func:`mark_held`; they go silently).
+    own time) before it (never an unmatched contact's) and, given ``wall_before``, also
+    held (``held_wall``) before that wall-clock time: the copy where their chain starts,
+    and copies that only watch for a stronger reference of an event already applied
+    (:func:`mark_held`; they go silently).
 
     Event time alone is not enough: a reference partition's clock runs ahead of the
     customer events whose binds would release what it holds whenever the join works through
@@ -212,6 +213,8 @@ def expired_held(
     """
     out = []
     for m in held or ():
+        if m.get("unmatched"):  # an unmatched contact waits for its case (streams/unmatched.py)
+            continue
         held_at = m.get("held_at", m["event"]["occurred_at"])
         if held_at >= before:
             continue
