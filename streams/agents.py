@@ -46,10 +46,13 @@ from streams.due_index import DueIndex
 from streams.emit import EmitError, Emitter, Headers
 from streams.erasure import CUSTOMER, erased_refs, event_refs, suppressed, suppression_key
 from streams.held_index import HeldIndex
+from streams.identity import normalize_email, normalize_phone
 from streams.intake import KEY_FIELD_OF_KIND, SCHEMA_OF_KIND, intake
 from streams.join import (
     CONTACT,
+    EMAIL,
     NAMESPACES,
+    PHONE,
     RANK,
     add_held,
     expired_held,
@@ -71,7 +74,16 @@ from streams.links import (
     note_identifiers,
     recipients,
 )
-from streams.placement import NAMED, apply_placed, move_out, moved_to
+from streams.placement import (
+    BY_EMAIL,
+    BY_PHONE,
+    NAMED,
+    apply_placed,
+    give_up,
+    move_out,
+    moved_to,
+    placed_through,
+)
 from streams.signals import Windows, apply_signals, next_check_ms
 from streams.state import Limits, bound, empty_state
 from streams.tables import (
@@ -137,12 +149,21 @@ def saw(partition: int, occurred_at: int) -> None:
 
 
 def apply_to_customer(
-    tx: Batch, customer_id: str, kind: str, event: dict, topic: str, rank: int = NAMED
+    tx: Batch,
+    customer_id: str,
+    kind: str,
+    event: dict,
+    topic: str,
+    rank: int = NAMED,
+    fresh: bool = False,
 ) -> None:
     """Merge one event into its customer's state; publish the state and new binds if it changed.
 
     ``rank``: how a contact was joined to this customer (streams/placement.py). One that
-    moved away from here goes on to where it moved.
+    moved away from here goes on to where it moved; one given up here (an identifier of it
+    became ambiguous), or joined through an identifier this state knows to be ambiguous, is
+    resolved again (``fresh``: this is such a resolution, where it moved before counts no
+    more).
     """
     saw(tx.partition, _event_time(kind, event))
     before = tx.get(customers, customer_id)
@@ -153,9 +174,15 @@ def apply_to_customer(
     now = now_ms()
     if kind == "contact" and rank != NAMED and before is not None:
         moved = moved_to(before, event["contact_id"])
-        if moved is not None:
-            body = {"kind": kind, "event": event, "topic": topic, "rank": rank}
-            tx.internal.send(CUSTOMER_EVENTS, moved[0], body)
+        if moved is not None and not fresh:
+            if moved[0] is None:
+                resolve_again(tx, event, topic)
+            else:
+                body = {"kind": kind, "event": event, "topic": topic, "rank": rank}
+                tx.internal.send(CUSTOMER_EVENTS, moved[0], body)
+            return
+        if joined_ambiguously(before, event, rank):
+            resolve_again(tx, event, topic)
             return
     if kind == "command":  # a desk command: its lifecycle shows as signals
         state, changed = apply_command(before or _new_state(customer_id, erased_at), event, now)
@@ -211,6 +238,26 @@ def apply_to_customer(
         placed = {"op": "placed", "kind": kind, "event": event, "topic": topic,
                   "customer_id": customer_id}  # fmt: skip
         tx.internal.send(REF_TOPIC[ns], ref, placed)
+
+
+def joined_ambiguously(state: dict, event: dict, rank: int) -> bool:
+    """Whether a contact came through an e-mail or phone ``state`` knows to be ambiguous."""
+    if rank == BY_EMAIL:
+        ns, value = EMAIL, normalize_email(event.get("email"))
+    elif rank == BY_PHONE:
+        ns, value = PHONE, normalize_phone(event.get("phone"))
+    else:
+        return False
+    record = (state.get("_ids") or {}).get(f"{ns}:{value}")
+    return value is not None and ambiguity(ns, value, record) is not None
+
+
+def resolve_again(tx: Batch, event: dict, topic: str) -> None:
+    """Send a contact event down its chain of references again, from its case on."""
+    (ns, ref), *rest = route("contact", event).refs
+    lookup_again = {"kind": "contact", "event": event, "topic": topic, "op": "lookup",
+                    "refs": rest, "fresh": True}  # fmt: skip
+    tx.internal.send(REF_TOPIC[ns], ref, lookup_again)
 
 
 def _erased_before(tx: Batch, customer_id: str, before: dict | None) -> int | None:
@@ -291,7 +338,7 @@ def move_contact(tx: Batch, customer_id: str, m: dict) -> None:
     out = move_out(stored, contact_id, to, rank, now, limits.keep_retired)
     if out is None:
         moved = moved_to(stored, contact_id)
-        if moved is not None and rank < moved[1] and moved[0] != to:
+        if moved is not None and moved[0] is not None and rank < moved[1] and moved[0] != to:
             tx.internal.send(CUSTOMER_EVENTS, moved[0], m)
         return
     state, events = out
@@ -365,8 +412,26 @@ def update_identity(tx: Batch, customer_id: str, m: dict) -> None:
         return
     now = now_ms()
     state, changed = apply_identity(stored, m, now)
-    if changed:
-        save_and_publish(tx, customer_id, state, [], now)
+    if not changed:
+        return
+    ns, value = m["ns"], m["value"]
+    if ambiguity(ns, value, m["record"]) is not None:  # it resolves no one from now on
+        field, norm = ("email", normalize_email) if ns == EMAIL else ("phone", normalize_phone)
+        for contact_id in placed_through(state, RANK[ns], field, value, norm):
+            out = give_up(state, contact_id, now, limits.keep_retired)
+            if out is None:
+                continue
+            state, events = out
+            release = {"op": "release", "from": customer_id}
+            tx.internal.send(REF_TOPIC[CONTACT], contact_id, release)
+            for event in events:  # after the release: they find the case unknown
+                resolve_again(tx, event, "contacts.v1")
+        version = state["version"]
+        state, signal_changes = apply_signals(state, now, windows)
+        state["version"] = version
+        save_and_publish(tx, customer_id, state, signal_changes, now)
+        return
+    save_and_publish(tx, customer_id, state, [], now)
 
 
 def handle_customer_message(tx: Batch, customer_id: str, m: dict) -> None:
@@ -389,7 +454,8 @@ def handle_customer_message(tx: Batch, customer_id: str, m: dict) -> None:
         update_identity(tx, customer_id, m)
     else:
         apply_to_customer(
-            tx, customer_id, m["kind"], m["event"], m["topic"], m.get("rank", NAMED)
+            tx, customer_id, m["kind"], m["event"], m["topic"], m.get("rank", NAMED),
+            bool(m.get("fresh")),
         )
 
 
@@ -405,8 +471,9 @@ def forward(
     body = {"kind": message["kind"], "event": message["event"], "topic": message["topic"]}
     if message["kind"] == "contact":
         body["rank"] = RANK[ns] if rank is None else rank
-    if message.get("unmatched"):
-        body["unmatched"] = True
+    for flag in ("unmatched", "fresh"):
+        if message.get(flag):
+            body[flag] = True
     tx.internal.send(CUSTOMER_EVENTS, customer_id, body)
 
 
@@ -473,6 +540,8 @@ def lookup(tx: Batch, ns: str, ref: str, message: dict) -> None:
     waiting = add_held(before, {**message, **clocks})
     if waiting is None:
         return  # already held here, and already passed down the chain
+    if ns == CONTACT and any(x.get("unmatched") for x in before or ()):
+        waiting = _marked(waiting)  # its contact is unmatched: so is this event
     tx.set(held[ns], ref, waiting)
     if len(waiting) > len(before or ()):  # else a later version of a held id replaced it
         metrics.HELD.inc()
@@ -537,15 +606,18 @@ def erase_ref(tx: Batch, ns: str, ref: str, m: dict) -> None:
 def forget_identity(tx: Batch, ns: str, ref: str, customer_id: str) -> None:
     """An erased customer leaves the identifier's record; the others hear it (their links
     to the erased customer go)."""
-    record, changed = forget_member(tx.get(identities[ns], ref), customer_id)
+    before = tx.get(identities[ns], ref)
+    record, changed = forget_member(before, customer_id)
     if not changed:
         return
     if record is None:
         tx.delete(identities[ns], ref)
+        tell_unmatched(tx, ns, ref, {"v": before["v"] + 1, "m": {}})
         return
     tx.set(identities[ns], ref, record)
     for member in record["m"]:
         tx.internal.send(CUSTOMER_EVENTS, member, identity_message(ns, ref, record))
+    tell_unmatched(tx, ns, ref, record)
 
 
 def bind_identity(tx: Batch, ns: str, ref: str, customer_id: str, at: int) -> None:
@@ -560,10 +632,19 @@ def bind_identity(tx: Batch, ns: str, ref: str, customer_id: str, at: int) -> No
         tx.set(identities[ns], ref, record)
         if "shared" in record and before is not None and "shared" not in before:
             metrics.IDENTIFIERS_SHARED.inc()
+        if ambiguity(ns, ref, record) is not None:
+            tell_unmatched(tx, ns, ref, record)
     elif "shared" not in record:
         return  # nothing new: every member was told already
     for member in recipients(before, record, customer_id):
         tx.internal.send(CUSTOMER_EVENTS, member, identity_message(ns, ref, record))
+
+
+def tell_unmatched(tx: Batch, ns: str, ref: str, record: dict) -> None:
+    """The unmatched list keeps the newest picture of every ambiguous identifier (an
+    erasure's change of any record is sent too: the list keeps it only if it was)."""
+    picture = {"kind": "unmatched_identity", "ns": ns, "value": ref, "record": record}
+    tx.internal.send(CUSTOMER_EVENTS, UNMATCHED_KEY, picture)
 
 
 def bind(tx: Batch, ns: str, ref: str, customer_id: str, at: int | None = None) -> None:
@@ -708,11 +789,15 @@ def unmatched_at_case(tx: Batch, ref: str, m: dict) -> None:
           and x["event"]["occurred_at"] == event["occurred_at"]]  # fmt: skip
     if not at:
         return
-    if not waiting[at[0]].get("unmatched"):
-        marked = [{**x, "unmatched": True} if i == at[0] else x for i, x in enumerate(waiting)]
-        tx.set(held[CONTACT], ref, marked)
+    if any(not x.get("placed_on") and not x.get("unmatched") for x in waiting):
+        tx.set(held[CONTACT], ref, _marked(waiting))
     add = {"kind": "unmatched_add", "event": event, "why": m["why"]}
     tx.internal.send(CUSTOMER_EVENTS, UNMATCHED_KEY, add)
+
+
+def _marked(waiting: list[dict]) -> list[dict]:
+    """A case's held copies, every one marked unmatched (they are all of its contact)."""
+    return [x if x.get("placed_on") else {**x, "unmatched": True} for x in waiting]
 
 
 def assign_case(tx: Batch, ref: str, m: dict) -> None:
@@ -766,6 +851,13 @@ def handle_unmatched_message(tx: Batch, m: dict) -> None:
         assign_contact(tx, m["command"])
     elif kind == "unmatched_forget":
         forget_unmatched(tx, m["customer_id"])
+    elif kind == "unmatched_identity":
+        key, record = unmatched.picture_key(m["ns"], m["value"]), m["record"]
+        old = tx.get(unmatched_table, key)
+        if old is None and ambiguity(m["ns"], m["value"], record) is None:
+            return  # only an ambiguous identifier, or one that was, is pictured
+        if unmatched.newer_picture(old, record):
+            tx.set(unmatched_table, key, record)
 
 
 def store_unmatched(tx: Batch, key: str, before: dict | None, row: dict | None) -> None:
@@ -836,6 +928,9 @@ def _ref_handler(ns: str) -> Callable[[Batch, str, dict], None]:
             placed(tx, ns, ref, m)
         elif op == "rebind":
             rebind(tx, ns, ref, m["from"], m["customer_id"])
+        elif op == "release":  # given up by its customer (streams/placement.py give_up)
+            if tx.get(owners[ns], ref) == m["from"]:
+                tx.delete(owners[ns], ref)
         elif op == "erase":
             erase_ref(tx, ns, ref, m)
         elif op == "unmatched":

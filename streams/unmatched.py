@@ -20,6 +20,12 @@ identifier, is *unmatched*:
                   "why": [{"type": "PHONE", "value": "+4930123", "guard": "SHARED",
                            "candidates": []}]}
       "c:c-1" -> ["k-7", ...]          # the rows naming c-1 (as candidate or assignee)
+      "i:phone:+4930123" -> {"v": 4, "shared": 3}   # the newest picture of an identifier
+
+  The identifier's partition sends every change of an ambiguous identity record here (and
+  every change an erasure makes to one), so the list shows each identifier as it is now
+  (:func:`listing`): the candidates and SHARED/LINKED depend only on the set of events, not
+  on when the contact passed the identifier.
 
   A contact placed on a customer leaves the list (the customer reports it, only for events
   that carried the ``unmatched`` mark); one an agent assigned stays as the audit record
@@ -55,6 +61,18 @@ def index_key(customer_id: str) -> str:
     return f"c:{customer_id}"
 
 
+def picture_key(ns: str, value: str) -> str:
+    return f"i:{ns}:{value}"
+
+
+NS_OF_TYPE = {name: ns for ns, name in TYPE_NAME.items()}
+
+
+def newer_picture(old: dict[str, Any] | None, record: dict[str, Any]) -> bool:
+    """Whether ``record`` is a newer picture of an identifier than ``old``."""
+    return old is None or record["v"] > old["v"]
+
+
 def ambiguity(ns: str, value: str, record: dict[str, Any] | None) -> dict[str, Any] | None:
     """Why an identifier with this identity record resolves no one (None: it resolves).
 
@@ -63,7 +81,7 @@ def ambiguity(ns: str, value: str, record: dict[str, Any] | None) -> dict[str, A
     >>> ambiguity("email", "a@x", {"v": 1, "m": {"c-1": 1}}) is None
     True
     """
-    if record is None:
+    if record is None or record.get("blocked"):
         return None
     via = {"type": TYPE_NAME[ns], "value": value}
     if "shared" in record:
@@ -125,9 +143,24 @@ def forget(row: Row, customer_id: str) -> Row | None:
     return {**row, "why": why}
 
 
-def listing(row: Row) -> dict[str, Any]:
-    """One entry of ``GET /unmatched``."""
-    why = row.get("why") or []
+def current_why(row: Row, pictures: dict[str, Any]) -> list[dict[str, Any]]:
+    """The row's identifiers as their newest pictures show them (else as when it passed)."""
+    out = []
+    for w in row.get("why") or ():
+        record = pictures.get(picture_key(NS_OF_TYPE[w["type"]], w["value"]))
+        if record is None:
+            out.append(w)
+        elif "shared" in record:
+            out.append({**w, "guard": SHARED, "candidates": []})
+        else:
+            out.append({**w, "guard": LINKED, "candidates": sorted(record["m"])})
+    return out
+
+
+def listing(row: Row, pictures: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One entry of ``GET /unmatched``; ``pictures``: the newest identity records by
+    :func:`picture_key` (those of the row's identifiers suffice)."""
+    why = current_why(row, pictures or {})
     return {
         "contact_id": row["contact_id"],
         "channel": row.get("channel"),
@@ -138,7 +171,9 @@ def listing(row: Row) -> dict[str, Any]:
     }
 
 
-def page(rows: list[Row], after: str | None, limit: int) -> tuple[list[dict[str, Any]], str | None]:
+def page(
+    rows: list[Row], after: str | None, limit: int, pictures: dict[str, Any] | None = None
+) -> tuple[list[dict[str, Any]], str | None]:
     """Open (not assigned) rows by contact id after ``after``: one page and the next cursor.
 
     >>> rows = [{"contact_id": k, "since": 1} for k in ("k-2", "k-1", "k-3")]
@@ -152,4 +187,4 @@ def page(rows: list[Row], after: str | None, limit: int) -> tuple[list[dict[str,
         open_ = [r for r in open_ if r["contact_id"] > after]
     chosen = open_[:limit]
     more = len(open_) > limit
-    return [listing(r) for r in chosen], (chosen[-1]["contact_id"] if more else None)
+    return [listing(r, pictures) for r in chosen], (chosen[-1]["contact_id"] if more else None)

@@ -150,8 +150,9 @@ class Worker:
 
     def unmatched(self) -> list[dict[str, Any]]:
         """``GET /unmatched``: every open unmatched contact, by contact id."""
-        rows = [v for k, v in self.table("unmatched").items() if k.startswith("k:")]
-        return page(rows, None, len(rows) + 1)[0]
+        table = self.table("unmatched")
+        rows = [v for k, v in table.items() if k.startswith("k:")]
+        return page(rows, None, len(rows) + 1, table)[0]
 
     def held_messages(self) -> list[dict[str, Any]]:
         """Every message waiting in a held table."""
@@ -171,7 +172,8 @@ class Worker:
             while inputs and (not self._queues or self._rng.random() < 0.3):
                 kind, event = inputs.popleft()
                 if kind == "assign":  # an agent's assign_contact (streams/unmatched_views.py)
-                    topic, key, message = ASSIGN, UNMATCHED_KEY, {"kind": "assign", "command": event}
+                    topic, key = ASSIGN, UNMATCHED_KEY
+                    message = {"kind": "assign", "command": event}
                 else:
                     topic, key, message = first_hop(kind, event, TOPIC_OF_KIND[kind], NAMES)
                 self._send(topic, key, message)
