@@ -424,6 +424,9 @@ def update_identity(tx: Batch, customer_id: str, m: dict) -> None:
             state, events = out
             release = {"op": "release", "from": customer_id}
             tx.internal.send(REF_TOPIC[CONTACT], contact_id, release)
+            forget = {"kind": "voice_forget", "customer_id": customer_id,
+                      "contact_ids": [contact_id]}  # fmt: skip
+            tx.internal.send(CUSTOMER_EVENTS, voice.VOICE_KEY, forget)
             for event in events:  # after the release: they find the case unknown
                 resolve_again(tx, event, "contacts.v1")
         version = state["version"]
@@ -471,9 +474,13 @@ def forward(
     body = {"kind": message["kind"], "event": message["event"], "topic": message["topic"]}
     if message["kind"] == "contact":
         body["rank"] = RANK[ns] if rank is None else rank
-    for flag in ("unmatched", "fresh"):
-        if message.get(flag):
-            body[flag] = True
+    if message.get("unmatched"):
+        body["unmatched"] = True
+    if message.get("fresh") and ns != CONTACT:
+        # resolved again, through a reference that names ``customer_id`` now; never through
+        # the case: its owner may be the customer that just gave the contact up (its
+        # release on the way), which then resolves it again in turn
+        body["fresh"] = True
     tx.internal.send(CUSTOMER_EVENTS, customer_id, body)
 
 

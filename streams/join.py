@@ -102,15 +102,18 @@ def add_held(held: list[dict] | None, message: dict) -> list[dict] | None:
 
     One copy per event_id waits, the version with the latest ``occurred_at``: an id re-sent
     under another stamp is one event whose latest stamp wins (CONTRACT §3), whichever
-    version arrived first. None: this version (or a later one) is already held.
+    version arrived first. None: this version (or a later one) is already held. A copy that
+    only watches for the reference (:func:`mark_held`) is another matter: a contact resolved
+    again (streams/unmatched.py) waits next to it.
     """
     held = held or []
     event = message["event"]
     event_id, at = event["event_id"], event.get("occurred_at", 0)
-    same = [m for m in held if m["event"]["event_id"] == event_id]
+    same = [m for m in held if m["event"]["event_id"] == event_id and not m.get("placed_on")]
     if any(m["event"].get("occurred_at", 0) >= at for m in same):
         return None
-    return [*(m for m in held if m["event"]["event_id"] != event_id), message]
+    others = (m for m in held if m["event"]["event_id"] != event_id or m.get("placed_on"))
+    return [*others, message]
 
 
 def held_count(lists: Iterable[list[dict]]) -> int:
