@@ -188,3 +188,55 @@ def page(
     chosen = open_[:limit]
     more = len(open_) > limit
     return [listing(r, pictures) for r in chosen], (chosen[-1]["contact_id"] if more else None)
+
+
+ASSIGN_FIELDS = frozenset({"command_id", "customer_id", "reason"})
+MAX_ID, MAX_TEXT = 200, 4000
+
+
+def assign_command(contact_id: str, body: Any, agent: str | None, now_ms: int) -> dict[str, Any]:
+    """The ``assign_contact`` command of a request body, or :class:`streams.commands.Refused`.
+
+    >>> assign_command("k-1", {"command_id": "x-1", "customer_id": "c-2", "reason": "called"},
+    ...                "rep-7", 5)["customer_id"]
+    'c-2'
+    """
+    from streams.commands import Refused
+
+    if not isinstance(body, dict):
+        raise Refused(400, "the body must be one JSON object")
+    unknown = sorted(str(k) for k in body.keys() - ASSIGN_FIELDS)
+    if unknown:
+        raise Refused(400, f"unknown field {unknown[0]!r}; fields: "
+                      f"{', '.join(sorted(ASSIGN_FIELDS))}", unknown[0])  # fmt: skip
+    out: dict[str, Any] = {"contact_id": contact_id}
+    for name, limit in (("command_id", MAX_ID), ("customer_id", MAX_ID), ("reason", MAX_TEXT)):
+        value = body.get(name)
+        if not isinstance(value, str) or not value.strip():
+            raise Refused(400, f"{name} is required (a non-empty string)", name)
+        value = value.strip()
+        if len(value) > limit or "\x00" in value:
+            raise Refused(400, f"{name} is longer than {limit} characters or has NUL", name)
+        out[name] = value
+    who = (agent or "").strip()
+    if not who or len(who) > MAX_ID:
+        raise Refused(400, "the agent is missing: send the agent's name in X-Keel-Agent", "agent")
+    return {**out, "agent": who, "requested_at": now_ms}
+
+
+def check_assign(command: dict[str, Any], row: Row | None) -> bool:
+    """Whether to publish an assignment (False: it is this one again), against the contact's
+    row; :class:`streams.commands.Refused` 404 (not unmatched) or 409 (assigned otherwise)."""
+    from streams.commands import Refused
+
+    if row is None:
+        raise Refused(404, f"contact {command['contact_id']!r} is not unmatched", "contact_id")
+    done = row.get("assigned")
+    if done is None:
+        return True
+    if done["command_id"] == command["command_id"] and done["customer_id"] == command[
+        "customer_id"
+    ]:
+        return False
+    raise Refused(409, f"contact {command['contact_id']!r} was already assigned (command "
+                  f"{done['command_id']!r})", "contact_id")  # fmt: skip
