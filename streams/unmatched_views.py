@@ -29,6 +29,7 @@ from streams.checkpoint import Packer
 from streams.command_views import PUBLISH_TIMEOUT_S, _forward_post, agent_of
 from streams.commands import Refused
 from streams.emit import EmitError
+from streams.jsonconv import iso_ms
 from streams.monitoring import ready
 from streams.tables import partition_of, read
 from streams.tables import unmatched as unmatched_table
@@ -67,7 +68,13 @@ async def get_unmatched(web: View, request: Request) -> Response:
         return routed
     rows, pictures = _rows()
     entries, after = unmatched.page(rows, request.query.get("after"), limit, pictures)
-    return _json(web, {"unmatched": entries, "next": after})
+    return _json(web, {"unmatched": [_iso(e) for e in entries], "next": after})
+
+
+def _iso(entry: dict[str, Any]) -> dict[str, Any]:
+    """Times as in every other answer of keel's: ISO 8601, UTC, milliseconds."""
+    return {**entry, **{k: None if entry[k] is None else iso_ms(entry[k])
+                        for k in ("opened_at", "since")}}  # fmt: skip
 
 
 @app.page("/unmatched/{contact_id}/assign")
