@@ -32,6 +32,8 @@ TABLES = (
     *(f"{ns}-identities" for ns in IDENTIFIERS),
     "erased",
     "voice-facts",
+    "unmatched",
+    "contact-assigned",
 )
 
 

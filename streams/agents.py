@@ -36,7 +36,7 @@ from typing import Any
 import orjson
 from faust.types import EventT
 
-from streams import health, live, metrics, tuning, voice, voice_worker
+from streams import health, live, metrics, tuning, unmatched, voice, voice_worker
 from streams import topics as t
 from streams.app import app, settings
 from streams.checkpoint import Batch, Packer, commit
@@ -46,10 +46,13 @@ from streams.due_index import DueIndex
 from streams.emit import EmitError, Emitter, Headers
 from streams.erasure import CUSTOMER, erased_refs, event_refs, suppressed, suppression_key
 from streams.held_index import HeldIndex
+from streams.identity import normalize_email, normalize_phone
 from streams.intake import KEY_FIELD_OF_KIND, SCHEMA_OF_KIND, intake
 from streams.join import (
     CONTACT,
+    EMAIL,
     NAMESPACES,
+    PHONE,
     RANK,
     add_held,
     expired_held,
@@ -71,10 +74,20 @@ from streams.links import (
     note_identifiers,
     recipients,
 )
-from streams.placement import NAMED, apply_placed, move_out, moved_to
+from streams.placement import (
+    BY_EMAIL,
+    BY_PHONE,
+    NAMED,
+    apply_placed,
+    give_up,
+    move_out,
+    moved_to,
+    placed_through,
+)
 from streams.signals import Windows, apply_signals, next_check_ms
 from streams.state import Limits, bound, empty_state
 from streams.tables import (
+    assigned,
     customers,
     due,
     erased,
@@ -84,6 +97,8 @@ from streams.tables import (
     partition_of,
     views_ready,
 )
+from streams.tables import unmatched as unmatched_table
+from streams.unmatched import UNMATCHED_KEY, ambiguity
 
 log = logging.getLogger(__name__)
 
@@ -134,12 +149,21 @@ def saw(partition: int, occurred_at: int) -> None:
 
 
 def apply_to_customer(
-    tx: Batch, customer_id: str, kind: str, event: dict, topic: str, rank: int = NAMED
+    tx: Batch,
+    customer_id: str,
+    kind: str,
+    event: dict,
+    topic: str,
+    rank: int = NAMED,
+    fresh: bool = False,
 ) -> None:
     """Merge one event into its customer's state; publish the state and new binds if it changed.
 
     ``rank``: how a contact was joined to this customer (streams/placement.py). One that
-    moved away from here goes on to where it moved.
+    moved away from here goes on to where it moved; one given up here (an identifier of it
+    became ambiguous), or joined through an identifier this state knows to be ambiguous, is
+    resolved again (``fresh``: this is such a resolution, where it moved before counts no
+    more).
     """
     saw(tx.partition, _event_time(kind, event))
     before = tx.get(customers, customer_id)
@@ -150,9 +174,15 @@ def apply_to_customer(
     now = now_ms()
     if kind == "contact" and rank != NAMED and before is not None:
         moved = moved_to(before, event["contact_id"])
-        if moved is not None:
-            body = {"kind": kind, "event": event, "topic": topic, "rank": rank}
-            tx.internal.send(CUSTOMER_EVENTS, moved[0], body)
+        if moved is not None and not fresh:
+            if moved[0] is None:
+                resolve_again(tx, event, topic)
+            else:
+                body = {"kind": kind, "event": event, "topic": topic, "rank": rank}
+                tx.internal.send(CUSTOMER_EVENTS, moved[0], body)
+            return
+        if joined_ambiguously(before, event, rank):
+            resolve_again(tx, event, topic)
             return
     if kind == "command":  # a desk command: its lifecycle shows as signals
         state, changed = apply_command(before or _new_state(customer_id, erased_at), event, now)
@@ -208,6 +238,26 @@ def apply_to_customer(
         placed = {"op": "placed", "kind": kind, "event": event, "topic": topic,
                   "customer_id": customer_id}  # fmt: skip
         tx.internal.send(REF_TOPIC[ns], ref, placed)
+
+
+def joined_ambiguously(state: dict, event: dict, rank: int) -> bool:
+    """Whether a contact came through an e-mail or phone ``state`` knows to be ambiguous."""
+    if rank == BY_EMAIL:
+        ns, value = EMAIL, normalize_email(event.get("email"))
+    elif rank == BY_PHONE:
+        ns, value = PHONE, normalize_phone(event.get("phone"))
+    else:
+        return False
+    record = (state.get("_ids") or {}).get(f"{ns}:{value}")
+    return value is not None and ambiguity(ns, value, record) is not None
+
+
+def resolve_again(tx: Batch, event: dict, topic: str) -> None:
+    """Send a contact event down its chain of references again, from its case on."""
+    (ns, ref), *rest = route("contact", event).refs
+    lookup_again = {"kind": "contact", "event": event, "topic": topic, "op": "lookup",
+                    "refs": rest, "fresh": True}  # fmt: skip
+    tx.internal.send(REF_TOPIC[ns], ref, lookup_again)
 
 
 def _erased_before(tx: Batch, customer_id: str, before: dict | None) -> int | None:
@@ -266,6 +316,8 @@ def erase_customer(tx: Batch, customer_id: str, request: dict, topic: str) -> No
         tx.delete(due, customer_id)
     tx.publish_state(customer_id, None)
     tx.internal.send(CUSTOMER_EVENTS, voice.VOICE_KEY, voice.forget_message(customer_id, stored))
+    tx.internal.send(CUSTOMER_EVENTS, UNMATCHED_KEY,
+                     {"kind": "unmatched_forget", "customer_id": customer_id})  # fmt: skip
     metrics.ERASURES.inc()
     log.info("customer erased (request %s)", request["request_id"])
 
@@ -286,7 +338,7 @@ def move_contact(tx: Batch, customer_id: str, m: dict) -> None:
     out = move_out(stored, contact_id, to, rank, now, limits.keep_retired)
     if out is None:
         moved = moved_to(stored, contact_id)
-        if moved is not None and rank < moved[1] and moved[0] != to:
+        if moved is not None and moved[0] is not None and rank < moved[1] and moved[0] != to:
             tx.internal.send(CUSTOMER_EVENTS, moved[0], m)
         return
     state, events = out
@@ -360,12 +412,38 @@ def update_identity(tx: Batch, customer_id: str, m: dict) -> None:
         return
     now = now_ms()
     state, changed = apply_identity(stored, m, now)
-    if changed:
-        save_and_publish(tx, customer_id, state, [], now)
+    if not changed:
+        return
+    ns, value = m["ns"], m["value"]
+    if ambiguity(ns, value, m["record"]) is not None:  # it resolves no one from now on
+        field, norm = ("email", normalize_email) if ns == EMAIL else ("phone", normalize_phone)
+        for contact_id in placed_through(state, RANK[ns], field, value, norm):
+            out = give_up(state, contact_id, now, limits.keep_retired)
+            if out is None:
+                continue
+            state, events = out
+            release = {"op": "release", "from": customer_id}
+            tx.internal.send(REF_TOPIC[CONTACT], contact_id, release)
+            forget = {"kind": "voice_forget", "customer_id": customer_id,
+                      "contact_ids": [contact_id]}  # fmt: skip
+            tx.internal.send(CUSTOMER_EVENTS, voice.VOICE_KEY, forget)
+            for event in events:  # after the release: they find the case unknown
+                resolve_again(tx, event, "contacts.v1")
+        version = state["version"]
+        state, signal_changes = apply_signals(state, now, windows)
+        state["version"] = version
+        save_and_publish(tx, customer_id, state, signal_changes, now)
+        return
+    save_and_publish(tx, customer_id, state, [], now)
 
 
 def handle_customer_message(tx: Batch, customer_id: str, m: dict) -> None:
-    if m["kind"] == "recheck":
+    if m.get("unmatched"):  # a contact that was unmatched is placed: it leaves the list
+        left = {"kind": "unmatched_placed", "contact_id": m["event"]["contact_id"]}
+        tx.internal.send(CUSTOMER_EVENTS, UNMATCHED_KEY, left)
+    if customer_id == UNMATCHED_KEY:
+        handle_unmatched_message(tx, m)
+    elif m["kind"] == "recheck":
         recheck_signals(tx, customer_id)
     elif m["kind"] == "move":
         move_contact(tx, customer_id, m)
@@ -379,20 +457,65 @@ def handle_customer_message(tx: Batch, customer_id: str, m: dict) -> None:
         update_identity(tx, customer_id, m)
     else:
         apply_to_customer(
-            tx, customer_id, m["kind"], m["event"], m["topic"], m.get("rank", NAMED)
+            tx, customer_id, m["kind"], m["event"], m["topic"], m.get("rank", NAMED),
+            bool(m.get("fresh")),
         )
 
 
 # ----------------------------------------------------------------------- reference handlers
 
 
-def forward(tx: Batch, customer_id: str, message: dict, ns: str) -> None:
+def forward(
+    tx: Batch, customer_id: str, message: dict, ns: str, rank: int | None = None
+) -> None:
     """Send an event resolved through namespace ``ns`` to its customer (a contact: with the
-    rank of that reference, streams/placement.py)."""
+    rank of that reference, streams/placement.py, or ``rank``). One that waited as unmatched
+    says so: the customer takes it off the list (streams/unmatched.py)."""
     body = {"kind": message["kind"], "event": message["event"], "topic": message["topic"]}
     if message["kind"] == "contact":
-        body["rank"] = RANK[ns]
+        body["rank"] = RANK[ns] if rank is None else rank
+    if message.get("unmatched"):
+        body["unmatched"] = True
+    if message.get("fresh") and ns != CONTACT:
+        # resolved again, through a reference that names ``customer_id`` now; never through
+        # the case: its owner may be the customer that just gave the contact up (its
+        # release on the way), which then resolves it again in turn
+        body["fresh"] = True
     tx.internal.send(CUSTOMER_EVENTS, customer_id, body)
+
+
+def case_rank(tx: Batch, ref: str, owner: str) -> int | None:
+    """The rank a contact joins its case's owner at: the strongest if an agent assigned it
+    there (assign_contact), else the case's own (None)."""
+    return NAMED if tx.get(assigned, ref) == owner else None
+
+
+def ambiguous_at(tx: Batch, ns: str, ref: str, message: dict) -> dict | None:
+    """Why a contact cannot resolve through identifier ``ref`` (shared, or linking several
+    customers: streams/unmatched.py); None if it can, or ``ref`` is no identifier."""
+    if ns not in IDENTIFIERS or message["kind"] != "contact":
+        return None
+    return ambiguity(ns, ref, tx.get(identities[ns], ref))
+
+
+def pass_by(tx: Batch, message: dict, why: dict) -> None:
+    """Go on down the chain past an ambiguous identifier, noting why; at the chain's end the
+    contact is unmatched (its case reference marks it)."""
+    whys = [*(message.get("ambiguous") or ()), why]
+    rest = message["refs"]
+    if rest:
+        (next_ns, next_ref), *after = rest
+        onward = {**message, "op": "lookup", "refs": after, "ambiguous": whys}
+        tx.internal.send(REF_TOPIC[next_ns], next_ref, onward)
+    else:
+        send_unmatched(tx, message, whys)
+
+
+def send_unmatched(tx: Batch, message: dict, whys: list[dict]) -> None:
+    event = message["event"]
+    body = {"op": "unmatched", "kind": message["kind"], "event": event,
+            "topic": message["topic"], "why": whys}  # fmt: skip
+    tx.internal.send(REF_TOPIC[CONTACT], event["contact_id"], body)
 
 
 def send_move(tx: Batch, placed_on: str, ns: str, message: dict, to: str) -> None:
@@ -408,9 +531,13 @@ def lookup(tx: Batch, ns: str, ref: str, message: dict) -> None:
     """Resolve ``message`` through reference ``ref`` (this worker owns its partition)."""
     occurred_at = message["event"]["occurred_at"]
     saw(tx.partition, occurred_at)
+    why = ambiguous_at(tx, ns, ref, message)
+    if why is not None:
+        pass_by(tx, message, why)
+        return
     owner = tx.get(owners[ns], ref)
     if owner is not None:
-        forward(tx, owner, message, ns)
+        forward(tx, owner, message, ns, case_rank(tx, ref, owner) if ns == CONTACT else None)
         return
     if suppressed(tx.get(erased, suppression_key(ns, ref)), occurred_at):
         drop_erased_lookup(tx, ns, ref, message)
@@ -420,6 +547,8 @@ def lookup(tx: Batch, ns: str, ref: str, message: dict) -> None:
     waiting = add_held(before, {**message, **clocks})
     if waiting is None:
         return  # already held here, and already passed down the chain
+    if ns == CONTACT and any(x.get("unmatched") for x in before or ()):
+        waiting = _marked(waiting)  # its contact is unmatched: so is this event
     tx.set(held[ns], ref, waiting)
     if len(waiting) > len(before or ()):  # else a later version of a held id replaced it
         metrics.HELD.inc()
@@ -429,6 +558,8 @@ def lookup(tx: Batch, ns: str, ref: str, message: dict) -> None:
         (next_ns, next_ref), *after = rest
         onward = {**message, "op": "lookup", "refs": after}
         tx.internal.send(REF_TOPIC[next_ns], next_ref, onward)
+    elif message.get("ambiguous"):  # it passed an ambiguous identifier and nothing resolved
+        send_unmatched(tx, message, message["ambiguous"])
 
 
 def drop_erased_lookup(tx: Batch, ns: str, ref: str, message: dict) -> None:
@@ -456,6 +587,8 @@ def erase_ref(tx: Batch, ns: str, ref: str, m: dict) -> None:
     customer_id, at = m["customer_id"], m["at"]
     if m.get("unbind") and ns in IDENTIFIERS:
         forget_identity(tx, ns, ref, customer_id)
+    if m.get("unbind") and ns == CONTACT and tx.get(assigned, ref) == customer_id:
+        tx.delete(assigned, ref)
     owner = tx.get(owners[ns], ref)
     if owner is not None:
         if not m.get("unbind") or owner != customer_id:
@@ -480,15 +613,18 @@ def erase_ref(tx: Batch, ns: str, ref: str, m: dict) -> None:
 def forget_identity(tx: Batch, ns: str, ref: str, customer_id: str) -> None:
     """An erased customer leaves the identifier's record; the others hear it (their links
     to the erased customer go)."""
-    record, changed = forget_member(tx.get(identities[ns], ref), customer_id)
+    before = tx.get(identities[ns], ref)
+    record, changed = forget_member(before, customer_id)
     if not changed:
         return
     if record is None:
         tx.delete(identities[ns], ref)
+        tell_unmatched(tx, ns, ref, {"v": before["v"] + 1, "m": {}})
         return
     tx.set(identities[ns], ref, record)
     for member in record["m"]:
         tx.internal.send(CUSTOMER_EVENTS, member, identity_message(ns, ref, record))
+    tell_unmatched(tx, ns, ref, record)
 
 
 def bind_identity(tx: Batch, ns: str, ref: str, customer_id: str, at: int) -> None:
@@ -503,10 +639,19 @@ def bind_identity(tx: Batch, ns: str, ref: str, customer_id: str, at: int) -> No
         tx.set(identities[ns], ref, record)
         if "shared" in record and before is not None and "shared" not in before:
             metrics.IDENTIFIERS_SHARED.inc()
+        if ambiguity(ns, ref, record) is not None:
+            tell_unmatched(tx, ns, ref, record)
     elif "shared" not in record:
         return  # nothing new: every member was told already
     for member in recipients(before, record, customer_id):
         tx.internal.send(CUSTOMER_EVENTS, member, identity_message(ns, ref, record))
+
+
+def tell_unmatched(tx: Batch, ns: str, ref: str, record: dict) -> None:
+    """The unmatched list keeps the newest picture of every ambiguous identifier (an
+    erasure's change of any record is sent too: the list keeps it only if it was)."""
+    picture = {"kind": "unmatched_identity", "ns": ns, "value": ref, "record": record}
+    tx.internal.send(CUSTOMER_EVENTS, UNMATCHED_KEY, picture)
 
 
 def bind(tx: Batch, ns: str, ref: str, customer_id: str, at: int | None = None) -> None:
@@ -524,10 +669,11 @@ def bind(tx: Batch, ns: str, ref: str, customer_id: str, at: int | None = None) 
     waiting = tx.get(held[ns], ref)
     if waiting:
         keep_held(tx, ns, ref, [], len(waiting))
+        rank = case_rank(tx, ref, owner) if ns == CONTACT else None
         for message in waiting:
             placed_on = message.get("placed_on")
             if placed_on is None:
-                forward(tx, owner, message, ns)
+                forward(tx, owner, message, ns, rank)
             elif placed_on != owner:  # applied through a weaker reference: it moves here
                 send_move(tx, placed_on, ns, message, owner)
 
@@ -541,6 +687,9 @@ def placed(tx: Batch, ns: str, ref: str, m: dict) -> None:
     """
     placed_on = m["customer_id"]
     event = m["event"]
+    if ambiguous_at(tx, ns, ref, m) is not None:  # it names no one: the contact stays
+        drop_held(tx, ns, ref, event["event_id"], None)
+        return
     owner = tx.get(owners[ns], ref)
     before = tx.get(held[ns], ref)
     if owner is not None:
@@ -624,6 +773,155 @@ def dead_letter_held(tx: Batch, message: dict, reason: str) -> None:
     log.warning("held event %s expired: %s", event["event_id"], reason)
 
 
+# ------------------------------------------------------------------- unmatched contacts
+
+
+def unmatched_at_case(tx: Batch, ref: str, m: dict) -> None:
+    """A contact event passed an ambiguous identifier and resolved through nothing else.
+
+    Its case may have become known meanwhile: then it joins there. Else its copy held here
+    (where its chain starts) is marked ``unmatched``, so it never expires, and the list
+    hears of it (streams/unmatched.py). No copy of that version here: it was applied through
+    a stronger reference since (the copy was dropped), or a later version replaced it, which
+    comes here on its own.
+    """
+    owner = tx.get(owners[CONTACT], ref)
+    if owner is not None:
+        forward(tx, owner, m, CONTACT, case_rank(tx, ref, owner))
+        return
+    event = m["event"]
+    waiting = tx.get(held[CONTACT], ref) or []
+    at = [i for i, x in enumerate(waiting) if not x.get("placed_on")
+          and x["event"]["event_id"] == event["event_id"]
+          and x["event"]["occurred_at"] == event["occurred_at"]]  # fmt: skip
+    if not at:
+        return
+    if any(not x.get("placed_on") and not x.get("unmatched") for x in waiting):
+        tx.set(held[CONTACT], ref, _marked(waiting))
+    add = {"kind": "unmatched_add", "event": event, "why": m["why"]}
+    tx.internal.send(CUSTOMER_EVENTS, UNMATCHED_KEY, add)
+
+
+def _marked(waiting: list[dict]) -> list[dict]:
+    """A case's held copies, every one marked unmatched (they are all of its contact)."""
+    return [x if x.get("placed_on") else {**x, "unmatched": True} for x in waiting]
+
+
+def assign_case(tx: Batch, ref: str, m: dict) -> None:
+    """An agent assigned the contact (case ``ref``) to ``m["customer_id"]`` (assign_contact).
+
+    Its case belongs to that customer from now on, at the strongest rank: what waited here
+    joins there, later events too, and no identifier moves it away. A contact a customer had
+    taken meanwhile (through its order, say) moves over like any contact does
+    (streams/placement.py). Idempotent: a second assign changes nothing.
+    """
+    to = m["customer_id"]
+    if tx.get(assigned, ref) != to:
+        tx.set(assigned, ref, to)
+    owner = tx.get(owners[CONTACT], ref)
+    if owner is None:
+        tx.set(owners[CONTACT], ref, to)
+    elif owner != to:
+        move = {"kind": "move", "contact_id": ref, "to": to, "rank": NAMED,
+                "topic": m.get("topic", "contacts.v1")}  # fmt: skip
+        tx.internal.send(CUSTOMER_EVENTS, owner, move)
+    waiting = tx.get(held[CONTACT], ref)
+    if not waiting:
+        return
+    rest = [x for x in waiting if x.get("placed_on")]
+    keep_held(tx, CONTACT, ref, rest, len(waiting) - len(rest))
+    for message in waiting:
+        if not message.get("placed_on"):
+            forward(tx, to, message, CONTACT, NAMED)
+
+
+def handle_unmatched_message(tx: Batch, m: dict) -> None:
+    """The list of unmatched contacts, on UNMATCHED_KEY's partition (streams/unmatched.py)."""
+    kind = m["kind"]
+    if kind == "unmatched_add":
+        event = m["event"]
+        key = unmatched.row_key(event["contact_id"])
+        before = tx.get(unmatched_table, key)
+        if before is not None and before.get("assigned"):
+            return  # assigned meanwhile: its case says where it goes
+        row = unmatched.add_event(before, event, m["why"])
+        if row != before:
+            store_unmatched(tx, key, before, row)
+            if before is None:
+                metrics.CONTACTS_UNMATCHED.inc()
+    elif kind == "unmatched_placed":
+        key = unmatched.row_key(m["contact_id"])
+        before = tx.get(unmatched_table, key)
+        if before is not None and not before.get("assigned"):
+            store_unmatched(tx, key, before, None)
+    elif kind == "assign":
+        assign_contact(tx, m["command"])
+    elif kind == "unmatched_forget":
+        forget_unmatched(tx, m["customer_id"])
+    elif kind == "unmatched_identity":
+        key, record = unmatched.picture_key(m["ns"], m["value"]), m["record"]
+        old = tx.get(unmatched_table, key)
+        if old is None and ambiguity(m["ns"], m["value"], record) is None:
+            return  # only an ambiguous identifier, or one that was, is pictured
+        if unmatched.newer_picture(old, record):
+            tx.set(unmatched_table, key, record)
+
+
+def store_unmatched(tx: Batch, key: str, before: dict | None, row: dict | None) -> None:
+    """Store (None: delete) one row and keep the index of the customers it names."""
+    if row is None:
+        tx.delete(unmatched_table, key)
+    else:
+        tx.set(unmatched_table, key, row)
+    contact_id = key.split(":", 1)[1]
+    old = set(unmatched.named(before)) if before else set()
+    new = set(unmatched.named(row)) if row else set()
+    for customer_id in old ^ new:
+        index = unmatched.index_key(customer_id)
+        listed = set(tx.get(unmatched_table, index) or ())
+        if customer_id in new:
+            listed.add(contact_id)
+        else:
+            listed.discard(contact_id)
+        if listed:
+            tx.set(unmatched_table, index, sorted(listed))
+        elif tx.contains(unmatched_table, index):
+            tx.delete(unmatched_table, index)
+
+
+def assign_contact(tx: Batch, command: dict) -> None:
+    """An agent's ``assign_contact``: the first one for a contact wins and stays on its row as
+    the audit record; the same command again, or another one later, changes nothing."""
+    contact_id = command["contact_id"]
+    key = unmatched.row_key(contact_id)
+    before = tx.get(unmatched_table, key)
+    if before is None:
+        log.warning("assign_contact %s: contact %s is not unmatched (placed or erased since)",
+                    command["command_id"], contact_id)  # fmt: skip
+        return
+    if before.get("assigned"):
+        return
+    audit = {k: command[k] for k in ("command_id", "customer_id", "agent", "reason",
+                                     "requested_at")}  # fmt: skip
+    store_unmatched(tx, key, before, {**before, "assigned": audit})
+    log.info("contact %s assigned to a customer by command %s", contact_id, command["command_id"])
+    assign = {"op": "assign", "customer_id": command["customer_id"],
+              "command_id": command["command_id"]}  # fmt: skip
+    tx.internal.send(REF_TOPIC[CONTACT], contact_id, assign)
+
+
+def forget_unmatched(tx: Batch, customer_id: str) -> None:
+    """An erased customer leaves every row that names it (an assignment to them goes)."""
+    index = unmatched.index_key(customer_id)
+    for contact_id in tx.get(unmatched_table, index) or ():
+        key = unmatched.row_key(contact_id)
+        before = tx.get(unmatched_table, key)
+        if before is not None:
+            store_unmatched(tx, key, before, unmatched.forget(before, customer_id))
+    if tx.contains(unmatched_table, index):
+        tx.delete(unmatched_table, index)
+
+
 def _ref_handler(ns: str) -> Callable[[Batch, str, dict], None]:
     def handle(tx: Batch, ref: str, m: dict) -> None:
         op = m["op"]
@@ -637,8 +935,15 @@ def _ref_handler(ns: str) -> Callable[[Batch, str, dict], None]:
             placed(tx, ns, ref, m)
         elif op == "rebind":
             rebind(tx, ns, ref, m["from"], m["customer_id"])
+        elif op == "release":  # given up by its customer (streams/placement.py give_up)
+            if tx.get(owners[ns], ref) == m["from"]:
+                tx.delete(owners[ns], ref)
         elif op == "erase":
             erase_ref(tx, ns, ref, m)
+        elif op == "unmatched":
+            unmatched_at_case(tx, ref, m)
+        elif op == "assign":
+            assign_case(tx, ref, m)
         else:
             lookup(tx, ns, ref, m)
 

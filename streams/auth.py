@@ -328,6 +328,8 @@ def worker_role(method: str, path: str) -> str | None:
     ('read', 'agent')
     >>> worker_role("DELETE", "/customers/c-1")
     'admin'
+    >>> worker_role("GET", "/unmatched"), worker_role("POST", "/unmatched/k-1/assign")
+    ('read', 'agent')
     >>> worker_role("GET", "/readyz") is None, worker_role("GET", "/router/")
     (True, 'any')
     """
@@ -345,6 +347,8 @@ def worker_role(method: str, path: str) -> str | None:
         return READ
     if path == "/voice/announcements":
         return AGENT
+    if path == "/unmatched" or path.startswith("/unmatched/"):  # streams/unmatched_views.py
+        return AGENT if method == "POST" else READ
     if path == "/voice" or path.startswith("/voice/") or path.startswith("/desk/voice/"):
         return READ
     return ANY

@@ -44,6 +44,7 @@ def _worker(settings: Settings, auth: AuthConfig) -> int:
     import streams.agents  # noqa: F401  (registers agents and tables)
     import streams.command_views  # noqa: F401  (registers POST /customers/{id}/commands)
     import streams.desk  # noqa: F401  (registers the service-desk console)
+    import streams.unmatched_views  # noqa: F401  (registers /unmatched and assign_contact)
     import streams.views  # noqa: F401  (registers the query API)
     import streams.voice_views  # noqa: F401  (registers /voice, the board, announcements)
     from streams.app import app

@@ -38,6 +38,8 @@ def row_clocks(ns: str, ref: str, waiting: list[dict] | None) -> Clocks:
     """The hold times of the messages of a held row that :func:`expired_held` may expire."""
     out = []
     for m in waiting or ():
+        if m.get("unmatched"):  # never expires (streams/unmatched.py)
+            continue
         if m.get("placed_on") or chain_starts_at(ns, ref, m):
             held_at = m.get("held_at", m["event"]["occurred_at"])
             out.append((held_at, m.get("held_wall", held_at)))

@@ -102,15 +102,18 @@ def add_held(held: list[dict] | None, message: dict) -> list[dict] | None:
 
     One copy per event_id waits, the version with the latest ``occurred_at``: an id re-sent
     under another stamp is one event whose latest stamp wins (CONTRACT §3), whichever
-    version arrived first. None: this version (or a later one) is already held.
+    version arrived first. None: this version (or a later one) is already held. A copy that
+    only watches for the reference (:func:`mark_held`) is another matter: a contact resolved
+    again (streams/unmatched.py) waits next to it.
     """
     held = held or []
     event = message["event"]
     event_id, at = event["event_id"], event.get("occurred_at", 0)
-    same = [m for m in held if m["event"]["event_id"] == event_id]
+    same = [m for m in held if m["event"]["event_id"] == event_id and not m.get("placed_on")]
     if any(m["event"].get("occurred_at", 0) >= at for m in same):
         return None
-    return [*(m for m in held if m["event"]["event_id"] != event_id), message]
+    others = (m for m in held if m["event"]["event_id"] != event_id or m.get("placed_on"))
+    return [*others, message]
 
 
 def held_count(lists: Iterable[list[dict]]) -> int:
@@ -201,9 +204,10 @@ def expired_held(
     """The held messages at ``ref`` that expire at cutoff ``before`` (event time, ms).
 
     Those held (``held_at``: the event time its partition had seen then; else the event's
-    own time) before it and, given ``wall_before``, also held (``held_wall``) before that
-    wall-clock time: the copy where their chain starts, and copies that only watch for a
-    stronger reference of an event already applied (:func:`mark_held`; they go silently).
+    own time) before it (never an unmatched contact's) and, given ``wall_before``, also
+    held (``held_wall``) before that wall-clock time: the copy where their chain starts,
+    and copies that only watch for a stronger reference of an event already applied
+    (:func:`mark_held`; they go silently).
 
     Event time alone is not enough: a reference partition's clock runs ahead of the
     customer events whose binds would release what it holds whenever the join works through
@@ -212,6 +216,8 @@ def expired_held(
     """
     out = []
     for m in held or ():
+        if m.get("unmatched"):  # an unmatched contact waits for its case (streams/unmatched.py)
+            continue
         held_at = m.get("held_at", m["event"]["occurred_at"])
         if held_at >= before:
             continue

@@ -94,6 +94,11 @@ STATE_PUBLISHED = Counter(
     "keel_state_published_total",
     "CustomerState records this worker published to the customer-state topic",
 )
+CONTACTS_UNMATCHED = Counter(
+    "keel_contacts_unmatched_total",
+    "Contacts that went to the unmatched list (GET /unmatched): they resolve only through an "
+    "e-mail or phone that is shared or links several customers (streams/unmatched.py)",
+)
 COMMANDS = Counter(
     "keel_desk_commands_total",
     "Desk commands (POST /customers/{id}/commands) answered by this worker, by type and "

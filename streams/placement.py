@@ -124,8 +124,9 @@ def _with_event(events: list[dict[str, Any]], event: dict[str, Any]) -> list[dic
     return [*(e for e in events if e["event_id"] != event["event_id"]), event]
 
 
-def moved_to(state: State, contact_id: str) -> tuple[str, int] | None:
-    """``(customer_id, rank)`` a contact no longer here moved to; None if it did not move."""
+def moved_to(state: State, contact_id: str) -> tuple[str | None, int] | None:
+    """``(customer_id, rank)`` a contact no longer here moved to; None if it did not move.
+    ``customer_id`` None: it was given up to be resolved again (:func:`give_up`)."""
     if contact_id in state["_contacts"]:
         return None
     record = (state.get("_moved") or {}).get(contact_id)
@@ -168,6 +169,53 @@ def move_out(
     moved[contact_id] = [to, rank]
     while len(moved) > max(keep, 1):
         del moved[next(iter(moved))]  # the oldest move first
+    new = {
+        **state,
+        "_contacts": {k: c for k, c in state["_contacts"].items() if k != contact_id},
+        "_moved": moved,
+        "version": state["version"] + 1,
+        "updated_at": now_ms,
+    }
+    if joined:
+        new["_joined"] = joined
+    else:
+        new.pop("_joined", None)
+    return new, events
+
+
+def placed_through(state: State, rank: int, ns_field: str, value: str, norm: Any) -> list[str]:
+    """The contacts placed here at ``rank`` by an event whose ``ns_field`` (``email`` or
+    ``phone``), normalised by ``norm``, is ``value``: those an identifier that became
+    ambiguous had placed (streams/unmatched.py)."""
+    out = []
+    for contact_id, events in (state.get("_joined") or {}).items():
+        entity = state["_contacts"].get(contact_id)
+        if entity is None or entity.get("via", NAMED) != rank:
+            continue
+        if any(norm(e.get(ns_field)) == value for e in events):
+            out.append(contact_id)
+    return sorted(out)
+
+
+def give_up(
+    state: State, contact_id: str, now_ms: int, keep: int = DEFAULT_LIMITS.keep_retired
+) -> tuple[State, list[dict[str, Any]]] | None:
+    """``state`` without a contact the identifier that placed it no longer resolves (it is
+    shared, or links several customers), and its events, to be resolved again; None if it is
+    not here or cannot move. It leaves ``_moved[contact_id] = [None, rank]``: an event of it
+    still on its way here is resolved again too.
+    """
+    entity = state["_contacts"].get(contact_id)
+    if entity is None or entity.get("via", NAMED) < MOVABLE:
+        return None
+    rank = entity["via"]
+    joined = dict(state.get("_joined") or {})
+    events = joined.pop(contact_id, [])
+    moved = dict(state.get("_moved") or {})
+    moved.pop(contact_id, None)
+    moved[contact_id] = [None, rank]
+    while len(moved) > max(keep, 1):
+        del moved[next(iter(moved))]
     new = {
         **state,
         "_contacts": {k: c for k, c in state["_contacts"].items() if k != contact_id},

@@ -11,6 +11,9 @@ partition murmur2 gives it, the same partition number as the record that changes
     erased             hash of an erased customer id or reference -> when (streams/erasure.py)
     voice-facts        contact id -> its fact for the Voice of the Customer (streams/voice.py);
                        every fact lives in the partition of ``voice.VOICE_KEY``
+    unmatched          unmatched contacts and who they name (streams/unmatched.py); every row
+                       lives in the partition of ``unmatched.UNMATCHED_KEY``
+    contact-assigned   case id -> the customer an agent assigned the contact to (assign_contact)
 
 The agents never write through faust's table API (an awaited changelog send per write):
 streams/checkpoint.py writes a whole batch into each partition's database at once, after
@@ -62,9 +65,14 @@ due = _table("signal-due")
 erased = _table("erased")
 #: contact id -> its Voice of the Customer fact (streams/voice.py), all on VOICE_KEY's partition
 voice_facts = _table("voice-facts")
+#: unmatched contacts (streams/unmatched.py), all on UNMATCHED_KEY's partition
+unmatched = _table("unmatched")
+#: case id -> the customer an agent assigned it to: its events join there at the strongest rank
+assigned = _table("contact-assigned")
 
 TABLES = [
-    customers, due, *owners.values(), *held.values(), *identities.values(), erased, voice_facts
+    customers, due, *owners.values(), *held.values(), *identities.values(), erased, voice_facts,
+    unmatched, assigned,
 ]
 # streams/admin.py creates their changelog topics (with small segments) before faust starts
 if sorted(table.name for table in TABLES) != sorted(admin.TABLES):

@@ -45,12 +45,14 @@ from streams.intake import first_hop
 from streams.join import NAMESPACES
 from streams.signals import DEFAULT_WINDOWS, Windows
 from streams.state import DEFAULT_LIMITS, Limits, State, view
+from streams.unmatched import UNMATCHED_KEY, page
 
 KindEvent = tuple[str, dict[str, Any]]
 
 TOPIC_OF_KIND = {"order": "orders.v1", "shipment": "shipments.v1", "contact": "contacts.v1",
                  "erasure": "erasures.v1"}  # fmt: skip
 NAMES = {"customer": agents.CUSTOMER_EVENTS, **agents.REF_TOPIC}
+ASSIGN = agents.CUSTOMER_EVENTS
 INTERNAL = set(NAMES.values())
 
 
@@ -146,6 +148,12 @@ class Worker:
     def table(self, name: str) -> dict[str, Any]:
         return {k: orjson.loads(v) for (t, k), v in self.rows.items() if t == name}
 
+    def unmatched(self) -> list[dict[str, Any]]:
+        """``GET /unmatched``: every open unmatched contact, by contact id."""
+        table = self.table("unmatched")
+        rows = [v for k, v in table.items() if k.startswith("k:")]
+        return page(rows, None, len(rows) + 1, table)[0]
+
     def held_messages(self) -> list[dict[str, Any]]:
         """Every message waiting in a held table."""
         return [m for ns in NAMESPACES for v in self.table(f"{ns}-held").values() for m in v]
@@ -163,7 +171,11 @@ class Worker:
                 self._timer()
             while inputs and (not self._queues or self._rng.random() < 0.3):
                 kind, event = inputs.popleft()
-                topic, key, message = first_hop(kind, event, TOPIC_OF_KIND[kind], NAMES)
+                if kind == "assign":  # an agent's assign_contact (streams/unmatched_views.py)
+                    topic, key = ASSIGN, UNMATCHED_KEY
+                    message = {"kind": "assign", "command": event}
+                else:
+                    topic, key, message = first_hop(kind, event, TOPIC_OF_KIND[kind], NAMES)
                 self._send(topic, key, message)
             if self._queues:
                 await self._batch()
@@ -260,6 +272,14 @@ class Worker:
         finally:
             (tables.read, tables.write, agents.now_ms, agents.windows, agents.limits,
              agents.event_clock) = saved  # type: ignore[assignment]  # fmt: skip
+
+
+def assign(command_id: str, contact_id: str, customer_id: str, at: int = 0,
+           agent: str = "rep-7", reason: str = "called back") -> KindEvent:
+    """An agent's assign_contact, as the HTTP side publishes it."""
+    return "assign", {"command_id": command_id, "contact_id": contact_id,
+                      "customer_id": customer_id, "agent": agent, "reason": reason,
+                      "requested_at": at}  # fmt: skip
 
 
 def stored_state(worker: Worker, customer_id: str) -> State | None:

@@ -138,6 +138,60 @@ def expected_identities(
     return dict(out)
 
 
+def expected_contacts(
+    events: list[KindEvent], shared_after: int = 3, blocklist: tuple[str, ...] = BLOCKLIST
+) -> tuple[dict[str, str], dict[str, list[dict]]]:
+    """``(placed, unmatched)`` of the contacts that do not name their customer: contact id ->
+    its customer, and contact id -> why it is unmatched (``GET /unmatched``'s ``why``).
+
+    For histories of orders, named contacts and one-event contacts (their re-sends aside):
+    a contact is its order's customer's; else that of its e-mail, then its phone, if that
+    identifier is known for exactly one customer; an identifier known for several (more than
+    ``shared_after``: SHARED, no candidates; else LINKED, those customers) names no one. A
+    contact none of whose references name anyone, but that has such an identifier, is
+    unmatched; one without either waits (in neither).
+    """
+    unique: dict[str, KindEvent] = {}
+    for kind, event in events:
+        unique.setdefault(event["event_id"], (kind, event))
+    who: dict[tuple[str, str], set[str]] = defaultdict(set)
+    order_owner: dict[str, str] = {}
+    for kind, e in unique.values():
+        if kind == "order":
+            order_owner[e["order_id"]] = e["customer_id"]
+            found = [("EMAIL", _email(e["customer_email"])), ("PHONE", _phone(e["customer_phone"]))]
+        elif kind == "contact" and e["customer_id"]:
+            found = [("EMAIL", _email(e["email"])), ("PHONE", _phone(e["phone"]))]
+        else:
+            continue
+        for typ, value in found:
+            if value is not None and not any(fnmatchcase(value, p) for p in blocklist):
+                who[(typ, value)].add(e["customer_id"])
+    placed: dict[str, str] = {}
+    unmatched: dict[str, list[dict]] = {}
+    for kind, e in unique.values():
+        if kind != "contact" or e["customer_id"]:
+            continue
+        if e["order_id"] in order_owner:
+            placed[e["contact_id"]] = order_owner[e["order_id"]]
+            continue
+        why = []
+        for typ, value in (("EMAIL", _email(e["email"])), ("PHONE", _phone(e["phone"]))):
+            ids = who.get((typ, value or ""))
+            if not ids:
+                continue
+            if len(ids) == 1:
+                placed[e["contact_id"]] = next(iter(ids))
+                break
+            shared = len(ids) > shared_after
+            why.append({"type": typ, "value": value, "guard": "SHARED" if shared else "LINKED",
+                        "candidates": [] if shared else sorted(ids)})  # fmt: skip
+        else:
+            if why:
+                unmatched[e["contact_id"]] = why
+    return placed, unmatched
+
+
 def resolved_event_ids(events: list[KindEvent]) -> set[str]:
     """The ids of the events that reach a customer (the rest wait until they expire)."""
     unique: dict[str, KindEvent] = {}

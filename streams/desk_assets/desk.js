@@ -481,6 +481,64 @@ async function sendCommand(key, target) {
   redraw();
 }
 
+// -- unmatched contacts (GET /unmatched, POST /unmatched/{id}/assign) ------------------------
+
+async function loadUnmatched() {
+  const status = $("unmatched-status");
+  const list = $("unmatched-list");
+  let answer = null;
+  try {
+    const resp = await fetch("/unmatched?limit=100", { headers: authHeaders({ Accept: "application/json" }) });
+    if (resp.status === 401) { askForToken("Sign in to see unmatched contacts."); return; }
+    answer = await resp.json();
+    if (!resp.ok) { status.textContent = `Not available (${resp.status}): ${answer.error || ""}`; return; }
+  } catch (e) {
+    status.textContent = `keel cannot be reached (${e.message}).`;
+    return;
+  }
+  list.replaceChildren(...answer.unmatched.map(unmatchedItem));
+  status.textContent = answer.unmatched.length ? `${answer.unmatched.length} waiting${answer.next ? " (more not shown)" : ""}.`
+                                               : "None waiting.";
+}
+
+function unmatchedItem(u) {
+  const why = u.why.map((w) => `${w.type} ${w.value}: ${w.guard === "SHARED" ? "shared by many customers" : "linked to " + w.candidates.join(", ")}`).join("; ");
+  const key = slug(u.contact_id);
+  const customer = el("input", { id: `assign-to-${key}`, type: "text", value: u.candidates[0] || "",
+                                 placeholder: "customer id", "aria-label": `Customer for ${u.contact_id}` });
+  const reason = el("input", { id: `assign-why-${key}`, type: "text", placeholder: "why (required)",
+                               "aria-label": `Why ${u.contact_id} is theirs` });
+  const result = el("p", { class: "result", role: "status" });
+  const button = el("button", { type: "button" }, "Assign");
+  button.addEventListener("click", () => assignContact(u.contact_id, customer.value.trim(), reason.value.trim(), result));
+  return el("li", { class: "card" },
+    el("p", {}, el("strong", {}, u.contact_id), ` · ${u.channel || "?"}`,
+       u.opened_at ? ` · opened ${new Date(u.opened_at).toISOString().slice(0, 16).replace("T", " ")}` : ""),
+    el("p", { class: "hint" }, why),
+    customer, reason, button, result);
+}
+
+async function assignContact(contactId, customerId, reason, result) {
+  const agent = $("agent").value.trim();
+  if (!agent) { result.textContent = "Enter your name in “Agent” (top right) first."; $("agent").focus(); return; }
+  if (!customerId || !reason) { result.textContent = "Say which customer, and why."; return; }
+  const body = { command_id: uuid4(), customer_id: customerId, reason };
+  try {
+    const resp = await fetch(`/unmatched/${encodeURIComponent(contactId)}/assign`, {
+      method: "POST",
+      headers: authHeaders({ "Content-Type": "application/json", "X-Keel-Agent": agent }),
+      body: JSON.stringify(body),
+    });
+    let answer = {};
+    try { answer = await resp.json(); } catch (e) { /* reported below */ }
+    result.textContent = resp.status === 202 ? `Assigned to ${customerId} by ${agent}.`
+                                             : `Refused (${resp.status}): ${answer.error || ""}`;
+    if (resp.status === 202) setTimeout(loadUnmatched, 1500);
+  } catch (e) {
+    result.textContent = `keel cannot be reached (${e.message}); send again.`;
+  }
+}
+
 function redraw(focusId) {
   if (!desk.shown) return;
   const active = document.activeElement;
@@ -558,6 +616,7 @@ async function start() {
     agent.classList.toggle("missing", !agent.value.trim());
   });
   $("agent-form").addEventListener("submit", (e) => e.preventDefault());
+  $("unmatched-load").addEventListener("click", loadUnmatched);
   setInterval(tick, 1000);
   const params = new URLSearchParams(location.search);
   for (const [param, kind] of [["customer", "customer"], ["email", "email"], ["phone", "phone"],

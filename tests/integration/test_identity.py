@@ -113,3 +113,59 @@ def test_linked_accounts_shared_and_blocked_identifiers(
     wait_for("the account no longer linked to the erased guest",
              lambda: links(worker, account) == [], 30)  # fmt: skip
     assert worker.get(f"/customers/{guest}")[0] == 404
+
+
+def _post(worker: Worker, path: str, body: dict, role: str = "agent") -> tuple[int, Any]:
+    request = urllib.request.Request(
+        f"{worker.url}{path}", data=json.dumps(body).encode(), method="POST",
+        headers={**bearer(role), "Content-Type": "application/json", "X-Keel-Agent": "rep-7"},
+    )  # fmt: skip
+    try:
+        with urllib.request.urlopen(request, timeout=30) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"null")
+
+
+def test_a_contact_through_a_shared_phone_waits_unmatched_until_an_agent_assigns_it(
+    worker: Worker, departments: Departments
+) -> None:
+    run = uuid.uuid4().hex[:8]
+    family = [f"c-shop{n}-{run}" for n in range(4)]
+    phone = f"+4940{int(run, 16) % 10**8:08d}"
+    call, t0 = f"k-shop-{run}", int(time.time() * 1000) - 3_600_000
+    departments.send([
+        *[order(c, f"o-{c}", at=t0 + n * MIN, phone=phone) for n, c in enumerate(family)],
+        contact(call, at=t0 + 10 * MIN, phone=phone, channel="CHAT", note="where is it"),
+    ])  # fmt: skip
+
+    def listed() -> list[dict]:
+        status, body = worker.get("/unmatched?limit=1000")
+        assert status == 200, body
+        return [u for u in body["unmatched"] if u["contact_id"] == call]
+
+    wait_for("the contact listed as unmatched", lambda: listed() != [], 60)
+    [entry] = listed()
+    assert entry["channel"] == "CHAT" and entry["candidates"] == []
+    assert entry["why"] == [{"type": "PHONE", "value": phone, "guard": "SHARED",
+                             "candidates": []}]  # fmt: skip
+    for c in family:  # guessed onto none of them
+        assert worker.get(f"/customers/{c}")[1]["contacts"] == []
+    assert worker.get("/unmatched", role=None)[0] == 401
+    command = {"command_id": f"x-{run}", "customer_id": family[2], "reason": "she confirmed"}
+    assert _post(worker, f"/unmatched/{call}/assign", command, role="read")[0] == 403
+    assert _post(worker, f"/unmatched/{call}/assign", {**command, "agent": "x"})[0] == 400
+    assert _post(worker, f"/unmatched/k-none-{run}/assign", command)[0] == 404
+    status, answer = _post(worker, f"/unmatched/{call}/assign", command)
+    assert status == 202 and answer == {"command_id": f"x-{run}"}, answer
+
+    def on_customer() -> bool:
+        status, state = worker.get(f"/customers/{family[2]}")
+        return status == 200 and [c["contact_id"] for c in state["contacts"]] == [call]
+
+    wait_for("the contact on the assigned customer", on_customer, 60)
+    assert listed() == []
+    again = _post(worker, f"/unmatched/{call}/assign", command)
+    assert again == (202, {"command_id": f"x-{run}", "duplicate": True})
+    other = _post(worker, f"/unmatched/{call}/assign", {**command, "command_id": f"y-{run}"})
+    assert other[0] == 409

@@ -50,7 +50,8 @@ def test_changelog_topics_are_created_compacted_with_small_segments() -> None:
     specs = topic_specs(Settings.from_env({"KEEL_APP_ID": "shop"}))
     changelogs = {name: c for name, c in specs.items() if name.endswith("-changelog")}
     assert sorted(changelogs) == sorted(f"shop-{table}-changelog" for table in TABLES)
-    assert len(TABLES) == 14 and "customers" in TABLES and "erased" in TABLES
+    assert len(TABLES) == 16 and "customers" in TABLES and "erased" in TABLES
+    assert "unmatched" in TABLES and "contact-assigned" in TABLES
     assert "voice-facts" in TABLES
     assert "email-identities" in TABLES and "phone-identities" in TABLES
     for config in changelogs.values():
