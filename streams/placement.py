@@ -162,25 +162,7 @@ def move_out(
     entity = state["_contacts"].get(contact_id)
     if entity is None or rank >= entity.get("via", NAMED) or to == state["customer_id"]:
         return None
-    joined = dict(state.get("_joined") or {})
-    events = joined.pop(contact_id, [])
-    moved = dict(state.get("_moved") or {})
-    moved.pop(contact_id, None)
-    moved[contact_id] = [to, rank]
-    while len(moved) > max(keep, 1):
-        del moved[next(iter(moved))]  # the oldest move first
-    new = {
-        **state,
-        "_contacts": {k: c for k, c in state["_contacts"].items() if k != contact_id},
-        "_moved": moved,
-        "version": state["version"] + 1,
-        "updated_at": now_ms,
-    }
-    if joined:
-        new["_joined"] = joined
-    else:
-        new.pop("_joined", None)
-    return new, events
+    return _without(state, contact_id, [to, rank], now_ms, keep)
 
 
 def placed_through(state: State, rank: int, ns_field: str, value: str, norm: Any) -> list[str]:
@@ -209,13 +191,21 @@ def give_up(
     if entity is None or entity.get("via", NAMED) < MOVABLE:
         return None
     rank = entity["via"]
+    return _without(state, contact_id, [None, rank], now_ms, keep)
+
+
+def _without(
+    state: State, contact_id: str, moved_to: list, now_ms: int, keep: int
+) -> tuple[State, list[dict[str, Any]]]:
+    """``state`` without the contact, ``_moved[contact_id] = moved_to`` (the newest of at
+    most ``keep`` moves, the oldest dropped first), and the contact's events kept here."""
     joined = dict(state.get("_joined") or {})
     events = joined.pop(contact_id, [])
     moved = dict(state.get("_moved") or {})
     moved.pop(contact_id, None)
-    moved[contact_id] = [None, rank]
+    moved[contact_id] = moved_to
     while len(moved) > max(keep, 1):
-        del moved[next(iter(moved))]
+        del moved[next(iter(moved))]  # the oldest move first
     new = {
         **state,
         "_contacts": {k: c for k, c in state["_contacts"].items() if k != contact_id},
