@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
 import aiohttp
@@ -83,19 +84,34 @@ class CustomerCommands(View):
         )
 
     async def post(self, request: Request, customer_id: str) -> Response:
-        if not ready():
-            return _error(self, 503, "worker is recovering its tables; try again shortly")
-        owner = owner_url(customers, customer_id)
-        if owner is None:
-            return _error(self, 503, "partition assignment in progress; try again shortly")
-        body = await request.read()  # type: ignore[attr-defined]  # aiohttp's Request
-        if not _is_me(owner):
-            if FORWARDED_HEADER in request.headers:
-                return _error(self, 503, "workers are rebalancing partitions; try again shortly")
-            return await _forward_post(self, request, owner, body)
-        status, answer = await handle(customer_id, body, agent_of(request))
-        headers = {"Retry-After": "1"} if status == 503 else None
-        return _json(self, answer, status, headers)
+        return await post_at_owner(
+            self, request, customers, customer_id,
+            lambda body, agent: handle(customer_id, body, agent),
+        )  # fmt: skip
+
+
+Handler = Callable[[bytes, str | None], Awaitable[tuple[int, dict[str, Any]]]]
+
+
+async def post_at_owner(
+    web: View, request: Request, table: Any, key: str, handler: Handler
+) -> Response:
+    """A POST handled on the worker owning ``key`` of ``table``: ``handler(body, agent)``
+    there, the request forwarded to it from any other worker (once: a forwarded request that
+    lands on a non-owner is a 503, never forwarded again); 503 while recovering or
+    rebalancing."""
+    if not ready():
+        return _error(web, 503, "worker is recovering its tables; try again shortly")
+    owner = owner_url(table, key)
+    if owner is None:
+        return _error(web, 503, "partition assignment in progress; try again shortly")
+    body = await request.read()  # type: ignore[attr-defined]  # aiohttp's Request
+    if not _is_me(owner):
+        if FORWARDED_HEADER in request.headers:
+            return _error(web, 503, "workers are rebalancing partitions; try again shortly")
+        return await _forward_post(web, request, owner, body)
+    status, answer = await handler(body, agent_of(request))
+    return _json(web, answer, status, {"Retry-After": "1"} if status == 503 else None)
 
 
 def agent_of(request: Request) -> str | None:

@@ -26,14 +26,14 @@ from streams import metrics, unmatched
 from streams.agents import CUSTOMER_EVENTS, emitter
 from streams.app import app
 from streams.checkpoint import Packer
-from streams.command_views import PUBLISH_TIMEOUT_S, _forward_post, agent_of
+from streams.command_views import PUBLISH_TIMEOUT_S, post_at_owner
 from streams.commands import Refused
 from streams.emit import EmitError
 from streams.jsonconv import iso_ms
 from streams.monitoring import ready
 from streams.tables import partition_of, read
 from streams.tables import unmatched as unmatched_table
-from streams.views import FORWARDED_HEADER, _error, _is_me, _json, _route, owner_url
+from streams.views import _error, _json, _route
 
 log = logging.getLogger(__name__)
 
@@ -84,18 +84,10 @@ class AssignContact(View):
                      {"Allow": "POST"})  # fmt: skip
 
     async def post(self, request: Request, contact_id: str) -> Response:
-        if not ready():
-            return _error(self, 503, "worker is recovering its tables; try again shortly")
-        owner = owner_url(unmatched_table, unmatched.UNMATCHED_KEY)
-        if owner is None:
-            return _error(self, 503, "partition assignment in progress; try again shortly")
-        raw = await request.read()  # type: ignore[attr-defined]  # aiohttp's Request
-        if not _is_me(owner):
-            if FORWARDED_HEADER in request.headers:
-                return _error(self, 503, "workers are rebalancing partitions; try again shortly")
-            return await _forward_post(self, request, owner, raw)
-        status, answer = await assign(contact_id, raw, agent_of(request))
-        return _json(self, answer, status, {"Retry-After": "1"} if status == 503 else None)
+        return await post_at_owner(
+            self, request, unmatched_table, unmatched.UNMATCHED_KEY,
+            lambda body, agent: assign(contact_id, body, agent),
+        )  # fmt: skip
 
 
 async def assign(contact_id: str, raw: bytes, agent: str | None) -> tuple[int, dict[str, Any]]:

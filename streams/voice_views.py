@@ -29,7 +29,7 @@ from streams import live, metrics, voice, voice_worker
 from streams.agents import emitter
 from streams.app import app, settings
 from streams.codec import get_codec
-from streams.command_views import AGENT_HEADER, PUBLISH_TIMEOUT_S, _forward_post, agent_of
+from streams.command_views import AGENT_HEADER, PUBLISH_TIMEOUT_S, post_at_owner
 from streams.commands import Refused
 from streams.desk import FORWARD_STREAM_TIMEOUT, _file, _gone, _open, _pipe, sse
 from streams.emit import EmitError
@@ -130,18 +130,7 @@ class Announcements(View):
                      {"Allow": "POST"})  # fmt: skip
 
     async def post(self, request: Request) -> Response:
-        if not ready():
-            return _error(self, 503, "worker is recovering its tables; try again shortly")
-        owner = owner_url(voice_facts, voice.VOICE_KEY)
-        if owner is None:
-            return _error(self, 503, "partition assignment in progress; try again shortly")
-        raw = await request.read()  # type: ignore[attr-defined]  # aiohttp's Request
-        if not _is_me(owner):
-            if FORWARDED_HEADER in request.headers:
-                return _error(self, 503, "workers are rebalancing partitions; try again shortly")
-            return await _forward_post(self, request, owner, raw)
-        status, answer = await announce(raw, agent_of(request))
-        return _json(self, answer, status, {"Retry-After": "1"} if status == 503 else None)
+        return await post_at_owner(self, request, voice_facts, voice.VOICE_KEY, announce)
 
 
 async def announce(raw: bytes, agent: str | None) -> tuple[int, dict[str, Any]]:
