@@ -18,8 +18,8 @@ import time
 from confluent_kafka import Consumer, TopicPartition
 
 from bench.kafka import partitions
-from streams.codec import CodecError, get_codec
-from streams.kafka_config import client_config
+from streams.encoding.codec import CodecError, get_codec
+from streams.kafka.config import client_config
 
 SCHEMAS = ("OrderEvent", "ShipmentEvent", "ContactEvent")
 

@@ -10,7 +10,7 @@ One run, in this order, on its own Kafka broker (free ports) and its own worker 
 3. **peer**: the same aggregation in Quix Streams (bench/peer_quix.py);
 4. **throughput**: one ``keel worker`` consumes the backlog (py-spy attached) until every
    customer state is final; a sample of customers is checked against a replay of
-   streams.state over the generator's events; **footprint** is read off the worker then;
+   streams.domain.state over the generator's events; **footprint** is read off the worker then;
 5. **freshness**: live events at 2,000/s, then higher steps until keel saturates;
 6. **query latency**: ids and e-mails from another process while 2,000 events/s go in;
 7. **recovery**: SIGKILL and restart with the RocksDB dir kept, then wiped.

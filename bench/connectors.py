@@ -41,7 +41,7 @@ from connectors.sources.postgres_outbox import SCHEMA_SQL
 from deploy.local.postgres import Postgres
 from deploy.local.process import Child
 from deploy.local.stack import Kafka, free_port
-from streams.jsonconv import to_json
+from streams.encoding.jsonconv import to_json
 
 log = logging.getLogger("bench.connectors")
 

@@ -25,7 +25,7 @@ from typing import Any
 import faust
 from faust.types import EventT
 
-from streams.codec import CodecError, get_codec
+from streams.encoding.codec import CodecError, get_codec
 
 SCHEMAS = ("OrderEvent", "ShipmentEvent", "ContactEvent")
 BATCH, WITHIN = 1000, 0.005  # keel's defaults (KEEL_BATCH_MAX, KEEL_BATCH_WAIT_MS)

@@ -18,7 +18,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from bench.errors import BenchError
-from streams.kafka_config import client_config, producer_config
+from streams.kafka.config import client_config, producer_config
 
 Record = tuple[str, bytes, bytes]  # (topic, key, value)
 

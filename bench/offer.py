@@ -36,9 +36,9 @@ from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartit
 from bench.kafka import partitions
 from bench.stats import latency_summary
 from bench.throughput import KEY_OF_KIND, SCHEMA_OF_KIND
-from streams.codec import get_codec
-from streams.jsonconv import iso_ms
-from streams.kafka_config import client_config, producer_config
+from streams.encoding.codec import get_codec
+from streams.encoding.jsonconv import iso_ms
+from streams.kafka.config import client_config, producer_config
 
 # (customer, source) -> [(stamp, produced at)], oldest first
 Pending = dict[tuple[str, str], list[tuple[int, float]]]

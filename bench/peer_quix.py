@@ -1,6 +1,6 @@
 """The peer: keel's customer-state aggregation written with Quix Streams, on the same backlog.
 
-Same decode (streams.codec), same merge (streams.state.apply_event), state in RocksDB with a
+Same decode (streams.encoding.codec), same merge (streams.domain.state.apply_event), state in RocksDB with a
 changelog, every changed state Avro-encoded and published, at-least-once. What it cannot do
 the way keel does is the multi-topic join: Quix Streams joins by the message key, and
 shipments (keyed by order_id) and most contacts (keyed by contact_id, known only by an order,
@@ -32,8 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from quixstreams import Application, State  # noqa: E402
 
-from streams.codec import get_codec  # noqa: E402
-from streams.state import apply_event, empty_state, view  # noqa: E402
+from streams.domain.state import apply_event, empty_state, view  # noqa: E402
+from streams.encoding.codec import get_codec  # noqa: E402
 
 codec = get_codec()
 

@@ -22,9 +22,9 @@ from bench.kafka import BenchKafkaError, end_offsets, group_lag, wait_caught_up
 from bench.settings import BenchSettings
 from bench.worker import ROOT, BenchError, KeelNames, KeelWorker, dir_bytes, http_get
 from deploy.local.process import Child
-from streams.jsonconv import to_json
-from streams.kafka_config import client_config
-from streams.state import apply_event, empty_state, view
+from streams.domain.state import apply_event, empty_state, view
+from streams.encoding.jsonconv import to_json
+from streams.kafka.config import client_config
 
 #: Fields that legitimately differ from a replay: arrival-dependent bookkeeping (CONTRACT §5)
 #: and signals, which also depend on the wall clock at merge time.
@@ -32,7 +32,7 @@ NOT_COMPARED = ("version", "updated_at", "signals")
 
 
 def expected_states(items: Iterable[Item], sample: set[str]) -> dict[str, dict[str, Any]]:
-    """Public JSON state of each sampled customer after all its events (streams.state)."""
+    """Public JSON state of each sampled customer after all its events (streams.domain.state)."""
     states: dict[str, dict[str, Any]] = {}
     for kind, event, cid in items:
         if cid in sample:

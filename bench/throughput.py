@@ -30,7 +30,7 @@ from bench.kafka import (
 from bench.profile import Profiler
 from bench.worker import ROOT, BenchError, KeelNames, KeelWorker, cpu_seconds, tree_rss
 from deploy.local.process import Child
-from streams.codec import get_codec
+from streams.encoding.codec import get_codec
 
 SCHEMA_OF_KIND = {"order": "OrderEvent", "shipment": "ShipmentEvent", "contact": "ContactEvent"}
 KEY_OF_KIND = {"order": "customer_id", "shipment": "order_id", "contact": "contact_id"}

@@ -1,6 +1,6 @@
 """Create every topic a benchmark's keel worker uses, table changelogs included, before it starts.
 
-``keel worker`` creates its input, output and internal topics itself (streams/admin.py), but
+``keel worker`` creates its input, output and internal topics itself (streams/kafka/admin.py), but
 leaves the tables' changelog topics to faust, which declares them while the consumer already
 subscribes; on a broker with ``auto.create.topics.enable`` (the local stack's) a changelog can
 then be auto-created first with the broker's default partition count, and the table's agent
@@ -19,17 +19,17 @@ import sys
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from streams.kafka_config import client_config
+from streams.kafka.config import client_config
 
 
 def main() -> int:
-    from streams.admin import ensure_topics
     from streams.config import Settings
+    from streams.kafka.admin import ensure_topics
 
     settings = Settings.from_env()
     created = ensure_topics(settings)
 
-    import streams.agents  # noqa: F401  (declares the tables)
+    import streams.worker.agent  # noqa: F401  (declares the tables)
     from streams.app import app
 
     changelogs = sorted(table.changelog_topic.get_topic_name() for table in app.tables.values())

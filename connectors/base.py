@@ -46,9 +46,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from connectors import metrics
 from connectors.settings import ConfigError, ConnectorSettings
-from streams import logs
 from streams.auth import AuthConfig, status_role
-from streams.kafka_config import KafkaAuthError, reach
+from streams.kafka.config import KafkaAuthError, reach
+from streams.ops import logs
 
 if TYPE_CHECKING:
     from connectors.publisher import Publisher

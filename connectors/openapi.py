@@ -2,10 +2,11 @@
 
 The ``.avsc`` files are the contract (STYLE.md), so the document is derived from them rather
 than written by hand: a new optional field in a schema shows up in ``/openapi.json`` without a
-code change. Avro maps to JSON Schema as keel's JSON form defines it (``streams.jsonconv``):
+code change. Avro maps to JSON Schema as keel's JSON form defines it
+(``streams.encoding.jsonconv``):
 ``timestamp-millis`` is an ISO-8601 string or epoch milliseconds, ``int``/``long`` are integers
 with their 32/64-bit range, a ``["null", T]`` union may be null or left out, records allow no
-other fields. An id (``streams.ids.ID_FIELDS``) is a string of ``minLength: 1`` with a
+other fields. An id (``streams.domain.ids.ID_FIELDS``) is a string of ``minLength: 1`` with a
 character that is not whitespace (``pattern``), the rule ``from_json`` applies.
 
     >>> doc = openapi_document([("orders", "OrderEvent", "orders.v1", "customer_id")])
@@ -17,8 +18,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from streams.codec import Codec, get_codec
-from streams.ids import ID_FIELDS, ID_PATTERN
+from streams.domain.ids import ID_FIELDS, ID_PATTERN
+from streams.encoding.codec import Codec, get_codec
 
 __all__ = ["NDJSON", "openapi_document"]
 

@@ -1,6 +1,6 @@
 """A Kafka producer that hands out one future per record, for connectors serving many callers.
 
-:class:`streams.kafka_producer.ConfirmedProducer` confirms with ``flush()``, which waits for
+:class:`streams.kafka.producer.ConfirmedProducer` confirms with ``flush()``, which waits for
 *every* record in the producer: fine for one batch at a time, but an HTTP server with concurrent
 requests would make each request wait for all the others (and under steady load ``flush``
 may never see an empty queue). Here a background thread polls for delivery reports and each
@@ -11,7 +11,7 @@ exactly its records and the event loop never blocks::
     futures = publisher.send([OutRecord("orders.v1", b"c-1", avro_bytes)])
     await asyncio.gather(*map(asyncio.wrap_future, futures))    # or publisher.publish(...)
 
-Built on keel's one producer (:class:`streams.kafka_producer.BaseProducer`): the same settings
+Built on keel's one producer (:class:`streams.kafka.producer.BaseProducer`): the same settings
 as every keel producer (``producer_config``: murmur2, idempotent, acks=all), so per-key order
 holds across retries, and the same poll thread; what is the publisher's
 own is a future per record and a full queue answered, not waited out, in :meth:`Publisher.send`.
@@ -28,7 +28,7 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException, Message
 
 from connectors.base import OutRecord, Unavailable
-from streams.kafka_producer import BaseProducer
+from streams.kafka.producer import BaseProducer
 
 log = logging.getLogger(__name__)
 

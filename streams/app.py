@@ -4,20 +4,20 @@ Settings that matter for correctness, not just speed:
 
 - ``processing_guarantee='at_least_once'``: faust's exactly-once mode is unreliable
   (faust-streaming issues #517, #323), so every state update is idempotent by
-  ``event_id`` instead (streams/state.py) and a replayed event changes nothing.
+  ``event_id`` instead (streams/domain/state.py) and a replayed event changes nothing.
 - ``store='rocksdb://'`` with changelog topics: tables survive a restart (kept dir) and
   a lost disk (restored from the changelog).
 - ``topic_partitions`` equals the input topics' partition count: tables must be
-  co-partitioned with the streams that write them (streams/admin.py enforces it).
+  co-partitioned with the streams that write them (streams/kafka/admin.py enforces it).
 - ``producer_linger_ms=5`` (streams/tuning.py): faust's default (0) sends every record in
   a request of its own. The agents' outputs and table changelogs go through
-  streams/emit.py instead; what is left on faust's producer is little.
+  streams/worker/emit.py instead; what is left on faust's producer is little.
 - ``broker_session_timeout`` of 10 s (faust's default is 60 s): a crashed worker's
   partitions move to the others after at most that long.
 - ``canonical_url`` must be reachable by the other workers: ``table_route`` forwards
   queries for keys this worker does not own to that URL.
 - ``broker_credentials`` from the same ``KAFKA_*`` variables as every librdkafka client
-  (streams/kafka_config.py), so aiokafka and librdkafka connect the same way.
+  (streams/kafka/config.py), so aiokafka and librdkafka connect the same way.
 - ``web_ssl_context``: HTTPS when ``KEEL_TLS_CERT``/``KEEL_TLS_KEY`` are set, and an
   ``HttpClient`` that trusts ``KEEL_TLS_CA`` for the forwards to other workers (streams/tls.py).
 - ``_Consumer``: after a rebalance every stream partition is sought, those without a committed
@@ -43,7 +43,7 @@ from faust.types import TP
 
 from streams import auth, tls, tuning
 from streams.config import Settings
-from streams.kafka_config import faust_credentials
+from streams.kafka.config import faust_credentials
 
 
 class _OrjsonCodec(codecs.Codec):

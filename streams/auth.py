@@ -339,7 +339,7 @@ def worker_role(method: str, path: str) -> str | None:
         return METRICS
     if path == "/customers" or path.startswith("/customers/"):
         # Only the commands route takes POST; on any other it is a 405 for an agent. DELETE
-        # erases a customer (streams/erasure_views.py).
+        # erases a customer (streams/api/erasure.py).
         if method == "DELETE":
             return ADMIN
         return AGENT if method == "POST" else READ
@@ -347,7 +347,7 @@ def worker_role(method: str, path: str) -> str | None:
         return READ
     if path == "/voice/announcements":
         return AGENT
-    if path == "/unmatched" or path.startswith("/unmatched/"):  # streams/unmatched_views.py
+    if path == "/unmatched" or path.startswith("/unmatched/"):  # streams/api/unmatched.py
         return AGENT if method == "POST" else READ
     if path == "/voice" or path.startswith("/voice/") or path.startswith("/desk/voice/"):
         return READ

@@ -19,11 +19,11 @@ import sys
 from streams import tuning
 from streams.auth import AuthConfig
 from streams.config import ConfigError, Settings
-from streams.logs import configure as configure_logging
+from streams.ops.logs import configure as configure_logging
 
 
 def _worker(settings: Settings, auth: AuthConfig) -> int:
-    from streams.admin import TopicError, ensure_topics
+    from streams.kafka.admin import TopicError, ensure_topics
 
     log = logging.getLogger("keel")
     log.info("%s", auth.describe())
@@ -41,16 +41,16 @@ def _worker(settings: Settings, auth: AuthConfig) -> int:
 
     from faust import Worker
 
-    import streams.agents  # noqa: F401  (registers agents and tables)
-    import streams.command_views  # noqa: F401  (registers POST /customers/{id}/commands)
-    import streams.desk  # noqa: F401  (registers the service-desk console)
-    import streams.unmatched_views  # noqa: F401  (registers /unmatched and assign_contact)
-    import streams.views  # noqa: F401  (registers the query API)
-    import streams.voice_views  # noqa: F401  (registers /voice, the board, announcements)
+    import streams.api.commands  # noqa: F401  (registers POST /customers/{id}/commands)
+    import streams.api.customers  # noqa: F401  (registers the query API)
+    import streams.api.desk  # noqa: F401  (registers the service-desk console)
+    import streams.api.unmatched  # noqa: F401  (registers /unmatched and assign_contact)
+    import streams.api.voice  # noqa: F401  (registers /voice, the board, announcements)
+    import streams.worker.agent  # noqa: F401  (registers agents and tables)
     from streams.app import app
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    # override_logging=False: keep streams/logs.py's set-up (KEEL_LOG_FORMAT), not faust's.
+    # override_logging=False: keep streams/ops/logs.py's set-up (KEEL_LOG_FORMAT), not faust's.
     worker = Worker(app, loglevel=settings.log_level.upper(), quiet=True, override_logging=False)
     worker.spinner = None  # its terminal escape codes would land between the log lines
     # The worker allocates many short-lived dicts per event; with the default thresholds the
@@ -66,8 +66,8 @@ def _worker(settings: Settings, auth: AuthConfig) -> int:
 def _deadletters(settings: Settings, args: argparse.Namespace) -> int:
     import json
 
-    from streams.deadletters import DeadLetterError, read_dead_letters, replay
-    from streams.kafka_config import KafkaAuthError, reach
+    from streams.kafka.config import KafkaAuthError, reach
+    from streams.ops.deadletters import DeadLetterError, read_dead_letters, replay
 
     if settings.kafka_security.protocol != "PLAINTEXT":
         try:  # refused credentials would otherwise read as "0 dead letters" after a timeout
@@ -99,9 +99,9 @@ def _erase(settings: Settings, args: argparse.Namespace) -> int:
     import getpass
     import time
 
-    from streams.codec import get_codec
-    from streams.erasure import BadRequest, build_request
-    from streams.kafka_producer import ConfirmedProducer, PublishError
+    from streams.domain.erasure import BadRequest, build_request
+    from streams.encoding.codec import get_codec
+    from streams.kafka.producer import ConfirmedProducer, PublishError
 
     try:
         record = build_request(args.customer_id, args.reason, args.by or getpass.getuser(),
@@ -110,7 +110,7 @@ def _erase(settings: Settings, args: argparse.Namespace) -> int:
         print(f"keel: {exc}", file=sys.stderr)
         return 2
     if settings.kafka_security.protocol != "PLAINTEXT":
-        from streams.kafka_config import KafkaAuthError, reach
+        from streams.kafka.config import KafkaAuthError, reach
 
         try:  # refused credentials would otherwise read as a 30 s publish timeout
             reach(settings.kafka_bootstrap, 30, settings.kafka_security)

@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from streams.kafka_config import KafkaConfigError, KafkaSecurity
+from streams.kafka.config import KafkaConfigError, KafkaSecurity
 
 
 class ConfigError(ValueError):
@@ -169,7 +169,7 @@ VARIABLES: tuple[tuple[str, str, str], ...] = (
         "KEEL_VOICE_KEYWORDS",
         "",
         "JSON file {topic: [keyword, ...]} tagging contacts that have no topic (default: "
-        "streams/voice.py DEFAULT_KEYWORDS)",
+        "streams/domain/voice.py DEFAULT_KEYWORDS)",
     ),
     ("KEEL_VOICE_TOP", "10", "topics exported as Prometheus gauges (the rest summed as other)"),
     ("POSTGRES_URL", "postgresql://keel@127.0.0.1:5432/keel", "PostgreSQL of the outbox connector"),
@@ -253,7 +253,7 @@ class Topics:
 @dataclass(frozen=True)
 class Settings:
     kafka_bootstrap: str
-    #: KAFKA_SECURITY_PROTOCOL, KAFKA_SASL_*, KAFKA_SSL_* (streams/kafka_config.py)
+    #: KAFKA_SECURITY_PROTOCOL, KAFKA_SASL_*, KAFKA_SSL_* (streams/kafka/config.py)
     kafka_security: KafkaSecurity
     redis_url: str
     app_id: str

@@ -12,8 +12,8 @@ from typing import Any
 #: group coordinator; the tables' changelogs go through the emitter): 5 ms batches those.
 FAUST_PRODUCER_LINGER_MS = 5
 
-#: confluent-kafka settings of the emitter (streams/emit.py), on top of the contract's
-#: murmur2 / idempotence / acks=all (streams.kafka_config.producer_config)
+#: confluent-kafka settings of the emitter (streams/worker/emit.py), on top of the contract's
+#: murmur2 / idempotence / acks=all (streams.kafka.config.producer_config)
 EMITTER: dict[str, Any] = {
     "linger.ms": 2,
     "batch.num.messages": 10_000,
@@ -35,7 +35,7 @@ DUE_SLICE = 2000
 #: how often the held tables are looked through for events held past KEEL_HOLD_MAX_S
 HELD_CHECK_INTERVAL_S = 10.0
 #: how long the join agent produces a batch again while Kafka is unreachable (brokers down,
-#: leaders moving) before it gives up and reports itself failed (streams/agents.py)
+#: leaders moving) before it gives up and reports itself failed (streams/worker/agent.py)
 KAFKA_OUTAGE_RETRY_S = 600.0
 
 #: internal messages the join agent handles between two turns of the event loop: ~10 ms of
@@ -50,7 +50,7 @@ ROCKSDB: dict[str, Any] = {
     "block_cache_size": 16 * 1024**2,
 }
 
-#: topic config of the tables' changelogs (streams/admin.py creates them). Kafka compacts only
+#: topic config of the tables' changelogs (streams/kafka/admin.py creates them). Kafka compacts only
 #: closed segments, and its default segment is 1 GB or 7 days: a changelog then holds every
 #: version of every state, and a restore from it (data dir lost) replays them all. Small,
 #: hourly segments let the cleaner drop superseded versions while the worker runs.
@@ -65,11 +65,11 @@ CHANGELOG_TOPIC_CONFIG: dict[str, str] = {  # strings: faust passes them to Kafk
 #: would replay them. But faust's recovery writes (rows and offsets) use the WAL, and after a
 #: crash RocksDB keeps WAL writes that came after lost non-WAL ones: a recovery after a keel
 #: write, then a SIGKILL, could leave an offset past rows that are gone. Not measured apart
-#: (the losses seen while it was on had another cause, fixed in streams/agents.py), so the
+#: (the losses seen while it was on had another cause, fixed in streams/worker/agent.py), so the
 #: WAL stays on until a kill test shows it off is safe.
 ROCKSDB_DISABLE_WAL = False
 
-#: confluent-kafka settings of the intake's producer (streams/intake.py)
+#: confluent-kafka settings of the intake's producer (streams/worker/intake.py)
 INTAKE_PRODUCER: dict[str, Any] = {
     "linger.ms": 2,
     "batch.num.messages": 10_000,
@@ -94,7 +94,7 @@ DEADLETTER_KEEP_BYTES = 64 * 1024
 #: the default) -- a full buffer blocks the consumer that recovery reads changelogs through.
 JOIN_BATCH_RECORDS = 64
 
-#: keys whose partition (murmur2, pure Python: ~3 µs a key) is remembered (streams/tables.py)
+#: keys whose partition (murmur2, pure Python: ~3 µs a key) is remembered (streams/worker/tables.py)
 PARTITION_CACHE = 1 << 17
 
 #: internal messages for one partition are packed into records of at most this many bytes.
@@ -106,7 +106,7 @@ PACK_BYTES = 32 * 1024
 
 def describe(batch_max: int, batch_wait_ms: int) -> dict[str, Any]:
     """The settings that decide the worker's speed, as recorded with benchmark results."""
-    from streams.kafka_config import producer_config
+    from streams.kafka.config import producer_config
 
     emitter = producer_config("-", **EMITTER)
     emitter.pop("bootstrap.servers")

@@ -1,23 +1,24 @@
 """The worker's real join agent on in-memory tables and topics, with an adversarial scheduler.
 
-What runs is streams/agents.py's :func:`~streams.agents.handle_batch` (so every handler of
-``agents.HANDLERS``) on a real :class:`streams.checkpoint.Batch`, made durable by the real
-:func:`streams.checkpoint.commit`. Only the edges are stand-ins:
+What runs is streams/worker/agent.py's :func:`~streams.worker.agent.handle_batch` (so every handler
+of
+``agents.HANDLERS``) on a real :class:`streams.worker.checkpoint.Batch`, made durable by the real
+:func:`streams.worker.checkpoint.commit`. Only the edges are stand-ins:
 
 - the tables: one dict, read by ``tables.read`` and written by ``tables.write`` (orjson in
   between, like RocksDB), patched while a run lasts;
 - Kafka: every internal record goes to a FIFO per (topic, partition), as Kafka keeps one
-  partition in order; the intake's first hop (streams/intake.py ``first_hop``) is how an
+  partition in order; the intake's first hop (streams/worker/intake.py ``first_hop``) is how an
   input event enters, one record each;
 - the clock (``agents.now_ms``), which moves by a random step per batch, and the signal
   timer, which sends a recheck for every customer whose due time passed, from a
-  :class:`streams.due_index.DueIndex` kept after every stored batch, as ``signal_clock``.
+  :class:`streams.worker.due_index.DueIndex` kept after every stored batch, as ``signal_clock``.
 
 A seeded random scheduler picks each batch: records from the heads of one or several
 partitions' FIFOs, up to a few of each, interleaved with the next input events, so messages
 of different partitions overtake each other in any way a deployment could produce. It also
 *crashes* batches: before anything was produced (the batch is lost), or after its outputs
-were confirmed but before its table writes (:mod:`streams.checkpoint` step 3 fails); either
+were confirmed but before its table writes (:mod:`streams.worker.checkpoint` step 3 fails); either
 way its input records are delivered again, as faust would after a restart.
 
     >>> from tests.builders import order
@@ -38,14 +39,15 @@ from typing import Any
 
 import orjson
 
-from streams import agents, checkpoint, tables
-from streams.codec import get_codec
-from streams.due_index import DueIndex
-from streams.intake import first_hop
-from streams.join import NAMESPACES
-from streams.signals import DEFAULT_WINDOWS, Windows
-from streams.state import DEFAULT_LIMITS, Limits, State, view
-from streams.unmatched import UNMATCHED_KEY, page
+from streams.domain.join import NAMESPACES
+from streams.domain.signals import DEFAULT_WINDOWS, Windows
+from streams.domain.state import DEFAULT_LIMITS, Limits, State, view
+from streams.domain.unmatched import UNMATCHED_KEY, page
+from streams.encoding.codec import get_codec
+from streams.worker import agent as agents
+from streams.worker import checkpoint, tables
+from streams.worker.due_index import DueIndex
+from streams.worker.intake import first_hop
 
 KindEvent = tuple[str, dict[str, Any]]
 
@@ -171,7 +173,7 @@ class Worker:
                 self._timer()
             while inputs and (not self._queues or self._rng.random() < 0.3):
                 kind, event = inputs.popleft()
-                if kind == "assign":  # an agent's assign_contact (streams/unmatched_views.py)
+                if kind == "assign":  # an agent's assign_contact (streams/api/unmatched.py)
                     topic, key = ASSIGN, UNMATCHED_KEY
                     message = {"kind": "assign", "command": event}
                 else:

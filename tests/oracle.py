@@ -3,7 +3,8 @@
 Computed straight from the *set* of events, the way a person would read the contract: dedupe
 by ``event_id``, find each event's customer, group events per entity, take the latest by
 ``(occurred_at, event_id)``, evaluate each signal rule over pairs of entities. It shares no code
-with streams/state.py, streams/join.py or streams/signals.py (only their settings classes), so
+with streams/domain/state.py, streams/domain/join.py or streams/domain/signals.py (only their
+settings classes), so
 a property test that compares keel's pipeline with it checks the design, not a copy of itself.
 
 What it leaves out, on purpose:
@@ -30,8 +31,8 @@ from collections import defaultdict
 from fnmatch import fnmatchcase
 from typing import Any
 
-from streams.signals import DEFAULT_WINDOWS, Windows
-from streams.state import DEFAULT_LIMITS, Limits
+from streams.domain.signals import DEFAULT_WINDOWS, Windows
+from streams.domain.state import DEFAULT_LIMITS, Limits
 
 Event = dict[str, Any]
 KindEvent = tuple[str, Event]

@@ -1,6 +1,6 @@
 """What the two command delivery connectors share (PostgreSQL inbox, HTTP webhook).
 
-Both consume ``commands.v1`` (``DeskCommand`` records, streams/commands.py) with a consumer
+Both consume ``commands.v1`` (``DeskCommand`` records, streams/domain/commands.py) with a consumer
 group of their own through :func:`connectors.base.drain`: offsets are committed only after the
 department accepted a batch, a department that is down means the same batch again after a
 backoff, so delivery is at-least-once and in order per key (one order's, one contact's
@@ -16,7 +16,7 @@ What the department answered goes back to keel as a ``CommandOutcome`` record on
 ``command-outcomes.v1`` (key customer_id; :class:`Outcomes`): DELIVERED once the department
 took a command (the webhook's 2xx, the inbox row committed), REJECTED with the department's
 reason when it refused it for good (the webhook's final 4xx). The worker shows them in the
-command's lifecycle signals (streams/signals.py). They are published before the batch's
+command's lifecycle signals (streams/domain/signals.py). They are published before the batch's
 offsets are committed, so a crash sends them again (the worker applies each once).
 """
 
@@ -30,10 +30,10 @@ from typing import Any
 
 from connectors import metrics
 from connectors.base import SinkRecord, Unavailable
-from streams.codec import CodecError, get_codec
-from streams.jsonconv import to_json
-from streams.kafka_config import client_config
-from streams.kafka_producer import ConfirmedProducer, PublishError
+from streams.encoding.codec import CodecError, get_codec
+from streams.encoding.jsonconv import to_json
+from streams.kafka.config import client_config
+from streams.kafka.producer import ConfirmedProducer, PublishError
 
 log = logging.getLogger(__name__)
 

@@ -49,10 +49,10 @@ from connectors.base import (
     redact,
 )
 from connectors.settings import ConnectorSettings
-from streams.admin import changelog_topic
-from streams.codec import CodecError, get_codec
-from streams.jsonconv import to_json
-from streams.kafka_config import client_config
+from streams.encoding.codec import CodecError, get_codec
+from streams.encoding.jsonconv import to_json
+from streams.kafka.admin import changelog_topic
+from streams.kafka.config import client_config
 
 log = logging.getLogger("connectors.sinks.redis")  # not __main__ under python -m
 
@@ -60,7 +60,7 @@ __all__ = ["CUSTOMER_KEY", "RedisSink", "index_keys", "main"]
 
 CONNECTOR = "redis_sink"
 CUSTOMER_KEY = "keel:customer:{}"
-#: the worker's owners tables (streams/tables.py) whose changelogs give the index keys
+#: the worker's owners tables (streams/worker/tables.py) whose changelogs give the index keys
 OWNER_KEYS = {
     "email-owners": "keel:email:{}",
     "phone-owners": "keel:phone:{}",

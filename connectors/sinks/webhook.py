@@ -68,7 +68,7 @@ from connectors.sinks.delivery import (
     decode,
     outcome,
 )
-from streams.codec import CodecError
+from streams.encoding.codec import CodecError
 
 log = logging.getLogger("connectors.sinks.webhook")  # not __main__ under python -m
 

@@ -28,9 +28,9 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
-from streams.codec import get_codec
 from streams.config import Settings
-from streams.kafka_producer import ConfirmedProducer
+from streams.encoding.codec import get_codec
+from streams.kafka.producer import ConfirmedProducer
 
 log = logging.getLogger(__name__)
 

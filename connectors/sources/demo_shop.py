@@ -62,9 +62,9 @@ from connectors.sinks.postgres_inbox import COLUMNS
 from connectors.sinks.postgres_inbox import SCHEMA_SQL as INBOX_SQL
 from connectors.sinks.webhook import COMMAND_ID_HEADER, SIGNATURE_HEADER, sign
 from connectors.sources.postgres_outbox import SCHEMA_SQL as OUTBOX_SQL
-from streams.codec import CodecError, get_codec
-from streams.jsonconv import JsonFieldError, from_json, to_json
-from streams.kafka_config import client_config
+from streams.encoding.codec import CodecError, get_codec
+from streams.encoding.jsonconv import JsonFieldError, from_json, to_json
+from streams.kafka.config import client_config
 
 log = logging.getLogger("connectors.sources.demo_shop")
 

@@ -2,7 +2,8 @@
 
 ``POST /events/orders|shipments|contacts`` takes one event as a JSON object, or many as NDJSON
 (``Content-Type: application/x-ndjson``, or detected: a body that is not one JSON value but
-one per line). Every event is validated against its Avro schema (``streams.jsonconv``) before
+one per line). Every event is validated against its Avro schema (``streams.encoding.jsonconv``)
+before
 anything is produced, so a request is all or nothing: the first invalid event makes it a 400
 ``{"error", "field", "line"}`` and nothing of it reaches Kafka. A body larger than
 ``KEEL_INGEST_MAX_BYTES`` is a 413 before it is read. The 202 ``{"accepted": N, "event_ids"}``
@@ -40,8 +41,8 @@ from connectors.openapi import NDJSON, openapi_document
 from connectors.publisher import DELIVERY_TIMEOUT_MS, Publisher
 from connectors.settings import ConnectorSettings, InputKind
 from streams import auth
-from streams.codec import CodecError, get_codec
-from streams.jsonconv import JsonFieldError, from_json
+from streams.encoding.codec import CodecError, get_codec
+from streams.encoding.jsonconv import JsonFieldError, from_json
 
 log = logging.getLogger("connectors.sources.http_ingest")  # not __main__ under python -m
 

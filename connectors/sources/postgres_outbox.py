@@ -47,8 +47,8 @@ from connectors.base import (
 )
 from connectors.publisher import Publisher
 from connectors.settings import ConnectorSettings, InputKind
-from streams.codec import CodecError, get_codec
-from streams.jsonconv import JsonFieldError, from_json
+from streams.encoding.codec import CodecError, get_codec
+from streams.encoding.jsonconv import JsonFieldError, from_json
 
 log = logging.getLogger("connectors.sources.postgres_outbox")  # not __main__ under python -m
 

@@ -27,9 +27,9 @@ from typing import Any, TypeVar
 from confluent_kafka import Consumer, TopicPartition
 
 from deploy.local.process import Child
-from streams.codec import get_codec
-from streams.kafka_config import KafkaSecurity, client_config
-from streams.kafka_producer import ConfirmedProducer
+from streams.encoding.codec import get_codec
+from streams.kafka.config import KafkaSecurity, client_config
+from streams.kafka.producer import ConfirmedProducer
 
 ROOT = Path(__file__).resolve().parents[2]
 T = TypeVar("T")

@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from deploy.local.stack import Kafka, KafkaCluster, free_port
-from streams.codec import get_codec
-from streams.jsonconv import from_json
+from streams.encoding.codec import get_codec
+from streams.encoding.jsonconv import from_json
 from tests.integration.harness import Departments, Worker, read_topic, wait_for
 from tests.oracle import content
 

@@ -23,7 +23,7 @@ from typing import Any
 
 import schemathesis
 
-from streams.codec import get_codec
+from streams.encoding.codec import get_codec
 
 OUT_OF_RANGE = "lies outside the years 0001..9999 UTC"
 

@@ -24,7 +24,7 @@ import pytest
 
 from deploy.local.stack import Kafka, free_port
 from streams.auth import hash_token
-from streams.jsonconv import to_json
+from streams.encoding.jsonconv import to_json
 from tests.builders import contact, order, unique
 from tests.integration.connectors_harness import ConnectorProcess, Processes, post
 from tests.integration.harness import (

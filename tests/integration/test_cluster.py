@@ -21,8 +21,8 @@ from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, ConfigResource, ResourceType
 
 from deploy.local.stack import KafkaCluster, free_port
-from streams.codec import get_codec
-from streams.kafka_config import producer_config
+from streams.encoding.codec import get_codec
+from streams.kafka.config import producer_config
 from tests.builders import shuffled_stories, unique
 from tests.integration.connectors_harness import ConnectorProcess, post
 from tests.integration.harness import KEY_FIELD, SCHEMA, Worker

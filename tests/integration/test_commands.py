@@ -28,7 +28,7 @@ import pytest
 
 from deploy.local.postgres import Postgres
 from deploy.local.stack import Kafka, free_port
-from streams.codec import get_codec
+from streams.encoding.codec import get_codec
 from tests.builders import contact, order, shipment, unique
 from tests.integration.connectors_harness import Processes, fresh_database
 from tests.integration.harness import (

@@ -22,7 +22,7 @@ import yaml
 from deploy.local.compose_secrets import ensure_compose_secrets
 from deploy.local.envfile import read_env
 from deploy.local.stack import HOST, Kafka, free_port
-from streams.kafka_config import KafkaAuthError, KafkaSecurity, reach
+from streams.kafka.config import KafkaAuthError, KafkaSecurity, reach
 from tests.integration.harness import Worker
 
 pytestmark = pytest.mark.integration

@@ -27,8 +27,8 @@ import redis
 
 from deploy.local.postgres import Postgres
 from deploy.local.stack import Kafka, Redis, free_port
-from streams.codec import CodecError, get_codec
-from streams.jsonconv import to_json
+from streams.encoding.codec import CodecError, get_codec
+from streams.encoding.jsonconv import to_json
 from tests.builders import T0, contact, order, shipment, unique
 from tests.integration.connectors_harness import ROOT, ConnectorProcess, ndjson, post
 from tests.integration.harness import (

@@ -79,7 +79,7 @@ def test_events_held_for_an_unknown_order_survive_sigkill_and_a_lost_disk(
             "input and internal offsets committed",
             lambda: committed_up_to_end(
                 kafka.bootstrap,
-                f"{app_id}-intake",  # the intake reads the input topics (streams/intake.py)
+                f"{app_id}-intake",  # the intake reads the input topics (streams/worker/intake.py)
                 [topics["KEEL_TOPIC_SHIPMENTS"], topics["KEEL_TOPIC_CONTACTS"]],
             )
             and committed_up_to_end(

@@ -18,7 +18,7 @@ import pytest
 from aiokafka.partitioner import murmur2
 
 from deploy.local.stack import free_port
-from streams.codec import MAGIC, get_codec
+from streams.encoding.codec import MAGIC, get_codec
 from tests.builders import T0, contact, order, shipment, unique
 from tests.integration.harness import (
     Departments,

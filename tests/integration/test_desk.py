@@ -250,7 +250,7 @@ def test_amazon_story_the_second_agent_sees_the_first_note_and_the_next_one_live
 def test_signals_are_at_the_top_with_what_they_mean_and_what_to_do(
     worker: Worker, departments: Departments, browser: webdriver.Chrome
 ) -> None:
-    from streams.desk import SIGNAL_HELP
+    from streams.api.desk import SIGNAL_HELP
 
     cid, first, second = unique("c"), unique("o"), unique("o")
     lamp = [{"sku": "desk-lamp", "quantity": 1, "unit_price_cents": 4900}]

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from streams.jsonconv import from_json
+from streams.encoding.jsonconv import from_json
 from tests.builders import shuffled_stories
 from tests.integration.harness import Departments, Worker, wait_for
 from tests.oracle import content, expected_views

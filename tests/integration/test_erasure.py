@@ -286,11 +286,11 @@ def test_the_intake_passes_every_erasure_request_on_before_it_reads_anything_els
     from confluent_kafka.admin import NewTopic
 
     from streams.app import settings as worker_settings
-    from streams.codec import get_codec
     from streams.config import Settings
-    from streams.erasure import build_request
-    from streams.intake import Intake
-    from streams.kafka_producer import BaseProducer
+    from streams.domain.erasure import build_request
+    from streams.encoding.codec import get_codec
+    from streams.kafka.producer import BaseProducer
+    from streams.worker.intake import Intake
 
     tag = uuid.uuid4().hex[:8]
     settings = Settings.from_env({"KAFKA_BOOTSTRAP": kafka.bootstrap, "KEEL_APP_ID": tag,

@@ -17,10 +17,10 @@ import pytest
 from confluent_kafka import Producer
 
 from deploy.local.stack import Kafka
-from streams.codec import MAGIC, get_codec
 from streams.config import Settings
-from streams.deadletters import DeadLetterError, replay
-from streams.kafka_config import producer_config
+from streams.encoding.codec import MAGIC, get_codec
+from streams.kafka.config import producer_config
+from streams.ops.deadletters import DeadLetterError, replay
 from tests.builders import contact, order, shuffled_stories, unique
 from tests.integration.harness import read_topic, wait_for
 from tests.integration.oracle_checks import (

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from deploy.local.stack import Kafka
-from streams.codec import get_codec
+from streams.encoding.codec import get_codec
 from tests.builders import contact, order, shipment
 from tests.integration.harness import Departments, Worker, bearer, read_topic, wait_for
 

@@ -23,8 +23,8 @@ import pytest
 from confluent_kafka import Producer
 
 from deploy.local.stack import Kafka, free_port
-from streams.codec import MAGIC, get_codec
-from streams.kafka_config import producer_config
+from streams.encoding.codec import MAGIC, get_codec
+from streams.kafka.config import producer_config
 from tests.builders import order, shipment, unique
 from tests.integration.connectors_harness import ConnectorProcess, post
 from tests.integration.harness import read_topic, wait_for

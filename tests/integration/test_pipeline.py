@@ -10,8 +10,8 @@ import itertools
 
 import pytest
 
-from streams.codec import get_codec
-from streams.jsonconv import to_json
+from streams.encoding.codec import get_codec
+from streams.encoding.jsonconv import to_json
 from tests.builders import T0, contact, order, shipment, unique
 from tests.integration.harness import Departments, Worker, metric_value, read_topic, wait_for
 

@@ -190,7 +190,7 @@ def test_two_workers_share_the_partitions_and_one_takes_over_when_the_other_dies
         return states
 
     def settled(states: dict[str, dict] | None) -> bool:
-        """Joined, and the phone all of them gave is shared (streams/links.py: its identity
+        """Joined, and the phone all of them gave is shared (streams/domain/links.py: its identity
         messages arrive after the joins)."""
         return states is not None and all(
             [g["guard"] for g in s["identity_guards"]] == ["SHARED"] and s["linked"] == []

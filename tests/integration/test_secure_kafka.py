@@ -21,8 +21,8 @@ import pytest
 
 from deploy.local.stack import Kafka, free_port
 from deploy.local.tls import Certificates, make_certificates
-from streams.codec import get_codec
-from streams.kafka_config import KafkaAuthError, KafkaSecurity, reach
+from streams.encoding.codec import get_codec
+from streams.kafka.config import KafkaAuthError, KafkaSecurity, reach
 from tests.builders import T0, order, shipment, unique
 from tests.integration.connectors_harness import ROOT, ConnectorProcess, post
 from tests.integration.harness import Worker, read_topic, wait_for

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from streams.codec import get_codec
+from streams.encoding.codec import get_codec
 from tests.builders import T0, order, shipment, unique
 from tests.integration.harness import Departments, Worker, read_topic, wait_for
 

@@ -26,7 +26,7 @@ import redis
 
 from deploy.local.postgres import Postgres
 from deploy.local.stack import Kafka, Redis, free_port
-from streams.jsonconv import from_json
+from streams.encoding.jsonconv import from_json
 from tests.builders import shuffled_stories, unique
 from tests.integration.connectors_harness import ConnectorProcess
 from tests.integration.harness import KEY_FIELD, wait_for

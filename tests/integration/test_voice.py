@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from deploy.local.stack import Kafka, free_port
-from streams.codec import get_codec
+from streams.encoding.codec import get_codec
 from tests.builders import contact, order, unique
 from tests.integration.harness import Departments, Worker, metric_value, read_topic, wait_for
 

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams.avro_writer import Fallback, NotCompilable, compile_writer
-from streams.codec import CodecError, get_codec
+from streams.encoding.avro_writer import Fallback, NotCompilable, compile_writer
+from streams.encoding.codec import CodecError, get_codec
 
 codec = get_codec()
 SCHEMAS = {name: codec._get(name, None) for name in codec.names}

@@ -1,4 +1,4 @@
-"""The batch transaction and the order in which it is made durable (streams/checkpoint.py).
+"""The batch transaction and the order in which it is made durable (streams/worker/checkpoint.py).
 
 A recording stand-in for Kafka (the emitter) and for RocksDB (``tables.write``) shows the order
 of what happens: every output confirmed before any changelog record is produced, the changelog
@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
-from streams import checkpoint, tables
-from streams.emit import EmitError
-from streams.state import empty_state
-from streams.tables import customers, due
+from streams.domain.state import empty_state
+from streams.worker import checkpoint, tables
+from streams.worker.emit import EmitError
+from streams.worker.tables import customers, due
 
 
 class _Outbox:

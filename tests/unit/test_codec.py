@@ -15,7 +15,7 @@ from fastavro.schema import to_parsing_canonical_form
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams.codec import (
+from streams.encoding.codec import (
     SCHEMA_DIR,
     Codec,
     CodecError,

@@ -13,16 +13,16 @@ from typing import Any
 import pytest
 
 from connectors.sinks.webhook import refusal_reason
-from streams.codec import get_codec
-from streams.commands import (
+from streams.domain.commands import (
     KEPT_OUTCOMES,
     apply_command,
     apply_outcome,
     build_command,
     command_answer,
 )
-from streams.signals import DEFAULT_WINDOWS, active_signals, apply_signals, next_check_ms
-from streams.state import apply_event, empty_state
+from streams.domain.signals import DEFAULT_WINDOWS, active_signals, apply_signals, next_check_ms
+from streams.domain.state import apply_event, empty_state
+from streams.encoding.codec import get_codec
 from tests.builders import T0, order
 
 MIN = 60_000

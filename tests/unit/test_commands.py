@@ -6,14 +6,14 @@ from typing import Any
 
 import pytest
 
-from streams.codec import get_codec
-from streams.commands import (
+from streams.domain.commands import (
     RecentCommands,
     Refused,
     build_command,
     check_against_state,
     target_key,
 )
+from streams.encoding.codec import get_codec
 
 NOW = 1_795_428_180_123
 
@@ -192,8 +192,8 @@ def test_delivery_settings_default_to_the_outbox_database_and_their_own_groups()
 
 
 def test_commands_v1_is_created_with_delete_cleanup() -> None:
-    from streams.admin import topic_specs
     from streams.config import Settings
+    from streams.kafka.admin import topic_specs
 
     specs = topic_specs(Settings.from_env({"KEEL_TOPIC_COMMANDS": "desk.commands"}))
     assert specs["desk.commands"]["cleanup.policy"] == "delete"

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from streams.config import OTHER_KNOWN, VARIABLES, ConfigError, Settings
-from streams.kafka_config import SECURITY_VARIABLES
+from streams.kafka.config import SECURITY_VARIABLES
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
@@ -45,7 +45,7 @@ def test_every_variable_is_in_the_readme_with_its_default() -> None:
 
 
 def test_changelog_topics_are_created_compacted_with_small_segments() -> None:
-    from streams.admin import TABLES, topic_specs
+    from streams.kafka.admin import TABLES, topic_specs
 
     specs = topic_specs(Settings.from_env({"KEEL_APP_ID": "shop"}))
     changelogs = {name: c for name, c in specs.items() if name.endswith("-changelog")}
@@ -82,7 +82,7 @@ def test_more_insync_replicas_than_replicas_is_an_error() -> None:
 
 
 def test_every_topic_keel_creates_has_the_min_insync_replicas() -> None:
-    from streams.admin import topic_specs
+    from streams.kafka.admin import topic_specs
 
     specs = topic_specs(Settings.from_env({"KEEL_REPLICATION": "3"}))
     assert {config["min.insync.replicas"] for config in specs.values()} == {"2"}

@@ -29,7 +29,7 @@ import yaml
 from deploy.local.envfile import read_env
 from deploy.local.run import main as run_main
 from streams.config import OTHER_KNOWN, VARIABLES
-from streams.kafka_config import SECURITY_VARIABLES
+from streams.kafka.config import SECURITY_VARIABLES
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -68,7 +68,7 @@ def run(*args: str, cwd: Path = PROMETHEUS) -> str:
 
 
 def worker_routes() -> set[str]:
-    import streams.views  # noqa: F401  (registers the routes)
+    import streams.api.customers  # noqa: F401  (registers the routes)
     from streams.app import app
 
     return {route.resource.canonical for route in app.web.web_app.router.routes()}
@@ -117,9 +117,9 @@ def test_every_alert_tells_the_person_paged_what_to_check_and_is_unit_tested() -
 
 def exported_metric_names() -> set[str]:
     """Every sample name keel's worker and connectors can expose."""
-    source = (ROOT / "streams" / "metrics.py").read_text()
+    source = (ROOT / "streams" / "ops" / "metrics.py").read_text()
     source += (ROOT / "connectors" / "metrics.py").read_text()
-    source += (ROOT / "streams" / "voice_worker.py").read_text()  # keel_voice_* at scrape time
+    source += (ROOT / "streams" / "worker" / "voice.py").read_text()  # keel_voice_* at scrape time
     declared = set(re.findall(r'"(keel_[a-z_]+)"', source))
     suffixes = ("", "_total", "_bucket", "_count", "_sum")
     return {name + suffix for name in declared for suffix in suffixes}

@@ -1,14 +1,14 @@
-"""The desk console's server side (streams/desk.py) without a broker: routes, assets, texts."""
+"""The desk console's server side (streams/api/desk.py) without a broker: routes, assets, texts."""
 
 from __future__ import annotations
 
 import re
 
-from streams.signals import SIGNAL_TYPES
+from streams.domain.signals import SIGNAL_TYPES
 
 
 def test_every_signal_type_has_one_plain_sentence() -> None:
-    from streams.desk import SIGNAL_HELP
+    from streams.api.desk import SIGNAL_HELP
 
     assert sorted(SIGNAL_HELP) == sorted(SIGNAL_TYPES)
     for kind, text in SIGNAL_HELP.items():
@@ -17,8 +17,8 @@ def test_every_signal_type_has_one_plain_sentence() -> None:
 
 
 def test_windows_in_the_sentences_follow_the_settings() -> None:
+    from streams.api.desk import SIGNAL_HELP, _duration
     from streams.app import settings
-    from streams.desk import SIGNAL_HELP, _duration
 
     assert (_duration(1800), _duration(86400), _duration(1209600)) == ("30 min", "24 h", "14 days")
     assert _duration(90) == "90 s"
@@ -27,7 +27,7 @@ def test_windows_in_the_sentences_follow_the_settings() -> None:
 
 
 def test_the_page_and_its_assets_are_shipped_and_need_no_download() -> None:
-    from streams.desk import FILES
+    from streams.api.desk import FILES
 
     assert {"index.html", "desk.css", "desk.js"} <= set(FILES)
     for name, body in FILES.items():
@@ -39,7 +39,7 @@ def test_the_page_and_its_assets_are_shipped_and_need_no_download() -> None:
 
 
 def test_the_worker_serves_the_console_routes() -> None:
-    import streams.desk  # noqa: F401  (registers the routes)
+    import streams.api.desk  # noqa: F401  (registers the routes)
     from streams.app import app
 
     routes = {route.resource.canonical for route in app.web.web_app.router.routes()}
@@ -53,8 +53,8 @@ def test_the_worker_serves_the_console_routes() -> None:
 
 
 def test_server_sent_events_are_framed_as_the_spec_says() -> None:
+    from streams.api.desk import desk_config, sse
     from streams.app import settings
-    from streams.desk import desk_config, sse
 
     assert sse("state", b'{"a":1}', "7") == b'event: state\nid: 7\ndata: {"a":1}\n\n'
     assert sse("ping", b"{}") == b"event: ping\ndata: {}\n\n"
@@ -62,7 +62,7 @@ def test_server_sent_events_are_framed_as_the_spec_says() -> None:
 
 
 def test_the_worker_serves_post_commands_next_to_the_query_api() -> None:
-    import streams.command_views  # noqa: F401  (registers the route)
+    import streams.api.commands  # noqa: F401  (registers the route)
     from streams.app import app
 
     routes = {

@@ -1,6 +1,6 @@
 """Erasure on request (issue #14 §2): the customer is gone from every table, and stays gone.
 
-These run the worker's own join agent (tests/handlers.py: streams/agents.py's handlers on a
+These run the worker's own join agent (tests/handlers.py: streams/worker/agent.py's handlers on a
 real checkpoint.Batch, in-memory tables and topics, an adversarial scheduler that interleaves
 partitions and crashes batches), so what is checked is what the worker stores and publishes.
 """
@@ -11,9 +11,9 @@ import random
 
 import pytest
 
-from streams.erasure import CUSTOMER, erased_refs, event_refs, suppression_key
-from streams.join import CONTACT, EMAIL, ORDER, PHONE
-from streams.state import apply_event, empty_state
+from streams.domain.erasure import CUSTOMER, erased_refs, event_refs, suppression_key
+from streams.domain.join import CONTACT, EMAIL, ORDER, PHONE
+from streams.domain.state import apply_event, empty_state
 from tests.builders import T0, contact, order, shipment
 from tests.handlers import Worker
 

@@ -1,6 +1,7 @@
 """Held events that wait too long go to the dead letters (issue #11 §6, CONTRACT.md §4).
 
-The join agent's handlers run here on a real :class:`streams.checkpoint.Batch` with the tables
+The join agent's handlers run here on a real :class:`streams.worker.checkpoint.Batch` with the
+tables
 and Kafka replaced by recorders, so what is checked is what the worker does: which dead
 letter it produces, with which reason and headers, what it leaves in the held tables, what
 ``keel_held_events`` says, and that the dead letter is confirmed before the held row goes.
@@ -16,11 +17,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams import agents, checkpoint, metrics, tables
-from streams.codec import get_codec
-from streams.held_index import HeldIndex
-from streams.intake import first_hop
-from streams.join import CONTACT, EMAIL, ORDER, expired_held, held_expiry
+from streams.domain.join import CONTACT, EMAIL, ORDER, expired_held, held_expiry
+from streams.encoding.codec import get_codec
+from streams.ops import metrics
+from streams.worker import agent as agents
+from streams.worker import checkpoint, tables
+from streams.worker.held_index import HeldIndex
+from streams.worker.intake import first_hop
 from tests.builders import T0, contact, shipment
 
 DAY_MS = 86_400_000
@@ -235,7 +238,7 @@ _tick = st.tuples(st.integers(0, 200), st.integers(0, 200), st.integers(1, 60))
 def test_the_held_index_finds_what_a_scan_of_the_held_tables_finds(
     steps: list, event_clock: dict
 ) -> None:
-    """streams/held_index.py against ``held_expiry`` (the scan it replaces) after any history
+    """streams/worker/held_index.py against ``held_expiry`` (the scan it replaces) after any history
     of writes, deletes, ticks and rebuilds with writes landing during the rebuild's scan."""
     table: dict[tuple[str, str], list[dict]] = {}
     index = HeldIndex()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from streams.identity import normalize_email, normalize_phone
+from streams.domain.identity import normalize_email, normalize_phone
 
 
 @pytest.mark.parametrize(

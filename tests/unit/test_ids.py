@@ -1,6 +1,6 @@
 """One id rule at every way into keel: HTTP ingest, the outbox, the worker's intake, the schema.
 
-An id (``streams.ids.ID_FIELDS``) that is empty or only whitespace would join every such
+An id (``streams.domain.ids.ID_FIELDS``) that is empty or only whitespace would join every such
 order into one customer, so each boundary refuses it the way it refuses other bad input:
 ingest with a 400 naming the field, the outbox by moving the row aside with the reason, the
 intake by making the record a dead letter. The OpenAPI document says so too.
@@ -20,11 +20,11 @@ from connectors.openapi import openapi_document
 from connectors.settings import INPUT_KINDS, ConnectorSettings
 from connectors.sources.http_ingest import BadRequest, Ingest
 from connectors.sources.postgres_outbox import OutboxSource, Rejected
-from streams.codec import get_codec
-from streams.ids import ID_FIELDS, ID_PATTERN, blank_id, is_blank
-from streams.intake import KEY_FIELD_OF_KIND, SCHEMA_OF_KIND, decode_input
-from streams.intake import Rejected as DeadLetter
-from streams.jsonconv import to_json
+from streams.domain.ids import ID_FIELDS, ID_PATTERN, blank_id, is_blank
+from streams.encoding.codec import get_codec
+from streams.encoding.jsonconv import to_json
+from streams.worker.intake import KEY_FIELD_OF_KIND, SCHEMA_OF_KIND, decode_input
+from streams.worker.intake import Rejected as DeadLetter
 from tests.unit.test_codec import SAMPLES
 
 RULE = "an id must contain a character other than whitespace"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from streams.join import (
+from streams.domain.join import (
     CONTACT,
     EMAIL,
     ORDER,
@@ -16,7 +16,7 @@ from streams.join import (
     state_refs,
     unhold_refs,
 )
-from streams.state import apply_event, empty_state, view
+from streams.domain.state import apply_event, empty_state, view
 from tests.builders import T0, contact, order, shipment
 
 
@@ -104,7 +104,7 @@ def test_state_refs_are_the_refs_of_the_view() -> None:
 
 
 def test_a_contact_applied_through_its_e_mail_watches_its_order_and_drops_the_rest() -> None:
-    from streams.join import placement_refs
+    from streams.domain.join import placement_refs
 
     _, event = contact("k-1", order_id="o-1", email="a@b.c", phone="+1 555")
     assert placement_refs("contact", event, 2) == ([(ORDER, "o-1")], [(EMAIL, "a@b.c"),
@@ -118,7 +118,7 @@ def test_a_contact_applied_through_its_e_mail_watches_its_order_and_drops_the_re
 
 
 def test_a_placed_copy_replaces_the_waiting_one_once() -> None:
-    from streams.join import mark_held
+    from streams.domain.join import mark_held
 
     kind, event = contact("k-1", order_id="o-1", email="a@b.c")
     waiting = [{"kind": kind, "event": event, "topic": "contacts.v1", "refs": [(EMAIL, "a@b.c")]}]

@@ -14,9 +14,16 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-import streams.jsonconv
-from streams.codec import Codec
-from streams.jsonconv import JsonConverter, JsonFieldError, from_json, iso_ms, parse_ts, to_json
+import streams.encoding.jsonconv
+from streams.encoding.codec import Codec
+from streams.encoding.jsonconv import (
+    JsonConverter,
+    JsonFieldError,
+    from_json,
+    iso_ms,
+    parse_ts,
+    to_json,
+)
 from tests.unit.test_codec import (
     CONTACT_EVENT,
     CUSTOMER_STATE,
@@ -359,7 +366,7 @@ def test_json_field_error_is_a_value_error() -> None:
 
 
 def test_examples_in_the_module_docs_run() -> None:
-    result = doctest.testmod(streams.jsonconv)
+    result = doctest.testmod(streams.encoding.jsonconv)
     assert result.attempted >= 3 and result.failed == 0
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from streams.config import ConfigError, Settings
-from streams.kafka_config import (
+from streams.kafka.config import (
     SECURITY_VARIABLES,
     KafkaConfigError,
     KafkaSecurity,

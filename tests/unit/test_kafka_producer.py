@@ -1,4 +1,4 @@
-"""keel's one producer (streams/kafka_producer.py), against a port where no broker listens.
+"""keel's one producer (streams/kafka/producer.py), against a port where no broker listens.
 
 librdkafka queues records locally until a broker takes them, so what a wrapper sees when Kafka
 does not answer — a full queue, a flush that runs out of time, a record timed out — happens
@@ -12,9 +12,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from streams.emit import EmitError
-from streams.kafka_config import KafkaAuthError, KafkaClientError
-from streams.kafka_producer import BaseProducer, ConfirmedProducer, Deliveries, PublishError
+from streams.kafka.config import KafkaAuthError, KafkaClientError
+from streams.kafka.producer import BaseProducer, ConfirmedProducer, Deliveries, PublishError
+from streams.worker.emit import EmitError
 
 
 @pytest.fixture

@@ -1,6 +1,6 @@
 """Identity resolution with guards (issue #14 §1): links, shared and blocked identifiers.
 
-The join runs for real (tests/handlers.py: streams/agents.py's handlers on a real
+The join runs for real (tests/handlers.py: streams/worker/agent.py's handlers on a real
 checkpoint.Batch, in-memory tables, an adversarial scheduler that interleaves partitions and
 crashes batches); tests/oracle.py ``expected_identities`` says from the set of events alone
 which customers each one is linked to and which of its identifiers are shared or blocked.
@@ -15,8 +15,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams import agents
-from streams.links import DEFAULT_GUARDS, Guards, bind_record, blocked_by, forget_member
+from streams.domain.links import DEFAULT_GUARDS, Guards, bind_record, blocked_by, forget_member
+from streams.worker import agent as agents
 from tests.builders import T0, contact, order
 from tests.handlers import Worker
 from tests.oracle import content, expected_identities

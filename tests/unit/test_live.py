@@ -1,4 +1,5 @@
-"""The live feed's pub/sub (streams/live.py): who is woken, and how a slow subscriber is bounded."""
+"""The live feed's pub/sub (streams/worker/live.py): who is woken, and how a slow subscriber is
+bounded."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import TypeVar
 
 import pytest
 
-from streams.live import Hub, TooManySubscribers
+from streams.worker.live import Hub, TooManySubscribers
 
 T = TypeVar("T")
 

@@ -4,7 +4,7 @@ CONTRACT.md §4: a contact belongs to the customer of its ``order_id``, else of 
 else of its phone. The join learns references one at a time, so it may first apply a contact
 through its e-mail (customer B) and learn only later that its order is A's: then the contact
 moves to A and B's state is as if it had never had it. These run the worker's own join agent
-(tests/handlers.py: streams/agents.py's handlers on a real checkpoint.Batch, in-memory tables
+(tests/handlers.py: streams/worker/agent.py's handlers on a real checkpoint.Batch, in-memory tables
 and topics, an adversarial scheduler that also crashes batches).
 """
 
@@ -12,8 +12,16 @@ from __future__ import annotations
 
 import pytest
 
-from streams.placement import BY_CASE, BY_EMAIL, BY_ORDER, NAMED, apply_placed, move_out, moved_to
-from streams.state import empty_state, view
+from streams.domain.placement import (
+    BY_CASE,
+    BY_EMAIL,
+    BY_ORDER,
+    NAMED,
+    apply_placed,
+    move_out,
+    moved_to,
+)
+from streams.domain.state import empty_state, view
 from tests.builders import T0, contact, order
 from tests.handlers import Worker
 from tests.oracle import content, expected_views
@@ -109,8 +117,8 @@ def test_a_phone_placement_moves_to_the_e_mail_and_then_to_the_order() -> None:
 
 def test_a_watching_copy_expires_without_a_dead_letter() -> None:
     """The contact was applied through its e-mail; its order never comes: no dead letter."""
-    from streams import agents
-    from streams.join import ORDER
+    from streams.domain.join import ORDER
+    from streams.worker import agent as agents
 
     _, b = _orders()
     worker = Worker(1).run([_conflicting(), b], T0)

@@ -1,4 +1,4 @@
-"""The join agent waits out a Kafka outage instead of halting (streams/agents.py store_batch).
+"""The join agent waits out a Kafka outage instead of halting (streams/worker/agent.py store_batch).
 
 Found by tests/integration/test_cluster.py under load: the whole cluster was down longer than
 the emitter's ``message.timeout.ms`` (60 s), the batch's records timed out, and the worker
@@ -14,8 +14,10 @@ from typing import Any
 import pytest
 from confluent_kafka import KafkaError
 
-from streams import agents, emit, tuning
-from streams.emit import EmitError
+from streams import tuning
+from streams.worker import agent as agents
+from streams.worker import emit
+from streams.worker.emit import EmitError
 
 
 class _Err:

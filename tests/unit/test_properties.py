@@ -1,7 +1,7 @@
 """Properties of the whole design: routing + merge + signals against the reference model.
 
-tests/handlers.py runs the worker's own join agent (streams/agents.py ``handle_batch`` and
-every handler, streams/checkpoint.py's batch and commit) on in-memory tables and topics,
+tests/handlers.py runs the worker's own join agent (streams/worker/agent.py ``handle_batch`` and
+every handler, streams/worker/checkpoint.py's batch and commit) on in-memory tables and topics,
 with a seeded scheduler that interleaves the partitions adversarially and crashes batches;
 tests/oracle.py says what every customer's state must be, computed from the set of events
 alone. CONTRACT §4: "The final state depends only on the set of events, never on their
@@ -25,9 +25,15 @@ from dataclasses import dataclass
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams.identity import normalize_email, normalize_phone
-from streams.signals import DEFAULT_WINDOWS, Windows, active_signals, apply_signals, next_check_ms
-from streams.state import Limits, apply_event, empty_state
+from streams.domain.identity import normalize_email, normalize_phone
+from streams.domain.signals import (
+    DEFAULT_WINDOWS,
+    Windows,
+    active_signals,
+    apply_signals,
+    next_check_ms,
+)
+from streams.domain.state import Limits, apply_event, empty_state
 from tests.handlers import Worker
 from tests.oracle import content, expected_views
 from tests.strategies import (

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams.state import DEFAULT_LIMITS, Limits, apply_event, view
+from streams.domain.state import DEFAULT_LIMITS, Limits, apply_event, view
 from tests.strategies import BASE_MS, MINUTE_MS, KindEvent, histories, with_retimed_resends
 from tests.unit.test_state import CID, apply_all, contact, content, order
 
@@ -167,8 +167,10 @@ def test_re_sends_after_retention_change_nothing(
 def test_the_worker_counts_a_re_send_after_retention_as_a_duplicate_and_publishes_nothing(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """The join agent's own handler (streams/agents.py) with KEEL_KEEP_CLOSED=1."""
-    from streams import agents, checkpoint, metrics, tables
+    """The join agent's own handler (streams/worker/agent.py) with KEEL_KEEP_CLOSED=1."""
+    from streams.ops import metrics
+    from streams.worker import agent as agents
+    from streams.worker import checkpoint, tables
 
     rows: dict[str, dict] = {}
     monkeypatch.setattr(tables, "read", lambda table, partition, key: rows.get(key))

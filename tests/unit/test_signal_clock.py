@@ -1,8 +1,9 @@
-"""The signal clock's index of due times (streams/due_index.py): what a tick asks to recheck."""
+"""The signal clock's index of due times (streams/worker/due_index.py): what a tick asks to
+recheck."""
 
 from __future__ import annotations
 
-from streams.due_index import DueIndex
+from streams.worker.due_index import DueIndex
 
 
 def _index(items: list[tuple[str, int]]) -> DueIndex:

@@ -11,15 +11,15 @@ from typing import Any
 
 import pytest
 
-from streams.codec import get_codec
-from streams.signals import (
+from streams.domain.signals import (
     DEFAULT_WINDOWS,
     Windows,
     active_signals,
     apply_signals,
     next_check_ms,
 )
-from streams.state import apply_event, empty_state, view
+from streams.domain.state import apply_event, empty_state, view
+from streams.encoding.codec import get_codec
 from tests.builders import T0, contact, order, shipment
 
 MIN = 60_000
@@ -388,11 +388,11 @@ def test_windows_must_not_be_negative() -> None:
         Windows(repeat_contact_ms=-1)
 
 
-# --- COMMAND_PENDING / COMMAND_FAILED (desk commands, streams/commands.py) -------------------
+# --- COMMAND_PENDING / COMMAND_FAILED (desk commands, streams/domain/commands.py) -----------------
 
 
 def commanded(state: dict, body: dict, at: int, agent: str = "rep-7") -> dict:
-    from streams.commands import apply_command, build_command
+    from streams.domain.commands import apply_command, build_command
 
     command = build_command(CID, {"reason": "asked by the customer", **body}, agent, now_ms=at)
     state, changed = apply_command(state, command, now_ms=at)
@@ -465,7 +465,7 @@ def test_a_note_is_done_once_a_contact_carries_its_text() -> None:
 
 
 def test_commands_on_one_target_share_one_signal_and_the_same_id_counts_once() -> None:
-    from streams.commands import apply_command
+    from streams.domain.commands import apply_command
 
     asked = T0 + HOUR
     state = state_of(contact("k-1", customer_id=CID))
@@ -486,7 +486,7 @@ def test_commands_on_one_target_share_one_signal_and_the_same_id_counts_once() -
 
 
 def test_a_state_keeps_the_most_recent_commands_whatever_their_order() -> None:
-    from streams.commands import KEPT_COMMANDS, apply_command, build_command
+    from streams.domain.commands import KEPT_COMMANDS, apply_command, build_command
 
     commands = [
         build_command(

@@ -1,6 +1,6 @@
 """Unmatched contacts (issue #14 §1): not guessed onto one of the customers an identifier names.
 
-The join runs for real (tests/handlers.py: streams/agents.py's handlers on a real
+The join runs for real (tests/handlers.py: streams/worker/agent.py's handlers on a real
 checkpoint.Batch, in-memory tables, an adversarial scheduler that interleaves partitions and
 crashes batches); tests/oracle.py ``expected_contacts`` says from the set of events alone
 where each contact that does not name its customer ends: on a customer, or unmatched (and
@@ -16,9 +16,9 @@ import pytest
 from hypothesis import given, note, settings
 from hypothesis import strategies as st
 
-from streams import agents
-from streams.links import Guards
-from streams.unmatched import add_event, forget, page
+from streams.domain.links import Guards
+from streams.domain.unmatched import add_event, forget, page
+from streams.worker import agent as agents
 from tests.builders import T0, contact, order
 from tests.handlers import Worker, assign
 from tests.oracle import expected_contacts

@@ -1,4 +1,5 @@
-"""The Voice of the Customer's rules (streams/voice.py): facts from the join, windows by event
+"""The Voice of the Customer's rules (streams/domain/voice.py): facts from the join, windows by
+event
 time, late contacts, re-sends, replays and moves counted once, keyword tagging."""
 
 from __future__ import annotations
@@ -9,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from streams import voice
-from streams.state import apply_event, empty_state
+from streams.domain import voice
+from streams.domain.state import apply_event, empty_state
 from tests.builders import T0, contact, order
 
 H = voice.HOUR_MS
@@ -179,7 +180,7 @@ def test_kinds_and_the_topics_dominant_kind() -> None:
 
 
 def test_the_voice_v1_record_has_every_window_and_encodes() -> None:
-    from streams.codec import get_codec
+    from streams.encoding.codec import get_codec
 
     p = Pipeline()
     p.apply("c-1", complaint("k-1", NOW - 2 * D, topic="delivery", channel="EMAIL"))
@@ -227,7 +228,7 @@ def test_an_announcement_goes_to_each_complaining_reachable_customer_once() -> N
     other, _ = voice.announce_commands(p.table.values(), announcement(announcement_id="a-2"),
                                        "rep-7", NOW)  # fmt: skip
     assert not {c["command_id"] for c in other} & {c["command_id"] for c in commands}
-    from streams.codec import get_codec
+    from streams.encoding.codec import get_codec
 
     codec = get_codec()
     for command in commands:
@@ -240,7 +241,7 @@ def test_an_announcement_goes_to_each_complaining_reachable_customer_once() -> N
     ({"announcement_id": 5}, "announcement_id"),
 ])  # fmt: skip
 def test_an_announcement_that_makes_no_sense_is_refused(body: dict, field: str) -> None:
-    from streams.commands import Refused
+    from streams.domain.commands import Refused
 
     with pytest.raises(Refused) as refused:
         announcement(**body)
@@ -248,8 +249,8 @@ def test_an_announcement_that_makes_no_sense_is_refused(body: dict, field: str) 
 
 
 def test_a_customer_told_shows_what_and_when_and_is_never_a_pending_command() -> None:
-    from streams.commands import apply_command
-    from streams.signals import active_signals, next_check_ms
+    from streams.domain.commands import apply_command
+    from streams.domain.signals import active_signals, next_check_ms
 
     p = Pipeline()
     p.apply("c-1", complaint("k-1", NOW - H, email="a@example.com", topic="delivery"))
@@ -273,7 +274,7 @@ def test_a_customer_told_shows_what_and_when_and_is_never_a_pending_command() ->
 def test_through_the_join_a_contact_that_moves_and_is_re_sent_is_one_fact_of_its_last_customer(
     crash_rate: float,
 ) -> None:
-    """streams/agents.py's handlers on a real Batch (crashed batches replayed): the contact is
+    """streams/worker/agent.py's handlers on a real Batch (crashed batches replayed): the contact is
     first placed through its e-mail on B, then moves to A, the customer of its order, and is
     re-sent; the voice-facts table holds it once, as A's."""
     from tests.builders import order as order_event

@@ -1,0 +1,1 @@
+"""The worker's HTTP API and the desk console (pages in desk_assets/)."""

@@ -1,0 +1,1 @@
+"""The pure rules of the join: no faust, Kafka, I/O or clock (a test holds them to that)."""

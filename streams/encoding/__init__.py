@@ -1,0 +1,1 @@
+"""Bytes in and out: Avro single-object encoding, the Avro writer, JSON conversion."""

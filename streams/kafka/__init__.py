@@ -1,0 +1,1 @@
+"""keel's Kafka clients: their configuration, the producer, topic administration, topic names."""

@@ -1,0 +1,1 @@
+"""What an operator reads: metrics, health, logs, and the dead-letter tool."""

@@ -1,0 +1,125 @@
+"""The worker's tables: RocksDB partitions with changelog topics, read and written by keel.
+
+Every table is co-partitioned with the internal topics that feed it: a key lives in the
+partition murmur2 gives it, the same partition number as the record that changes it.
+
+    customers          customer id -> stored state (streams/domain/state.py)
+    signal-due         customer id -> when its time-based signals next change
+    {ns}-owners        reference (order id, case id, e-mail, phone) -> customer id
+    {ns}-held          reference -> events waiting for it to become known
+    {ns}-identities    e-mail / phone -> the customer ids seen with it (streams/domain/links.py)
+    erased             hash of an erased customer id or reference -> when
+    (streams/domain/erasure.py)
+    voice-facts        contact id -> its fact for the Voice of the Customer
+    (streams/domain/voice.py);
+                       every fact lives in the partition of ``voice.VOICE_KEY``
+    unmatched          unmatched contacts and who they name (streams/domain/unmatched.py); every row
+                       lives in the partition of ``unmatched.UNMATCHED_KEY``
+    contact-assigned   case id -> the customer an agent assigned the contact to (assign_contact)
+
+The agents never write through faust's table API (an awaited changelog send per write):
+streams/worker/checkpoint.py writes a whole batch into each partition's database at once, after
+Kafka confirmed its changelog records. Reads go to the partition's database directly.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import faust
+import orjson
+from aiokafka.partitioner import murmur2
+from rocksdict import WriteBatch, WriteOptions
+
+from streams import tuning
+from streams.app import app, settings
+from streams.domain.join import NAMESPACES
+from streams.domain.links import IDENTIFIERS
+from streams.kafka import admin
+
+
+class _KeelTable(faust.Table):
+    """A RocksDB table keyed by a plain UTF-8 id, values as orjson.
+
+    faust picks serializers from the types and would JSON-encode str keys ('"c-1"'), which
+    hash to another partition than the topics' keys, so routing would ask the wrong
+    worker. The serializers must be right from construction on: faust builds the changelog
+    topic (and with it how recovery decodes) while the table is being registered.
+    """
+
+    def _serializer_from_type(self, typ: Any) -> str:
+        return "raw" if typ is str else "orjson"
+
+
+def _table(name: str) -> Any:
+    table = _KeelTable(app, name=name, key_type=str, options=tuning.ROCKSDB)
+    return app.tables.add(table)
+
+
+customers = _table("customers")
+owners = {ns: _table(f"{ns}-owners") for ns in NAMESPACES}
+held = {ns: _table(f"{ns}-held") for ns in NAMESPACES}
+#: identifier -> identity record (streams/domain/links.py), in the identifier's own partition
+identities = {ns: _table(f"{ns}-identities") for ns in IDENTIFIERS}
+#: customer -> when its time-based signals next change (SHIPMENT_LATE, COMPLAINT_UNRESOLVED)
+due = _table("signal-due")
+#: suppression records of erased customers and their references (hashed keys)
+erased = _table("erased")
+#: contact id -> its Voice of the Customer fact (streams/domain/voice.py), all on VOICE_KEY's
+# partition
+voice_facts = _table("voice-facts")
+#: unmatched contacts (streams/domain/unmatched.py), all on UNMATCHED_KEY's partition
+unmatched = _table("unmatched")
+#: case id -> the customer an agent assigned it to: its events join there at the strongest rank
+assigned = _table("contact-assigned")
+
+TABLES = [
+    customers, due, *owners.values(), *held.values(), *identities.values(), erased, voice_facts,
+    unmatched, assigned,
+]
+# streams/kafka/admin.py creates their changelog topics (with small segments) before faust starts
+if sorted(table.name for table in TABLES) != sorted(admin.TABLES):
+    raise RuntimeError(
+        "streams/kafka/admin.py TABLES must name every table of streams/worker/tables.py"
+    )
+CHANGELOG_TOPIC = {table: table.changelog_topic.get_topic_name() for table in TABLES}
+
+_WRITE_OPTIONS = WriteOptions()
+# Each batch's offset marker is in the same write batch as its data. Whether the WAL is
+# skipped, and why not today: tuning.ROCKSDB_DISABLE_WAL.
+_WRITE_OPTIONS.disable_wal = tuning.ROCKSDB_DISABLE_WAL  # type: ignore[method-assign,assignment]  # a property (stub says method)
+
+
+@functools.lru_cache(maxsize=tuning.PARTITION_CACHE)
+def partition_of(key: str) -> int:
+    """The partition of ``key`` in every keel table and topic: murmur2 of its UTF-8 bytes, like
+    Kafka's default partitioner (faust's producer, the Java clients, confluent-kafka's
+    murmur2_random). Remembered for the most recent keys: aiokafka's murmur2 is pure Python."""
+    return (murmur2(key.encode()) & 0x7FFFFFFF) % settings.partitions
+
+
+def read(table: Any, partition: int, key: str) -> Any:
+    """The stored value of ``key`` in ``table``'s ``partition``, or None."""
+    raw = table.data._db_for_partition(partition).get(key.encode())
+    return None if raw is None else orjson.loads(raw)
+
+
+def write(table: Any, partition: int, rows: list[tuple[bytes, bytes | None]], offset: int) -> None:
+    """Write ``rows`` (raw key, raw value or None to delete) into one partition's database,
+    atomically with the changelog ``offset`` they were confirmed at (faust's recovery of a
+    kept data dir resumes after it)."""
+    store = table.data
+    batch = WriteBatch(raw_mode=True)
+    for key, value in rows:
+        if value is None:
+            batch.delete(key)
+        else:
+            batch.put(key, value)
+    batch.put(store.offset_key, str(offset).encode())
+    store._db_for_partition(partition).write(batch, _WRITE_OPTIONS)
+
+
+def views_ready() -> bool:
+    """Tables recovered and not rebalancing (the same test as /readyz)."""
+    return bool(app.tables.recovery.completed.is_set() and not app.rebalancing)  # type: ignore[attr-defined]
