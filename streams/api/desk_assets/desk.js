@@ -91,6 +91,79 @@ function badge(status) {
   return el("span", { class: cls }, status.replaceAll("_", " "));
 }
 
+// -- for screen readers and the keyboard ------------------------------------------------------
+
+function signalKey(g) { return [g.type, g.order_id, g.shipment_id, g.contact_id].join("|"); }
+
+// New orders and signals of the customer on screen, said through the polite live region.
+function announce(before, after) {
+  const orders = new Set(before.orders.map((o) => o.order_id));
+  const signals = new Set(before.signals.map(signalKey));
+  const said = [
+    ...after.orders.filter((o) => !orders.has(o.order_id)).map((o) => `New order ${o.order_id}.`),
+    ...after.signals.filter((g) => !signals.has(signalKey(g))).map((g) =>
+      `New signal: ${g.type.replaceAll("_", " ")}${g.order_id ? ` (order ${g.order_id})` : ""}.`),
+  ];
+  if (said.length) $("announce").textContent = said.join(" ");
+}
+
+const RECENT_KEY = "keel.recent";
+const RECENT_MAX = 8;
+
+function recentCustomers() {
+  try { return JSON.parse(sessionStorage.getItem(RECENT_KEY) || "[]"); } catch (e) { return []; }
+}
+
+function remember(state) {
+  const entry = { id: state.customer_id, name: state.name || "" };
+  const list = [entry, ...recentCustomers().filter((r) => r.id !== entry.id)].slice(0, RECENT_MAX);
+  sessionStorage.setItem(RECENT_KEY, JSON.stringify(list));
+  renderRecent();
+}
+
+function renderRecent() {
+  const list = recentCustomers();
+  $("recent").hidden = !list.length;
+  fill($("recent-list"), list.map((r) => {
+    const b = el("button", { type: "button", "data-customer": r.id,
+                             "aria-label": `${r.name || r.id} (${r.id})` }, r.name || r.id);
+    b.addEventListener("click", () => {
+      $("q").value = r.id;
+      $("q-kind").value = "customer";
+      search("customer", r.id);
+    });
+    return el("li", {}, b);
+  }));
+}
+
+// `/` jumps to the search; Esc closes the open command form; arrow keys walk the recent list.
+function onKey(e) {
+  const t = e.target;
+  const typing = t instanceof HTMLInputElement || t instanceof HTMLTextAreaElement
+    || t instanceof HTMLSelectElement;
+  if (e.key === "/" && !typing) {
+    e.preventDefault();
+    $("q").focus();
+    $("q").select();
+  } else if (e.key === "Escape") {
+    const form = (t.closest && t.closest("form.command")) || document.querySelector("form.command");
+    const back = form && form.querySelector("button.back");
+    if (back) { e.preventDefault(); back.click(); }
+  } else if (e.key === "ArrowDown" || e.key === "ArrowUp") {
+    const items = [...document.querySelectorAll("#recent-list button")];
+    const at = items.indexOf(t);
+    if (t === $("q") && e.key === "ArrowDown" && items.length) {
+      e.preventDefault();
+      items[0].focus();
+    } else if (at >= 0) {
+      e.preventDefault();
+      const next = at + (e.key === "ArrowDown" ? 1 : -1);
+      if (next < 0) $("q").focus();
+      else items[Math.min(next, items.length - 1)].focus();
+    }
+  }
+}
+
 // -- the live indicator ----------------------------------------------------------------------
 
 function setLive(mode) {
@@ -303,7 +376,12 @@ function retryLater() {
 
 function show(state) {
   const fresh = state.customer_id !== (desk.shown && desk.shown.customer_id);
-  if (fresh) desk.seenNotes = null;
+  if (fresh) {
+    desk.seenNotes = null;
+    remember(state);
+  } else {
+    announce(desk.shown, state);
+  }
   desk.shown = state;
   desk.version = state.version;
   desk.renders += 1;
@@ -419,7 +497,7 @@ function renderContacts(s) {
       notes.length ? el("ol", { class: "notes", "aria-label": `notes of ${c.contact_id}, newest last` }, notes)
         : el("p", { class: "meta" }, "no notes"),
       commandArea(`contact:${c.contact_id}`, { contact_id: c.contact_id },
-        c.status === "OPEN" ? [["note", "Add note", `Add a note to ${c.contact_id}`, ""],
+        c.status === "OPEN" ? [["note", "Add note", `Add note to ${c.contact_id}`, ""],
                                ["resolve", "Resolve", `Resolve ${c.contact_id}`, ""]] : []));
   }) : [el("li", { class: "empty" }, "no contacts")]));
   desk.seenNotes = seen;
@@ -714,6 +792,8 @@ async function start() {
   });
   $("agent-form").addEventListener("submit", (e) => e.preventDefault());
   $("unmatched-load").addEventListener("click", loadUnmatched);
+  document.addEventListener("keydown", onKey);
+  renderRecent();
   setInterval(tick, 1000);
   const params = new URLSearchParams(location.search);
   for (const [param, kind] of [["customer", "customer"], ["email", "email"], ["phone", "phone"],

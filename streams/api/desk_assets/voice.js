@@ -93,13 +93,15 @@ function render(data) {
   const items = data.topics.filter((r) => r.count > 0 || r.previous > 0).map((r) => {
     const size = 0.9 + 2.6 * Math.sqrt(r.count / max);
     const fresh = board.counts[r.topic] !== undefined && board.counts[r.topic] !== r.count;
-    const label = `${r.topic}: ${r.count} contacts, ${r.kinds.COMPLAINT} complaints, ` +
-      `${r.kinds.COMPLIMENT} compliments, ${r.kinds.IDEA} ideas; ${pct(r.change)} against the window before`;
+    // The visible words lead the accessible name (axe: label-content-name-mismatch); the rest
+    // is read out from a visually hidden span, and shown as the tooltip.
+    const more = ` contacts, ${r.kinds.COMPLAINT} complaints, ${r.kinds.COMPLIMENT} compliments, ` +
+      `${r.kinds.IDEA} ideas; ${pct(r.change)} against the window before`;
     const button = el("button", {
       type: "button", class: `k-${r.kind} trend-${r.trend}${fresh ? " fresh" : ""}`,
       style: `font-size:${size.toFixed(2)}em`, "data-topic": r.topic, "data-count": r.count,
-      title: label, "aria-label": label,
-    }, r.topic, el("span", { class: "n", text: r.count }));
+      title: `${r.topic}: ${r.count}${more}`,
+    }, r.topic, el("span", { class: "n", text: r.count }), el("span", { class: "sr-only", text: more }));
     button.addEventListener("click", () => openTopic(r.topic));
     return el("li", {}, button);
   });
