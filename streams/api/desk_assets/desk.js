@@ -23,6 +23,7 @@ const desk = {
   liveHistory: [],     // every change of the live indicator, oldest first
   actions: {},         // "order:o-1" / "contact:k-1" -> the command form's state (survives redraws)
   pending: null,       // [kind, q] of a search that waits for a sign-in
+  cleared: [],         // signals seen going away while this customer was on screen
   searchSeq: 0,        // bumped by every search: an answer to an older one is dropped
   waitTimer: null,     // polls a lookup by e-mail/phone/order that found nobody yet
 };
@@ -92,6 +93,18 @@ function badge(status) {
 }
 
 // -- for screen readers and the keyboard ------------------------------------------------------
+
+// Signals the page saw go away while it followed the customer (the state keeps no history of them).
+function noteCleared(before, after) {
+  const now = new Set(after.signals.map(signalKey));
+  for (const g of before.signals) {
+    if (!now.has(signalKey(g))) {
+      const refs = signalRefs(g);
+      desk.cleared.push({ at: new Date().toISOString(),
+                          text: `${g.type.replaceAll("_", " ")}${refs ? ` (${refs})` : ""}` });
+    }
+  }
+}
 
 function signalKey(g) { return [g.type, g.order_id, g.shipment_id, g.contact_id].join("|"); }
 
@@ -252,7 +265,9 @@ function clearCustomer() {
   desk.seenNotes = null;
   desk.actions = {};
   $("customer").hidden = true;
-  for (const id of ["c-name", "c-ids", "signal-list", "sources", "orders", "contacts"]) fill($(id));
+  for (const id of ["c-name", "c-ids", "signal-list", "sources", "orders", "contacts", "timeline"]) {
+    fill($(id));
+  }
   if (location.search) history.replaceState(null, "", location.pathname);
 }
 
@@ -378,9 +393,11 @@ function show(state) {
   const fresh = state.customer_id !== (desk.shown && desk.shown.customer_id);
   if (fresh) {
     desk.seenNotes = null;
+    desk.cleared = [];
     remember(state);
   } else {
     announce(desk.shown, state);
+    noteCleared(desk.shown, state);
   }
   desk.shown = state;
   desk.version = state.version;
@@ -388,7 +405,6 @@ function show(state) {
   $("help").hidden = true;
   $("customer").hidden = false;
   renderWho(state);
-  renderSignals(state);
   renderSources(state);
   if (fresh) desk.actions = {};
   redraw();
@@ -419,25 +435,122 @@ function renderWho(s) {
   );
 }
 
+// A COMMAND_PENDING whose every command was asked by the agent at this desk: not an alarm.
+function isMine(g) {
+  const me = $("agent").value.trim();
+  if (!me || g.type !== "COMMAND_PENDING" || !g.detail) return false;
+  return g.detail.replace(/\.$/, "").split("; ").every((part) => part.includes(` asked by ${me} at `));
+}
+
+function signalRefs(g) {
+  return [
+    g.order_id && `order ${g.order_id}`,
+    g.shipment_id && `parcel ${g.shipment_id}`,
+    g.contact_id && `contact ${g.contact_id}`,
+  ].filter(Boolean).join(" · ");
+}
+
+function signalItem(g) {
+  if (isMine(g)) {
+    return el("li", { class: "signal mine", "data-signal": g.type, "data-mine": "" },
+      el("strong", {}, "Your request is on its way"),
+      el("span", { class: "refs" }, " — asked ", when(g.raised_at)),
+      el("p", { class: "explain" }, "You asked a department to act; its answer has not " +
+        "arrived yet. Nothing to do but tell the customer it is requested."),
+      el("p", { class: "refs" }, g.detail));
+  }
+  const refs = signalRefs(g);
+  const help = desk.config.signals[g.type] || "";
+  return el("li", { class: "signal", "data-signal": g.type },
+    el("strong", {}, g.type.replaceAll("_", " ")),
+    el("span", { class: "refs" }, refs ? ` — ${refs} · raised ` : " — raised ", when(g.raised_at)),
+    help ? el("p", { class: "explain" }, help) : null,
+    g.detail ? el("p", { class: "refs" }, g.detail) : null);
+}
+
+// Signals grouped by type: one row per type, several of a type folded into one collapsible
+// row ("3 × DUPLICATE ORDER"), so twenty of them do not push the orders out of view.
 function renderSignals(s) {
   const list = $("signal-list");
   if (!s.signals.length) {
-    fill(list,el("li", { class: "none" }, "Nothing needs attention."));
+    fill(list, el("li", { class: "none" }, "Nothing needs attention."));
     return;
   }
-  list.replaceChildren(...s.signals.map((g) => {
-    const refs = [
-      g.order_id && `order ${g.order_id}`,
-      g.shipment_id && `parcel ${g.shipment_id}`,
-      g.contact_id && `contact ${g.contact_id}`,
-    ].filter(Boolean).join(" · ");
-    const help = desk.config.signals[g.type] || "";
-    return el("li", { class: "signal", "data-signal": g.type },
-      el("strong", {}, g.type.replaceAll("_", " ")),
-      el("span", { class: "refs" }, refs ? ` — ${refs} · raised ` : " — raised ", when(g.raised_at)),
-      help ? el("p", { class: "explain" }, help) : null,
-      g.detail ? el("p", { class: "refs" }, g.detail) : null);
+  const groups = new Map();
+  for (const g of s.signals) {
+    const key = isMine(g) ? "mine" : g.type;
+    if (!groups.has(key)) groups.set(key, []);
+    groups.get(key).push(g);
+  }
+  fill(list, [...groups.values()].map((gs) => {
+    if (gs.length === 1) return signalItem(gs[0]);
+    const type = gs[0].type;
+    const help = desk.config.signals[type] || "";
+    const newest = gs.map((g) => g.raised_at).sort().at(-1);
+    return el("li", { class: isMine(gs[0]) ? "signal mine" : "signal", "data-signal": type,
+                      "data-count": gs.length },
+      el("details", {},
+        el("summary", {}, el("strong", {}, `${gs.length} × ${type.replaceAll("_", " ")}`),
+          el("span", { class: "refs" }, " — newest raised ", when(newest))),
+        help ? el("p", { class: "explain" }, help) : null,
+        el("ul", {}, gs.map((g) => el("li", { class: "refs" },
+          signalRefs(g) || "this customer", " · raised ", when(g.raised_at),
+          g.detail ? ` · ${g.detail}` : "")))));
   }));
+}
+
+// -- one history, newest first ---------------------------------------------------------------
+
+const TIMELINE_MAX = 100;
+
+function stamp(iso) {
+  const d = new Date(iso);
+  return el("time", { datetime: iso, title: d.toLocaleString() },
+    d.toLocaleString([], { month: "short", day: "numeric", hour: "2-digit", minute: "2-digit" }));
+}
+
+function timelineItems(s) {
+  const items = [];
+  const add = (at, dept, text) => { if (at) items.push([at, dept, text]); };
+  for (const o of s.orders) {
+    add(o.placed_at, "web shop", `Order ${o.order_id} placed by ${o.channel.toLowerCase()}, ` +
+      money(o.total_cents, o.currency));
+    if (o.status !== "PLACED" && o.updated_at !== o.placed_at) {
+      add(o.updated_at, "web shop", `Order ${o.order_id} ${o.status.toLowerCase()}`);
+    }
+    for (const p of o.shipments) {
+      add(p.updated_at, p.carrier || "carrier",
+        `Parcel ${p.shipment_id} of ${o.order_id}: ${p.status.replaceAll("_", " ").toLowerCase()}`);
+    }
+  }
+  for (const c of s.contacts) {
+    add(c.opened_at, "contact centre", `Contact ${c.contact_id} opened: ${c.kind.toLowerCase()} ` +
+      `by ${c.channel.toLowerCase()}${c.topic ? ` about “${c.topic}”` : ""}`);
+    for (const n of c.notes) {
+      add(n.at, "contact centre", `Note on ${c.contact_id}${n.agent ? ` by ${n.agent}` : ""}: ${n.text}`);
+    }
+    if (c.status === "RESOLVED" && c.updated_at !== c.opened_at) {
+      add(c.updated_at, "contact centre", `Contact ${c.contact_id} resolved`);
+    }
+  }
+  for (const g of s.signals) {
+    const refs = signalRefs(g);
+    add(g.raised_at, "keel", `Signal raised: ${g.type.replaceAll("_", " ")}${refs ? ` (${refs})` : ""}`);
+  }
+  for (const c of desk.cleared || []) add(c.at, "keel", `Signal cleared: ${c.text}`);
+  for (const st of Object.values(desk.actions)) {
+    if (st.sent) add(new Date(st.sent.at).toISOString(), "desk", sentResult(st.sent, s).text);
+  }
+  return items.sort((a, b) => Date.parse(b[0]) - Date.parse(a[0]));
+}
+
+function renderTimeline(s) {
+  const items = timelineItems(s);
+  const shown = items.slice(0, TIMELINE_MAX).map(([at, dept, text]) =>
+    el("li", { "data-at": at }, stamp(at), el("span", { class: "dept" }, dept), el("span", {}, text)));
+  const more = items.length > TIMELINE_MAX
+    ? el("li", { class: "more" }, `… and ${items.length - TIMELINE_MAX} older entries`) : null;
+  fill($("timeline"), shown.length ? shown : [el("li", { class: "more" }, "nothing yet")], more);
 }
 
 function renderSources(s) {
@@ -721,6 +834,8 @@ function redraw(focusId) {
   const range = active && "selectionStart" in active ? [active.selectionStart, active.selectionEnd] : null;
   renderOrders(desk.shown);
   renderContacts(desk.shown);
+  renderSignals(desk.shown);  // whose commands are the agent's own can change with a command
+  renderTimeline(desk.shown);
   tick();
   const target = keep && document.getElementById(keep);
   if (target && target !== document.activeElement) {
@@ -742,10 +857,10 @@ function tick() {
   for (const li of document.querySelectorAll(".source[data-at]")) {
     const stale = now - Date.parse(li.dataset.at) > staleMs;
     li.classList.toggle("stale", stale);
-    li.querySelector(".stale-word").textContent = stale ? " — stale" : "";
-    li.title = stale
-      ? `nothing from ${li.dataset.source} for longer than ${desk.config.stale_after_s} s`
-      : `keel last heard from ${li.dataset.source} at ${new Date(li.dataset.at).toLocaleString()}`;
+    li.querySelector(".stale-word").textContent = stale ? " — quiet" : "";
+    li.title = `The newest event from ${li.dataset.source} about this customer, at ` +
+      `${new Date(li.dataset.at).toLocaleString()}` + (stale ? `: nothing about them for longer ` +
+      `than ${desk.config.stale_after_s} s, which for a customer is usually just quiet.` : ".");
   }
   const silentMs = 3 * desk.config.heartbeat_s * 1000;
   if (desk.source && desk.source.readyState === EventSource.OPEN && now - desk.lastHeard > silentMs) {
