@@ -35,7 +35,7 @@ from confluent_kafka.admin import AdminClient, ClusterMetadata
 
 log = logging.getLogger(__name__)
 
-#: (environment variable, librdkafka property, meaning) — the README's Kafka table is these
+#: (environment variable, librdkafka property, meaning) — docs/configuration.md's Kafka table
 SECURITY_VARIABLES: tuple[tuple[str, str, str], ...] = (
     (
         "KAFKA_SECURITY_PROTOCOL",
