@@ -249,7 +249,7 @@ def openapi_document(
         "info": {
             "title": "keel HTTP ingest",
             "version": "1",
-            "description": "Department events into keel's input topics (CONTRACT.md §8).",
+            "description": "Department events into keel's input topics (docs/contract.md §8).",
         },
         "paths": paths,
         "components": components,

@@ -29,7 +29,7 @@ class InputKind:
     path: str  # "orders" in POST /events/orders
     record: str  # Avro record name, e.g. "OrderEvent"
     topic: str  # configured topic name, e.g. "orders.v1"
-    key_field: str  # the event field the topic is keyed by (CONTRACT.md §1)
+    key_field: str  # the event field the topic is keyed by (docs/contract.md §1)
 
 
 INPUT_KINDS: tuple[tuple[str, str, str], ...] = (
@@ -37,7 +37,7 @@ INPUT_KINDS: tuple[tuple[str, str, str], ...] = (
     ("shipments", "ShipmentEvent", "order_id"),
     ("contacts", "ContactEvent", "contact_id"),
 )
-"""(path, record, key field) of each input topic, in CONTRACT.md §1 order."""
+"""(path, record, key field) of each input topic, in docs/contract.md §1 order."""
 
 
 def _int(name: str, raw: str, minimum: int, maximum: int | None = None) -> int:

@@ -200,7 +200,7 @@ def client_config(
 
 
 def producer_config(bootstrap: str, **overrides: Any) -> dict[str, Any]:
-    """The settings every keel producer uses (CONTRACT.md §1), security included."""
+    """The settings every keel producer uses (docs/contract.md §1), security included."""
     config = client_config(bootstrap)
     config.update(
         {
