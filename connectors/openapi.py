@@ -240,7 +240,7 @@ def openapi_document(
             "bearer": {
                 "type": "http",
                 "scheme": "bearer",
-                "description": "a keel token (README: Security), e.g. $KEEL_WRITE_TOKEN from "
+                "description": "a keel token (docs/security.md), e.g. $KEEL_WRITE_TOKEN from "
                 ".run/tokens.env",
             }
         }

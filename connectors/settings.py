@@ -1,6 +1,6 @@
 """The connectors' configuration: keel's validated settings plus the connector variables.
 
-Every variable is declared once, in ``streams.config.VARIABLES`` (so the README table and the
+Every variable is declared once, in ``streams.config.VARIABLES`` (so docs/configuration.md and the
 unknown-variable check cover the connectors too); this module only reads and validates the
 connector part. A connector process calls :meth:`ConnectorSettings.from_env` once at start and
 fails with a :class:`~streams.config.ConfigError` naming the bad variable::
@@ -53,7 +53,7 @@ def _int(name: str, raw: str, minimum: int, maximum: int | None = None) -> int:
 
 @dataclass(frozen=True)
 class ConnectorSettings:
-    """What the connectors read from the environment (see README's configuration)."""
+    """What the connectors read from the environment (see docs/configuration.md)."""
 
     keel: Settings
     auth: AuthConfig
