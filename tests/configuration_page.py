@@ -12,6 +12,7 @@ the code without the page fails them. After such a change, rewrite the blocks wi
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 from streams.config import VARIABLES
@@ -53,10 +54,17 @@ def blocks(text: str) -> dict[str, str]:
     return found
 
 
+def _replacement(table: str) -> Callable[[re.Match[str]], str]:
+    def replace(match: re.Match[str]) -> str:
+        return f"{match.group(1)}{table}\n\n{match.group(3)}"
+
+    return replace
+
+
 def rewrite(text: str) -> str:
     """The page with every generated block replaced by what the code has now."""
     for name, table in render().items():
-        text, n = _block(name).subn(lambda m, t=table: f"{m.group(1)}{t}\n\n{m.group(3)}", text)
+        text, n = _block(name).subn(_replacement(table), text)
         if n != 1:
             raise SystemExit(f"{PAGE}: no generated block {name!r}")
     return text
