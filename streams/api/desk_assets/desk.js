@@ -23,6 +23,8 @@ const desk = {
   liveHistory: [],     // every change of the live indicator, oldest first
   actions: {},         // "order:o-1" / "contact:k-1" -> the command form's state (survives redraws)
   pending: null,       // [kind, q] of a search that waits for a sign-in
+  searchSeq: 0,        // bumped by every search: an answer to an older one is dropped
+  waitTimer: null,     // polls a lookup by e-mail/phone/order that found nobody yet
 };
 window.keelDesk = desk;  // for the browser tests and for curious people in the console
 
@@ -32,6 +34,16 @@ const BAD = new Set(["LOST", "DELAYED", "CANCELLED", "RETURNED"]);
 
 function $(id) { return document.getElementById(id); }
 
+// Children that are null, undefined or false are left out (never rendered as "null").
+function present(children) {
+  return children.flat().filter((c) => c !== null && c !== undefined && c !== false);
+}
+
+function fill(node, ...children) {
+  node.replaceChildren(...present(children));
+  return node;
+}
+
 function el(tag, attrs, ...children) {
   const node = document.createElement(tag);
   for (const [k, v] of Object.entries(attrs || {})) {
@@ -40,8 +52,7 @@ function el(tag, attrs, ...children) {
     else if (k === "text") node.textContent = v;
     else node.setAttribute(k, v === true ? "" : String(v));
   }
-  for (const child of children.flat()) {
-    if (child === null || child === undefined || child === false) continue;
+  for (const child of present(children)) {
     node.append(child instanceof Node ? child : document.createTextNode(String(child)));
   }
   return node;
@@ -157,10 +168,29 @@ async function lookup(kind, q) {
 
 const KIND_NAME = { customer: "customer id", email: "e-mail", phone: "phone", order_id: "order id" };
 
-async function search(kind, q) {
+// A new search first takes the previous customer off the screen and closes their live
+// stream: after a failed search nothing of the last caller's customer may stay actionable.
+function clearCustomer() {
+  stopFollowing();
+  clearTimeout(desk.waitTimer);
+  desk.waitTimer = null;
+  desk.shown = null;
+  desk.version = null;
+  desk.seenNotes = null;
+  desk.actions = {};
+  $("customer").hidden = true;
+  for (const id of ["c-name", "c-ids", "signal-list", "sources", "orders", "contacts"]) fill($(id));
+  if (location.search) history.replaceState(null, "", location.pathname);
+}
+
+async function search(kind, q, waiting) {
   q = q.trim();
   if (!q) return;
-  say("Searching…");
+  const seq = ++desk.searchSeq;
+  if (!waiting) {
+    clearCustomer();
+    say("Searching…");
+  }
   try {
     let tries = kind === "auto" ? [guessKind(q)].filter(Boolean) : [kind];
     if (!tries.length) tries = ["customer", "order_id"];
@@ -168,10 +198,12 @@ async function search(kind, q) {
     let last = null;
     for (const k of tries) {
       last = await lookup(k, q);
+      if (seq !== desk.searchSeq) return;  // a newer search took over meanwhile
       if (last.status === 200) { found = last.body; break; }
       if (last.status !== 404) break;
     }
     if (found) {
+      clearTimeout(desk.waitTimer);
       say("");
       show(found);
       follow(found.customer_id);
@@ -186,22 +218,35 @@ async function search(kind, q) {
       desk.pending = [kind, q];
       askForToken("This token may not read customers.");
     } else if (last.status === 404) {
-      say(`No customer found for ${tries.map((k) => KIND_NAME[k]).join(" or ")} “${q}”.`);
+      waitFor(kind, q, tries, seq);
     } else if (last.status === 503) {
       say("keel is busy (a worker is starting or partitions are moving). Try again in a moment.");
     } else {
       say((last.body && last.body.error) || `The search failed (HTTP ${last.status}).`);
     }
   } catch (e) {
-    say(`keel cannot be reached (${e.message}). Check the connection and try again.`);
+    if (seq === desk.searchSeq) say(`keel cannot be reached (${e.message}). Check the connection and try again.`);
+  }
+}
+
+// Nobody found: keep watching, so the customer appears the moment their first event lands.
+// A customer id is followed on the live stream (which says "absent" until then); an e-mail,
+// phone or order id is looked up again every few seconds until found or a new search.
+function waitFor(kind, q, tries, seq) {
+  const what = `${tries.map((k) => KIND_NAME[k]).join(" or ")} “${q}”`;
+  say(`No customer found for ${what}. Waiting: they appear here as soon as keel hears of them.`);
+  if (tries.includes("customer") && desk.customerId !== q) follow(q, true);
+  if (tries.some((k) => k !== "customer")) {
+    desk.waitTimer = setTimeout(() => { if (seq === desk.searchSeq) search(kind, q, true); }, 3000);
   }
 }
 
 // -- the live stream -------------------------------------------------------------------------
 
-function follow(customerId) {
+function follow(customerId, waiting) {
   stopFollowing();
   desk.customerId = customerId;
+  desk.waiting = Boolean(waiting);
   connect();
 }
 
@@ -222,16 +267,22 @@ function connect() {
   setLive("reconnecting");
   const heard = () => { desk.lastHeard = Date.now(); };
   es.addEventListener("state", (e) => {
+    if (desk.source !== es) return;  // a stream this page no longer follows
     heard();
     desk.retryMs = 1000;
     setLive("on");
     say("");
+    desk.waiting = false;
     show(JSON.parse(e.data));
   });
   es.addEventListener("absent", () => {
+    if (desk.source !== es) return;
     heard();
     setLive("on");
-    say(`Customer “${id}” is not known (any more). This page shows them as soon as they are.`);
+    if (!desk.waiting) {  // an erased customer: gone from the screen, not just hidden
+      say(`Customer “${id}” is not known (any more). This page shows them as soon as they are.`);
+    }
+    desk.shown = null;
     $("customer").hidden = true;
   });
   es.addEventListener("ping", () => { heard(); setLive("on"); });
@@ -271,8 +322,7 @@ function idRow(label, value) {
 
 function renderWho(s) {
   $("c-name").textContent = s.name || s.customer_id;
-  const ids = $("c-ids");
-  ids.replaceChildren(
+  fill($("c-ids"),
     idRow("Customer", el("span", { "data-field": "customer_id" }, s.customer_id)),
     s.emails.length ? idRow("E-mail", s.emails.join(", ")) : null,
     s.phones.length ? idRow("Phone", s.phones.join(", ")) : null,
@@ -294,7 +344,7 @@ function renderWho(s) {
 function renderSignals(s) {
   const list = $("signal-list");
   if (!s.signals.length) {
-    list.replaceChildren(el("li", { class: "none" }, "Nothing needs attention."));
+    fill(list,el("li", { class: "none" }, "Nothing needs attention."));
     return;
   }
   list.replaceChildren(...s.signals.map((g) => {
@@ -379,10 +429,49 @@ function renderContacts(s) {
 
 const AGENT_KEY = "keel.agent";
 const COMMANDS = {
-  cancel: { type: "CANCEL_ORDER", send: "Send cancellation", done: "Cancellation requested" },
-  resolve: { type: "RESOLVE_CONTACT", send: "Send resolve", done: "Resolve requested" },
-  note: { type: "ADD_NOTE", send: "Send note", done: "Note sent" },
+  cancel: { type: "CANCEL_ORDER", send: "Send cancellation", done: "Cancellation requested",
+            dept: "web shop", effect: "the web shop cancelled the order" },
+  resolve: { type: "RESOLVE_CONTACT", send: "Send resolve", done: "Resolve requested",
+             dept: "contact centre", effect: "the contact centre resolved the contact" },
+  note: { type: "ADD_NOTE", send: "Send note", done: "Note sent",
+          dept: "contact centre", effect: "the note is on the contact" },
 };
+
+function clock(ms) { return new Date(ms).toLocaleTimeString(); }
+
+// What became of a command this page sent, read from the state on screen: "done" once a
+// department's event shows its effect, "failed" when a COMMAND_FAILED signal names it (by its
+// command id), else "pending" (with what the COMMAND_PENDING signal knows, e.g. delivered).
+function commandOutcome(sent, s) {
+  const tag = `(${sent.commandId})`;
+  const mine = (type) => {  // what the signal says of this command: the text after its id
+    const g = s.signals.find((x) => x.type === type && (x.detail || "").includes(tag));
+    const part = g && g.detail.split("; ").find((p) => p.includes(tag));
+    return part === undefined ? null : part.slice(part.indexOf(tag) + tag.length)
+      .replace(/^:\s*/, "").replace(/\.$/, "");
+  };
+  const order = sent.order_id && s.orders.find((o) => o.order_id === sent.order_id);
+  const contact = sent.contact_id && s.contacts.find((c) => c.contact_id === sent.contact_id);
+  let done = false;
+  if (sent.kind === "cancel") done = !order || order.status === "CANCELLED";
+  else if (sent.kind === "resolve") done = !contact || contact.status === "RESOLVED";
+  else if (sent.kind === "note") done = !contact || contact.notes.some((n) => n.text === sent.note);
+  if (done) return { state: "done", text: COMMANDS[sent.kind].effect };
+  const failed = mine("COMMAND_FAILED");
+  if (failed !== null) return { state: "failed", text: failed || "refused" };
+  const pending = mine("COMMAND_PENDING");
+  return { state: "pending", text: pending || `waiting for the ${COMMANDS[sent.kind].dept}` };
+}
+
+// The card's line about a sent command: who asked, when, why, and how it ended.
+function sentResult(sent, s) {
+  const spec = COMMANDS[sent.kind];
+  const outcome = commandOutcome(sent, s);
+  const asked = `${spec.done} by ${sent.agent} (202) at ${clock(sent.at)}, reason “${sent.reason}”`;
+  if (outcome.state === "done") return { ok: true, state: "done", text: `Done — ${asked}: ${outcome.text}.` };
+  if (outcome.state === "failed") return { ok: false, state: "failed", text: `Not done — ${asked}: ${outcome.text}.` };
+  return { ok: true, state: "pending", text: `${asked}: ${outcome.text}.` };
+}
 
 function uuid4() {  // crypto.randomUUID needs a secure context; getRandomValues does not
   const b = new Uint8Array(16);
@@ -394,7 +483,9 @@ function uuid4() {  // crypto.randomUUID needs a secure context; getRandomValues
 }
 
 function actionState(key) {
-  if (!desk.actions[key]) desk.actions[key] = { form: null, reason: "", note: "", result: null, commandId: null };
+  if (!desk.actions[key]) {
+    desk.actions[key] = { form: null, reason: "", note: "", result: null, commandId: null, sent: null };
+  }
   return desk.actions[key];
 }
 
@@ -402,8 +493,9 @@ function slug(key) { return key.replace(/[^A-Za-z0-9_-]/g, "_"); }
 
 function commandArea(key, target, buttons) {
   const st = actionState(key);
-  const result = st.result ? el("p", { class: `result ${st.result.ok ? "ok" : "err"}`, role: "status" },
-    st.result.text) : null;
+  const shown = st.result || (st.sent && desk.shown ? sentResult(st.sent, desk.shown) : null);
+  const result = shown ? el("p", { class: `result ${shown.ok ? "ok" : "err"}`, role: "status",
+                                   "data-outcome": shown.state || null }, shown.text) : null;
   if (st.form && !buttons.some(([kind]) => kind === st.form)) st.form = null;  // closed meanwhile
   if (!st.form) {
     if (!buttons.length) return result;
@@ -411,7 +503,10 @@ function commandArea(key, target, buttons) {
       el("div", { class: "actions" }, buttons.map(([kind, text, label, cls]) => {
         const b = el("button", { type: "button", class: cls || null, "data-action": kind,
                                  "aria-label": label }, text);
-        b.addEventListener("click", () => { st.form = kind; st.result = null; redraw(`${slug(key)}-reason`); });
+        b.addEventListener("click", () => {
+          Object.assign(st, { form: kind, result: null, sent: null });
+          redraw(`${slug(key)}-reason`);
+        });
         return b;
       })), result);
   }
@@ -468,8 +563,10 @@ async function sendCommand(key, target) {
     return;
   }
   if (status === 202) {
-    st.result = { ok: true, status, text: `${spec.done} by ${agent} (202): waiting for the department.` };
-    Object.assign(st, { form: null, reason: "", note: "", commandId: null });
+    // Recorded under the server's answer: a personal token's holder, else the typed name.
+    st.sent = { kind: st.form, agent: (answer && answer.agent) || agent, at: Date.now(),
+                reason: st.reason, note: st.note, commandId: st.commandId, ...target };
+    Object.assign(st, { form: null, reason: "", note: "", commandId: null, result: null });
   } else {
     const error = (answer && answer.error) || `HTTP ${status}`;
     st.result = { ok: false, status, text: status === 503 ? `keel is busy (${error}); send again.`
