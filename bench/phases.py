@@ -26,8 +26,8 @@ from streams.domain.state import apply_event, empty_state, view
 from streams.encoding.jsonconv import to_json
 from streams.kafka.config import client_config
 
-#: Fields that legitimately differ from a replay: arrival-dependent bookkeeping (CONTRACT §5)
-#: and signals, which also depend on the wall clock at merge time.
+#: Fields that legitimately differ from a replay: arrival-dependent bookkeeping
+#: (docs/contract.md §5) and signals, which also depend on the wall clock at merge time.
 NOT_COMPARED = ("version", "updated_at", "signals")
 
 

@@ -1,6 +1,6 @@
 """The connectors' configuration: keel's validated settings plus the connector variables.
 
-Every variable is declared once, in ``streams.config.VARIABLES`` (so the README table and the
+Every variable is declared once, in ``streams.config.VARIABLES`` (so docs/configuration.md and the
 unknown-variable check cover the connectors too); this module only reads and validates the
 connector part. A connector process calls :meth:`ConnectorSettings.from_env` once at start and
 fails with a :class:`~streams.config.ConfigError` naming the bad variable::
@@ -29,7 +29,7 @@ class InputKind:
     path: str  # "orders" in POST /events/orders
     record: str  # Avro record name, e.g. "OrderEvent"
     topic: str  # configured topic name, e.g. "orders.v1"
-    key_field: str  # the event field the topic is keyed by (CONTRACT.md §1)
+    key_field: str  # the event field the topic is keyed by (docs/contract.md §1)
 
 
 INPUT_KINDS: tuple[tuple[str, str, str], ...] = (
@@ -37,7 +37,7 @@ INPUT_KINDS: tuple[tuple[str, str, str], ...] = (
     ("shipments", "ShipmentEvent", "order_id"),
     ("contacts", "ContactEvent", "contact_id"),
 )
-"""(path, record, key field) of each input topic, in CONTRACT.md §1 order."""
+"""(path, record, key field) of each input topic, in docs/contract.md §1 order."""
 
 
 def _int(name: str, raw: str, minimum: int, maximum: int | None = None) -> int:
@@ -53,7 +53,7 @@ def _int(name: str, raw: str, minimum: int, maximum: int | None = None) -> int:
 
 @dataclass(frozen=True)
 class ConnectorSettings:
-    """What the connectors read from the environment (see README's configuration)."""
+    """What the connectors read from the environment (see docs/configuration.md)."""
 
     keel: Settings
     auth: AuthConfig

@@ -5,7 +5,7 @@ connectors' status ports) asks this module whether a request may pass: the aioht
 through :func:`middleware`, the connectors' ``http.server`` status ports through
 :meth:`AuthConfig.authorize`. It does not import the faust app, so connectors can use it.
 
-Roles (README "Security")::
+Roles (docs/security.md)::
 
     read      the query API (GET /customers...), the desk console's data and live stream
     write     the HTTP ingest (POST /events/...)
@@ -244,7 +244,7 @@ class AuthConfig:
         token = bearer(presented)
         if token is None:
             refusal = Refusal(401, "authentication required: send Authorization: Bearer "
-                              "<token> (README: Security)", role)  # fmt: skip
+                              "<token> (docs/security.md)", role)  # fmt: skip
         else:
             principal = self.identify(token)
             if principal is None:

@@ -5,7 +5,7 @@
     $ keel deadletters replay 0:17 2:5
     $ keel erase c-42 --reason "data subject request DSR-2026-118" [--by dpo]
 
-Configuration comes from the environment (README.md lists every variable); a bad value
+Configuration comes from the environment (docs/configuration.md lists every variable); a bad value
 stops the command with one line saying which variable and why.
 """
 

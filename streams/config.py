@@ -1,6 +1,6 @@
 """keel's configuration: one validated, frozen object read from the environment.
 
-Every variable is listed in ``VARIABLES`` (name, default, meaning) so the README, the
+Every variable is listed in ``VARIABLES`` (name, default, meaning) so the docs, the
 validation and the code cannot drift apart. An unknown ``KEEL_*`` variable is an error,
 like confluent-kafka's ``Unrecognized properties``: a typo must not silently fall back
 to a default.
@@ -25,7 +25,8 @@ class ConfigError(ValueError):
     """A configuration variable is unknown or has a value keel cannot use."""
 
 
-# (environment variable, default, meaning) — the README's table is generated from this.
+# (environment variable, default, meaning) — docs/configuration.md's table is generated from this
+# (python -m tests.configuration_page).
 VARIABLES: tuple[tuple[str, str, str], ...] = (
     ("KAFKA_BOOTSTRAP", "127.0.0.1:9092", "Kafka bootstrap servers"),
     ("REDIS_URL", "redis://127.0.0.1:6379/0", "Redis for the Redis sink"),
@@ -113,7 +114,7 @@ VARIABLES: tuple[tuple[str, str, str], ...] = (
     (
         "KEEL_AUTH_TOKENS_FILE",
         "",
-        "file of `sha256:<hex> role[,role] name` lines: hashed tokens accepted (README: Security)",
+        "file of `sha256:<hex> role[,role] name` lines: hashed tokens accepted (docs/security.md)",
     ),
     ("KEEL_READ_TOKEN", "", "a token with the read role (query API, desk console)"),
     ("KEEL_WRITE_TOKEN", "", "a token with the write role (HTTP ingest)"),
@@ -134,7 +135,11 @@ VARIABLES: tuple[tuple[str, str, str], ...] = (
         "PEM CA a worker trusts when it forwards to another worker over HTTPS (default: system)",
     ),
     ("KEEL_LOG_LEVEL", "info", "worker log level"),
-    ("KEEL_LOG_FORMAT", "text", "worker log lines: text, or json (one JSON object per line)"),
+    (
+        "KEEL_LOG_FORMAT",
+        "text",
+        "worker log lines: text, or json (one JSON object per line, for log shippers)",
+    ),
     ("KEEL_TOPIC_ORDERS", "orders.v1", "order events topic"),
     ("KEEL_TOPIC_SHIPMENTS", "shipments.v1", "shipment events topic"),
     ("KEEL_TOPIC_CONTACTS", "contacts.v1", "contact events topic"),
@@ -171,14 +176,22 @@ VARIABLES: tuple[tuple[str, str, str], ...] = (
         "JSON file {topic: [keyword, ...]} tagging contacts that have no topic (default: "
         "streams/domain/voice.py DEFAULT_KEYWORDS)",
     ),
-    ("KEEL_VOICE_TOP", "10", "topics exported as Prometheus gauges (the rest summed as other)"),
+    (
+        "KEEL_VOICE_TOP",
+        "10",
+        "topics exported as Prometheus gauges (the rest summed as `other topics`)",
+    ),
     ("POSTGRES_URL", "postgresql://keel@127.0.0.1:5432/keel", "PostgreSQL of the outbox connector"),
     ("KEEL_CONNECTOR_BIND", "127.0.0.1", "address the connectors' HTTP servers bind to"),
     ("KEEL_INGEST_PORT", "8088", "HTTP ingest port (also its /metrics, /healthz, /openapi.json)"),
     ("KEEL_INGEST_MAX_BYTES", "1048576", "larger HTTP ingest request bodies get 413"),
     ("KEEL_OUTBOX_PORT", "8089", "outbox connector's /metrics and /healthz port"),
     ("KEEL_OUTBOX_BATCH", "500", "outbox rows published per round trip"),
-    ("KEEL_OUTBOX_POLL_MS", "200", "idle outbox connector: how often it looks for rows / the lock"),
+    (
+        "KEEL_OUTBOX_POLL_MS",
+        "200",
+        "idle outbox connector: how often it looks for rows (a standby: for the lock)",
+    ),
     ("KEEL_REDIS_SINK_PORT", "8090", "Redis sink's /metrics and /healthz port"),
     ("KEEL_REDIS_SINK_GROUP", "keel-redis-sink", "consumer group of the Redis sink"),
     ("KEEL_REDIS_SINK_BATCH", "500", "customer-state records written to Redis per MULTI/EXEC"),
@@ -312,7 +325,7 @@ class Settings:
         if unknown:
             raise ConfigError(
                 f"unknown configuration variable(s): {', '.join(unknown)} "
-                "(see the configuration table in README.md)"
+                "(see docs/configuration.md)"
             )
 
         def get(name: str) -> str:

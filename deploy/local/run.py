@@ -10,7 +10,7 @@
   in ``.run/`` (``KEEL_RUN_DIR``).
 - ``--down`` (`make down`): stops what ``--background`` started, connectors first.
 
-Tokens (README "Security"): on first start one token per role is made and written to
+Tokens (docs/security.md): on first start one token per role is made and written to
 ``.run/tokens.env`` (mode 600, shell lines ``KEEL_READ_TOKEN=…``; ``. .run/tokens.env`` and
 ``curl -H "Authorization: Bearer $KEEL_READ_TOKEN" …``), their SHA-256 hashes to
 ``.run/tokens.sha256``, which every process reads as ``KEEL_AUTH_TOKENS_FILE``. Later starts

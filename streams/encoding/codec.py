@@ -1,4 +1,4 @@
-"""The one Avro single-object codec for every keel topic value (CONTRACT.md §2).
+"""The one Avro single-object codec for every keel topic value (docs/contract.md §2).
 
 A value is ``C3 01`` + the 8-byte little-endian CRC-64-AVRO fingerprint of the writer schema's
 Parsing Canonical Form + the Avro binary body. The fingerprint names the writer schema among the

@@ -51,7 +51,7 @@ class TopicError(RuntimeError):
 
 
 def topic_specs(settings: Settings) -> dict[str, dict[str, str]]:
-    """Topic name -> config for every topic the worker needs (CONTRACT.md §1)."""
+    """Topic name -> config for every topic the worker needs (docs/contract.md §1)."""
     t = settings.topics
     delete = {"cleanup.policy": "delete"}
     inputs = {**delete, "retention.ms": str(settings.input_retention_ms)}

@@ -1,7 +1,7 @@
 """List dead letters with their reasons, and re-publish chosen ones after a fix.
 
 A dead letter keeps the original key and value bytes plus headers saying why and where from
-(CONTRACT.md §1). Once the cause is fixed — the producer's schema added to ``schemas/``, a
+(docs/contract.md §1). Once the cause is fixed — the producer's schema added to ``schemas/``, a
 worker's ``KEEL_MAX_RECORD_BYTES`` raised — replaying puts the very same bytes back on the
 source topic, where the workers try them again::
 

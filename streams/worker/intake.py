@@ -141,7 +141,7 @@ def dead_letter_record(
     key: bytes | None,
     value: bytes | None,
 ) -> tuple[bytes | None, bytes | None, Headers]:
-    """(key, value, headers) of the dead letter of one record (CONTRACT.md §1).
+    """(key, value, headers) of the dead letter of one record (docs/contract.md §1).
 
     A record Kafka accepted can still be too big to copy: the broker's limit applies to a
     compressed batch, the producer's (``message.max.bytes``) to the record as it is. Such a
