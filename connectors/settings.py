@@ -74,6 +74,8 @@ class ConnectorSettings:
     webhook_secret: str
     webhook_port: int
     webhook_group: str
+    directory_sink_port: int
+    directory_sink_group: str
     webhook_timeout_seconds: float
 
     @classmethod
@@ -108,6 +110,10 @@ class ConnectorSettings:
             webhook_secret=get("KEEL_WEBHOOK_SECRET"),
             webhook_port=_int("KEEL_WEBHOOK_PORT", get("KEEL_WEBHOOK_PORT"), 1, 65535),
             webhook_group=get("KEEL_WEBHOOK_GROUP"),
+            directory_sink_port=_int(
+                "KEEL_DIRECTORY_SINK_PORT", get("KEEL_DIRECTORY_SINK_PORT"), 1, 65535
+            ),
+            directory_sink_group=get("KEEL_DIRECTORY_SINK_GROUP"),
             webhook_timeout_seconds=_int(
                 "KEEL_WEBHOOK_TIMEOUT_MS", get("KEEL_WEBHOOK_TIMEOUT_MS"), 1
             )

@@ -343,7 +343,7 @@ def worker_role(method: str, path: str) -> str | None:
         if method == "DELETE":
             return ADMIN
         return AGENT if method == "POST" else READ
-    if path.startswith("/desk/customers/"):
+    if path.startswith("/desk/customers/") or path == "/directory":
         return READ
     if path == "/voice/announcements":
         return AGENT

@@ -44,6 +44,7 @@ def _worker(settings: Settings, auth: AuthConfig) -> int:
     import streams.api.commands  # noqa: F401  (registers POST /customers/{id}/commands)
     import streams.api.customers  # noqa: F401  (registers the query API)
     import streams.api.desk  # noqa: F401  (registers the service-desk console)
+    import streams.api.directory  # noqa: F401  (registers GET /directory, the desk's search)
     import streams.api.unmatched  # noqa: F401  (registers /unmatched and assign_contact)
     import streams.api.voice  # noqa: F401  (registers /voice, the board, announcements)
     import streams.worker.agent  # noqa: F401  (registers agents and tables)

@@ -182,6 +182,18 @@ VARIABLES: tuple[tuple[str, str, str], ...] = (
         "topics exported as Prometheus gauges (the rest summed as `other topics`)",
     ),
     ("POSTGRES_URL", "postgresql://keel@127.0.0.1:5432/keel", "PostgreSQL of the outbox connector"),
+    (
+        "KEEL_DIRECTORY_URL",
+        "",
+        "PostgreSQL of the customer directory (GET /directory, the desk's search by name, "
+        "partial e-mail, phone, order id; fed by connectors/sinks/directory.py); empty: off",
+    ),
+    (
+        "KEEL_PHONE_REGION",
+        "DE",
+        "region (ISO 3166 code) a phone number without a country code is read in by the "
+        "directory, e.g. `030 7624039` in DE is +49307624039",
+    ),
     ("KEEL_CONNECTOR_BIND", "127.0.0.1", "address the connectors' HTTP servers bind to"),
     ("KEEL_INGEST_PORT", "8088", "HTTP ingest port (also its /metrics, /healthz, /openapi.json)"),
     ("KEEL_INGEST_MAX_BYTES", "1048576", "larger HTTP ingest request bodies get 413"),
@@ -193,6 +205,8 @@ VARIABLES: tuple[tuple[str, str, str], ...] = (
         "idle outbox connector: how often it looks for rows (a standby: for the lock)",
     ),
     ("KEEL_REDIS_SINK_PORT", "8090", "Redis sink's /metrics and /healthz port"),
+    ("KEEL_DIRECTORY_SINK_PORT", "8094", "directory sink's /metrics and /healthz port"),
+    ("KEEL_DIRECTORY_SINK_GROUP", "keel-directory-sink", "consumer group of the directory sink"),
     ("KEEL_REDIS_SINK_GROUP", "keel-redis-sink", "consumer group of the Redis sink"),
     ("KEEL_REDIS_SINK_BATCH", "500", "customer-state records written to Redis per MULTI/EXEC"),
     (
@@ -300,6 +314,9 @@ class Settings:
     batch_max: int
     batch_wait_ms: int
     desk_stale_s: int
+    #: KEEL_DIRECTORY_URL ("" = no directory) and KEEL_PHONE_REGION (streams/domain/directory.py)
+    directory_url: str
+    phone_region: str
     voice_keywords: str
     voice_top: int
     log_level: str
@@ -409,6 +426,8 @@ class Settings:
             batch_max=_int("KEEL_BATCH_MAX", get("KEEL_BATCH_MAX"), 1),
             batch_wait_ms=_int("KEEL_BATCH_WAIT_MS", get("KEEL_BATCH_WAIT_MS"), 1),
             desk_stale_s=_int("KEEL_DESK_STALE_S", get("KEEL_DESK_STALE_S"), 1),
+            directory_url=get("KEEL_DIRECTORY_URL"),
+            phone_region=_region(get("KEEL_PHONE_REGION")),
             command_timeout_s=_int("KEEL_COMMAND_TIMEOUT_S", get("KEEL_COMMAND_TIMEOUT_S"), 1),
             voice_keywords=get("KEEL_VOICE_KEYWORDS"),
             voice_top=_int("KEEL_VOICE_TOP", get("KEEL_VOICE_TOP"), 1),
@@ -432,3 +451,16 @@ class Settings:
 def settings_field_names() -> list[str]:
     """Names of the Settings fields (used by tests to keep VARIABLES complete)."""
     return [f.name for f in fields(Settings)]
+
+
+def _region(value: str) -> str:
+    """KEEL_PHONE_REGION: a region libphonenumber knows (``DE``, ``US``, ``GB``, …)."""
+    import phonenumbers
+
+    region = value.strip().upper()
+    if region not in phonenumbers.SUPPORTED_REGIONS:
+        raise ConfigError(
+            f"KEEL_PHONE_REGION={value!r} is not a region code libphonenumber knows "
+            "(two letters, ISO 3166, e.g. DE, US, GB)"
+        )
+    return region

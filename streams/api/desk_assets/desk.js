@@ -142,14 +142,62 @@ function renderRecent() {
                              "aria-label": `${r.name || r.id} (${r.id})` }, r.name || r.id);
     b.addEventListener("click", () => {
       $("q").value = r.id;
-      $("q-kind").value = "customer";
       search("customer", r.id);
     });
     return el("li", {}, b);
   }));
 }
 
-// `/` jumps to the search; Esc closes the open command form; arrow keys walk the recent list.
+// -- the directory: typeahead by name, partial e-mail, phone, order id (GET /directory) -------
+
+async function directory(q) {
+  if (q.replace(/\s/g, "").length < 2) return [];
+  try {
+    const resp = await fetch(`/directory?q=${encodeURIComponent(q)}&limit=8`,
+                             { headers: authHeaders({ Accept: "application/json" }) });
+    if (!resp.ok) return [];  // no directory configured (503), or not answering: search by id
+    return (await resp.json()).customers || [];
+  } catch (e) {
+    return [];
+  }
+}
+
+function showSuggestions(matches, q) {
+  $("suggest").hidden = !matches.length;
+  $("suggest-hint").textContent = matches.length ? `Matching “${q}”:` : "";
+  fill($("suggest-list"), matches.map((c) => {
+    const about = [c.customer_id, c.emails[0], c.phones[0]].filter(Boolean).join(" · ");
+    const b = el("button", { type: "button", "data-customer": c.customer_id },
+      el("strong", {}, c.name || c.customer_id), ` ${about}`);
+    b.addEventListener("click", () => {
+      $("q").value = c.customer_id;
+      search("customer", c.customer_id);
+    });
+    return el("li", {}, b);
+  }));
+}
+
+function hideSuggestions() {
+  $("suggest").hidden = true;
+  fill($("suggest-list"));
+}
+
+let typeaheadTimer = null;
+let typeaheadSeq = 0;
+
+function onType() {
+  clearTimeout(typeaheadTimer);
+  const q = $("q").value.trim();
+  if ($("q-kind").value !== "auto" || q.length < 2) { hideSuggestions(); return; }
+  typeaheadTimer = setTimeout(async () => {
+    const seq = ++typeaheadSeq;
+    const matches = await directory(q);
+    if (seq === typeaheadSeq && $("q").value.trim() === q) showSuggestions(matches, q);
+  }, 200);
+}
+
+// `/` jumps to the search; Esc closes the open command form; arrow keys walk the matches
+// (or, with none, the recent customers).
 function onKey(e) {
   const t = e.target;
   const typing = t instanceof HTMLInputElement || t instanceof HTMLTextAreaElement
@@ -163,7 +211,8 @@ function onKey(e) {
     const back = form && form.querySelector("button.back");
     if (back) { e.preventDefault(); back.click(); }
   } else if (e.key === "ArrowDown" || e.key === "ArrowUp") {
-    const items = [...document.querySelectorAll("#recent-list button")];
+    const list = $("suggest").hidden ? "#recent-list" : "#suggest-list";
+    const items = [...document.querySelectorAll(`${list} button`)];
     const at = items.indexOf(t);
     if (t === $("q") && e.key === "ArrowDown" && items.length) {
       e.preventDefault();
@@ -258,6 +307,7 @@ const KIND_NAME = { customer: "customer id", email: "e-mail", phone: "phone", or
 // stream: after a failed search nothing of the last caller's customer may stay actionable.
 function clearCustomer() {
   stopFollowing();
+  hideSuggestions();
   clearTimeout(desk.waitTimer);
   desk.waitTimer = null;
   desk.shown = null;
@@ -306,6 +356,17 @@ async function search(kind, q, waiting) {
       desk.pending = [kind, q];
       askForToken("This token may not read customers.");
     } else if (last.status === 404) {
+      const matches = kind === "auto" && !waiting ? await directory(q) : [];
+      if (seq !== desk.searchSeq) return;
+      if (matches.length === 1) {
+        search("customer", matches[0].customer_id);
+        return;
+      }
+      if (matches.length > 1) {
+        say(`${matches.length} customers match “${q}”: choose one below.`);
+        showSuggestions(matches, q);
+        return;
+      }
       waitFor(kind, q, tries, seq);
     } else if (last.status === 503) {
       say("keel is busy (a worker is starting or partitions are moving). Try again in a moment.");
@@ -908,6 +969,7 @@ async function start() {
   $("agent-form").addEventListener("submit", (e) => e.preventDefault());
   $("unmatched-load").addEventListener("click", loadUnmatched);
   document.addEventListener("keydown", onKey);
+  $("q").addEventListener("input", onType);
   renderRecent();
   setInterval(tick, 1000);
   const params = new URLSearchParams(location.search);
