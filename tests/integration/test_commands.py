@@ -497,7 +497,7 @@ def test_any_worker_takes_a_command_and_the_customers_owner_checks_and_publishes
                "reason": "asked by phone"}  # fmt: skip
 
     assert post_command(front, cid, command, agent="rep-front") == (
-        202, {"command_id": command["command_id"]})  # fmt: skip
+        202, {"command_id": command["command_id"], "agent": "rep-front"})  # fmt: skip
     # the owner handled it (and remembers the id); the front worker only passed it on
     assert post_command(owner, cid, command, agent="rep-front")[1].get("duplicate") is True
     status, answer = post_command(front, cid, {**command, "command_id": unique("cmd"),
