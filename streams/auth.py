@@ -315,7 +315,7 @@ def cookie_token(cookie_header: str | None) -> str | None:
 
 OPEN_WORKER_PATHS = frozenset(
     {"/healthz", "/readyz", "/openapi.json", "/desk", "/desk/", "/desk/config.json",
-     "/desk/voice"}
+     "/desk/voice", "/desk/deadletters"}
 )
 """Say nothing about customers: what orchestrators probe, and the console's page itself
 (which then asks for a token)."""
@@ -347,6 +347,8 @@ def worker_role(method: str, path: str) -> str | None:
         return READ
     if path == "/voice/announcements":
         return AGENT
+    if path == "/deadletters" or path.startswith("/deadletters/"):  # streams/api/deadletters.py
+        return ADMIN
     if path == "/unmatched" or path.startswith("/unmatched/"):  # streams/api/unmatched.py
         return AGENT if method == "POST" else READ
     if path == "/voice" or path.startswith("/voice/") or path.startswith("/desk/voice/"):

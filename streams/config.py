@@ -146,6 +146,11 @@ VARIABLES: tuple[tuple[str, str, str], ...] = (
     ("KEEL_TOPIC_STATE", "customer-state.v1", "compacted customer state topic"),
     ("KEEL_TOPIC_SIGNALS", "customer-signals.v1", "customer signals topic"),
     ("KEEL_TOPIC_DEADLETTER", "deadletter.v1", "dead letters"),
+    (
+        "KEEL_TOPIC_DEADLETTER_STATUS",
+        "deadletter-status.v1",
+        "what became of each dead letter (replayed, handled; compacted, keyed by partition:offset)",
+    ),
     ("KEEL_TOPIC_COMMANDS", "commands.v1", "desk agents' commands to the departments"),
     (
         "KEEL_TOPIC_COMMAND_OUTCOMES",
@@ -268,6 +273,7 @@ class Topics:
     state: str
     signals: str
     deadletter: str
+    deadletter_status: str
     commands: str
     command_outcomes: str
     erasures: str
@@ -440,6 +446,7 @@ class Settings:
                 state=get("KEEL_TOPIC_STATE"),
                 signals=get("KEEL_TOPIC_SIGNALS"),
                 deadletter=get("KEEL_TOPIC_DEADLETTER"),
+                deadletter_status=get("KEEL_TOPIC_DEADLETTER_STATUS"),
                 commands=get("KEEL_TOPIC_COMMANDS"),
                 command_outcomes=get("KEEL_TOPIC_COMMAND_OUTCOMES"),
                 erasures=get("KEEL_TOPIC_ERASURES"),

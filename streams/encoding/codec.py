@@ -165,6 +165,14 @@ class Codec:
         """The 8 fingerprint bytes written after ``C3 01`` for ``name`` (latest by default)."""
         return self._get(name, version).fingerprint
 
+    def name_of(self, data: bytes) -> str | None:
+        """The record name the fingerprint of a single-object value names, if it is one of
+        schemas/ (e.g. ``OrderEvent``); None for anything else."""
+        if len(data) < _HEADER_LEN or data[:2] != MAGIC:
+            return None
+        schema = self._by_fingerprint.get(bytes(data[2:_HEADER_LEN]))
+        return None if schema is None else schema.name
+
     def encode(self, name: str, record: dict[str, Any], check: bool = True) -> bytes:
         """Encode ``record`` with the latest version of ``name``.
 

@@ -67,6 +67,7 @@ def topic_specs(settings: Settings) -> dict[str, dict[str, str]]:
         # the audit trail, and what keeps a replay from offset 0 from bringing anyone back
         t.erasures: {**delete, "retention.ms": str(settings.erasures_retention_ms)},
         t.voice: {"cleanup.policy": "compact"},
+        t.deadletter_status: {"cleanup.policy": "compact"},
         f"{settings.app_id}-customer-events": delete,
     }
     for ns in NAMESPACES:
@@ -98,7 +99,7 @@ def ensure_topics(settings: Settings, timeout: float = 60.0) -> list[str]:
     # connector that got there first may have had the broker create one with its default.
     # voice.v1 is only written (keyed by topic), so its count does not matter either.
     free = {settings.topics.commands, settings.topics.command_outcomes, settings.topics.erasures,
-            settings.topics.voice}
+            settings.topics.voice, settings.topics.deadletter_status}
     wrong = [
         f"{name} has {len(existing[name].partitions)} partitions"
         for name in specs
