@@ -86,7 +86,7 @@ def _create_topics(env: dict[str, str]) -> None:
 
 _NO_LATENCY = latency_summary([])
 _FRESHNESS_UNMEASURED = {
-    "base": {"topic": _NO_LATENCY, "api": _NO_LATENCY},
+    "base": {"topic": _NO_LATENCY, "api": _NO_LATENCY, "api_answers": None},
     "steps": [],
     "max_unsaturated_rate": None,
 }
@@ -317,6 +317,7 @@ def run(s: BenchSettings) -> dict[str, Any]:
     res["finished_at"] = _now_iso()
     res["duration_s"] = round(time.monotonic() - r.t0, 1)
     res["targets"] = report.targets(res)
+    res["empty_figures"] = report.empty_figures(res)
     res["chart"] = report.chart(res, s.out_dir / f"{r.id}.png")
     path = s.out_dir / f"{r.id}.json"
     report.write(res, path)
@@ -338,4 +339,11 @@ def main(argv: list[str] | None = None) -> int:
         for row in res["profile"].get("self", [])[:10]:
             print(f"  {100 * row['share']:5.1f}%  {row['function']}")
     print(f"\nresults: {res.pop('_path')}\nchart:   {res['chart']}")
+    if res["empty_figures"]:
+        for figure in res["empty_figures"]:
+            log.error("figure with no samples: %s", figure)
+        print(f"\nFAILED: {len(res['empty_figures'])} figure(s) with no samples:", file=sys.stderr)
+        for figure in res["empty_figures"]:
+            print(f"  {figure}", file=sys.stderr)
+        return 1
     return 0

@@ -76,7 +76,7 @@ class Profiler:
 
 
 def _frame_name(frame: str) -> str:
-    """``apply_event (streams/domain/state.py:123)`` -> ``apply_event (streams/domain/state.py)``."""
+    """``apply_event (streams/domain/state.py:12)`` -> ``apply_event (streams/domain/state.py)``."""
     frame = frame.strip()
     m = _LINE.search(frame)
     if m is None:

@@ -57,6 +57,8 @@ REQUIRED = (
     "freshness.base.topic.max_ms",
     "freshness.base.api.p50_ms",
     "freshness.base.api.p99_ms",
+    "freshness.base.api.count",
+    "freshness.base.api_answers",
     "freshness.steps",
     "freshness.max_unsaturated_rate",
     "query.achieved_per_s",
@@ -78,6 +80,7 @@ REQUIRED = (
     "footprint.disk_mb_per_100k_customers",
     "profile",
     "targets",
+    "empty_figures",
     "chart",
 )
 
@@ -107,6 +110,46 @@ def _maybe(result: dict[str, Any], dotted: str) -> Any:
         return get(result, dotted)
     except KeyError:
         return None
+
+
+#: Figures made of samples, by name: a run in which one of them has none fails (``python -m
+#: bench`` exits 1 naming it) rather than printing "-" for it.
+SAMPLED = (
+    ("throughput, one worker", "throughput.keel.events_per_s"),
+    ("ceiling", "throughput.ceiling.events_per_s"),
+    ("faust floor", "throughput.faust_floor.events_per_s"),
+    ("freshness @base, topic", "freshness.base.topic.count"),
+    ("freshness @base, API probes", "freshness.base.api.count"),
+    ("query latency by id", "query.by_id.count"),
+    ("query latency by e-mail", "query.by_email.count"),
+)
+
+
+def empty_figures(r: dict[str, Any]) -> list[str]:
+    """Each sampled figure of ``r`` without samples, named, with what is known of why."""
+    out = []
+    for name, key in SAMPLED:
+        value = _maybe(r, key)
+        if value:
+            continue
+        why = [f"{key} = {value}"]
+        phase = _maybe(r, key.split(".", 1)[0]) or {}
+        if isinstance(phase, dict) and phase.get("error"):
+            why.append(f"phase failed: {str(phase['error']).strip().splitlines()[-1][:200]}")
+        if key.startswith("freshness.base.api"):
+            why.append(f"probe answers by status: {_maybe(r, 'freshness.base.api_answers')}")
+        if key.startswith("query.by_"):
+            why.append(f"query errors: {_maybe(r, 'query.error_kinds')}")
+        out.append(f"{name} ({'; '.join(why)})")
+    return out
+
+
+def not_2xx(r: dict[str, Any]) -> int | None:
+    """API probe answers that were not 2xx (or no answer), over every freshness step."""
+    steps = _maybe(r, "freshness.steps")
+    if not steps:
+        return None
+    return sum(st.get("api_not_2xx") or 0 for st in steps)
 
 
 def targets(r: dict[str, Any]) -> list[dict[str, Any]]:
@@ -146,6 +189,11 @@ def _fmt(value: Any) -> str:
     return f"{value:,}" if isinstance(value, int) else str(value)
 
 
+def _probes(r: dict[str, Any]) -> str:
+    api = _maybe(r, "freshness.base.api") or {}
+    return f"{api.get('count')}/{(api.get('count') or 0) + (api.get('missing') or 0)}"
+
+
 def table(r: dict[str, Any]) -> str:
     """The short table printed at the end of a run."""
     lines = [f"{'':2}{'figure':38}{'value':>14}  {'target':>10}"]
@@ -166,6 +214,9 @@ def table(r: dict[str, Any]) -> str:
             f"{_maybe(r, 'verification.matching')}/{_maybe(r, 'verification.checked')}",
         ),
         ("highest unsaturated rate (events/s)", _maybe(r, "freshness.max_unsaturated_rate")),
+        ("API probes @base (answered/sent)", _probes(r)),
+        ("API probe answers not 2xx", not_2xx(r)),
+        ("query answers not 200", _maybe(r, "query.errors")),
         ("disk per 100k customers (MB)", _maybe(r, "footprint.disk_mb_per_100k_customers")),
     ]
     for name, value in extra:

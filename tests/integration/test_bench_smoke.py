@@ -16,7 +16,7 @@ import pytest
 
 from bench.generator import History
 from bench.profile import summarise
-from bench.report import REQUIRED, get, missing_keys, targets
+from bench.report import REQUIRED, empty_figures, get, missing_keys, targets
 from bench.stats import latency_summary
 from deploy.local.stack import Kafka
 
@@ -84,6 +84,30 @@ def test_finished_events_are_read_from_the_worker_counters() -> None:
     assert finished_events(Worker()) == 10  # type: ignore[arg-type]
 
 
+def test_a_figure_without_samples_is_named() -> None:
+    full = {
+        "throughput": {
+            "keel": {"events_per_s": 900.0},
+            "ceiling": {"events_per_s": 9e4},
+            "faust_floor": {"events_per_s": 5e3},
+        },
+        "freshness": {"base": {"topic": {"count": 150}, "api": {"count": 30}}},
+        "query": {"by_id": {"count": 100}, "by_email": {"count": 100}},
+    }
+    assert empty_figures(full) == []
+    refused = json.loads(json.dumps(full))
+    refused["freshness"]["base"]["api"]["count"] = 0
+    refused["freshness"]["base"]["api_answers"] = {"401": 30}
+    [why] = empty_figures(refused)
+    assert why.startswith("freshness @base, API probes") and "'401': 30" in why
+    failed = json.loads(json.dumps(full))
+    failed["query"] = {"error": "query load failed with exit code 1", "by_id": {"count": 0}}
+    assert [w.split(" (")[0] for w in empty_figures(failed)] == [
+        "query latency by id", "query latency by e-mail"
+    ]
+    assert "query load failed" in empty_figures(failed)[0]
+
+
 def test_quick_benchmark_reports_every_figure(kafka: Kafka, tmp_path: Path) -> None:
     out = tmp_path / "results"
     run = subprocess.run(
@@ -119,8 +143,16 @@ def test_quick_benchmark_reports_every_figure(kafka: Kafka, tmp_path: Path) -> N
     v = r["verification"]
     assert v["checked"] > 0 and v["matching"] == v["checked"], v["mismatches"]
 
+    assert r["empty_figures"] == []
     base = r["freshness"]["base"]
     assert base["events"] > 0 and base["topic"]["count"] > 0
+    # the probes send the read token: every one saw its event; nothing refused (a 404 is a
+    # customer whose first event is not merged yet), and every non-2xx answer is counted
+    assert base["api"]["count"] > 0 and base["api"]["missing"] == 0, base["api_answers"]
+    answers = base["api_answers"]
+    assert answers["200"] > 0 and set(answers) <= {"200", "404"}, answers
+    assert base["api_not_2xx"] == answers.get("404", 0)
+    assert 0 < base["api"]["p50_ms"] <= base["api"]["p99_ms"]
     assert 0 < base["topic"]["p50_ms"] <= base["topic"]["p99_ms"] <= base["topic"]["max_ms"]
 
     q = r["query"]
