@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help deps venv run up down status test unit integration chaos lint bench clean
+.PHONY: help deps venv run up down status test unit integration chaos lint bench bench-profile clean
 
 help:
 	@echo "make run    set up and run the whole local stack with a demo feed (Ctrl-C stops it)"
@@ -18,6 +18,7 @@ help:
 	@echo "make chaos  the fault suite at 4x the size make test runs it (kills, outages, poison)"
 	@echo "make lint   ruff + mypy"
 	@echo "make bench  throughput, freshness, query latency, recovery (bench/results/)"
+	@echo "make bench-profile  py-spy on a worker working the backlog, in a run of its own"
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "keel: $(PYTHON) not found: install Python >= 3.11"; exit 2; }
@@ -70,6 +71,12 @@ $(VENV)/.bench-installed: $(STAMP)
 
 bench: deps $(VENV)/.bench-installed
 	$(PY) -m bench $(BENCH_ARGS)
+
+# A sampling profile (py-spy --native, every thread) of a worker on the same backlog, in a run
+# of its own: py-spy pauses the worker at every sample, so it is never attached while
+# `make bench` measures. bench/results/<run>-profile.json + the raw stacks; idle waits apart.
+bench-profile: deps $(VENV)/.bench-installed
+	$(PY) -m bench --profile $(BENCH_ARGS)
 
 lint: venv
 	$(VENV)/bin/ruff check streams connectors deploy tests

@@ -224,6 +224,46 @@ def table(r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def profile_table(r: dict[str, Any], n: int = 15) -> str:
+    """What ``--profile`` prints: idle and GIL shares, per thread, and the busy top list."""
+    p = r["profile"]
+    if p.get("error"):
+        return f"profile failed: {p['error']}"
+    m = r["machine"]
+
+    def pct(x: float | None) -> str:
+        return "-" if x is None else f"{100 * x:5.1f}%"
+
+    busy = 1 - p["idle_share"] - p["gil_share"]
+    lines = [
+        f"profile (py-spy --native, every thread; {p['samples']:,} samples over "
+        f"{p['seconds']:.0f} s; {m['cores']} cores, load {_load(m)})",
+        f"  idle (parked in epoll/poll/futex/sleep waits) {pct(p['idle_share'])}, "
+        f"waiting for the GIL {pct(p['gil_share'])}, busy {pct(busy)}",
+    ]
+    for group, t in p["threads"].items():
+        lines.append(
+            f"  {group:24} {t['samples']:>7,} samples: busy {pct(t['busy_share'])}, "
+            f"idle {pct(t['idle_share'])}, GIL {pct(t['gil_share'])}"
+        )
+    lines.append(f"busy samples ({p['busy_samples']:,}), self time:")
+    for row in p["self"][:n]:
+        lines.append(f"  {pct(row['share'])}  {row['function']}")
+    lines.append(
+        f"(rate under the profiler {p['events_per_s_under_profiler']:,.0f} events/s: not a figure)"
+    )
+    return "\n".join(lines)
+
+
+def _load(m: dict[str, Any]) -> str:
+    start, end = m.get("load_avg_at_start"), m.get("load_avg_at_end")
+    fmt = "/".join
+    return (
+        f"{fmt(f'{x:.2f}' for x in start) if start else '-'} at start, "
+        f"{fmt(f'{x:.2f}' for x in end) if end else '-'} at end"
+    )
+
+
 def chart(r: dict[str, Any], path: Path) -> str | None:
     """A PNG with one panel per figure family; None (and no file) without matplotlib."""
     try:

@@ -3,6 +3,7 @@
     python -m bench                       # the full run: 1,000,000 events, 100,000 customers
     python -m bench --quick               # seconds: tiny history, short steps (what the test runs)
     python -m bench --events 200000 --customers 20000
+    python -m bench --profile             # a run of its own: py-spy on a worker, no figures
 
 Every figure in a result file comes with the settings that produced it (``settings`` key).
 """
@@ -28,7 +29,9 @@ class BenchSettings:
     partitions: int = 8
     out_dir: Path = ROOT / "bench" / "results"
     bootstrap: str | None = None  # an existing broker; default: start one on free ports
-    profile: bool = True
+    # a profiling run instead of the measured one (py-spy pauses the worker at every sample)
+    profile: bool = False
+    profile_budget_s: float = 60.0  # seconds the profiled worker works on the backlog
     peer: bool = True
     quick: bool = False
     # seconds one worker may spend on the backlog before the rest is skipped (figure partial)
@@ -68,8 +71,8 @@ class BenchSettings:
 QUICK = {
     "events": 1_500,
     "customers": 300,
-    "profile": False,
     "throughput_budget_s": 40.0,
+    "profile_budget_s": 10.0,
     "fresh_rate": 100.0,
     "fresh_steps": (),
     "fresh_down_steps": (),
@@ -116,8 +119,13 @@ def parse(argv: list[str] | None = None) -> BenchSettings:
         help="use this broker instead of starting one",
     )
     p.add_argument("--budget", type=float, help="seconds for the throughput run (BENCH_BUDGET)")
-    p.add_argument("--no-profile", action="store_true", help="skip py-spy on the worker")
-    p.add_argument("--profile", action="store_true", help="profile even with --quick")
+    p.add_argument(
+        "--profile",
+        action="store_true",
+        default=_env("profile", False),
+        help="instead of measuring: a worker on the backlog with py-spy attached, its profile "
+        "(BENCH_PROFILE; make bench-profile)",
+    )
     p.add_argument("--no-peer", action="store_true", help="skip the Quix Streams peer")
     args = p.parse_args(argv)
     s = replace(base, **QUICK) if args.quick else base
@@ -131,7 +139,7 @@ def parse(argv: list[str] | None = None) -> BenchSettings:
         out_dir=args.out,
         bootstrap=args.bootstrap,
         throughput_budget_s=args.budget or _env("budget", s.throughput_budget_s),
-        profile=(s.profile or args.profile) and not args.no_profile,
+        profile=args.profile,
         peer=s.peer and not args.no_peer,
     )
     if s.events < 100 or s.customers < 10:

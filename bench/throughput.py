@@ -123,9 +123,9 @@ def keel(
     """
     launched = worker.start()
     broker_cpu = cpu_seconds(broker_pid)
-    if profiler is not None:
-        profiler.attach(worker.pid)
     ready = worker.wait_ready(timeout)
+    if profiler is not None:  # only in a profiling run: it pauses the worker for every sample
+        profiler.attach(worker.pid)
     rss_at_ready = worker.rss()
     try:
         done = wait_caught_up(

@@ -43,8 +43,43 @@ def test_percentiles_and_profile_summary() -> None:
     s = latency_summary([0.001 * n for n in range(1, 101)], expected=110)
     assert (s["p50_ms"], s["p99_ms"], s["max_ms"], s["missing"]) == (50.0, 99.0, 100.0, 10)
     top = summarise("process 1;main (a.py:1);f (b.py:2) 3\nprocess 1;main (a.py:1) 1\n")
-    assert top["samples"] == 4
+    assert top["samples"] == 4 and top["idle_share"] == 0
     assert top["self"][0] == {"function": "f (b.py)", "samples": 3, "share": 0.75}
+
+
+def test_the_profile_puts_parked_threads_and_gil_waits_apart() -> None:
+    start = "0x7f1 (libc.so.6);0x7f2 (libc.so.6);thread_run (libpython3.11.so.1.0)"
+    main = "thread (10): MainThread;0x7f0 (libc.so.6);<module> (streams/__main__.py:5)"
+    intake = f"thread (12): keel-intake;{start};Intake._loop (streams/worker/intake.py:230)"
+    collapsed = "\n".join(
+        [
+            # the asyncio loop parked in epoll; woken, waiting for the GIL; merging (busy)
+            f"{main};EpollSelector.select (selectors.py:468);select_epoll_poll_impl "
+            "(selectmodule.c:1598);epoll_wait (libc.so.6) 40",
+            f"{main};EpollSelector.select (selectors.py:468);select_epoll_poll_impl "
+            "(selectmodule.c:1600);pthread_cond_timedwait (libc.so.6);0x7f3 (libc.so.6) 5",
+            f"{main};apply_event (streams/domain/state.py:120) 30",
+            f"{main};apply_event (streams/domain/state.py:120);0x7f4 (libc.so.6) 5",
+            # the intake waiting in librdkafka's queue, on a Python lock; decoding
+            f"{intake};Consumer_consume (confluent_kafka/cimpl.so);rd_kafka_consume_batch_queue "
+            "(librdkafka.so.1);cnd_timedwait_abs (librdkafka.so.1);pthread_cond_timedwait "
+            "(libc.so.6);0x7f3 (libc.so.6) 10",
+            f"{intake};Queue.get (queue.py:171);lock_PyThread_acquire_lock (libpython3.11.so.1.0)"
+            ";PyThread_acquire_lock_timed (libpython3.11.so.1.0);sem_clockwait (libc.so.6) 4",
+            f"{intake};Codec.decode (streams/encoding/codec.py:80) 6",
+        ]
+    )
+    p = summarise(collapsed)
+    assert p["samples"] == 100 and p["busy_samples"] == 41
+    assert p["idle_share"] == pytest.approx(0.54) and p["gil_share"] == pytest.approx(0.05)
+    assert [r["function"] for r in p["self"]] == [
+        "apply_event (streams/domain/state.py)", "Codec.decode (streams/encoding/codec.py)",
+        "0x7f4 (libc.so.6)",
+    ]  # fmt: skip
+    assert p["self"][0]["share"] == pytest.approx(30 / 41)  # of the busy samples
+    join, intake = p["threads"]["join (MainThread)"], p["threads"]["intake (keel-intake)"]
+    assert join["samples"] == 80 and join["idle_share"] == 0.5 and join["gil_share"] == 0.0625
+    assert intake["samples"] == 20 and intake["busy_share"] == 0.3 and intake["gil_share"] == 0
 
 
 def test_a_cut_short_history_goes_on_with_known_customers_and_new_orders_only() -> None:
