@@ -91,11 +91,18 @@ def _create_topics(env: dict[str, str]) -> None:
 
 _NO_LATENCY = latency_summary([])
 _FRESHNESS_UNMEASURED = {
-    "base": {"topic": _NO_LATENCY, "api": _NO_LATENCY, "api_answers": None},
+    "base": {
+        "topic": _NO_LATENCY,
+        "api": _NO_LATENCY,
+        "api_answers": None,
+        "worker_cpu": {"ms_per_event": None, "ms_per_event_by_group": None},
+    },
+    "backlog_at_start": {"lag_records": None},
     "steps": [],
     "max_unsaturated_rate": None,
 }
 _QUERY_UNMEASURED = {
+    "backlog_at_start": {"lag_records": None},
     "achieved_per_s": None,
     "errors": None,
     **{k: _NO_LATENCY for k in ("by_id", "by_email", "all")},
@@ -158,7 +165,7 @@ def _worker_env(r: Run, bootstrap: str) -> dict[str, str]:
         **s.as_json(),
         "worker_env": env,
         "run_id": r.id,
-        "worker_command": worker_args(),
+        "worker_command": ["-m", "bench.threadnames", *worker_args()],
         "worker_tuning": _worker_tuning(env),
         "broker": "own" if s.bootstrap is None else s.bootstrap,
     }
@@ -338,8 +345,13 @@ def run(s: BenchSettings) -> dict[str, Any]:
                 "skipped": "backlog not finished within the budget",
             }
 
+        def settle() -> dict[str, Any]:
+            return phases.caught_up(bootstrap, worker, r.names, s.drain_s, s.ready_timeout_s)
+
         def fresh() -> dict[str, Any]:
-            return phases.freshness(s, bootstrap, worker, r.names, history_file, r.work)
+            backlog = settle()  # freshness is measured on a worker with no backlog
+            out = phases.freshness(s, bootstrap, worker, r.names, history_file, r.work)
+            return {"backlog_at_start": backlog, **out}
 
         r.phase("freshness: live events at fixed rates")
         res["freshness"] = _attempt("freshness", fresh, _FRESHNESS_UNMEASURED)
@@ -347,7 +359,9 @@ def run(s: BenchSettings) -> dict[str, Any]:
         def query() -> dict[str, Any]:
             known = random.Random(s.seed + 1).sample(ordered, min(len(ordered), 5000))
             keys = [(cid, History.email(int(cid.removeprefix("c-")))) for cid in known]
+            backlog = settle()  # and so is query latency
             out = phases.queries(s, bootstrap, worker, r.names, history_file, r.work, keys)
+            out["backlog_at_start"] = backlog
             out["drain"] = phases.drain(bootstrap, worker, r.names, s.drain_s, s.ready_timeout_s)
             return out
 

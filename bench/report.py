@@ -20,6 +20,8 @@ REQUIRED = (
     "machine.cores",
     "machine.memory_bytes",
     "machine.cpu_model",
+    "machine.load_avg_at_start",
+    "machine.load_avg_at_end",
     "versions.python",
     "versions.faust",
     "versions.aiokafka",
@@ -43,6 +45,13 @@ REQUIRED = (
     "throughput.keel.complete",
     "throughput.keel.seconds",
     "throughput.keel.cpu_ms_per_event",
+    "throughput.keel.cpu.by_group.join",
+    "throughput.keel.cpu.by_group.intake",
+    "throughput.keel.cpu.by_group.faust_consumer",
+    "throughput.keel.cpu.by_group.librdkafka",
+    "throughput.keel.cpu.by_group.other",
+    "throughput.keel.cpu.join_ms_per_event",
+    "throughput.keel.cpu.intake_ms_per_event",
     "throughput.ceiling.events_per_s",
     "throughput.quix",
     "throughput.keel_over_ceiling",
@@ -59,6 +68,10 @@ REQUIRED = (
     "freshness.base.api.p99_ms",
     "freshness.base.api.count",
     "freshness.base.api_answers",
+    "freshness.base.worker_cpu.ms_per_event",
+    "freshness.base.worker_cpu.ms_per_event_by_group",
+    "freshness.backlog_at_start.lag_records",
+    "query.backlog_at_start.lag_records",
     "freshness.steps",
     "freshness.max_unsaturated_rate",
     "query.achieved_per_s",
@@ -122,6 +135,8 @@ SAMPLED = (
     ("freshness @base, API probes", "freshness.base.api.count"),
     ("query latency by id", "query.by_id.count"),
     ("query latency by e-mail", "query.by_email.count"),
+    ("join CPU per event (per thread, backlog)", "throughput.keel.cpu.join_ms_per_event"),
+    ("worker CPU per event live @base", "freshness.base.worker_cpu.ms_per_event"),
 )
 
 
@@ -194,24 +209,63 @@ def _probes(r: dict[str, Any]) -> str:
     return f"{api.get('count')}/{(api.get('count') or 0) + (api.get('missing') or 0)}"
 
 
+def machine_line(r: dict[str, Any]) -> str:
+    """CPU model, cores, RAM and the load average at the start and the end of the run."""
+    m = r.get("machine") or {}
+    ram = (m.get("memory_bytes") or 0) / 2**30
+    return (
+        f"machine: {m.get('cpu_model')}, {m.get('cores')} cores, {ram:.1f} GiB RAM; "
+        f"load average (1/5/15 min) {_load(m)}"
+    )
+
+
+def _pair(r: dict[str, Any], a: str, b: str) -> str:
+    return f"{_fmt(_maybe(r, a))} / {_fmt(_maybe(r, b))}"
+
+
 def table(r: dict[str, Any]) -> str:
-    """The short table printed at the end of a run."""
-    lines = [f"{'':2}{'figure':38}{'value':>14}  {'target':>10}"]
+    """The short table printed at the end of a run: the machine first, then the figures."""
+    s = r.get("settings") or {}
+    lines = [
+        f"{s.get('events', 0):,} events, {s.get('customers', 0):,} customers",
+        machine_line(r),
+        f"{'':2}{'figure':38}{'value':>14}  {'target':>10}",
+    ]
     for t in r["targets"]:
         mark = {True: "ok", False: "MISS", None: "--"}[t["met"]]
         lines.append(f"{mark:>4} {t['name']:36}{_fmt(t['value']):>14}  {t['target']:>10}")
     tp = r["throughput"]
+    cpu = "throughput.keel.cpu"
+    live = "freshness.base.worker_cpu"
+    rate = _maybe(r, "freshness.base.offered_per_s")
     extra = [
         ("ceiling (events/s)", _maybe(r, "throughput.ceiling.events_per_s")),
         ("quix peer (events/s)", _maybe(r, "throughput.quix.events_per_s")),
         ("faust floor (events/s)", _maybe(r, "throughput.faust_floor.events_per_s")),
         ("keel / faust floor", _maybe(r, "throughput.keel_over_faust_floor")),
-        ("keel CPU per event (ms)", _maybe(r, "throughput.keel.cpu_ms_per_event")),
         ("keel inputs read (events/s)", _maybe(r, "throughput.keel.inputs_read_per_s")),
         ("backlog finished", tp["keel"].get("complete")),
+        ("join CPU per event finished (ms)", _maybe(r, f"{cpu}.join_ms_per_event")),
+        ("  faust consumer thread, same (ms)", _maybe(r, f"{cpu}.faust_consumer_ms_per_event")),
+        ("intake CPU per event read (ms)", _maybe(r, f"{cpu}.intake_ms_per_event")),
+        (
+            "librdkafka / other CPU per read (ms)",
+            _pair(r, f"{cpu}.librdkafka_ms_per_event", f"{cpu}.other_ms_per_event"),
+        ),
+        (f"worker CPU per event live @{_fmt(rate)}/s (ms)", _maybe(r, f"{live}.ms_per_event")),
+        (
+            "  of which join / intake (ms)",
+            _pair(r, f"{live}.ms_per_event_by_group.join", f"{live}.ms_per_event_by_group.intake"),
+        ),
         (
             "sample states matching",
             f"{_maybe(r, 'verification.matching')}/{_maybe(r, 'verification.checked')}",
+        ),
+        (
+            "backlog before freshness / queries",
+            _pair(
+                r, "freshness.backlog_at_start.lag_records", "query.backlog_at_start.lag_records"
+            ),
         ),
         ("highest unsaturated rate (events/s)", _maybe(r, "freshness.max_unsaturated_rate")),
         ("API probes @base (answered/sent)", _probes(r)),

@@ -122,11 +122,17 @@ def test_finished_events_are_read_from_the_worker_counters() -> None:
 def test_a_figure_without_samples_is_named() -> None:
     full = {
         "throughput": {
-            "keel": {"events_per_s": 900.0},
+            "keel": {"events_per_s": 900.0, "cpu": {"join_ms_per_event": 0.3}},
             "ceiling": {"events_per_s": 9e4},
             "faust_floor": {"events_per_s": 5e3},
         },
-        "freshness": {"base": {"topic": {"count": 150}, "api": {"count": 30}}},
+        "freshness": {
+            "base": {
+                "topic": {"count": 150},
+                "api": {"count": 30},
+                "worker_cpu": {"ms_per_event": 0.5},
+            }
+        },
         "query": {"by_id": {"count": 100}, "by_email": {"count": 100}},
     }
     assert empty_figures(full) == []
@@ -143,6 +149,52 @@ def test_a_figure_without_samples_is_named() -> None:
     assert "query load failed" in empty_figures(failed)[0]
 
 
+def test_worker_cpu_is_split_by_thread() -> None:
+    from bench.throughput import per_event
+    from bench.worker import cpu_split
+
+    before = {"pid": 7, "process": 10.0, "threads": {7: ("python", 6.0), 9: ("keel-intake", 1.0)}}
+    after = {
+        "pid": 7,
+        "process": 17.5,
+        "threads": {
+            7: ("python", 10.0),  # the main thread: the asyncio loop, the join
+            8: ("faust-consumer", 0.5),
+            9: ("keel-intake", 2.0),
+            11: ("rdk:broker1", 1.0),  # started in between: all of it counts
+            12: ("keel-emitter", 0.25),
+        },
+    }
+    split = cpu_split(before, after)
+    assert split["seconds"] == 7.5
+    assert split["by_group"] == {
+        "join": 4.0, "faust_consumer": 0.5, "intake": 1.0, "librdkafka": 1.0, "other": 1.0
+    }  # fmt: skip
+    assert split["by_name"]["(threads that ended)"] == 0.75  # in the process total only
+    assert split["by_name"]["main (asyncio loop)"] == 4.0
+    figures = per_event(split, merged=2000, read=4000)
+    assert figures["join_ms_per_event"] == 2.0 and figures["intake_ms_per_event"] == 0.25
+    restarted = cpu_split(before, {**after, "pid": 8})
+    assert restarted["by_group"] is None and per_event(restarted, 1, 1)["join_ms_per_event"] is None
+
+
+def test_threads_are_named_for_the_os(tmp_path: Path) -> None:
+    script = tmp_path / "threads.py"
+    script.write_text(
+        "import os, sys, threading\n"
+        "names = []\n"
+        "def look():\n"
+        "    names.append(open(f'/proc/self/task/{threading.get_native_id()}/comm').read())\n"
+        "t = threading.Thread(target=look, name='keel-intake'); t.start(); t.join()\n"
+        "print(names[0].strip(), sys.argv[1:])\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.threadnames", str(script), "x"],
+        cwd=ROOT, capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    assert out.stdout.strip() == "keel-intake ['x']"
+
+
 def test_quick_benchmark_reports_every_figure(kafka: Kafka, tmp_path: Path) -> None:
     out = tmp_path / "results"
     run = subprocess.run(
@@ -157,7 +209,10 @@ def test_quick_benchmark_reports_every_figure(kafka: Kafka, tmp_path: Path) -> N
     r = json.loads(path.read_text())
     assert missing_keys(r) == [], f"missing: {missing_keys(r)} of {len(REQUIRED)}"
 
-    assert r["machine"]["cores"] >= 1 and r["machine"]["memory_bytes"] > 0
+    m = r["machine"]
+    assert m["cores"] >= 1 and m["memory_bytes"] > 0 and m["cpu_model"]
+    assert len(m["load_avg_at_start"]) == 3 and len(m["load_avg_at_end"]) == 3
+    assert "cores" in run.stdout and "load average" in run.stdout  # the table says it too
     assert r["versions"]["kafka"] == "3.9.1" and r["versions"]["faust"]
     assert r["dataset"]["events"] == 1000
     assert sum(r["dataset"]["mix"].values()) == pytest.approx(1.0, abs=0.01)
@@ -175,6 +230,13 @@ def test_quick_benchmark_reports_every_figure(kafka: Kafka, tmp_path: Path) -> N
     )
     assert r["settings"]["worker_tuning"]["batch_max"] == 1000
 
+    # the worker's CPU per thread (from /readyz to done): the join apart from the intake
+    cpu = keel["cpu"]
+    assert cpu["by_group"]["join"] > 0 and cpu["by_group"]["intake"] > 0, cpu
+    assert cpu["by_group"]["librdkafka"] > 0 and cpu["by_group"]["faust_consumer"] > 0, cpu
+    assert sum(cpu["by_group"].values()) == pytest.approx(cpu["seconds"], abs=0.05)
+    assert 0 < cpu["join_ms_per_event"] and 0 < cpu["intake_ms_per_event"]
+
     v = r["verification"]
     assert v["checked"] > 0 and v["matching"] == v["checked"], v["mismatches"]
 
@@ -188,6 +250,12 @@ def test_quick_benchmark_reports_every_figure(kafka: Kafka, tmp_path: Path) -> N
     assert answers["200"] > 0 and set(answers) <= {"200", "404"}, answers
     assert base["api_not_2xx"] == answers.get("404", 0)
     assert 0 < base["api"]["p50_ms"] <= base["api"]["p99_ms"]
+    # measured on a worker with no backlog; its CPU per event at the live rate, per thread
+    assert r["freshness"]["backlog_at_start"]["lag_records_after"] == 0
+    assert r["query"]["backlog_at_start"]["lag_records_after"] == 0
+    live = base["worker_cpu"]
+    assert live["events"] == base["events"] and live["ms_per_event"] > 0
+    assert live["ms_per_event_by_group"]["join"] > 0
     assert 0 < base["topic"]["p50_ms"] <= base["topic"]["p99_ms"] <= base["topic"]["max_ms"]
 
     q = r["query"]
