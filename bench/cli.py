@@ -1,7 +1,8 @@
 """``python -m bench`` (``make bench``): keel's benchmarks on the real local stack, side by side.
 
-One run, in this order, on its own Kafka broker (free ports) and its own worker (its own
-``KEEL_APP_ID``, topic names, data dir and API port):
+One run per scale (``--scales``; by default 1,000,000 events / 100,000 customers, the
+reference, then 200,000 / 20,000), each in this order, on its own Kafka broker (free ports)
+and its own worker (its own ``KEEL_APP_ID``, topic names, data dir and API port):
 
 1. a seeded history (bench/generator.py) is Avro-encoded and pre-loaded into the input topics;
 2. **ceiling**: a bare confluent-kafka consumer reads and decodes it (bench/ceiling.py);
@@ -11,12 +12,17 @@ One run, in this order, on its own Kafka broker (free ports) and its own worker 
 4. **throughput**: one ``keel worker`` consumes the backlog until every
    customer state is final; a sample of customers is checked against a replay of
    streams.domain.state over the generator's events; **footprint** is read off the worker then;
-5. **freshness**: live events at 2,000/s, then higher steps until keel saturates;
-6. **query latency**: ids and e-mails from another process while 2,000 events/s go in;
+5. **freshness**: live events at 2,000/s, then higher steps until keel saturates; the
+   worker's CPU per thread over each step, per event;
+6. **query latency**: ids and e-mails from another process while 2,000 events/s go in
+   (both live phases start on a worker with no backlog: drained, or skipped, first);
 7. **recovery**: SIGKILL and restart with the RocksDB dir kept, then wiped.
 
-Results: ``bench/results/<run>.json`` (every figure, the machine, versions, settings), a PNG
-chart beside it, logs in ``bench/results/<run>/``, and a table on stdout.
+Results: ``bench/results/<run>.json`` (every figure, the machine and its load average at the
+start and the end, versions, settings), a PNG chart beside it, logs in ``bench/results/<run>/``,
+and a table on stdout; with two scales or more, ``<last run>-scales.json`` and a table of how
+each figure grew with the customers. A sampled figure left without samples (e.g. API probes
+all refused) fails the run: exit 1, naming it.
 
 ``python -m bench --profile`` (``make bench-profile``) is a run of its own that measures
 nothing: the same backlog, one worker with py-spy attached for ``profile_budget_s``, and the
@@ -48,7 +54,7 @@ from bench.kafka import keys_of, preload
 from bench.machine import machine, versions
 from bench.peers import quix_python, quix_version
 from bench.profile import Profiler
-from bench.settings import BenchSettings, parse
+from bench.settings import BenchSettings, each_scale, parse
 from bench.stats import latency_summary
 from bench.worker import ROOT, BenchError, KeelNames, KeelWorker, worker_args
 
@@ -404,25 +410,50 @@ def run(s: BenchSettings) -> dict[str, Any]:
     return res
 
 
+def _one(s: BenchSettings) -> dict[str, Any] | None:
+    """One measured run at ``s``'s scale, its table printed; None if it could not finish."""
+    try:
+        res = run(s)
+    except BenchError as exc:
+        log.error("benchmark at %s events / %s customers failed: %s", s.events, s.customers, exc)
+        return None
+    print(report.table(res))
+    print(f"\nresults: {res.pop('_path')}\nchart:   {res['chart']}\n")
+    for figure in res["empty_figures"]:
+        log.error("figure with no samples: %s", figure)
+    return res
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level="INFO", format="%(asctime)s %(name)s %(message)s")
     s = parse(argv)
-    try:
-        res = profile_run(s) if s.profile else run(s)
-    except BenchError as exc:
-        log.error("benchmark failed: %s", exc)
-        return 1
     if s.profile:
+        try:
+            res = profile_run(s)
+        except BenchError as exc:
+            log.error("profiling failed: %s", exc)
+            return 1
         print(report.profile_table(res))
         print(f"\nprofile: {res.pop('_path')}")
         return 1 if res["profile"].get("error") else 0
-    print(report.table(res))
-    print(f"\nresults: {res.pop('_path')}\nchart:   {res['chart']}")
-    if res["empty_figures"]:
-        for figure in res["empty_figures"]:
-            log.error("figure with no samples: %s", figure)
-        print(f"\nFAILED: {len(res['empty_figures'])} figure(s) with no samples:", file=sys.stderr)
-        for figure in res["empty_figures"]:
-            print(f"  {figure}", file=sys.stderr)
+    results, failed = [], []
+    for one in each_scale(s):
+        res = _one(one)
+        scale = f"{one.events:,} events / {one.customers:,} customers"
+        if res is None:
+            failed.append(f"{scale}: the run failed (see the log above)")
+            continue
+        results.append(res)
+        failed += [f"{scale}: no samples: {figure}" for figure in res["empty_figures"]]
+    if len(results) > 1:
+        g = report.growth(results)
+        path = s.out_dir / f"{g['runs'][-1]}-scales.json"
+        report.write({"schema": report.SCHEMA, "machine": results[0]["machine"], **g}, path)
+        print(report.growth_table(g))
+        print(f"\ngrowth: {path}")
+    if failed:
+        print(f"\nFAILED ({len(failed)}):", file=sys.stderr)
+        for why in failed:
+            print(f"  {why}", file=sys.stderr)
         return 1
     return 0

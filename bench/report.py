@@ -159,12 +159,20 @@ def empty_figures(r: dict[str, Any]) -> list[str]:
     return out
 
 
-def not_2xx(r: dict[str, Any]) -> int | None:
-    """API probe answers that were not 2xx (or no answer), over every freshness step."""
+def not_2xx(r: dict[str, Any]) -> str | None:
+    """API probe answers that were not 2xx (or no answer) over every freshness step, and how
+    many of each status: ``"17 (404: 17)"``."""
     steps = _maybe(r, "freshness.steps")
     if not steps:
         return None
-    return sum(st.get("api_not_2xx") or 0 for st in steps)
+    by_status: dict[str, int] = {}
+    for st in steps:
+        for status, n in (st.get("api_answers") or {}).items():
+            if not status.startswith("2"):
+                by_status[status] = by_status.get(status, 0) + n
+    total = sum(by_status.values())
+    detail = ", ".join(f"{k}: {n}" for k, n in sorted(by_status.items()))
+    return f"{total} ({detail})" if total else "0"
 
 
 def targets(r: dict[str, Any]) -> list[dict[str, Any]]:
@@ -275,6 +283,72 @@ def table(r: dict[str, Any]) -> str:
     ]
     for name, value in extra:
         lines.append(f"{'':5}{name:36}{_fmt(value):>14}")
+    return "\n".join(lines)
+
+
+#: Figures compared across the scales of one invocation: how each grows with the customers.
+GROWTH = (
+    ("throughput, one worker (events/s)", "throughput.keel.events_per_s"),
+    ("backlog finished", "throughput.keel.complete"),
+    ("join CPU per event finished (ms)", "throughput.keel.cpu.join_ms_per_event"),
+    ("intake CPU per event read (ms)", "throughput.keel.cpu.intake_ms_per_event"),
+    ("worker CPU per event live @base (ms)", "freshness.base.worker_cpu.ms_per_event"),
+    ("freshness @base, topic p50 (ms)", "freshness.base.topic.p50_ms"),
+    ("freshness @base, topic p99 (ms)", "freshness.base.topic.p99_ms"),
+    ("freshness @base, API p50 (ms)", "freshness.base.api.p50_ms"),
+    ("query p99, id + e-mail (ms)", "query.all.p99_ms"),
+    ("restart ready, dir kept (s)", "recovery.kept.ready_s"),
+    ("restart ready, from changelog (s)", "recovery.wiped.ready_s"),
+    ("customers held", "footprint.customers"),
+    ("RSS (MB)", "footprint.rss_mb"),
+    ("disk (MB)", "footprint.disk_mb"),
+)
+
+
+def growth(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Each GROWTH figure at every scale (fewest customers first) and last / first."""
+    runs = sorted(runs, key=lambda r: r["settings"]["customers"])
+
+    def value(r: dict[str, Any], key: str) -> Any:
+        if key.endswith("_mb"):  # footprint.rss_mb: footprint.rss_bytes in MB
+            raw = _maybe(r, key.removesuffix("_mb") + "_bytes")
+            return None if raw is None else round(raw / 1e6, 1)
+        return _maybe(r, key)
+
+    rows = []
+    for name, key in GROWTH:
+        values = [value(r, key) for r in runs]
+        first, last = values[0], values[-1]
+        numbers = all(isinstance(v, int | float) and not isinstance(v, bool) for v in (first, last))
+        rows.append(
+            {
+                "name": name,
+                "key": key,
+                "values": values,
+                "ratio": round(last / first, 3) if numbers and first else None,
+            }
+        )
+    scales = [(r["settings"]["events"], r["settings"]["customers"]) for r in runs]
+    return {
+        "scales": [list(scale) for scale in scales],
+        "customers_ratio": round(scales[-1][1] / scales[0][1], 3),
+        "runs": [r["settings"]["run_id"] for r in runs],
+        "machines": [r["machine"] for r in runs],  # with each run's load average
+        "figures": rows,
+    }
+
+
+def growth_table(g: dict[str, Any]) -> str:
+    """How the figures grew from the smallest to the biggest scale."""
+    heads = [f"{e // 1000:,}k/{c // 1000:,}k" if c >= 1000 else f"{e}/{c}" for e, c in g["scales"]]
+    lines = [f"growth with customers (events/customers; x{g['customers_ratio']:g} customers)"]
+    for head, m in zip(heads, g["machines"], strict=True):
+        lines.append(f"  {head}: " + machine_line({"machine": m}).removeprefix("machine: "))
+    lines.append(f"     {'figure':36}" + "".join(f"{h:>14}" for h in heads) + f"{'ratio':>9}")
+    for row in g["figures"]:
+        ratio = "-" if row["ratio"] is None else f"x{row['ratio']:g}"
+        values = "".join(f"{_fmt(v):>14}" for v in row["values"])
+        lines.append(f"     {row['name']:36}{values}{ratio:>9}")
     return "\n".join(lines)
 
 

@@ -149,6 +149,42 @@ def test_a_figure_without_samples_is_named() -> None:
     assert "query load failed" in empty_figures(failed)[0]
 
 
+def test_scales_and_how_figures_grow_with_customers() -> None:
+    from bench.report import growth, growth_table
+    from bench.settings import each_scale, parse
+
+    s = parse([])  # make bench: the reference, then a fifth of it
+    assert s.scales == ((1_000_000, 100_000), (200_000, 20_000))
+    assert [(x.events, x.customers) for x in each_scale(s)] == list(s.scales)
+    assert parse(["--events", "200000", "--customers", "20000"]).scales == ((200_000, 20_000),)
+    assert parse(["--quick", "--scales", "1000/300,500/100"]).scales == ((1000, 300), (500, 100))
+    with pytest.raises(SystemExit):
+        parse(["--scales", "1000"])
+
+    def result(run_id: str, customers: int, rate: float, join_ms: float) -> dict:
+        return {
+            "settings": {"run_id": run_id, "events": 10 * customers, "customers": customers},
+            "machine": {"cores": 2, "cpu_model": "x", "memory_bytes": 2**30,
+                        "load_avg_at_start": [1.0, 1.0, 1.0], "load_avg_at_end": [2.0, 1, 1]},
+            "throughput": {"keel": {"events_per_s": rate, "complete": True,
+                                    "cpu": {"join_ms_per_event": join_ms}}},
+            "footprint": {"customers": customers, "rss_bytes": 200e6 + 4000 * customers},
+        }  # fmt: skip
+
+    g = growth([result("big", 100_000, 2000.0, 0.5), result("small", 20_000, 3000.0, 0.4)])
+    assert g["scales"] == [[200_000, 20_000], [1_000_000, 100_000]] and g["customers_ratio"] == 5
+    rows = {row["key"]: row for row in g["figures"]}
+    assert rows["throughput.keel.events_per_s"]["values"] == [3000.0, 2000.0]
+    assert rows["throughput.keel.events_per_s"]["ratio"] == 0.667
+    assert rows["throughput.keel.cpu.join_ms_per_event"]["ratio"] == 1.25
+    assert rows["footprint.rss_mb"]["values"] == [280.0, 600.0]
+    assert rows["throughput.keel.complete"]["ratio"] is None
+    assert rows["query.all.p99_ms"]["values"] == [None, None]  # unmeasured: no ratio
+    text = growth_table(g)
+    assert "200k/20k" in text and "1,000k/100k" in text and "x1.25" in text
+    assert text.count("load average") == 2
+
+
 def test_worker_cpu_is_split_by_thread() -> None:
     from bench.throughput import per_event
     from bench.worker import cpu_split
