@@ -17,7 +17,7 @@ help:
 	@echo "make test   set up and run the whole test suite"
 	@echo "make chaos  the fault suite at 4x the size make test runs it (kills, outages, poison)"
 	@echo "make lint   ruff + mypy"
-	@echo "make bench  throughput, freshness, query latency, recovery (bench/results/)"
+	@echo "make bench  throughput, freshness, query latency, recovery at two scales (bench/results/)"
 	@echo "make bench-profile  py-spy on a worker working the backlog, in a run of its own"
 
 $(STAMP): pyproject.toml
@@ -62,8 +62,10 @@ chaos: deps
 	CHAOS_SCALE=$(CHAOS_SCALE) $(PY) -m pytest -s tests/integration/test_cluster.py tests/integration/test_faults.py \
 		tests/integration/test_store_outages.py tests/integration/test_malformed.py $(PYTEST_ARGS)
 
-# Benchmarks on the real local stack (own broker, own worker; < 10 min on 2 cores):
-# bench/results/<run>.json + .png and a table. BENCH_ARGS=--quick for a run of seconds.
+# Benchmarks on the real local stack (own broker, own worker; < 25 min on 2 cores): one run
+# at 1,000,000 events / 100,000 customers (the reference), one at 200,000 / 20,000;
+# bench/results/<run>.json + .png each, <run>-scales.json (growth with customers) and tables.
+# BENCH_ARGS=--quick for a run of seconds, BENCH_ARGS="--events N --customers M" for one scale.
 BENCH_ARGS ?=
 $(VENV)/.bench-installed: $(STAMP)
 	$(VENV)/bin/pip install --disable-pip-version-check --quiet -e '.[test,bench]'

@@ -404,7 +404,8 @@ def chart(r: dict[str, Any], path: Path) -> str | None:
     fig, ax = plt.subplots(2, 3, figsize=(15, 8.5))
     fig.suptitle(
         f"keel benchmark {r['started_at']} — {r['settings']['events']:,} events, "
-        f"{r['settings']['customers']:,} customers, {r['machine']['cores']} cores"
+        f"{r['settings']['customers']:,} customers\n{machine_line(r)}",
+        fontsize=10,
     )
 
     names, rates = [], []
@@ -481,6 +482,16 @@ def chart(r: dict[str, Any], path: Path) -> str | None:
         f"{ {True: 'ok  ', False: 'MISS', None: '--  '}[t['met']] } {t['name']}: "
         f"{_fmt(t['value'])} ({t['target']})"
         for t in r["targets"]
+    )
+    cpu, live = "throughput.keel.cpu", "freshness.base.worker_cpu"
+    text += (
+        "\n\nworker CPU per event (ms), per thread:\n"
+        f"  backlog: join {_fmt(_maybe(r, f'{cpu}.join_ms_per_event'))}, "
+        f"intake {_fmt(_maybe(r, f'{cpu}.intake_ms_per_event'))}, "
+        f"librdkafka {_fmt(_maybe(r, f'{cpu}.librdkafka_ms_per_event'))}\n"
+        f"  live @{_fmt(_maybe(r, 'freshness.base.offered_per_s'))}/s: "
+        f"{_fmt(_maybe(r, f'{live}.ms_per_event'))} "
+        f"(join {_fmt(_maybe(r, f'{live}.ms_per_event_by_group.join'))})"
     )
     a.text(0, 1, text, va="top", family="monospace", fontsize=8)
     fig.tight_layout()
