@@ -237,8 +237,9 @@ def freshness(
 
     Each step is its own offer run; a step that leaves a backlog is drained (or skipped)
     before the next, so every step starts from a worker that is caught up. The worker's CPU
-    per thread over each step and its drain is the step's ``worker_cpu`` (the API probes'
-    requests included; None if a skipped backlog restarted the worker).
+    per thread over each step and its drain, per event offered, is the step's ``worker_cpu``
+    (the API probes' requests included; when the step's backlog had to be skipped, until the
+    end of its grace period: ``until``).
     """
     steps: list[dict[str, Any]] = []
 
@@ -248,8 +249,13 @@ def freshness(
         before = worker.threads_cpu()
         out = _result(_spawn("bench.offer", plan, work, name), name, duration + s.grace_s + 60)
         result: dict[str, Any] = out["steps"][0]
+        offered = worker.threads_cpu()
         result["drain"] = drain(bootstrap, worker, names, s.drain_s, s.ready_timeout_s)
-        result["worker_cpu"] = live_cpu(before, worker.threads_cpu(), result["events"])
+        after = worker.threads_cpu()
+        if after["pid"] == before["pid"]:
+            result["worker_cpu"] = {"until": "drained", **live_cpu(before, after, result["events"])}
+        else:  # the backlog it left was skipped (the worker restarted): until the grace ended
+            result["worker_cpu"] = {"until": "grace", **live_cpu(before, offered, result["events"])}
         steps.append(result)
         return result
 
