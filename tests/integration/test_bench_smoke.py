@@ -309,3 +309,28 @@ def test_quick_benchmark_reports_every_figure(kafka: Kafka, tmp_path: Path) -> N
     assert get(r, "throughput.keel.events_per_s") == keel["events_per_s"]
     if r["chart"] is not None:
         assert Path(r["chart"]).stat().st_size > 10_000
+
+
+def test_quick_profile_is_a_run_of_its_own(kafka: Kafka, tmp_path: Path) -> None:
+    from bench.profile import py_spy_binary
+
+    if py_spy_binary() is None:
+        pytest.skip("py-spy not installed (pip install -e '.[bench]')")
+    out = tmp_path / "results"
+    run = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--profile", "--events", "1000",
+         "--bootstrap", kafka.bootstrap, "--out", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=180, check=False,
+    )  # fmt: skip
+    assert run.returncode == 0, f"{run.stdout[-2000:]}\n{run.stderr[-4000:]}"
+    [path] = out.glob("*-profile.json")
+    r = json.loads(path.read_text())
+    assert "throughput" not in r and "freshness" not in r  # nothing measured beside it
+    p = r["profile"]
+    assert p["samples"] > 0 and 0 <= p["idle_share"] <= 1 and 0 <= p["gil_share"] <= 1
+    assert "join (MainThread)" in p["threads"] and "intake (keel-intake)" in p["threads"]
+    assert p["self"] and 0 < sum(row["share"] for row in p["self"]) <= 1 + 1e-9  # of busy ones
+    parked = ("epoll_wait", "poll ", "clock_nanosleep", "sem_clockwait", "pthread_cond_timedwait")
+    assert not [row for row in p["self"] if row["function"].startswith(parked)], p["self"]
+    assert "idle" in run.stdout and "not a figure" in run.stdout
+    assert len(r["machine"]["load_avg_at_end"]) == 3
