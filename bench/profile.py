@@ -17,7 +17,7 @@ innermost frames (:func:`kind`):
 The top lists ("self": the innermost frame, "total": anywhere in the stack) are shares of the
 busy samples only; the idle and GIL shares are reported apart, also per thread (py-spy's
 ``--threads`` names each: ``MainThread`` is the asyncio loop that runs the join,
-``keel-intake`` the intake)::
+``keel-intake`` the intake; a thread running a ``mode`` service is faust's consumer)::
 
     profiler = Profiler(out_dir / "worker.pyspy.txt")
     profiler.attach(worker_pid)
@@ -159,13 +159,16 @@ def kind(frames: list[str]) -> str:
     return "busy"
 
 
-def _group(thread_name: str | None) -> str:
+def _group(thread_name: str | None, frames: list[str]) -> str:
     if thread_name is None:
         return "unnamed"
     if thread_name == "MainThread":
         return "join (MainThread)"
     if thread_name == "keel-intake":
         return "intake (keel-intake)"
+    if any(f.endswith("(mode/threads.py)") for f in frames[:8]):
+        # a faust service in a thread of its own: its consumer, fetching for the join
+        return f"faust thread ({thread_name})"
     return f"other ({thread_name})"
 
 
@@ -191,7 +194,7 @@ def summarise(collapsed: str, n: int = 15) -> dict[str, Any]:
             continue
         k = kind(frames)
         kinds[k] += count
-        per_thread.setdefault(_group(thread), Counter())[k] += count
+        per_thread.setdefault(_group(thread, frames), Counter())[k] += count
         if k != "busy":
             continue
         own[frames[-1]] += count
