@@ -1,7 +1,7 @@
 """What the two command delivery connectors share (PostgreSQL inbox, HTTP webhook).
 
 Both consume ``commands.v1`` (``DeskCommand`` records, streams/domain/commands.py) with a consumer
-group of their own through :func:`connectors.base.drain`: offsets are committed only after the
+group of their own through :func:`connectors.loops.drain`: offsets are committed only after the
 department accepted a batch, a department that is down means the same batch again after a
 backoff, so delivery is at-least-once and in order per key (one order's, one contact's
 commands). Departments deduplicate by ``command_id``.
@@ -29,7 +29,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from connectors import metrics
-from connectors.base import SinkRecord, Unavailable
+from connectors.contract import SinkRecord, Unavailable
 from streams.encoding.codec import CodecError, get_codec
 from streams.encoding.jsonconv import to_json
 from streams.kafka.config import client_config

@@ -41,17 +41,9 @@ import psycopg
 from confluent_kafka import Consumer
 
 from connectors import metrics
-from connectors.base import (
-    ConnectorError,
-    Sink,
-    SinkRecord,
-    StatusServer,
-    Stopper,
-    Unavailable,
-    drain,
-    load_settings,
-    redact,
-)
+from connectors.contract import ConnectorError, Sink, SinkRecord, Unavailable
+from connectors.loops import Stopper, drain
+from connectors.runner import load_settings, redact
 from connectors.sinks.delivery import (
     DELIVERED_OUTCOME,
     DeadLetters,
@@ -60,6 +52,7 @@ from connectors.sinks.delivery import (
     decode,
     outcome,
 )
+from connectors.status import StatusServer
 from streams.encoding.codec import CodecError
 
 log = logging.getLogger("connectors.sinks.postgres_inbox")  # not __main__ under python -m

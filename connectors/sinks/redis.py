@@ -37,18 +37,11 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from connectors import metrics
-from connectors.base import (
-    ConnectorError,
-    Sink,
-    SinkRecord,
-    StatusServer,
-    Stopper,
-    Unavailable,
-    drain,
-    load_settings,
-    redact,
-)
+from connectors.contract import ConnectorError, Sink, SinkRecord, Unavailable
+from connectors.loops import Stopper, drain
+from connectors.runner import load_settings, redact
 from connectors.settings import ConnectorSettings
+from connectors.status import StatusServer
 from streams.encoding.codec import CodecError, get_codec
 from streams.encoding.jsonconv import to_json
 from streams.kafka.admin import changelog_topic

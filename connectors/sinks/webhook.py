@@ -48,16 +48,9 @@ import orjson
 from confluent_kafka import Consumer
 
 from connectors import metrics
-from connectors.base import (
-    ConnectorError,
-    Sink,
-    SinkRecord,
-    StatusServer,
-    Stopper,
-    Unavailable,
-    drain,
-    load_settings,
-)
+from connectors.contract import ConnectorError, Sink, SinkRecord, Unavailable
+from connectors.loops import Stopper, drain
+from connectors.runner import load_settings
 from connectors.sinks.delivery import (
     DELIVERED_OUTCOME,
     REJECTED_OUTCOME,
@@ -68,6 +61,7 @@ from connectors.sinks.delivery import (
     decode,
     outcome,
 )
+from connectors.status import StatusServer
 from streams.encoding.codec import CodecError
 
 log = logging.getLogger("connectors.sinks.webhook")  # not __main__ under python -m

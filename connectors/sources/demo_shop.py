@@ -56,7 +56,8 @@ from typing import Any
 import psycopg
 from confluent_kafka import Consumer, KafkaError
 
-from connectors.base import Backoff, Stopper, load_settings
+from connectors.loops import Backoff, Stopper
+from connectors.runner import load_settings
 from connectors.settings import ConnectorSettings
 from connectors.sinks.postgres_inbox import COLUMNS
 from connectors.sinks.postgres_inbox import SCHEMA_SQL as INBOX_SQL

@@ -36,9 +36,10 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from connectors import metrics
-from connectors.base import OutRecord, Unavailable, load_settings
+from connectors.contract import OutRecord, Unavailable
 from connectors.openapi import NDJSON, openapi_document
 from connectors.publisher import DELIVERY_TIMEOUT_MS, Publisher
+from connectors.runner import load_settings
 from connectors.settings import ConnectorSettings, InputKind
 from streams import auth
 from streams.encoding.codec import CodecError, get_codec

@@ -33,20 +33,12 @@ from typing import Any
 import psycopg
 
 from connectors import metrics
-from connectors.base import (
-    Batch,
-    ConnectorError,
-    OutRecord,
-    Source,
-    StatusServer,
-    Stopper,
-    Unavailable,
-    load_settings,
-    pump,
-    redact,
-)
+from connectors.contract import Batch, ConnectorError, OutRecord, Source, Unavailable
+from connectors.loops import Stopper, pump
 from connectors.publisher import Publisher
+from connectors.runner import load_settings, redact
 from connectors.settings import ConnectorSettings, InputKind
+from connectors.status import StatusServer
 from streams.encoding.codec import CodecError, get_codec
 from streams.encoding.jsonconv import JsonFieldError, from_json
 
