@@ -333,7 +333,7 @@ def test_a_cancel_ends_with_the_order_cancelled_by_the_shop_and_the_signal_clear
     processes.start("connectors.sinks.postgres_inbox", "KEEL_INBOX_PORT", "inbox",
                     KEEL_INBOX_GROUP=unique("inbox"), **env)  # fmt: skip
     processes.start("connectors.sources.postgres_outbox", "KEEL_OUTBOX_PORT", "outbox", **env)
-    shop = processes.start("connectors.sources.demo_shop", "KEEL_SHOP_PORT", "shop", **env)
+    shop = processes.start("connectors.demo.shop", "KEEL_SHOP_PORT", "shop", **env)
     cid, first, second = duplicate_orders(departments, worker)
 
     started = time.monotonic()
@@ -375,7 +375,7 @@ def test_the_shop_also_takes_commands_by_webhook_and_refuses_a_bad_signature(
     database = fresh_database(postgres_server)
     env = {"POSTGRES_URL": database, "KEEL_OUTBOX_POLL_MS": "100", "KEEL_WEBHOOK_SECRET": SECRET}
     processes.start("connectors.sources.postgres_outbox", "KEEL_OUTBOX_PORT", "outbox", **env)
-    shop = processes.start("connectors.sources.demo_shop", "KEEL_SHOP_PORT", "shop", **env)
+    shop = processes.start("connectors.demo.shop", "KEEL_SHOP_PORT", "shop", **env)
     processes.start("connectors.sinks.webhook", "KEEL_WEBHOOK_PORT", "webhook",
                     KEEL_WEBHOOK_URL=f"{shop.url}/keel/commands",
                     KEEL_WEBHOOK_GROUP=unique("webhook"), **env)  # fmt: skip

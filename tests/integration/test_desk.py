@@ -417,7 +417,7 @@ def test_sears_story_cancel_the_duplicate_on_the_page_and_see_it_cancelled_live(
     processes.start("connectors.sinks.postgres_inbox", "KEEL_INBOX_PORT", "inbox",
                     KEEL_INBOX_GROUP=unique("inbox"), **env)  # fmt: skip
     processes.start("connectors.sources.postgres_outbox", "KEEL_OUTBOX_PORT", "outbox", **env)
-    processes.start("connectors.sources.demo_shop", "KEEL_SHOP_PORT", "shop", **env)
+    processes.start("connectors.demo.shop", "KEEL_SHOP_PORT", "shop", **env)
     cid, first, second = unique("c"), unique("o"), unique("o")
     lamp = [{"sku": "desk-lamp", "quantity": 1, "unit_price_cents": 4900}]
     at = now_ms()

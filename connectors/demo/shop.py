@@ -36,7 +36,7 @@ view of orders.v1 may lag). The refusal is recorded in ``demo_shop_handled`` in 
 transaction, so the inbox path settles the command the same way; a command settled before is
 answered as it was.
 
-    $ python -m connectors.sources.demo_shop        # POSTGRES_URL, KAFKA_BOOTSTRAP, KEEL_SHOP_PORT
+    $ python -m connectors.demo.shop        # POSTGRES_URL, KAFKA_BOOTSTRAP, KEEL_SHOP_PORT
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ from streams.encoding.codec import CodecError, get_codec
 from streams.encoding.jsonconv import JsonFieldError, from_json, to_json
 from streams.kafka.config import client_config
 
-log = logging.getLogger("connectors.sources.demo_shop")
+log = logging.getLogger("connectors.demo.shop")
 
 __all__ = ["Shop", "main"]
 
