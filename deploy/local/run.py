@@ -335,7 +335,7 @@ def run_background(stack: Stack) -> int:
         return 0
     try:
         subprocess.run(
-            [sys.executable, "-m", "deploy.local.stack", "up", "--dir", str(stack.run_dir)],
+            [sys.executable, "-m", "deploy.local", "up", "--dir", str(stack.run_dir)],
             cwd=ROOT,
             check=True,
         )
@@ -368,7 +368,7 @@ def run_down(stack: Stack) -> int:
     _stop_from_pid_file(stack, "worker", WORKER_MARKER, "the stream worker")
     _stop_from_pid_file(stack, "postgres", Postgres.marker, "PostgreSQL")
     subprocess.run(
-        [sys.executable, "-m", "deploy.local.stack", "down", "--dir", str(stack.run_dir)],
+        [sys.executable, "-m", "deploy.local", "down", "--dir", str(stack.run_dir)],
         cwd=ROOT,
         check=False,
     )
