@@ -48,6 +48,7 @@ from connectors.sinks.delivery import (
     DELIVERED_OUTCOME,
     DeadLetters,
     Outcomes,
+    answer_channels,
     consumer_config,
     decode,
     outcome,
@@ -174,12 +175,7 @@ def main(argv: list[str] | None = None) -> int:
 def plan(settings: ConnectorSettings, closing: ExitStack) -> SinkPlan:
     """commands.v1 into keel_inbox of ``KEEL_INBOX_POSTGRES_URL`` (or ``POSTGRES_URL``)."""
     topics = settings.keel.topics
-    dead_letters = DeadLetters(
-        settings.keel.kafka_bootstrap, topics.deadletter, topics.commands, CONNECTOR
-    )
-    closing.callback(dead_letters.close)
-    outcomes = Outcomes(settings.keel.kafka_bootstrap, topics.command_outcomes)
-    closing.callback(outcomes.close)
+    dead_letters, outcomes = answer_channels(settings, CONNECTOR, closing)
     sink = InboxSink(settings.inbox_postgres_url, dead_letters, outcomes, topics.commands)
     closing.callback(sink.close)
     describe = (

@@ -56,6 +56,7 @@ from connectors.sinks.delivery import (
     REJECTED_OUTCOME,
     DeadLetters,
     Outcomes,
+    answer_channels,
     as_json,
     consumer_config,
     decode,
@@ -214,12 +215,7 @@ def plan(settings: ConnectorSettings, closing: ExitStack) -> SinkPlan:
             "and KEEL_WEBHOOK_SECRET (the shared secret of X-Keel-Signature)"
         )
     topics = settings.keel.topics
-    dead_letters = DeadLetters(
-        settings.keel.kafka_bootstrap, topics.deadletter, topics.commands, CONNECTOR
-    )
-    closing.callback(dead_letters.close)
-    outcomes = Outcomes(settings.keel.kafka_bootstrap, topics.command_outcomes)
-    closing.callback(outcomes.close)
+    dead_letters, outcomes = answer_channels(settings, CONNECTOR, closing)
     sink = WebhookSink(
         settings.webhook_url,
         settings.webhook_secret.encode(),

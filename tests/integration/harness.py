@@ -345,6 +345,18 @@ class Cluster:
 
 
 
+def customer_when(
+    worker: Worker, customer_id: str, ready: Callable[[dict], Any], timeout: float = 60
+) -> dict:
+    """Wait until the API's state for ``customer_id`` satisfies ``ready(state)``; return it."""
+
+    def check() -> dict | None:
+        status, body = worker.get(f"/customers/{customer_id}")
+        return body if status == 200 and ready(body) else None
+
+    return wait_for(f"state of {customer_id}", check, timeout)
+
+
 def post_command(
     worker: Worker,
     customer_id: str,

@@ -30,6 +30,7 @@ from tests.integration.harness import (
     Departments,
     Worker,
     bearer,
+    customer_when,
     partition_of,
     split_partitions,
     token,
@@ -80,13 +81,6 @@ def only(role_ok: set[str], check: Any) -> None:
     for role in ROLES:
         check(role, 200 if role in role_ok else 403)
 
-
-def customer_when(worker: Worker, customer_id: str, ready: Any, timeout: float = 60) -> dict:
-    def check() -> dict | None:
-        status, body = worker.get(f"/customers/{customer_id}")
-        return body if status == 200 and ready(body) else None
-
-    return wait_for(f"state of {customer_id}", check, timeout)
 
 
 def logged_tokens(*logs: Path) -> list[str]:

@@ -34,6 +34,7 @@ from tests.integration.harness import (
     Departments,
     Worker,
     bearer,
+    customer_when,
     metric_value,
     partition_of,
     post_command,
@@ -52,13 +53,6 @@ SECRET = "test-webhook-secret"
 def now_ms() -> int:
     return int(time.time() * 1000)
 
-
-def customer_when(worker: Worker, customer_id: str, ready: Any, timeout: float = 60) -> dict:
-    def check() -> dict | None:
-        status, body = worker.get(f"/customers/{customer_id}")
-        return body if status == 200 and ready(body) else None
-
-    return wait_for(f"state of {customer_id}", check, timeout)
 
 
 def commands_on_topic(kafka: Kafka, ids: set[str]) -> list[tuple[bytes, dict[str, Any]]]:

@@ -26,6 +26,7 @@ from tests.integration.harness import (
     Departments,
     Worker,
     bearer,
+    customer_when,
     partition_of,
     split_partitions,
     token,
@@ -42,13 +43,6 @@ SECOND = "Second call. Read the first note: carrier confirms delivery tomorrow, 
 def now_ms() -> int:
     return int(time.time() * 1000)
 
-
-def customer_when(worker: Worker, customer_id: str, ready: Any, timeout: float = 60) -> dict:
-    def check() -> dict | None:
-        status, body = worker.get(f"/customers/{customer_id}")
-        return body if status == 200 and ready(body) else None
-
-    return wait_for(f"state of {customer_id}", check, timeout)
 
 
 class EventStream:
