@@ -235,11 +235,15 @@ def metric_value(text: str, name: str, **labels: str) -> float:
 # -- several workers: their topics, their partitions, commands to them -------------------------
 
 
-def own_topics(app_id: str) -> dict[str, str]:
-    """Every topic a worker reads or writes, of this test alone (``KEEL_TOPIC_*`` settings):
-    nothing other tests wrote is replayed here; the commands go to ``{app_id}.commands``."""
-    names = ("ORDERS", "SHIPMENTS", "CONTACTS", "STATE", "SIGNALS", "DEADLETTER", "COMMANDS",
-             "COMMAND_OUTCOMES", "ERASURES", "VOICE")  # fmt: skip
+#: the topics a worker reads and writes in the pipeline tests
+PIPELINE_TOPICS = ("ORDERS", "SHIPMENTS", "CONTACTS", "STATE", "SIGNALS", "DEADLETTER")
+#: and every other topic a worker has (the cluster fixture's workers own all of them)
+EVERY_TOPIC = (*PIPELINE_TOPICS, "COMMANDS", "COMMAND_OUTCOMES", "ERASURES", "VOICE")
+
+
+def own_topics(app_id: str, names: tuple[str, ...] = PIPELINE_TOPICS) -> dict[str, str]:
+    """Topics of this test alone, as ``KEEL_TOPIC_*`` settings (``names``: which ones): nothing
+    other tests wrote is replayed here. ``{app_id}.orders``, ``{app_id}.commands`` …"""
     return {f"KEEL_TOPIC_{n}": f"{app_id}.{n.lower()}" for n in names}
 
 
@@ -312,7 +316,7 @@ class Cluster:
         timeout: float = 120.0,
     ) -> list[Worker]:
         app_id = unique(name)
-        topics = own_topics(app_id)
+        topics = own_topics(app_id, EVERY_TOPIC)
         self.departments.topics = {
             "order": topics["KEEL_TOPIC_ORDERS"],
             "shipment": topics["KEEL_TOPIC_SHIPMENTS"],
