@@ -31,7 +31,7 @@ venv: $(STAMP)
 
 # apt packages (redis-server, postgresql, prometheus) and the Kafka jars, each only if missing.
 deps: venv
-	@$(PY) -m deploy.local.stack fetch
+	@$(PY) -m deploy.local fetch
 
 run: deps
 	@$(PY) -m deploy.local.run
@@ -43,7 +43,7 @@ down:
 	@if [ -x $(PY) ]; then $(PY) -m deploy.local.run --down; else $(PYTHON) -m deploy.local.run --down; fi
 
 status:
-	@$(PY) -m deploy.local.stack status
+	@$(PY) -m deploy.local status
 
 test: deps
 	$(PY) -m pytest $(PYTEST_ARGS)

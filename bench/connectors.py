@@ -36,7 +36,7 @@ import aiohttp
 import psycopg
 
 from bench.worker import auth_header, ensure_tokens
-from connectors.sources.demo_feed import Feed
+from connectors.demo.feed import Feed
 from connectors.sources.postgres_outbox import SCHEMA_SQL
 from deploy.local.postgres import Postgres
 from deploy.local.process import Child

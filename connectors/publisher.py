@@ -27,7 +27,7 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message
 
-from connectors.base import OutRecord, Unavailable
+from connectors.contract import OutRecord, Unavailable
 from streams.kafka.producer import BaseProducer
 
 log = logging.getLogger(__name__)

@@ -113,7 +113,7 @@ def shuffled_stories(
     """(history, what is sent): the demo feed's stories of ``customers`` customers, a month
     back (every deadline has long passed, so nothing depends on the clock), and the same
     shuffled across topics with a share ``resent`` of them sent twice."""
-    from connectors.sources.demo_feed import Feed
+    from connectors.demo.feed import Feed
 
     run = uuid.uuid4().hex[:6]
     feed = Feed(seed=rng.randrange(10**6), now_ms=int(time.time() * 1000) - 30 * 86_400_000)

@@ -1,7 +1,7 @@
 """What the two command delivery connectors share (PostgreSQL inbox, HTTP webhook).
 
 Both consume ``commands.v1`` (``DeskCommand`` records, streams/domain/commands.py) with a consumer
-group of their own through :func:`connectors.base.drain`: offsets are committed only after the
+group of their own through :func:`connectors.loops.drain`: offsets are committed only after the
 department accepted a batch, a department that is down means the same batch again after a
 backoff, so delivery is at-least-once and in order per key (one order's, one contact's
 commands). Departments deduplicate by ``command_id``.
@@ -25,11 +25,13 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable
+from contextlib import ExitStack
 from datetime import UTC, datetime
 from typing import Any
 
 from connectors import metrics
-from connectors.base import SinkRecord, Unavailable
+from connectors.contract import SinkRecord, Unavailable
+from connectors.settings import ConnectorSettings
 from streams.encoding.codec import CodecError, get_codec
 from streams.encoding.jsonconv import to_json
 from streams.kafka.config import client_config
@@ -147,3 +149,17 @@ class Outcomes:
 
     def close(self) -> None:
         self.producer.close()
+
+
+def answer_channels(
+    settings: ConnectorSettings, connector: str, closing: ExitStack
+) -> tuple[DeadLetters, Outcomes]:
+    """The dead letters and the outcomes ``connector`` publishes, closed with it (``closing``)."""
+    topics = settings.keel.topics
+    dead_letters = DeadLetters(
+        settings.keel.kafka_bootstrap, topics.deadletter, topics.commands, connector
+    )
+    closing.callback(dead_letters.close)
+    outcomes = Outcomes(settings.keel.kafka_bootstrap, topics.command_outcomes)
+    closing.callback(outcomes.close)
+    return dead_letters, outcomes

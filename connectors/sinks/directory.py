@@ -28,23 +28,15 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Sequence
+from contextlib import ExitStack
 from typing import Any
 
 import psycopg
-from confluent_kafka import Consumer
 
 from connectors import metrics
-from connectors.base import (
-    ConnectorError,
-    Sink,
-    SinkRecord,
-    StatusServer,
-    Stopper,
-    Unavailable,
-    drain,
-    load_settings,
-    redact,
-)
+from connectors.contract import Sink, SinkRecord, Unavailable
+from connectors.runner import SinkPlan, redact, run_sink
+from connectors.settings import ConfigError, ConnectorSettings
 from streams.domain.directory import Entry, entry
 from streams.encoding.codec import CodecError, get_codec
 from streams.encoding.jsonconv import to_json
@@ -173,33 +165,30 @@ def consumer_config(bootstrap: str, group: str) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    settings = load_settings("directory-sink")
+    return run_sink("directory-sink", log, plan)
+
+
+def plan(settings: ConnectorSettings, closing: ExitStack) -> SinkPlan:
+    """customer-state.v1 into the directory table of ``KEEL_DIRECTORY_URL``."""
     keel = settings.keel
     if not keel.directory_url:
-        log.error("KEEL_DIRECTORY_URL is not set: which PostgreSQL holds the directory?")
-        return 2
-    stopper = Stopper().install()
+        raise ConfigError("KEEL_DIRECTORY_URL is not set: which PostgreSQL holds the directory?")
     sink = DirectorySink(keel.directory_url, keel.phone_region, keel.topics.state)
-    try:
-        status = StatusServer(
-            settings.bind, settings.directory_sink_port, sink.status, settings.auth,
-            tls=keel.server_ssl_context(),
-        ).start()  # fmt: skip
-    except ConnectorError as exc:
-        log.error("%s", exc)
-        return 1
-    consumer = Consumer(consumer_config(keel.kafka_bootstrap, settings.directory_sink_group))
-    log.info("directory sink: %s -> %s (group %s); /metrics on %s:%d", keel.topics.state,
-             redact(keel.directory_url), settings.directory_sink_group, settings.bind,
-             status.port)  # fmt: skip
-    try:
-        drain(consumer, keel.topics.state, sink, stopper, connector=CONNECTOR, limit=500)
-    finally:
-        consumer.close()
-        status.stop()
+
+    def disconnect() -> None:
         if sink.conn is not None:
             sink.conn.close()
-    return 0
+
+    closing.callback(disconnect)
+    describe = (
+        f"directory sink: {keel.topics.state} -> {redact(keel.directory_url)} "
+        f"(group {settings.directory_sink_group})"
+    )
+    return SinkPlan(
+        CONNECTOR, sink, sink.status, settings.directory_sink_port,
+        consumer_config(keel.kafka_bootstrap, settings.directory_sink_group), keel.topics.state,
+        500, describe,
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

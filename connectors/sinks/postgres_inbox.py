@@ -34,28 +34,21 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Sequence
+from contextlib import ExitStack
 from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
-from confluent_kafka import Consumer
 
 from connectors import metrics
-from connectors.base import (
-    ConnectorError,
-    Sink,
-    SinkRecord,
-    StatusServer,
-    Stopper,
-    Unavailable,
-    drain,
-    load_settings,
-    redact,
-)
+from connectors.contract import Sink, SinkRecord, Unavailable
+from connectors.runner import SinkPlan, redact, run_sink
+from connectors.settings import ConnectorSettings
 from connectors.sinks.delivery import (
     DELIVERED_OUTCOME,
     DeadLetters,
     Outcomes,
+    answer_channels,
     consumer_config,
     decode,
     outcome,
@@ -176,41 +169,24 @@ class InboxSink(Sink):
 
 
 def main(argv: list[str] | None = None) -> int:
-    settings = load_settings("postgres-inbox")
-    stopper = Stopper().install()
+    return run_sink("postgres-inbox", log, plan)
+
+
+def plan(settings: ConnectorSettings, closing: ExitStack) -> SinkPlan:
+    """commands.v1 into keel_inbox of ``KEEL_INBOX_POSTGRES_URL`` (or ``POSTGRES_URL``)."""
     topics = settings.keel.topics
-    dead_letters = DeadLetters(
-        settings.keel.kafka_bootstrap, topics.deadletter, topics.commands, CONNECTOR
-    )
-    outcomes = Outcomes(settings.keel.kafka_bootstrap, topics.command_outcomes)
+    dead_letters, outcomes = answer_channels(settings, CONNECTOR, closing)
     sink = InboxSink(settings.inbox_postgres_url, dead_letters, outcomes, topics.commands)
-    try:
-        status = StatusServer(
-            settings.bind, settings.inbox_port, sink.status, settings.auth,
-            tls=settings.keel.server_ssl_context(),
-        ).start()
-    except ConnectorError as exc:
-        log.error("%s", exc)
-        return 1
-    sink.prepare()
-    consumer = Consumer(consumer_config(settings.keel.kafka_bootstrap, settings.inbox_group))
-    log.info(
-        "PostgreSQL inbox: %s -> keel_inbox at %s (group %s); /metrics on %s:%d",
-        topics.commands,
-        redact(settings.inbox_postgres_url),
-        settings.inbox_group,
-        settings.bind,
-        status.port,
+    closing.callback(sink.close)
+    describe = (
+        f"PostgreSQL inbox: {topics.commands} -> keel_inbox at "
+        f"{redact(settings.inbox_postgres_url)} (group {settings.inbox_group})"
     )
-    try:
-        drain(consumer, topics.commands, sink, stopper, connector=CONNECTOR, limit=BATCH)
-    finally:
-        consumer.close()
-        sink.close()
-        dead_letters.close()
-        outcomes.close()
-        status.stop()
-    return 0
+    return SinkPlan(
+        CONNECTOR, sink, sink.status, settings.inbox_port,
+        consumer_config(settings.keel.kafka_bootstrap, settings.inbox_group), topics.commands,
+        BATCH, describe, prepare=sink.prepare,
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

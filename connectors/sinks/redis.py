@@ -28,26 +28,17 @@ import logging
 import sys
 import time
 from collections.abc import Iterable, Sequence
+from contextlib import ExitStack
 from typing import Any
 
 import orjson
 import redis
-from confluent_kafka import Consumer
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from connectors import metrics
-from connectors.base import (
-    ConnectorError,
-    Sink,
-    SinkRecord,
-    StatusServer,
-    Stopper,
-    Unavailable,
-    drain,
-    load_settings,
-    redact,
-)
+from connectors.contract import Sink, SinkRecord, Unavailable
+from connectors.runner import SinkPlan, redact, run_sink
 from connectors.settings import ConnectorSettings
 from streams.encoding.codec import CodecError, get_codec
 from streams.encoding.jsonconv import to_json
@@ -252,41 +243,22 @@ def consumer_config(settings: ConnectorSettings) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    settings = load_settings("redis-sink")
-    stopper = Stopper().install()
+    return run_sink("redis-sink", log, plan)
+
+
+def plan(settings: ConnectorSettings, closing: ExitStack) -> SinkPlan:
+    """customer-state.v1 and the owners changelogs into ``REDIS_URL``."""
     sink = RedisSink.from_url(
         settings.keel.redis_url, settings.keel.topics.state, settings.keel.app_id
     )
-    try:
-        status = StatusServer(
-            settings.bind, settings.redis_sink_port, sink.status, settings.auth,
-            tls=settings.keel.server_ssl_context(),
-        ).start()
-    except ConnectorError as exc:
-        log.error("%s", exc)
-        return 1
-    consumer = Consumer(consumer_config(settings))
-    log.info(
-        "Redis sink: %s -> %s (group %s); /metrics on %s:%d",
-        ", ".join(sink.topics()),
-        redact(settings.keel.redis_url),
-        settings.redis_sink_group,
-        settings.bind,
-        status.port,
+    describe = (
+        f"Redis sink: {', '.join(sink.topics())} -> {redact(settings.keel.redis_url)} "
+        f"(group {settings.redis_sink_group})"
     )
-    try:
-        drain(
-            consumer,
-            sink.topics(),
-            sink,
-            stopper,
-            connector=CONNECTOR,
-            limit=settings.redis_sink_batch,
-        )
-    finally:
-        consumer.close()
-        status.stop()
-    return 0
+    return SinkPlan(
+        CONNECTOR, sink, sink.status, settings.redis_sink_port, consumer_config(settings),
+        sink.topics(), settings.redis_sink_batch, describe,
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

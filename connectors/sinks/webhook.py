@@ -42,27 +42,21 @@ import sys
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
+from contextlib import ExitStack
 from typing import Any
 
 import orjson
-from confluent_kafka import Consumer
 
 from connectors import metrics
-from connectors.base import (
-    ConnectorError,
-    Sink,
-    SinkRecord,
-    StatusServer,
-    Stopper,
-    Unavailable,
-    drain,
-    load_settings,
-)
+from connectors.contract import Sink, SinkRecord, Unavailable
+from connectors.runner import SinkPlan, run_sink
+from connectors.settings import ConfigError, ConnectorSettings
 from connectors.sinks.delivery import (
     DELIVERED_OUTCOME,
     REJECTED_OUTCOME,
     DeadLetters,
     Outcomes,
+    answer_channels,
     as_json,
     consumer_config,
     decode,
@@ -210,20 +204,18 @@ class WebhookSink(Sink):
 
 
 def main(argv: list[str] | None = None) -> int:
-    settings = load_settings("webhook")
+    return run_sink("webhook", log, plan)
+
+
+def plan(settings: ConnectorSettings, closing: ExitStack) -> SinkPlan:
+    """commands.v1 POSTed to ``KEEL_WEBHOOK_URL``, signed with ``KEEL_WEBHOOK_SECRET``."""
     if not settings.webhook_url or not settings.webhook_secret:
-        print(
-            "keel webhook: configuration error: set KEEL_WEBHOOK_URL (where to POST commands) "
-            "and KEEL_WEBHOOK_SECRET (the shared secret of X-Keel-Signature)",
-            file=sys.stderr,
+        raise ConfigError(
+            "set KEEL_WEBHOOK_URL (where to POST commands) "
+            "and KEEL_WEBHOOK_SECRET (the shared secret of X-Keel-Signature)"
         )
-        return 2
-    stopper = Stopper().install()
     topics = settings.keel.topics
-    dead_letters = DeadLetters(
-        settings.keel.kafka_bootstrap, topics.deadletter, topics.commands, CONNECTOR
-    )
-    outcomes = Outcomes(settings.keel.kafka_bootstrap, topics.command_outcomes)
+    dead_letters, outcomes = answer_channels(settings, CONNECTOR, closing)
     sink = WebhookSink(
         settings.webhook_url,
         settings.webhook_secret.encode(),
@@ -232,31 +224,15 @@ def main(argv: list[str] | None = None) -> int:
         settings.webhook_timeout_seconds,
         topics.commands,
     )
-    try:
-        status = StatusServer(
-            settings.bind, settings.webhook_port, sink.status, settings.auth,
-            tls=settings.keel.server_ssl_context(),
-        ).start()
-    except ConnectorError as exc:
-        log.error("%s", exc)
-        return 1
-    consumer = Consumer(consumer_config(settings.keel.kafka_bootstrap, settings.webhook_group))
-    log.info(
-        "webhook: %s -> POST %s (group %s); /metrics on %s:%d",
-        topics.commands,
-        settings.webhook_url,
-        settings.webhook_group,
-        settings.bind,
-        status.port,
+    describe = (
+        f"webhook: {topics.commands} -> POST {settings.webhook_url} "
+        f"(group {settings.webhook_group})"
     )
-    try:
-        drain(consumer, topics.commands, sink, stopper, connector=CONNECTOR, limit=BATCH)
-    finally:
-        consumer.close()
-        dead_letters.close()
-        outcomes.close()
-        status.stop()
-    return 0
+    return SinkPlan(
+        CONNECTOR, sink, sink.status, settings.webhook_port,
+        consumer_config(settings.keel.kafka_bootstrap, settings.webhook_group), topics.commands,
+        BATCH, describe,
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -36,9 +36,10 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from connectors import metrics
-from connectors.base import OutRecord, Unavailable, load_settings
+from connectors.contract import OutRecord, Unavailable
 from connectors.openapi import NDJSON, openapi_document
 from connectors.publisher import DELIVERY_TIMEOUT_MS, Publisher
+from connectors.runner import Served, run_web
 from connectors.settings import ConnectorSettings, InputKind
 from streams import auth
 from streams.encoding.codec import CodecError, get_codec
@@ -301,30 +302,16 @@ async def _json_errors(request: web.Request, handler: Any) -> web.StreamResponse
 
 
 def main(argv: list[str] | None = None) -> int:
-    settings = load_settings("http-ingest")
-    publisher = Publisher(settings.keel.kafka_bootstrap)
-    ingest = Ingest(settings, publisher)
-    app = ingest.app()
+    return run_web("http-ingest", log, serve)
 
-    async def close_publisher(app: web.Application) -> None:
-        await asyncio.to_thread(publisher.close)
 
-    app.on_cleanup.append(close_publisher)
-    log.info(
-        "HTTP ingest on http://%s:%d (Kafka %s)",
-        settings.bind,
-        settings.ingest_port,
-        settings.keel.kafka_bootstrap,
+def serve(settings: ConnectorSettings, publisher: Publisher) -> Served:
+    """``POST /events/{kind}`` on ``KEEL_INGEST_PORT``, published through ``publisher``."""
+    describe = (
+        f"HTTP ingest on http://{settings.bind}:{settings.ingest_port} "
+        f"(Kafka {settings.keel.kafka_bootstrap})"
     )
-    try:
-        web.run_app(
-            app, host=settings.bind, port=settings.ingest_port, print=None, access_log=None,
-            ssl_context=settings.keel.server_ssl_context(),
-        )  # fmt: skip
-    except OSError as exc:
-        log.error("cannot listen on %s:%d: %s", settings.bind, settings.ingest_port, exc.strerror)
-        return 1
-    return 0
+    return Served(Ingest(settings, publisher).app(), settings.ingest_port, describe)
 
 
 if __name__ == "__main__":

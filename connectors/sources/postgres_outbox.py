@@ -27,25 +27,15 @@ from __future__ import annotations
 
 import logging
 import sys
+from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any
 
 import psycopg
 
 from connectors import metrics
-from connectors.base import (
-    Batch,
-    ConnectorError,
-    OutRecord,
-    Source,
-    StatusServer,
-    Stopper,
-    Unavailable,
-    load_settings,
-    pump,
-    redact,
-)
-from connectors.publisher import Publisher
+from connectors.contract import Batch, OutRecord, Source, Unavailable
+from connectors.runner import SourcePlan, redact, run_source
 from connectors.settings import ConnectorSettings, InputKind
 from streams.encoding.codec import CodecError, get_codec
 from streams.encoding.jsonconv import JsonFieldError, from_json
@@ -250,39 +240,19 @@ class OutboxSource(Source):
 
 
 def main(argv: list[str] | None = None) -> int:
-    settings = load_settings("postgres-outbox")
-    stopper = Stopper().install()
+    return run_source("postgres-outbox", log, plan)
+
+
+def plan(settings: ConnectorSettings, closing: ExitStack) -> SourcePlan:
+    """keel_outbox of ``POSTGRES_URL`` into Kafka, ``KEEL_OUTBOX_BATCH`` rows at a time."""
     source = OutboxSource(settings)
-    try:
-        status = StatusServer(
-            settings.bind, settings.outbox_port, source.status, settings.auth,
-            tls=settings.keel.server_ssl_context(),
-        ).start()
-    except ConnectorError as exc:
-        log.error("%s", exc)
-        return 1
-    publisher = Publisher(settings.keel.kafka_bootstrap)
-    log.info(
-        "outbox connector: %s -> Kafka %s; /metrics on %s:%d",
-        redact(settings.postgres_url),
-        settings.keel.kafka_bootstrap,
-        settings.bind,
-        status.port,
-    )
-    try:
-        pump(
-            source,
-            publisher,
-            stopper,
-            connector=CONNECTOR,
-            limit=settings.outbox_batch,
-            idle=settings.outbox_poll_seconds,
-        )
-    finally:
-        source.close()
-        publisher.close()
-        status.stop()
-    return 0
+    closing.callback(source.close)
+    kafka = settings.keel.kafka_bootstrap
+    describe = f"outbox connector: {redact(settings.postgres_url)} -> Kafka {kafka}"
+    return SourcePlan(
+        CONNECTOR, source, source.status, settings.outbox_port, settings.outbox_batch,
+        settings.outbox_poll_seconds, describe,
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

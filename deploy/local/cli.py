@@ -1,4 +1,4 @@
-"""``python -m deploy.local.stack fetch|up|down|status``: the local Kafka and Redis for `make`.
+"""``python -m deploy.local fetch|up|down|status``: the local Kafka and Redis for `make`.
 
 ``up`` starts both detached (they outlive this command), records their pids in ``--dir``
 (default ``.run``) and returns once each answers a real request; ``down`` stops what the pid
@@ -28,7 +28,7 @@ Service = Kafka | Redis
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m deploy.local.stack", description=__doc__.splitlines()[0]
+        prog="python -m deploy.local", description=__doc__.splitlines()[0]
     )
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("fetch", help="download Kafka's jars and apt-install what is missing")

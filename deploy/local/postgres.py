@@ -269,7 +269,7 @@ def _bin_dir() -> Path:
         if directory and (Path(directory) / "initdb").exists():
             return Path(directory)
     raise MissingTool(
-        "PostgreSQL server binaries not found; run `python -m deploy.local.stack fetch` as "
+        "PostgreSQL server binaries not found; run `python -m deploy.local fetch` as "
         "root or apt-get install postgresql"
     )
 

@@ -165,7 +165,7 @@ class Stack:
         if demo:
             shop_port = _port("KEEL_SHOP_PORT", 8093)
             self.connectors.append(
-                Connector("demo-shop", "connectors.sources.demo_shop", shop_port)
+                Connector("demo-shop", "connectors.demo.shop", shop_port)
             )
             webhook_env = {
                 "KEEL_WEBHOOK_URL": os.environ.get("KEEL_WEBHOOK_URL")
@@ -298,7 +298,7 @@ def run_foreground(stack: Stack, customers: int, rate: float) -> int:
         feed_args = ["--customers", str(customers), "--rate", str(rate), "--api", stack.api]
         children.append(
             feed.start(
-                [sys.executable, "-m", "connectors.sources.demo_feed", *feed_args],
+                [sys.executable, "-m", "connectors.demo.feed", *feed_args],
                 cwd=ROOT,
                 env=stack.env,
             )
@@ -335,7 +335,7 @@ def run_background(stack: Stack) -> int:
         return 0
     try:
         subprocess.run(
-            [sys.executable, "-m", "deploy.local.stack", "up", "--dir", str(stack.run_dir)],
+            [sys.executable, "-m", "deploy.local", "up", "--dir", str(stack.run_dir)],
             cwd=ROOT,
             check=True,
         )
@@ -368,7 +368,7 @@ def run_down(stack: Stack) -> int:
     _stop_from_pid_file(stack, "worker", WORKER_MARKER, "the stream worker")
     _stop_from_pid_file(stack, "postgres", Postgres.marker, "PostgreSQL")
     subprocess.run(
-        [sys.executable, "-m", "deploy.local.stack", "down", "--dir", str(stack.run_dir)],
+        [sys.executable, "-m", "deploy.local", "down", "--dir", str(stack.run_dir)],
         cwd=ROOT,
         check=False,
     )

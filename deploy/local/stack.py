@@ -9,7 +9,7 @@ answers a real request, so callers never sleep and hope::
         run_worker(kafka.bootstrap, redis.url)
 
 Standard library only: this runs before the project's virtualenv exists.  The CLI lives in
-``deploy.local.cli`` and is reached with ``python -m deploy.local.stack up|down|status|fetch``.
+``deploy.local.cli`` and is reached with ``python -m deploy.local up|down|status|fetch``.
 """
 
 from __future__ import annotations
@@ -584,13 +584,7 @@ def _which_or_hint(binary: str) -> str:
     found = shutil.which(binary)
     if found is None:
         raise MissingTool(
-            f"{binary} not found; run `python -m deploy.local.stack fetch` as root "
+            f"{binary} not found; run `python -m deploy.local fetch` as root "
             f"or apt-get install {binary}"
         )
     return found
-
-
-if __name__ == "__main__":
-    from deploy.local.cli import main
-
-    raise SystemExit(main())

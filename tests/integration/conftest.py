@@ -18,7 +18,7 @@ from deploy.local.postgres import Postgres
 from deploy.local.stack import Kafka, SaslSsl, free_port
 from deploy.local.tls import Certificates, make_certificates
 from tests.integration.connectors_harness import Processes
-from tests.integration.harness import Departments, Worker, ensure_tokens
+from tests.integration.harness import Cluster, Departments, Worker, ensure_tokens
 from tests.integration.secure import KAFKA_PASSWORD, KAFKA_USER
 
 ensure_tokens()  # before any process starts: each inherits them (see harness.py)
@@ -54,6 +54,17 @@ def worker(kafka: Kafka, tmp_path_factory: pytest.TempPathFactory) -> Iterator[W
 @pytest.fixture(scope="session")
 def departments(kafka: Kafka) -> Departments:
     return Departments(kafka.bootstrap)
+
+
+@pytest.fixture
+def cluster(kafka: Kafka, tmp_path: Path, departments: Departments) -> Iterator[Cluster]:
+    """Starts workers of a group of the test's own (see :class:`Cluster`); all are stopped
+    afterwards, pass or fail, and ``departments`` sends to the shared topics again."""
+    started = Cluster(kafka, tmp_path, departments)
+    try:
+        yield started
+    finally:
+        started.stop()
 
 
 @pytest.fixture(scope="module")

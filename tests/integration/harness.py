@@ -21,15 +21,20 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
+from aiokafka.partitioner import murmur2
 from confluent_kafka import Consumer, TopicPartition
+from prometheus_client.parser import text_string_to_metric_families
 
 from deploy.local.process import Child
+from deploy.local.stack import Kafka, free_port
 from streams.encoding.codec import get_codec
 from streams.kafka.config import KafkaSecurity, client_config
 from streams.kafka.producer import ConfirmedProducer
+from tests.builders import unique
 
 ROOT = Path(__file__).resolve().parents[2]
 T = TypeVar("T")
@@ -37,6 +42,8 @@ T = TypeVar("T")
 TOPIC = {"order": "orders.v1", "shipment": "shipments.v1", "contact": "contacts.v1"}
 KEY_FIELD = {"order": "customer_id", "shipment": "order_id", "contact": "contact_id"}
 SCHEMA = {"order": "OrderEvent", "shipment": "ShipmentEvent", "contact": "ContactEvent"}
+#: partitions of the topics of a test's own workers (see conftest's ``cluster``)
+PARTITIONS = 4
 
 
 def wait_for(
@@ -223,3 +230,157 @@ def metric_value(text: str, name: str, **labels: str) -> float:
         if all(f'{k}="{v}"' in head for k, v in labels.items()):
             total += float(value)
     return total
+
+
+# -- several workers: their topics, their partitions, commands to them -------------------------
+
+
+#: the topics a worker reads and writes in the pipeline tests
+PIPELINE_TOPICS = ("ORDERS", "SHIPMENTS", "CONTACTS", "STATE", "SIGNALS", "DEADLETTER")
+#: and every other topic a worker has (the cluster fixture's workers own all of them)
+EVERY_TOPIC = (*PIPELINE_TOPICS, "COMMANDS", "COMMAND_OUTCOMES", "ERASURES", "VOICE")
+
+
+def own_topics(app_id: str, names: tuple[str, ...] = PIPELINE_TOPICS) -> dict[str, str]:
+    """Topics of this test alone, as ``KEEL_TOPIC_*`` settings (``names``: which ones): nothing
+    other tests wrote is replayed here. ``{app_id}.orders``, ``{app_id}.commands`` …"""
+    return {f"KEEL_TOPIC_{n}": f"{app_id}.{n.lower()}" for n in names}
+
+
+def partition_of(key: str) -> int:
+    """The partition Kafka's Java default partitioner (and faust) gives ``key``."""
+    return (murmur2(key.encode()) & 0x7FFFFFFF) % PARTITIONS
+
+
+def assigned_partitions(worker: Worker, topic: str | None = None) -> frozenset[int]:
+    """Partitions of ``topic`` the worker consumes, as /metrics reports them. The default is
+    its customer-events topic: faust's assignor places it, and the tables with it (the input
+    topics are read by the intake, a consumer group of its own)."""
+    topic = topic or f"{worker.env.get('KEEL_APP_ID', 'keel')}-customer-events"
+    status, body = worker.get("/metrics")
+    if status != 200 or not isinstance(body, str):
+        return frozenset()
+    return frozenset(
+        int(sample.labels["partition"])
+        for family in text_string_to_metric_families(body)
+        if family.name == "keel_consumer_lag_records"
+        for sample in family.samples
+        if sample.labels["topic"] == topic
+    )
+
+
+def customers_on_every_partition(per_partition: int) -> dict[int, list[str]]:
+    """Fresh customer ids, ``per_partition`` of them on each partition."""
+    found: dict[int, list[str]] = {p: [] for p in range(PARTITIONS)}
+    while any(len(ids) < per_partition for ids in found.values()):
+        cid = unique("c")
+        if len(found[partition_of(cid)]) < per_partition:
+            found[partition_of(cid)].append(cid)
+    return found
+
+
+def split_partitions(workers: list[Worker], timeout: float = 90.0) -> list[frozenset[int]]:
+    """Wait until every worker is ready and the group split the partitions among them (each
+    has some, none twice, all placed); each worker's partitions, in the order of ``workers``."""
+
+    def split() -> list[frozenset[int]] | None:
+        parts = [assigned_partitions(w) for w in workers]
+        ready = all(w.get("/readyz")[0] == 200 for w in workers)
+        disjoint = sum(map(len, parts)) == len(frozenset().union(*parts))
+        everything = frozenset().union(*parts) == set(range(PARTITIONS))
+        return parts if all(parts) and disjoint and everything and ready else None
+
+    return wait_for("the group to split the partitions", split, timeout)
+
+
+class Cluster:
+    """``cluster(2, "keel-desk")``: that many workers of a consumer group, and topics, of the
+    test's own (``departments`` sends to those topics meanwhile), started side by side.
+
+    ``env``: settings of every worker; ``only``: of worker n (1, 2, …) alone; ``tls``: what
+    the workers' certificates are checked against (they serve HTTPS, given ``KEEL_TLS_*``).
+    """
+
+    def __init__(self, kafka: Kafka, tmp_path: Path, departments: Departments) -> None:
+        self.kafka, self.tmp_path, self.departments = kafka, tmp_path, departments
+        self.workers: list[Worker] = []
+
+    def __call__(
+        self,
+        n: int,
+        name: str,
+        *,
+        env: dict[str, str] | None = None,
+        only: dict[int, dict[str, str]] | None = None,
+        tls: ssl.SSLContext | None = None,
+        timeout: float = 120.0,
+    ) -> list[Worker]:
+        app_id = unique(name)
+        topics = own_topics(app_id, EVERY_TOPIC)
+        self.departments.topics = {
+            "order": topics["KEEL_TOPIC_ORDERS"],
+            "shipment": topics["KEEL_TOPIC_SHIPMENTS"],
+            "contact": topics["KEEL_TOPIC_CONTACTS"],
+        }
+        workers = [
+            Worker(
+                self.kafka.bootstrap,
+                self.tmp_path / f"worker-{i}",
+                free_port(),
+                self.tmp_path / f"worker-{i}.log",
+                tls=tls,
+                KEEL_APP_ID=app_id,
+                KEEL_PARTITIONS=str(PARTITIONS),
+                **topics,
+                **(env or {}),
+                **(only or {}).get(i, {}),
+            )
+            for i in range(1, n + 1)
+        ]
+        self.workers.extend(workers)  # stopped at the end even if one does not start
+        with ThreadPoolExecutor(n) as pool:
+            list(pool.map(lambda w: w.start(timeout), workers))
+        return workers
+
+    def stop(self) -> None:
+        self.departments.topics = dict(TOPIC)
+        for w in self.workers:
+            w.stop()
+
+
+
+def customer_when(
+    worker: Worker, customer_id: str, ready: Callable[[dict], Any], timeout: float = 60
+) -> dict:
+    """Wait until the API's state for ``customer_id`` satisfies ``ready(state)``; return it."""
+
+    def check() -> dict | None:
+        status, body = worker.get(f"/customers/{customer_id}")
+        return body if status == 200 and ready(body) else None
+
+    return wait_for(f"state of {customer_id}", check, timeout)
+
+
+def post_command(
+    worker: Worker,
+    customer_id: str,
+    body: Any,
+    agent: str | None = "rep-7",
+    role: str | None = "agent",
+) -> tuple[int, Any]:
+    """POST a desk command for ``customer_id`` as agent ``agent`` (None: no X-Keel-Agent) with
+    ``role``'s token; (status, parsed JSON answer) — refusals included."""
+    headers = {"Content-Type": "application/json", **bearer(role)}
+    if agent is not None:
+        headers["X-Keel-Agent"] = agent
+    request = urllib.request.Request(
+        f"{worker.url}/customers/{customer_id}/commands",
+        data=json.dumps(body).encode(),
+        headers=headers,
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=60, context=worker.tls) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())

@@ -14,8 +14,6 @@ import json
 import secrets
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -28,18 +26,15 @@ from streams.encoding.jsonconv import to_json
 from tests.builders import contact, order, unique
 from tests.integration.connectors_harness import ConnectorProcess, Processes, post
 from tests.integration.harness import (
-    TOPIC,
+    Cluster,
     Departments,
     Worker,
     bearer,
+    customer_when,
+    partition_of,
+    split_partitions,
     token,
     wait_for,
-)
-from tests.integration.test_scale_out import (
-    PARTITIONS,
-    assigned_partitions,
-    own_topics,
-    partition_of,
 )
 
 pytestmark = pytest.mark.integration
@@ -86,13 +81,6 @@ def only(role_ok: set[str], check: Any) -> None:
     for role in ROLES:
         check(role, 200 if role in role_ok else 403)
 
-
-def customer_when(worker: Worker, customer_id: str, ready: Any, timeout: float = 60) -> dict:
-    def check() -> dict | None:
-        status, body = worker.get(f"/customers/{customer_id}")
-        return body if status == 200 and ready(body) else None
-
-    return wait_for(f"state of {customer_id}", check, timeout)
 
 
 def logged_tokens(*logs: Path) -> list[str]:
@@ -191,56 +179,17 @@ def test_the_worker_api_desk_and_metrics_need_their_roles(
 # -- two workers: a forwarded request is checked again by the owner ----------------------------
 
 
-@pytest.fixture
-def pair(kafka: Kafka, tmp_path: Path, departments: Departments) -> Iterator[list[Worker]]:
-    """Two workers of a group of their own; the front one also accepts a token the owner
-    does not know (its own KEEL_AUTH_TOKENS_FILE)."""
-    app_id = unique("keel-auth")
-    topics = own_topics(app_id)
-    departments.topics = {
-        "order": topics["KEEL_TOPIC_ORDERS"],
-        "shipment": topics["KEEL_TOPIC_SHIPMENTS"],
-        "contact": topics["KEEL_TOPIC_CONTACTS"],
-    }
-    front_only = tmp_path / "front-only.tokens"
-    front_only.write_text(f"{hash_token(FRONT_ONLY)} read,agent rep-at-the-front-only\n")
-    workers = [
-        Worker(
-            kafka.bootstrap,
-            tmp_path / f"worker-{n}",
-            free_port(),
-            tmp_path / f"worker-{n}.log",
-            KEEL_APP_ID=app_id,
-            KEEL_PARTITIONS=str(PARTITIONS),
-            **topics,
-            **({"KEEL_AUTH_TOKENS_FILE": str(front_only)} if n == 1 else {}),
-        )
-        for n in (1, 2)
-    ]
-    try:
-        with ThreadPoolExecutor(2) as pool:
-            list(pool.map(lambda w: w.start(), workers))
-        yield workers
-    finally:
-        departments.topics = dict(TOPIC)
-        for w in workers:
-            w.stop()
-
-
 FRONT_ONLY = secrets.token_urlsafe(32)
 
 
 def test_a_forwarded_request_carries_the_callers_token_and_the_owner_checks_it(
-    pair: list[Worker], departments: Departments
+    cluster: Cluster, departments: Departments, tmp_path: Path
 ) -> None:
-    front, owner = pair
-
-    def split() -> frozenset[int] | None:
-        mine, theirs = assigned_partitions(front), assigned_partitions(owner)
-        ready = all(w.get("/readyz")[0] == 200 for w in pair)
-        return theirs if ready and mine and theirs and not (mine & theirs) else None
-
-    owners = wait_for("the group to split the partitions", split, 90)
+    # The front worker also accepts a token the owner does not know (its own tokens file).
+    front_only = tmp_path / "front-only.tokens"
+    front_only.write_text(f"{hash_token(FRONT_ONLY)} read,agent rep-at-the-front-only\n")
+    front, owner = cluster(2, "keel-auth", only={1: {"KEEL_AUTH_TOKENS_FILE": str(front_only)}})
+    _, owners = split_partitions([front, owner])
     cid = next(c for c in iter(lambda: unique("c"), None) if partition_of(c) in owners)
     oid, kid = unique("o"), unique("k")
     departments.send([order(cid, oid), contact(kid, customer_id=cid, order_id=oid)])

@@ -17,8 +17,6 @@ import time
 import urllib.error
 import urllib.request
 from collections import Counter
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -27,16 +25,21 @@ import psycopg
 import pytest
 
 from deploy.local.postgres import Postgres
-from deploy.local.stack import Kafka, free_port
+from deploy.local.stack import Kafka
 from streams.encoding.codec import get_codec
 from tests.builders import contact, order, shipment, unique
 from tests.integration.connectors_harness import Processes, fresh_database
 from tests.integration.harness import (
+    Cluster,
     Departments,
     Worker,
     bearer,
+    customer_when,
     metric_value,
+    partition_of,
+    post_command,
     read_topic,
+    split_partitions,
     wait_for,
 )
 
@@ -50,36 +53,6 @@ SECRET = "test-webhook-secret"
 def now_ms() -> int:
     return int(time.time() * 1000)
 
-
-def post_command(
-    worker: Worker,
-    customer_id: str,
-    body: Any,
-    agent: str | None = "rep-7",
-    role: str | None = "agent",
-) -> tuple[int, Any]:
-    headers = {"Content-Type": "application/json", **bearer(role)}
-    if agent is not None:
-        headers["X-Keel-Agent"] = agent
-    request = urllib.request.Request(
-        f"{worker.url}/customers/{customer_id}/commands",
-        data=json.dumps(body).encode(),
-        headers=headers,
-        method="POST",
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=60) as resp:
-            return resp.status, json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
-
-
-def customer_when(worker: Worker, customer_id: str, ready: Any, timeout: float = 60) -> dict:
-    def check() -> dict | None:
-        status, body = worker.get(f"/customers/{customer_id}")
-        return body if status == 200 and ready(body) else None
-
-    return wait_for(f"state of {customer_id}", check, timeout)
 
 
 def commands_on_topic(kafka: Kafka, ids: set[str]) -> list[tuple[bytes, dict[str, Any]]]:
@@ -354,7 +327,7 @@ def test_a_cancel_ends_with_the_order_cancelled_by_the_shop_and_the_signal_clear
     processes.start("connectors.sinks.postgres_inbox", "KEEL_INBOX_PORT", "inbox",
                     KEEL_INBOX_GROUP=unique("inbox"), **env)  # fmt: skip
     processes.start("connectors.sources.postgres_outbox", "KEEL_OUTBOX_PORT", "outbox", **env)
-    shop = processes.start("connectors.sources.demo_shop", "KEEL_SHOP_PORT", "shop", **env)
+    shop = processes.start("connectors.demo.shop", "KEEL_SHOP_PORT", "shop", **env)
     cid, first, second = duplicate_orders(departments, worker)
 
     started = time.monotonic()
@@ -396,7 +369,7 @@ def test_the_shop_also_takes_commands_by_webhook_and_refuses_a_bad_signature(
     database = fresh_database(postgres_server)
     env = {"POSTGRES_URL": database, "KEEL_OUTBOX_POLL_MS": "100", "KEEL_WEBHOOK_SECRET": SECRET}
     processes.start("connectors.sources.postgres_outbox", "KEEL_OUTBOX_PORT", "outbox", **env)
-    shop = processes.start("connectors.sources.demo_shop", "KEEL_SHOP_PORT", "shop", **env)
+    shop = processes.start("connectors.demo.shop", "KEEL_SHOP_PORT", "shop", **env)
     processes.start("connectors.sinks.webhook", "KEEL_WEBHOOK_PORT", "webhook",
                     KEEL_WEBHOOK_URL=f"{shop.url}/keel/commands",
                     KEEL_WEBHOOK_GROUP=unique("webhook"), **env)  # fmt: skip
@@ -449,46 +422,11 @@ def test_the_shop_also_takes_commands_by_webhook_and_refuses_a_bad_signature(
 # --- several workers: a command is checked and published by the customer's owner ------------
 
 
-@pytest.fixture
-def two_workers(kafka: Kafka, tmp_path: Path, departments: Departments) -> Iterator[list[Worker]]:
-    from tests.integration.harness import TOPIC
-    from tests.integration.test_scale_out import PARTITIONS, own_topics
-
-    app_id = unique("keel-cmd")
-    topics = {**own_topics(app_id), "KEEL_TOPIC_COMMANDS": f"{app_id}.commands"}
-    departments.topics = {
-        "order": topics["KEEL_TOPIC_ORDERS"],
-        "shipment": topics["KEEL_TOPIC_SHIPMENTS"],
-        "contact": topics["KEEL_TOPIC_CONTACTS"],
-    }
-    workers = [
-        Worker(kafka.bootstrap, tmp_path / f"worker-{n}", free_port(), tmp_path / f"w{n}.log",
-               KEEL_APP_ID=app_id, KEEL_PARTITIONS=str(PARTITIONS), **topics)
-        for n in (1, 2)
-    ]  # fmt: skip
-    try:
-        with ThreadPoolExecutor(2) as pool:
-            list(pool.map(lambda w: w.start(), workers))
-        yield workers
-    finally:
-        departments.topics = dict(TOPIC)
-        for w in workers:
-            w.stop()
-
-
 def test_any_worker_takes_a_command_and_the_customers_owner_checks_and_publishes_it(
-    kafka: Kafka, two_workers: list[Worker], departments: Departments
+    kafka: Kafka, cluster: Cluster, departments: Departments
 ) -> None:
-    from tests.integration.test_scale_out import assigned_partitions, partition_of
-
-    front, owner = two_workers
-
-    def split() -> frozenset[int] | None:
-        mine, theirs = assigned_partitions(front), assigned_partitions(owner)
-        ready = all(w.get("/readyz")[0] == 200 for w in two_workers)
-        return theirs if ready and mine and theirs and not (mine & theirs) else None
-
-    owners_partitions = wait_for("the group to split the partitions", split, 90)
+    front, owner = cluster(2, "keel-cmd")
+    _, owners_partitions = split_partitions([front, owner])
     cid = next(c for c in iter(lambda: unique("c"), None) if partition_of(c) in owners_partitions)
     oid = unique("o")
     departments.send([order(cid, oid, at=now_ms() - MINUTE)])

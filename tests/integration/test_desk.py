@@ -10,8 +10,6 @@ import http.client
 import json
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -21,15 +19,18 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import WebDriverWait
 
-from deploy.local.stack import Kafka, free_port
 from tests.builders import contact, order, shipment, unique
 from tests.integration.browser import chromium
-from tests.integration.harness import TOPIC, Departments, Worker, bearer, token, wait_for
-from tests.integration.test_scale_out import (
-    PARTITIONS,
-    assigned_partitions,
-    own_topics,
+from tests.integration.harness import (
+    Cluster,
+    Departments,
+    Worker,
+    bearer,
+    customer_when,
     partition_of,
+    split_partitions,
+    token,
+    wait_for,
 )
 
 pytestmark = pytest.mark.integration
@@ -42,13 +43,6 @@ SECOND = "Second call. Read the first note: carrier confirms delivery tomorrow, 
 def now_ms() -> int:
     return int(time.time() * 1000)
 
-
-def customer_when(worker: Worker, customer_id: str, ready: Any, timeout: float = 60) -> dict:
-    def check() -> dict | None:
-        status, body = worker.get(f"/customers/{customer_id}")
-        return body if status == 200 and ready(body) else None
-
-    return wait_for(f"state of {customer_id}", check, timeout)
 
 
 class EventStream:
@@ -358,51 +352,13 @@ def test_the_page_asks_for_a_token_keeps_it_for_the_tab_and_a_read_token_cannot_
 # -- several workers -------------------------------------------------------------------------
 
 
-@pytest.fixture
-def two_workers(kafka: Kafka, tmp_path: Path, departments: Departments) -> Iterator[list[Worker]]:
-    """Two workers of a consumer group (and topics) of this test's own."""
-    app_id = unique("keel-desk")
-    topics = own_topics(app_id)
-    departments.topics = {
-        "order": topics["KEEL_TOPIC_ORDERS"],
-        "shipment": topics["KEEL_TOPIC_SHIPMENTS"],
-        "contact": topics["KEEL_TOPIC_CONTACTS"],
-    }
-    workers = [
-        Worker(
-            kafka.bootstrap,
-            tmp_path / f"worker-{n}",
-            free_port(),
-            tmp_path / f"worker-{n}.log",
-            KEEL_APP_ID=app_id,
-            KEEL_PARTITIONS=str(PARTITIONS),
-            **topics,
-        )
-        for n in (1, 2)
-    ]
-    try:
-        with ThreadPoolExecutor(2) as pool:
-            list(pool.map(lambda w: w.start(), workers))
-        yield workers
-    finally:
-        departments.topics = dict(TOPIC)
-        for w in workers:
-            w.stop()
-
-
 def test_any_worker_streams_any_customer_and_the_page_follows_a_rebalance(
-    two_workers: list[Worker], departments: Departments, browser: webdriver.Chrome
+    cluster: Cluster, departments: Departments, browser: webdriver.Chrome
 ) -> None:
     """The stream is served by the customer's owner, through whichever worker the page asked;
     when the owner leaves, the page says "reconnecting", then follows the new owner."""
-    front, owner = two_workers
-
-    def split() -> frozenset[int] | None:
-        mine, theirs = assigned_partitions(front), assigned_partitions(owner)
-        ready = all(w.get("/readyz")[0] == 200 for w in two_workers)
-        return theirs if ready and mine and theirs and not (mine & theirs) else None
-
-    owners_partitions = wait_for("the group to split the partitions", split, 90)
+    front, owner = cluster(2, "keel-desk")
+    _, owners_partitions = split_partitions([front, owner])
     cid = next(c for c in iter(lambda: unique("c"), None) if partition_of(c) in owners_partitions)
     kid = unique("k")
     departments.send([order(cid, unique("o"), at=now_ms() - MINUTE)])
@@ -455,7 +411,7 @@ def test_sears_story_cancel_the_duplicate_on_the_page_and_see_it_cancelled_live(
     processes.start("connectors.sinks.postgres_inbox", "KEEL_INBOX_PORT", "inbox",
                     KEEL_INBOX_GROUP=unique("inbox"), **env)  # fmt: skip
     processes.start("connectors.sources.postgres_outbox", "KEEL_OUTBOX_PORT", "outbox", **env)
-    processes.start("connectors.sources.demo_shop", "KEEL_SHOP_PORT", "shop", **env)
+    processes.start("connectors.demo.shop", "KEEL_SHOP_PORT", "shop", **env)
     cid, first, second = unique("c"), unique("o"), unique("o")
     lamp = [{"sku": "desk-lamp", "quantity": 1, "unit_price_cents": 4900}]
     at = now_ms()

@@ -24,14 +24,13 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import WebDriverWait
 
-from connectors.sources.demo_feed import Feed
+from connectors.demo.feed import Feed
 from deploy.local.run import ensure_tokens, read_env
 from deploy.local.stack import Kafka, free_port
 from streams.encoding.codec import get_codec
 from tests.builders import order, unique
 from tests.integration.browser import chromium
-from tests.integration.harness import Departments, Worker, read_topic, wait_for
-from tests.integration.test_scale_out import own_topics
+from tests.integration.harness import Departments, Worker, own_topics, read_topic, wait_for
 
 pytestmark = pytest.mark.integration
 

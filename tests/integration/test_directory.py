@@ -25,8 +25,7 @@ from deploy.local.stack import Kafka, free_port
 from tests.builders import order, unique
 from tests.integration.browser import chromium
 from tests.integration.connectors_harness import Processes, fresh_database
-from tests.integration.harness import Departments, Worker, bearer, token, wait_for
-from tests.integration.test_scale_out import own_topics
+from tests.integration.harness import Departments, Worker, bearer, own_topics, token, wait_for
 
 pytestmark = pytest.mark.integration
 

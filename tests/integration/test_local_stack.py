@@ -150,7 +150,7 @@ def test_cli_down_with_nothing_running_is_fine(tmp_path: Path) -> None:
 
 def _cli(command: str, run_dir: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "deploy.local.stack", command, "--dir", str(run_dir)],
+        [sys.executable, "-m", "deploy.local", command, "--dir", str(run_dir)],
         cwd=ROOT,
         env=env,
         capture_output=True,

@@ -13,21 +13,19 @@ import pytest
 from streams.encoding.codec import get_codec
 from streams.encoding.jsonconv import to_json
 from tests.builders import T0, contact, order, shipment, unique
-from tests.integration.harness import Departments, Worker, metric_value, read_topic, wait_for
+from tests.integration.harness import (
+    Departments,
+    Worker,
+    customer_when,
+    metric_value,
+    read_topic,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
 
 HOUR = 3_600_000
 
-
-def customer_when(worker: Worker, customer_id: str, ready: object, timeout: float = 60) -> dict:
-    """Wait until the API's state for customer_id satisfies ``ready(state)``; return it."""
-
-    def check() -> dict | None:
-        status, body = worker.get(f"/customers/{customer_id}")
-        return body if status == 200 and ready(body) else None  # type: ignore[operator]
-
-    return wait_for(f"state of {customer_id}", check, timeout)
 
 
 def has_all_three(state: dict) -> bool:

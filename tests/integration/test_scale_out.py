@@ -12,46 +12,29 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
-from aiokafka.partitioner import murmur2
 from confluent_kafka import Consumer, TopicPartition
-from prometheus_client.parser import text_string_to_metric_families
 
-from deploy.local.stack import Kafka, free_port
+from deploy.local.stack import Kafka
 from tests.builders import T0, contact, order, shipment, unique
-from tests.integration.harness import TOPIC, Departments, Worker, bearer, http_get, wait_for
+from tests.integration.harness import (
+    PARTITIONS,
+    Cluster,
+    Departments,
+    Worker,
+    assigned_partitions,
+    bearer,
+    customers_on_every_partition,
+    http_get,
+    split_partitions,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
 
-PARTITIONS = 4
 HOUR = 3_600_000
 TAKEOVER_LIMIT = 60.0
-
-
-def partition_of(key: str) -> int:
-    """The partition Kafka's Java default partitioner (and faust) gives ``key``."""
-    return (murmur2(key.encode()) & 0x7FFFFFFF) % PARTITIONS
-
-
-def assigned_partitions(worker: Worker, topic: str | None = None) -> frozenset[int]:
-    """Partitions of ``topic`` the worker consumes, as /metrics reports them. The default is
-    its customer-events topic: faust's assignor places it, and the tables with it (the input
-    topics are read by the intake, a consumer group of its own)."""
-    topic = topic or f"{worker.env.get('KEEL_APP_ID', 'keel')}-customer-events"
-    status, body = worker.get("/metrics")
-    if status != 200 or not isinstance(body, str):
-        return frozenset()
-    return frozenset(
-        int(sample.labels["partition"])
-        for family in text_string_to_metric_families(body)
-        if family.name == "keel_consumer_lag_records"
-        for sample in family.samples
-        if sample.labels["topic"] == topic
-    )
 
 
 def uncommitted(bootstrap: str, app_id: str) -> dict[tuple[str, int], int]:
@@ -71,16 +54,6 @@ def uncommitted(bootstrap: str, app_id: str) -> dict[tuple[str, int], int]:
         return behind
     finally:
         consumer.close()
-
-
-def customers_on_every_partition(per_partition: int) -> dict[int, list[str]]:
-    """Fresh customer ids, ``per_partition`` of them on each partition."""
-    found: dict[int, list[str]] = {p: [] for p in range(PARTITIONS)}
-    while any(len(ids) < per_partition for ids in found.values()):
-        cid = unique("c")
-        if len(found[partition_of(cid)]) < per_partition:
-            found[partition_of(cid)].append(cid)
-    return found
 
 
 class ReadinessWatch:
@@ -107,62 +80,16 @@ class ReadinessWatch:
                 self.seen.append(status)
 
 
-def own_topics(app_id: str) -> dict[str, str]:
-    """Input/output topics of this test alone: nothing other tests wrote is replayed here."""
-    names = ("ORDERS", "SHIPMENTS", "CONTACTS", "STATE", "SIGNALS", "DEADLETTER")
-    return {f"KEEL_TOPIC_{n}": f"{app_id}.{n.lower()}" for n in names}
-
-
-@pytest.fixture
-def two_workers(kafka: Kafka, tmp_path: Path, departments: Departments) -> Iterator[list[Worker]]:
-    """Two workers of a consumer group (and topics) of this test's own, started side by side."""
-    app_id = unique("keel-scale")
-    topics = own_topics(app_id)
-    departments.topics = {
-        "order": topics["KEEL_TOPIC_ORDERS"],
-        "shipment": topics["KEEL_TOPIC_SHIPMENTS"],
-        "contact": topics["KEEL_TOPIC_CONTACTS"],
-    }
-    workers = [
-        Worker(
-            kafka.bootstrap,
-            tmp_path / f"worker-{n}",
-            free_port(),
-            tmp_path / f"worker-{n}.log",
-            KEEL_APP_ID=app_id,
-            KEEL_PARTITIONS=str(PARTITIONS),
-            KEEL_STANDBY_REPLICAS="1",
-            **topics,
-        )
-        for n in (1, 2)
-    ]
-    try:
-        with ThreadPoolExecutor(2) as pool:
-            list(pool.map(lambda w: w.start(), workers))
-        yield workers
-    finally:
-        departments.topics = dict(TOPIC)
-        for w in workers:
-            w.stop()
-
-
 @pytest.mark.parametrize(
     "after_commits", [True, False], ids=["killed-after-its-commits", "killed-before-committing"]
 )
 def test_two_workers_share_the_partitions_and_one_takes_over_when_the_other_dies(
-    two_workers: list[Worker], departments: Departments, record_property: object,
+    cluster: Cluster, departments: Departments, record_property: object,
     kafka: Kafka, after_commits: bool,
 ) -> None:  # fmt: skip
+    two_workers = cluster(2, "keel-scale", env={"KEEL_STANDBY_REPLICAS": "1"})
     survivor, victim = two_workers
-
-    def split() -> tuple[frozenset[int], frozenset[int]] | None:
-        mine, theirs = assigned_partitions(survivor), assigned_partitions(victim)
-        shared = mine and theirs and not (mine & theirs)
-        everything = (mine | theirs) == set(range(PARTITIONS))
-        ready = all(w.get("/readyz")[0] == 200 for w in two_workers)
-        return (mine, theirs) if shared and everything and ready else None
-
-    survivor_parts, victim_parts = wait_for("the group to split the partitions", split, 90)
+    survivor_parts, victim_parts = split_partitions(two_workers)
 
     by_partition = customers_on_every_partition(per_partition=2)
     customers = [cid for ids in by_partition.values() for cid in ids]

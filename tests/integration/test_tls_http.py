@@ -13,7 +13,6 @@ import json
 import ssl
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,14 +22,16 @@ from deploy.local.stack import Kafka, free_port
 from deploy.local.tls import Certificates
 from tests.builders import T0, order, shipment, unique
 from tests.integration.connectors_harness import ConnectorProcess, post
-from tests.integration.harness import Worker, bearer, http_get, wait_for
-from tests.integration.oracle_checks import own_worker
-from tests.integration.test_connectors import as_json
-from tests.integration.test_scale_out import (
-    PARTITIONS,
-    assigned_partitions,
+from tests.integration.harness import (
+    Cluster,
+    Worker,
+    bearer,
     customers_on_every_partition,
+    http_get,
+    split_partitions,
+    wait_for,
 )
+from tests.integration.test_connectors import as_json
 
 pytestmark = pytest.mark.integration
 
@@ -59,41 +60,16 @@ def trusting(certs: Certificates) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=str(certs.ca))
 
 
-@pytest.fixture
-def two_workers(
-    kafka: Kafka, certs: Certificates, trusting: ssl.SSLContext, tmp_path: Path
-) -> Iterator[tuple[list[Worker], str]]:
-    app_id = unique("tls")
-    workers = []
-    for n in range(2):
-        (tmp_path / f"w{n}").mkdir()
-        w = own_worker(kafka, tmp_path / f"w{n}", app_id, f"worker-{n}",
-                       KEEL_PARTITIONS=str(PARTITIONS), **tls_env(certs))  # fmt: skip
-        w.tls, w.url = trusting, w.url.replace("http://", "https://")
-        workers.append(w)
-    try:
-        for w in workers:
-            w.start(timeout=180)
-        yield workers, app_id
-    finally:
-        for w in workers:
-            w.stop()
-
-
 def test_workers_serve_https_and_forward_to_each_other_over_it(
-    two_workers: tuple[list[Worker], str],
+    cluster: Cluster,
     kafka: Kafka,
     certs: Certificates,
     trusting: ssl.SSLContext,
     tmp_path: Path,
 ) -> None:
-    (first, second), app_id = two_workers
-
-    def split() -> bool:
-        mine, theirs = assigned_partitions(first), assigned_partitions(second)
-        return bool(mine and theirs) and (mine | theirs) == set(range(PARTITIONS))
-
-    wait_for("the two workers to split the partitions", split, 120)
+    first, second = cluster(2, "tls", env=tls_env(certs), tls=trusting, timeout=180)
+    app_id = first.env["KEEL_APP_ID"]
+    split_partitions([first, second], 120)
 
     port = free_port()
     ingest = ConnectorProcess(

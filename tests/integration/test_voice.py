@@ -14,7 +14,14 @@ import pytest
 from deploy.local.stack import Kafka, free_port
 from streams.encoding.codec import get_codec
 from tests.builders import contact, order, unique
-from tests.integration.harness import Departments, Worker, metric_value, read_topic, wait_for
+from tests.integration.harness import (
+    Cluster,
+    Departments,
+    Worker,
+    metric_value,
+    read_topic,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -179,7 +186,7 @@ def test_a_week_of_contacts_counts_once_on_voice_v1_get_voice_and_the_gauges(
 
 
 def test_any_worker_answers_for_the_voice_owner_and_its_successor_counts_the_same(
-    kafka: Kafka, tmp_path: Path
+    cluster: Cluster, departments: Departments
 ) -> None:
     """Two workers: /voice and the board's stream through either; when the voice owner stops,
     the other restores the facts table and counts exactly as before, then goes on."""
@@ -188,65 +195,49 @@ def test_any_worker_answers_for_the_voice_owner_and_its_successor_counts_the_sam
 
     from tests.integration.harness import bearer
 
-    app_id = unique("voice2")
-    topics = {"KEEL_TOPIC_ORDERS": f"{app_id}-orders", "KEEL_TOPIC_SHIPMENTS": f"{app_id}-ship",
-              "KEEL_TOPIC_CONTACTS": f"{app_id}-contacts", "KEEL_TOPIC_STATE": f"{app_id}-state",
-              "KEEL_TOPIC_VOICE": f"{app_id}-voice", "KEEL_TOPIC_COMMANDS": f"{app_id}-cmd",
-              "KEEL_TOPIC_COMMAND_OUTCOMES": f"{app_id}-out"}  # fmt: skip
-    workers = [Worker(kafka.bootstrap, tmp_path / f"w{n}", free_port(), tmp_path / f"w{n}.log",
-                      KEEL_APP_ID=app_id, **topics) for n in (1, 2)]  # fmt: skip
-    departments = Departments(kafka.bootstrap)
-    departments.topics = {"order": topics["KEEL_TOPIC_ORDERS"],
-                          "shipment": topics["KEEL_TOPIC_SHIPMENTS"],
-                          "contact": topics["KEEL_TOPIC_CONTACTS"]}  # fmt: skip
-    try:
-        for w in workers:
-            w.start()
-        now = int(time.time() * 1000)
-        events = [contact(unique("k"), at=now - (i + 1) * 60_000, customer_id=unique("c"),
-                          kind=KINDS[i % 5], topic=TOPICS[i % 3]) for i in range(20)]  # fmt: skip
-        departments.send(events + events[:7])
+    workers = cluster(2, "voice2")
+    now = int(time.time() * 1000)
+    events = [contact(unique("k"), at=now - (i + 1) * 60_000, customer_id=unique("c"),
+                      kind=KINDS[i % 5], topic=TOPICS[i % 3]) for i in range(20)]  # fmt: skip
+    departments.send(events + events[:7])
 
-        def total(w: Worker) -> int | None:
-            status, body = w.get("/voice?window=1d")
-            return body["total"]["count"] if status == 200 else None
+    def total(w: Worker) -> int | None:
+        status, body = w.get("/voice?window=1d")
+        return body["total"]["count"] if status == 200 else None
 
-        for w in workers:
-            wait_for(f"{w.url} to count 20", lambda w=w: total(w) == 20, 90)
+    for w in workers:
+        wait_for(f"{w.url} to count 20", lambda w=w: total(w) == 20, 90)
 
-        def owner() -> Worker | None:
-            exporting = [w for w in workers if w.child.running
-                         and "keel_voice_contacts{" in str(w.get("/metrics")[1])]  # fmt: skip
-            return exporting[0] if len(exporting) == 1 else None
+    def owner() -> Worker | None:
+        exporting = [w for w in workers if w.child.running
+                     and "keel_voice_contacts{" in str(w.get("/metrics")[1])]  # fmt: skip
+        return exporting[0] if len(exporting) == 1 else None
 
-        voice_owner = wait_for("one voice owner exporting the gauges", owner, 30)
-        other = next(w for w in workers if w is not voice_owner)
+    voice_owner = wait_for("one voice owner exporting the gauges", owner, 30)
+    other = next(w for w in workers if w is not voice_owner)
 
-        # the board's stream through the worker that does not own the voice partition
-        conn = http.client.HTTPConnection("127.0.0.1", other.port, timeout=10)
-        conn.request("GET", "/desk/voice/events?window=1d", headers=bearer("read"))
-        resp = conn.getresponse()
-        assert resp.status == 200 and resp.getheader("Content-Type") == "text/event-stream"
-        event = None
-        while event is None:
-            line = resp.fp.readline().decode()
-            if line.startswith("data: ") and '"total"' in line:
-                event = json.loads(line[6:])
-        conn.close()
-        assert event["total"]["count"] == 20
-        want = Counter(e["topic"] for _, e in events)
-        assert {t["topic"]: t["count"] for t in event["topics"]} == dict(want)
+    # the board's stream through the worker that does not own the voice partition
+    conn = http.client.HTTPConnection("127.0.0.1", other.port, timeout=10)
+    conn.request("GET", "/desk/voice/events?window=1d", headers=bearer("read"))
+    resp = conn.getresponse()
+    assert resp.status == 200 and resp.getheader("Content-Type") == "text/event-stream"
+    event = None
+    while event is None:
+        line = resp.fp.readline().decode()
+        if line.startswith("data: ") and '"total"' in line:
+            event = json.loads(line[6:])
+    conn.close()
+    assert event["total"]["count"] == 20
+    want = Counter(e["topic"] for _, e in events)
+    assert {t["topic"]: t["count"] for t in event["topics"]} == dict(want)
 
-        voice_owner.stop()
-        wait_for("the survivor ready", lambda: other.get("/readyz")[0] == 200, 90)
-        wait_for("the survivor to count the same 20", lambda: total(other) == 20, 90)
-        departments.send([contact(unique("k"), at=int(time.time() * 1000), customer_id=unique("c"),
-                                  kind="IDEA", topic="delivery")])  # fmt: skip
-        wait_for("and the next one", lambda: total(other) == 21, 60)
-        assert "keel_voice_contacts{" in str(other.get("/metrics")[1])
-    finally:
-        for w in workers:
-            w.stop()
+    voice_owner.stop()
+    wait_for("the survivor ready", lambda: other.get("/readyz")[0] == 200, 90)
+    wait_for("the survivor to count the same 20", lambda: total(other) == 20, 90)
+    departments.send([contact(unique("k"), at=int(time.time() * 1000), customer_id=unique("c"),
+                              kind="IDEA", topic="delivery")])  # fmt: skip
+    wait_for("and the next one", lambda: total(other) == 21, 60)
+    assert "keel_voice_contacts{" in str(other.get("/metrics")[1])
 
 
 def test_a_sigkill_mid_feed_and_a_lost_disk_still_count_every_contact_once(

@@ -14,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from connectors.sources.demo_feed import Feed
+from connectors.demo.feed import Feed
 from deploy.local.stack import Kafka, free_port
 from tests.integration.browser import chromium
 from tests.integration.harness import ROOT, Departments, Worker, ensure_tokens, token, wait_for

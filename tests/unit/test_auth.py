@@ -17,9 +17,9 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 import streams.auth
-from connectors.base import StatusServer
 from connectors.openapi import openapi_document
 from connectors.settings import INPUT_KINDS
+from connectors.status import StatusServer
 from streams.auth import (
     AGENT,
     ANY,

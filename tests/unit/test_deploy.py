@@ -75,10 +75,10 @@ def worker_routes() -> set[str]:
 
 
 def connector_paths(module: str) -> str:
-    """Source of a connector and of connectors/base.py (which serves /healthz, /metrics)."""
+    """Source of a connector and of connectors/status.py (which serves /healthz, /metrics)."""
     spec = importlib.util.find_spec(module)
     assert spec is not None and spec.origin, f"{module} does not exist"
-    return Path(spec.origin).read_text() + (ROOT / "connectors" / "base.py").read_text()
+    return Path(spec.origin).read_text() + (ROOT / "connectors" / "status.py").read_text()
 
 
 def module_of(command: list[str]) -> str:

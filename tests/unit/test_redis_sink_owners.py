@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import redis
 
-from connectors.base import SinkRecord
+from connectors.contract import SinkRecord
 from connectors.sinks.redis import RedisSink
 
 

@@ -14,7 +14,7 @@ The ordinary customers' contacts say what customers say (compliments, ideas, com
 questions; some without a topic, for keel to tag from their words), so the Voice of the
 Customer board (``/desk/voice``) has something to show.
 
-    $ python -m connectors.sources.demo_feed --customers 300 --rate 20
+    $ python -m connectors.demo.feed --customers 300 --rate 20
 """
 
 from __future__ import annotations

@@ -36,7 +36,7 @@ view of orders.v1 may lag). The refusal is recorded in ``demo_shop_handled`` in 
 transaction, so the inbox path settles the command the same way; a command settled before is
 answered as it was.
 
-    $ python -m connectors.sources.demo_shop        # POSTGRES_URL, KAFKA_BOOTSTRAP, KEEL_SHOP_PORT
+    $ python -m connectors.demo.shop        # POSTGRES_URL, KAFKA_BOOTSTRAP, KEEL_SHOP_PORT
 """
 
 from __future__ import annotations
@@ -49,6 +49,7 @@ import sys
 import threading
 import time
 import uuid
+from contextlib import ExitStack
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -56,7 +57,8 @@ from typing import Any
 import psycopg
 from confluent_kafka import Consumer, KafkaError
 
-from connectors.base import Backoff, Stopper, load_settings
+from connectors.loops import Backoff, Stopper
+from connectors.runner import Job, run
 from connectors.settings import ConnectorSettings
 from connectors.sinks.postgres_inbox import COLUMNS
 from connectors.sinks.postgres_inbox import SCHEMA_SQL as INBOX_SQL
@@ -66,7 +68,7 @@ from streams.encoding.codec import CodecError, get_codec
 from streams.encoding.jsonconv import JsonFieldError, from_json, to_json
 from streams.kafka.config import client_config
 
-log = logging.getLogger("connectors.sources.demo_shop")
+log = logging.getLogger("connectors.demo.shop")
 
 __all__ = ["Shop", "main"]
 
@@ -359,8 +361,11 @@ def _handler(shop: Shop, secret: bytes) -> type[BaseHTTPRequestHandler]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    settings = load_settings("demo-shop")
-    stopper = Stopper().install()
+    return run("demo-shop", log, build)
+
+
+def build(settings: ConnectorSettings, stopper: Stopper, closing: ExitStack) -> Job:
+    """The order reader, the webhook's server and the loop over keel_inbox."""
     topics = settings.keel.topics
     orders = Orders(settings.keel.kafka_bootstrap, topics.orders, topics.shipments)
     reader = threading.Thread(target=orders.run, args=(stopper,), name="orders", daemon=True)
@@ -371,10 +376,11 @@ def main(argv: list[str] | None = None) -> int:
         (settings.bind, port), _handler(shop, settings.webhook_secret.encode())
     )
     threading.Thread(target=server.serve_forever, name="shop-http", daemon=True).start()
-    log.info("demo shop: cancels orders from keel_inbox, not those that shipped; webhook on "
-             "%s:%d", settings.bind, port)  # fmt: skip
-    backoff = Backoff()
-    try:
+    closing.callback(reader.join, 5)
+    closing.callback(server.shutdown)  # closed first
+
+    def loop() -> None:
+        backoff = Backoff()
         while not stopper.stopping:
             try:
                 shop.poll()
@@ -384,10 +390,12 @@ def main(argv: list[str] | None = None) -> int:
                 log.warning("the shop's database is unavailable, retrying: %s", exc)
                 shop._conn = None
                 stopper.wait(backoff.delay())
-    finally:
-        server.shutdown()
-        reader.join(5)
-    return 0
+
+    describe = (
+        "demo shop: cancels orders from keel_inbox, not those that shipped; webhook on "
+        f"{settings.bind}:{port}"
+    )
+    return Job(loop, describe)
 
 
 if __name__ == "__main__":
