@@ -160,6 +160,11 @@ class Stack:
             Connector(
                 "postgres-inbox", "connectors.sinks.postgres_inbox", _port("KEEL_INBOX_PORT", 8091)
             ),
+            Connector(
+                "directory-sink",
+                "connectors.sinks.directory",
+                _port("KEEL_DIRECTORY_SINK_PORT", 8094),
+            ),
         ]
         webhook_env: dict[str, str] = {}
         if demo:
@@ -189,6 +194,10 @@ class Stack:
             "KAFKA_BOOTSTRAP": self.kafka.bootstrap,
             "REDIS_URL": self.redis.url,
             "POSTGRES_URL": os.environ.get("POSTGRES_URL") or self.postgres.url,
+            # the desk's search by name, e-mail, phone, order (connectors/sinks/directory.py)
+            "KEEL_DIRECTORY_URL": os.environ.get("KEEL_DIRECTORY_URL")
+            or os.environ.get("POSTGRES_URL")
+            or self.postgres.url,
             "KEEL_API_PORT": str(self.api_port),
             "KEEL_DATA_DIR": os.environ.get("KEEL_DATA_DIR", str(run_dir / "worker")),
         }
@@ -243,7 +252,9 @@ class Stack:
         lines = [
             *auth,
             f"query API      {self.api}/customers/<id>  (metrics {self.api}/metrics)",
-            f"desk console   {self.api}/desk/",
+            f"desk console   {self.api}/desk/  (search by name, e-mail, phone, order: "
+            f"{self.api}/directory?q=…, metrics {url['directory-sink']}/metrics)",
+            f"dead letters   {self.api}/desk/deadletters  (admin token; keel deadletters list)",
             f"voice board    {self.api}/desk/voice  (GET {self.api}/voice?window=7d)",
             f"HTTP ingest    POST {ingest}/events/orders|shipments|contacts"
             f"  ({ingest}/openapi.json)",

@@ -106,9 +106,13 @@ async def get_directory(web: View, request: Request) -> Response:
         q = query(request.query.get("q", ""), settings.phone_region)
     except QueryError as exc:
         return _error(web, 400, f"q: {exc} (at least {MIN_CHARS})")
+    import psycopg
+
     try:
         rows = await _search(q, limit)
-    except Exception as exc:  # PostgreSQL down, the table not made yet, a timeout
+    except psycopg.errors.UndefinedTable:
+        rows = []  # the sink has not written its first batch yet: nobody to find so far
+    except Exception as exc:  # PostgreSQL down, a timeout
         log.warning("directory search failed: %s", exc)
         return _error(web, 503, "the customer directory is not answering; try again shortly")
     for row in rows:
