@@ -13,7 +13,8 @@ PYTEST_ARGS ?=
 help:
 	@echo "make run    set up and run the whole local stack with a demo feed (Ctrl-C stops it)"
 	@echo "make up     start the stack in the background (no demo feed); returns once ready"
-	@echo "make down   stop what 'make up' started"
+	@echo "make status every process of the stack (make run's or make up's) with its health answer"
+	@echo "make down   stop whatever runs, started by 'make run' or 'make up'"
 	@echo "make test   set up and run the whole test suite"
 	@echo "make chaos  the fault suite at 4x the size make test runs it (kills, outages, poison)"
 	@echo "make lint   ruff + mypy"
@@ -43,7 +44,7 @@ down:
 	@if [ -x $(PY) ]; then $(PY) -m deploy.local.run --down; else $(PYTHON) -m deploy.local.run --down; fi
 
 status:
-	@$(PY) -m deploy.local status
+	@$(PY) -m deploy.local.run --status
 
 test: deps
 	$(PY) -m pytest $(PYTEST_ARGS)

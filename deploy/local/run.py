@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
+from deploy.local import record
 from deploy.local.compose_secrets import ensure_compose_secrets
 from deploy.local.envfile import read_env, write_private
 from deploy.local.errors import StackError
@@ -314,6 +315,8 @@ def run_foreground(stack: Stack, customers: int, rate: float) -> int:
                 env=stack.env,
             )
         )
+        record.write(stack.run_dir, "make run", os.getpid(),
+                     _services(stack) + _children(stack, children))  # fmt: skip
         while all(child.running for child in services):
             time.sleep(0.5)
         gone = next(child.name for child in services if not child.running)
@@ -332,7 +335,64 @@ def run_foreground(stack: Stack, customers: int, rate: float) -> int:
         stack.postgres.stop()
         stack.redis.stop()
         stack.kafka.stop()
+        record.clear(stack.run_dir)
         _say("stopped")
+
+
+def _services(stack: Stack, pids: dict[str, int | None] | None = None) -> list[record.Process]:
+    """Kafka's nodes, Redis and PostgreSQL as the record lists them (``pids``: name -> pid
+    where this process did not start them itself)."""
+    pids = pids or {}
+    nodes = stack.kafka.nodes if isinstance(stack.kafka, KafkaCluster) else [stack.kafka]
+    found = []
+    for service in (*nodes, stack.redis, stack.postgres):
+        pid = pids.get(service.name, service.pid)
+        if pid is not None:
+            found.append(record.Process(service.name, pid, service.marker.decode(),
+                                        f"tcp://127.0.0.1:{service.port}"))  # fmt: skip
+    return found
+
+
+def _children(stack: Stack, children: list[Child]) -> list[record.Process]:
+    """The worker, the connectors and the demo feed as the record lists them."""
+    checks = {"worker": f"{stack.api}/readyz"}
+    checks |= {c.name: f"{c.url}/healthz" for c in stack.connectors}
+    markers = {"worker": WORKER_MARKER.decode(), "demo feed": "connectors.demo.feed"}
+    markers |= {c.name: c.module for c in stack.connectors}
+    return [
+        record.Process(c.name, c.pid, markers.get(c.name, ""), checks.get(c.name, ""))
+        for c in children
+        if c.pid is not None
+    ]
+
+
+def already_running(run_dir: Path) -> str | None:
+    """Why a new start must not go on: what runs and how to stop it; None if nothing runs."""
+    found = record.running(run_dir)
+    if found is None:
+        return None
+    names = ", ".join(p.name for p in found["processes"] if p.alive())
+    return (f"keel is already running (started by `{found['started_by']}` at {found['at']}: "
+            f"{names or 'its launcher'}); `make status` shows it, `make down` stops it")
+
+
+def run_status(run_dir: Path) -> int:
+    """Every process of the stack with its health answer; 0 only if all are well."""
+    found = record.running(run_dir)
+    if found is None:
+        _say(f"keel is not running (nothing recorded in {run_dir / record.NAME})")
+        return 1
+    _say(f"started by `{found['started_by']}` at {found['at']}")
+    well = True
+    for process in found["processes"]:
+        if not process.alive():
+            _say(f"{process.name:<16} stopped (was pid {process.pid})")
+            well = False
+            continue
+        ok, answer = process.health()
+        well &= ok
+        _say(f"{process.name:<16} pid {process.pid:<7} {'up' if ok else 'NOT WELL'}: {answer}")
+    return 0 if well else 1
 
 
 def _pid_file(stack: Stack, name: str) -> Path:
@@ -360,8 +420,15 @@ def run_background(stack: Stack) -> int:
         worker = stack.start_worker()
         pid_file.write_text(str(worker.pid))
         _say("starting the connectors")
-        for child in stack.start_connectors():
+        connectors = stack.start_connectors()
+        for child in connectors:
             _pid_file(stack, child.name).write_text(str(child.pid))
+        pids = {name: _read_pid(_pid_file(stack, name))
+                for name in ("kafka", "redis", "postgres")}  # fmt: skip
+        pids |= {node.name: _read_pid(_pid_file(stack, node.name))
+                 for node in getattr(stack.kafka, "nodes", [])}  # fmt: skip
+        record.write(stack.run_dir, "make up", None,
+                     _services(stack, pids) + _children(stack, [worker, *connectors]))  # fmt: skip
     except (StackError, subprocess.CalledProcessError) as exc:
         _say(f"could not start the stack: {exc}")
         return 1
@@ -371,7 +438,39 @@ def run_background(stack: Stack) -> int:
     return 0
 
 
+def _read_pid(path: Path) -> int | None:
+    try:
+        text = path.read_text().strip()
+    except FileNotFoundError:
+        return None
+    return int(text) if text.isdigit() else None
+
+
+def stop_launcher(run_dir: Path, timeout: float = 90.0) -> bool:
+    """`make run` in the foreground: SIGTERM its launcher, which stops the whole stack in
+    order, and wait for it; True if there was one."""
+    found = record.read(run_dir)
+    launcher = found and found.get("launcher")
+    if not launcher or not is_running(launcher, b"deploy.local.run"):
+        return False
+    _say(f"stopping `make run` (pid {launcher}) and everything it started")
+    os.kill(launcher, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and is_running(launcher, b"deploy.local.run"):
+        time.sleep(0.2)
+    if is_running(launcher, b"deploy.local.run"):
+        raise StackError(f"`make run` (pid {launcher}) did not stop within {timeout:.0f} s")
+    return True
+
+
 def run_down(stack: Stack) -> int:
+    if stop_launcher(stack.run_dir):
+        for process in (record.read(stack.run_dir) or {"processes": []})["processes"]:
+            if process.alive():
+                stop_pid(process.pid, process.marker.encode())
+        record.clear(stack.run_dir)
+        _say("stopped")
+        return 0
     if not any(c.name == "webhook" for c in stack.connectors):  # started if its URL was set
         _stop_from_pid_file(stack, "webhook", b"connectors.sinks.webhook")
     for connector in reversed(stack.connectors):
@@ -383,6 +482,7 @@ def run_down(stack: Stack) -> int:
         cwd=ROOT,
         check=False,
     )
+    record.clear(stack.run_dir)
     return 0
 
 
@@ -400,7 +500,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--background", action="store_true", help="start detached (make up)")
-    mode.add_argument("--down", action="store_true", help="stop the detached stack (make down)")
+    mode.add_argument("--down", action="store_true",
+                      help="stop whatever runs, started by make run or make up (make down)")
+    mode.add_argument("--status", action="store_true",
+                      help="every process of the stack with its health answer (make status)")
     mode.add_argument(
         "--tokens",
         action="store_true",
@@ -430,6 +533,16 @@ def main(argv: list[str] | None = None) -> int:
         _say(f"tokens in {env_file}; passwords and certificates in "
              f"{', '.join(p.name for p in made)} (mode 600, not in git)")  # fmt: skip
         return 0
+    if args.status:
+        return run_status(run_dir)
+    if not args.down:
+        why = already_running(run_dir)
+        found = record.running(run_dir)
+        if why and args.background and found and found["started_by"] == "make up":
+            pass  # make up again: run_background answers "already up"
+        elif why:
+            _say(why)
+            return 1
     stack = Stack(run_dir, demo=not (args.down or args.background), tokens=not args.down)
     if args.down:
         return run_down(stack)

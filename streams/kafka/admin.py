@@ -128,7 +128,7 @@ def ensure_topics(settings: Settings, timeout: float = 60.0) -> list[str]:
     for name, future in admin.create_topics(missing).items():
         try:
             future.result(timeout=timeout)
-            log.info("created topic %s", name)
+            log.debug("created topic %s", name)
         except KafkaException as exc:
             if "TOPIC_ALREADY_EXISTS" not in str(exc):
                 raise TopicError(f"cannot create topic {name}: {exc}") from exc

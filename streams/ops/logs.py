@@ -53,6 +53,37 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(entry, default=str).decode()
 
 
+#: loggers whose INFO lines are start-up detail (faust's per-table recovery tables and store
+#: openings, service "Starting..." lines): logged at DEBUG, so a healthy start fits a screen
+DETAIL_AT_INFO = ("faust.stores.rocksdb", "faust.tables.recovery", "faust.tables.table",
+                  "streams.worker.tables", "faust.transport.drivers.aiokafka",
+                  "faust.transport.conductor", "faust.transport.consumer",
+                  "faust.transport.producer", "faust.web.cache", "faust.sensors", "mode.")
+#: ERROR lines of the Kafka clients that a starting group always passes through and that
+#: resolve themselves (the coordinator not elected yet, faust's leader topic being created):
+#: WARNING, so an ERROR line in a healthy start's log means something
+TRANSIENT_ERRORS = ("GroupCoordinatorNotAvailable", "__assignor-__leader not found",
+                    "UnknownTopicOrPartition")
+
+
+class StartupNoise(logging.Filter):
+    """Start-up detail down to DEBUG, the Kafka clients' transient errors down to WARNING
+    (see :data:`DETAIL_AT_INFO`, :data:`TRANSIENT_ERRORS`); everything else as it is."""
+
+    def __init__(self, level: int) -> None:
+        super().__init__()
+        self.level = level
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno == logging.INFO and record.name.startswith(DETAIL_AT_INFO):
+            return self.level <= logging.DEBUG
+        if record.levelno == logging.ERROR and record.name.startswith(("aiokafka", "faust")):
+            message = record.getMessage()
+            if any(marker in message for marker in TRANSIENT_ERRORS):
+                record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
 def configure(level: str = "info", fmt: str = "text") -> None:
     """Send all logging (keel's, faust's, aiokafka's, warnings) to stderr in ``fmt``.
 
@@ -65,4 +96,5 @@ def configure(level: str = "info", fmt: str = "text") -> None:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level.upper())
+    handler.addFilter(StartupNoise(root.level))
     logging.captureWarnings(True)
