@@ -26,8 +26,7 @@ from streams.app import auth_config, settings
 from streams.domain.erasure import BadRequest, build_request
 from streams.encoding.codec import CodecError, get_codec
 from streams.encoding.jsonconv import to_json
-from streams.worker.agent import emitter
-from streams.worker.emit import EmitError
+from streams.worker.emit import EmitError, emitter
 
 log = logging.getLogger(__name__)
 

@@ -29,9 +29,8 @@ from streams.domain import unmatched
 from streams.domain.commands import Refused
 from streams.encoding.jsonconv import iso_ms
 from streams.ops import metrics
-from streams.worker.agent import CUSTOMER_EVENTS, emitter
 from streams.worker.checkpoint import Packer
-from streams.worker.emit import EmitError
+from streams.worker.emit import CUSTOMER_EVENTS, EmitError, emitter
 from streams.worker.monitoring import ready
 from streams.worker.tables import partition_of, read
 from streams.worker.tables import unmatched as unmatched_table

@@ -2,7 +2,7 @@
 
 An erasure request (``ErasureRequest`` on erasures.v1, from ``DELETE /customers/{id}`` or
 ``keel erase``) reaches the join agent like any event of the customer (streams/worker/intake.py).
-The agent then, in one batch (streams/worker/agent.py ``erase_customer``):
+The agent then, in one batch (streams/worker/customers.py ``erase_customer``):
 
 - deletes the customer's state (a tombstone in the customers changelog and on
   customer-state.v1, so compaction removes it there and the Redis sink deletes its keys) and

@@ -6,7 +6,7 @@ voice.v1, ``GET /voice``, the gauges, the board's live stream and the announceme
 
 How a contact reaches the aggregates::
 
-    customer state changed (streams/worker/agent.py) ─► facts_to_send(before, after, kind, event)
+    state changed (streams/worker/customers.py) ─► facts_to_send(before, after, kind, event)
         one *fact* per contact the change touched: kind, topic (or the tagged one), channel,
         opened/resolved, the SKUs of its order, the customer's first words, its stamp
     ─► keel-customer-events, key VOICE_KEY (one partition: the *voice owner*)

@@ -39,7 +39,7 @@ from streams.domain import voice
 from streams.encoding.codec import get_codec
 from streams.worker import live
 from streams.worker.checkpoint import Batch
-from streams.worker.emit import Emitter
+from streams.worker.emit import Emitter, emitter
 from streams.worker.tables import partition_of, views_ready, voice_facts
 
 log = logging.getLogger(__name__)
@@ -86,8 +86,8 @@ def handle_fact(tx: Batch, fact: dict[str, Any]) -> bool:
 
 
 def forget(tx: Batch, message: dict[str, Any]) -> None:
-    """An erased customer's facts leave the table (streams/worker/agent.py ``erase_customer``); a
-    contact that moved on to another customer keeps its fact there."""
+    """An erased customer's facts leave the table (streams/worker/customers.py
+    ``erase_customer``); a contact that moved on to another customer keeps its fact there."""
     customer_id = message["customer_id"]
     for contact_id in message["contact_ids"]:
         fact = tx.get(voice_facts, contact_id)
@@ -271,8 +271,6 @@ REGISTRY.register(VoiceCollector())
 @app.timer(interval=PUBLISH_S)
 async def voice_publish() -> None:
     """Publish the voice.v1 records of the topics stored batches changed (the voice owner)."""
-    from streams.worker.agent import emitter  # the worker's one producer
-
     if not index.dirty or not index.valid():
         return
     topics, index.dirty = sorted(index.dirty), set()
@@ -286,8 +284,6 @@ async def voice_publish() -> None:
 @app.timer(interval=REPUBLISH_S)
 async def voice_clock() -> None:
     """Republish voice.v1 as its windows move (the voice owner only)."""
-    from streams.worker.agent import emitter  # the worker's one producer
-
     try:
         republish(emitter)
     except Exception:  # noqa: BLE001 - a timer that raised would stop ticking
