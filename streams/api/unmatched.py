@@ -29,6 +29,7 @@ from streams.domain import unmatched
 from streams.domain.commands import Refused
 from streams.encoding.jsonconv import iso_ms
 from streams.ops import metrics
+from streams.worker import messages
 from streams.worker.checkpoint import Packer
 from streams.worker.emit import CUSTOMER_EVENTS, EmitError, emitter
 from streams.worker.monitoring import ready
@@ -105,8 +106,7 @@ async def assign(contact_id: str, raw: bytes, agent: str | None) -> tuple[int, d
             return 202, {"command_id": command["command_id"], "duplicate": True}
         out = emitter.outbox()
         internal = Packer(out.produce)
-        internal.send(CUSTOMER_EVENTS, unmatched.UNMATCHED_KEY,
-                      {"kind": "assign", "command": command})  # fmt: skip
+        internal.send(CUSTOMER_EVENTS, unmatched.UNMATCHED_KEY, messages.assign_command(command))
         internal.flush()
         await asyncio.wait_for(out.confirmed(), PUBLISH_TIMEOUT_S)
     except Refused as exc:

@@ -48,20 +48,13 @@ from faust.types import EventT
 from streams import tuning
 from streams.app import app, settings
 from streams.domain.join import NAMESPACES
-from streams.domain.placement import NAMED
 from streams.domain.unmatched import UNMATCHED_KEY
 from streams.kafka import topics as t
 from streams.ops import health, metrics
-from streams.worker import clock, live
+from streams.worker import clock, customers, live, references, unmatched
+from streams.worker import messages as msg
 from streams.worker import voice as voice_worker
 from streams.worker.checkpoint import Batch, commit
-from streams.worker.customers import (
-    apply_to_customer,
-    erase_customer,
-    move_contact,
-    recheck_signals,
-    update_identity,
-)
 from streams.worker.emit import (
     CUSTOMER_EVENTS,
     DEADLETTER_TOPIC,
@@ -71,19 +64,8 @@ from streams.worker.emit import (
     emitter,
 )
 from streams.worker.intake import intake
-from streams.worker.references import (
-    bind,
-    drop_held,
-    erase_ref,
-    expire_held,
-    lookup,
-    placed,
-    rebind,
-    release,
-)
 from streams.worker.tables import due, held
 from streams.worker.timers import due_index, held_index
-from streams.worker.unmatched import assign_case, handle_unmatched_message, unmatched_at_case
 
 log = logging.getLogger(__name__)
 
@@ -91,54 +73,62 @@ log = logging.getLogger(__name__)
 # ------------------------------------------------------------------------- the dispatch
 
 
+#: a handler of keel-customer-events: (batch, customer id, message)
+CustomerHandler = Callable[[Batch, str, Any], None]
+#: a handler of keel-{ns}-refs: (batch, namespace, reference, message)
+RefHandler = Callable[[Batch, str, str, Any], None]
+
+#: customer-events by ``kind`` (streams/worker/messages.py); a kind not listed is an input
+#: event of the customer (order, shipment, contact, command, outcome)
+ON_CUSTOMER: dict[str, CustomerHandler] = {
+    "recheck": customers.recheck,
+    "move": customers.move_contact,
+    "erasure": customers.on_erasure,
+    "identity": customers.update_identity,
+    "voice": voice_worker.on_fact,  # a contact's fact, on the voice partition
+    "voice_forget": voice_worker.forget,  # an erased customer's facts go too
+}
+
+#: the unmatched list's messages (key ``UNMATCHED_KEY``) by ``kind``; others are ignored
+ON_UNMATCHED: dict[str, Callable[[Batch, Any], None]] = {
+    "unmatched_add": unmatched.on_add,
+    "unmatched_placed": unmatched.on_placed,
+    "assign": unmatched.on_assign,
+    "unmatched_forget": unmatched.on_forget,
+    "unmatched_identity": unmatched.on_identity,
+}
+
+#: {ns}-refs by ``op``; an op not listed is a lookup
+ON_REF: dict[str, RefHandler] = {
+    "bind": references.on_bind,
+    "unhold": references.on_unhold,
+    "expire": references.on_expire,
+    "placed": references.placed,
+    "rebind": references.rebind,
+    "release": references.release,  # given up by its customer (placement.py give_up)
+    "erase": references.erase_ref,
+    "unmatched": unmatched.unmatched_at_case,  # contact-refs only
+    "assign": unmatched.assign_case,  # contact-refs only
+}
+
+
 def handle_customer_message(tx: Batch, customer_id: str, m: dict) -> None:
+    """One message of keel-customer-events, to its handler by ``kind``."""
     if m.get("unmatched"):  # a contact that was unmatched is placed: it leaves the list
-        left = {"kind": "unmatched_placed", "contact_id": m["event"]["contact_id"]}
+        left = msg.unmatched_placed(m["event"]["contact_id"])
         tx.internal.send(CUSTOMER_EVENTS, UNMATCHED_KEY, left)
     if customer_id == UNMATCHED_KEY:
-        handle_unmatched_message(tx, m)
-    elif m["kind"] == "recheck":
-        recheck_signals(tx, customer_id)
-    elif m["kind"] == "move":
-        move_contact(tx, customer_id, m)
-    elif m["kind"] == "erasure":
-        erase_customer(tx, customer_id, m["event"], m["topic"])
-    elif m["kind"] == "voice":  # a contact's fact, on the voice partition (streams/domain/voice.py)
-        voice_worker.handle_fact(tx, m["fact"])
-    elif m["kind"] == "voice_forget":  # an erased customer's facts go too
-        voice_worker.forget(tx, m)
-    elif m["kind"] == "identity":
-        update_identity(tx, customer_id, m)
-    else:
-        apply_to_customer(
-            tx, customer_id, m["kind"], m["event"], m["topic"], m.get("rank", NAMED),
-            bool(m.get("fresh")),
-        )
+        on_list = ON_UNMATCHED.get(m["kind"])
+        if on_list is not None:
+            on_list(tx, m)
+        return
+    ON_CUSTOMER.get(m["kind"], customers.on_event)(tx, customer_id, m)
 
 
 def _ref_handler(ns: str) -> Callable[[Batch, str, dict], None]:
     def handle(tx: Batch, ref: str, m: dict) -> None:
-        op = m["op"]
-        if op == "bind":
-            bind(tx, ns, ref, m["customer_id"], m.get("at"))
-        elif op == "unhold":
-            drop_held(tx, ns, ref, m["event_id"], m.get("at"))
-        elif op == "expire":
-            expire_held(tx, ns, ref, m["before"], m.get("wall_before"))
-        elif op == "placed":
-            placed(tx, ns, ref, m)
-        elif op == "rebind":
-            rebind(tx, ns, ref, m["from"], m["customer_id"])
-        elif op == "release":  # given up by its customer (streams/domain/placement.py give_up)
-            release(tx, ns, ref, m)
-        elif op == "erase":
-            erase_ref(tx, ns, ref, m)
-        elif op == "unmatched":
-            unmatched_at_case(tx, ref, m)
-        elif op == "assign":
-            assign_case(tx, ref, m)
-        else:
-            lookup(tx, ns, ref, m)
+        """One message of keel-{ns}-refs, to its handler by ``op``."""
+        ON_REF.get(m["op"], references.lookup)(tx, ns, ref, m)
 
     return handle
 

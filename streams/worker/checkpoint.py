@@ -52,6 +52,7 @@ from streams.encoding.codec import get_codec
 from streams.ops import metrics
 from streams.worker import tables
 from streams.worker.emit import Emitter, Outbox
+from streams.worker.messages import Message
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +80,8 @@ class Packer:
         self._packs: dict[tuple[str, int], list[bytes]] = {}
         self._sizes: dict[tuple[str, int], int] = {}
 
-    def send(self, topic: str, key: str, message: Any) -> None:
+    def send(self, topic: str, key: str, message: Message) -> None:
+        """Add one message (streams/worker/messages.py) for the partition ``key`` hashes to."""
         self.send_packed(topic, key, orjson.dumps([key, message]))
 
     def send_packed(self, topic: str, key: str, item: bytes) -> None:

@@ -34,6 +34,7 @@ from streams.domain.unmatched import UNMATCHED_KEY, ambiguity
 from streams.encoding.codec import get_codec
 from streams.ops import metrics
 from streams.worker import clock, params
+from streams.worker import messages as msg
 from streams.worker import voice as voice_worker
 from streams.worker.checkpoint import Batch
 from streams.worker.emit import CUSTOMER_EVENTS, REF_TOPIC, SIGNAL_TOPIC
@@ -42,6 +43,23 @@ from streams.worker.tables import customers, due, erased
 log = logging.getLogger(__name__)
 
 codec = get_codec()
+
+
+def on_event(tx: Batch, customer_id: str, m: msg.Event) -> None:
+    """An input event (an order's, a shipment's, a contact's, a desk command or an answer to
+    one) for this customer."""
+    apply_to_customer(
+        tx, customer_id, m["kind"], m["event"], m["topic"], m.get("rank", NAMED),
+        bool(m.get("fresh")),
+    )  # fmt: skip
+
+
+def on_erasure(tx: Batch, customer_id: str, m: msg.Event) -> None:
+    erase_customer(tx, customer_id, m["event"], m["topic"])
+
+
+def recheck(tx: Batch, customer_id: str, m: msg.Recheck) -> None:
+    recheck_signals(tx, customer_id)
 
 
 def apply_to_customer(
@@ -74,8 +92,7 @@ def apply_to_customer(
             if moved[0] is None:
                 resolve_again(tx, event, topic)
             else:
-                body = {"kind": kind, "event": event, "topic": topic, "rank": rank}
-                tx.internal.send(CUSTOMER_EVENTS, moved[0], body)
+                tx.internal.send(CUSTOMER_EVENTS, moved[0], msg.event(kind, event, topic, rank))
             return
         if joined_ambiguously(before, event, rank):
             resolve_again(tx, event, topic)
@@ -118,22 +135,19 @@ def apply_to_customer(
         tx.applied.append((event["source"], event["occurred_at"]))
     save_and_publish(tx, customer_id, state, signal_changes, now)
     for fact in voice.facts_to_send(before, state, kind, event, voice_worker.tagger):
-        tx.internal.send(CUSTOMER_EVENTS, voice.VOICE_KEY, {"kind": "voice", "fact": fact})
+        tx.internal.send(CUSTOMER_EVENTS, voice.VOICE_KEY, msg.voice_fact(fact))
     for ns, ref in new_state_refs(before, state):
         if ns not in IDENTIFIERS:  # those bind with their time, below
-            tx.internal.send(REF_TOPIC[ns], ref, {"op": "bind", "customer_id": customer_id})
+            tx.internal.send(REF_TOPIC[ns], ref, msg.bind(customer_id))
     for ns, ref, at in id_binds:
-        bind_id = {"op": "bind", "customer_id": customer_id, "at": at}
-        tx.internal.send(REF_TOPIC[ns], ref, bind_id)
+        tx.internal.send(REF_TOPIC[ns], ref, msg.bind(customer_id, at))
     watch, unhold_at = placement_refs(kind, event, rank)
     if unhold_at:
-        unhold = {"op": "unhold", "event_id": event["event_id"], "at": event["occurred_at"]}
+        unhold = msg.unhold(event)
         for ns, ref in unhold_at:
             tx.internal.send(REF_TOPIC[ns], ref, unhold)
     for ns, ref in watch:  # a stronger reference of its own may name another customer
-        placed = {"op": "placed", "kind": kind, "event": event, "topic": topic,
-                  "customer_id": customer_id}  # fmt: skip
-        tx.internal.send(REF_TOPIC[ns], ref, placed)
+        tx.internal.send(REF_TOPIC[ns], ref, msg.placed(kind, event, topic, customer_id))
 
 
 def joined_ambiguously(state: dict, event: dict, rank: int) -> bool:
@@ -151,9 +165,7 @@ def joined_ambiguously(state: dict, event: dict, rank: int) -> bool:
 def resolve_again(tx: Batch, event: dict, topic: str) -> None:
     """Send a contact event down its chain of references again, from its case on."""
     (ns, ref), *rest = route("contact", event).refs
-    lookup_again = {"kind": "contact", "event": event, "topic": topic, "op": "lookup",
-                    "refs": rest, "fresh": True}  # fmt: skip
-    tx.internal.send(REF_TOPIC[ns], ref, lookup_again)
+    tx.internal.send(REF_TOPIC[ns], ref, msg.lookup("contact", event, topic, rest, fresh=True))
 
 
 def _erased_before(tx: Batch, customer_id: str, before: dict | None) -> int | None:
@@ -183,7 +195,7 @@ def drop_erased(
     whatever resolves through those is dropped too instead of waiting to expire.
     """
     metrics.count_event(topic, "erased")
-    erase = {"op": "erase", "customer_id": customer_id, "at": erased_at}
+    erase = msg.erase(customer_id, erased_at)
     for ns, ref in event_refs(customer_id, kind, event):
         tx.internal.send(REF_TOPIC[ns], ref, erase)
 
@@ -204,21 +216,21 @@ def erase_customer(tx: Batch, customer_id: str, request: dict, topic: str) -> No
     metrics.count_event(topic, "applied")
     if stored is None:
         return
-    erase = {"op": "erase", "customer_id": customer_id, "at": at, "unbind": True}
+    erase = msg.erase(customer_id, at, unbind=True)
     for ns, ref in erased_refs(stored):
         tx.internal.send(REF_TOPIC[ns], ref, erase)
     tx.delete(customers, customer_id)
     if tx.contains(due, customer_id):
         tx.delete(due, customer_id)
     tx.publish_state(customer_id, None)
-    tx.internal.send(CUSTOMER_EVENTS, voice.VOICE_KEY, voice.forget_message(customer_id, stored))
-    tx.internal.send(CUSTOMER_EVENTS, UNMATCHED_KEY,
-                     {"kind": "unmatched_forget", "customer_id": customer_id})  # fmt: skip
+    forget = msg.voice_forget(customer_id, voice.contacts_of(stored))
+    tx.internal.send(CUSTOMER_EVENTS, voice.VOICE_KEY, forget)
+    tx.internal.send(CUSTOMER_EVENTS, UNMATCHED_KEY, msg.unmatched_forget(customer_id))
     metrics.ERASURES.inc()
     log.info("customer erased (request %s)", request["request_id"])
 
 
-def move_contact(tx: Batch, customer_id: str, m: dict) -> None:
+def move_contact(tx: Batch, customer_id: str, m: msg.Move) -> None:
     """Give up a contact a stronger reference names another customer for
     (streams/domain/placement.py).
 
@@ -245,11 +257,9 @@ def move_contact(tx: Batch, customer_id: str, m: dict) -> None:
     state["version"] = version
     save_and_publish(tx, customer_id, state, signal_changes, now)
     for event in events:
-        body = {"kind": "contact", "event": event, "topic": m.get("topic", "contacts"),
-                "rank": rank}  # fmt: skip
+        body = msg.event("contact", event, m.get("topic", "contacts"), rank)
         tx.internal.send(CUSTOMER_EVENTS, to, body)
-    rebind = {"op": "rebind", "from": customer_id, "customer_id": to}
-    tx.internal.send(REF_TOPIC[CONTACT], contact_id, rebind)
+    tx.internal.send(REF_TOPIC[CONTACT], contact_id, msg.rebind(customer_id, to))
 
 
 def event_time(kind: str, event: dict) -> int:
@@ -298,7 +308,7 @@ def schedule(tx: Batch, customer_id: str, state: dict, now: int) -> None:
         tx.set(due, customer_id, when)
 
 
-def update_identity(tx: Batch, customer_id: str, m: dict) -> None:
+def update_identity(tx: Batch, customer_id: str, m: msg.Identity) -> None:
     """Keep the newest picture of one of the customer's identifiers (streams/domain/links.py).
 
     A customer without a state (erased since) has nothing to link; an older or repeated
@@ -319,10 +329,8 @@ def update_identity(tx: Batch, customer_id: str, m: dict) -> None:
             if out is None:
                 continue
             state, events = out
-            release = {"op": "release", "from": customer_id}
-            tx.internal.send(REF_TOPIC[CONTACT], contact_id, release)
-            forget = {"kind": "voice_forget", "customer_id": customer_id,
-                      "contact_ids": [contact_id]}  # fmt: skip
+            tx.internal.send(REF_TOPIC[CONTACT], contact_id, msg.release(customer_id))
+            forget = msg.voice_forget(customer_id, [contact_id])
             tx.internal.send(CUSTOMER_EVENTS, voice.VOICE_KEY, forget)
             for event in events:  # after the release: they find the case unknown
                 resolve_again(tx, event, "contacts.v1")

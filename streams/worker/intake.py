@@ -57,6 +57,7 @@ from streams.encoding.codec import CodecError, get_codec
 from streams.kafka.config import client_config
 from streams.kafka.producer import BaseProducer, Deliveries
 from streams.ops import health, metrics
+from streams.worker import messages as proto
 from streams.worker.checkpoint import Packer
 
 log = logging.getLogger(__name__)
@@ -120,17 +121,19 @@ def decode_input(kind: str, key: bytes | None, value: bytes | None, max_bytes: i
     return event
 
 
-def first_hop(kind: str, event: dict, topic: str, names: dict[str, str]) -> tuple[str, str, dict]:
-    """(internal topic, key, message) where ``event``'s join starts.
+def first_hop(
+    kind: str, event: dict, topic: str, names: dict[str, str]
+) -> tuple[str, str, proto.Event | proto.Lookup]:
+    """(internal topic, key, message) where ``event``'s join starts: its customer if the
+    event names one, else a lookup at the first reference of its chain.
 
     ``names`` maps "customer" and each reference namespace to its internal topic.
     """
     r = route(kind, event)
-    message: dict[str, Any] = {"kind": kind, "event": event, "topic": topic}
     if r.customer_id is not None:
-        return names["customer"], r.customer_id, message
+        return names["customer"], r.customer_id, proto.event(kind, event, topic)
     (ns, ref), *rest = r.refs
-    return names[ns], ref, {**message, "op": "lookup", "refs": rest}
+    return names[ns], ref, proto.lookup(kind, event, topic, rest)
 
 
 def dead_letter_record(

@@ -13,6 +13,8 @@ right as events are applied elsewhere (*unhold*), contacts move (*placed*, *rebi
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
+from typing import Any
 
 from streams.app import settings
 from streams.domain.erasure import suppressed, suppression_key
@@ -26,18 +28,13 @@ from streams.domain.join import (
     remove_held,
     route,
 )
-from streams.domain.links import (
-    IDENTIFIERS,
-    bind_record,
-    forget_member,
-    identity_message,
-    recipients,
-)
+from streams.domain.links import IDENTIFIERS, bind_record, forget_member, recipients
 from streams.domain.placement import NAMED
 from streams.domain.unmatched import UNMATCHED_KEY, ambiguity
 from streams.encoding.codec import get_codec
 from streams.ops import metrics
 from streams.worker import clock, params
+from streams.worker import messages as msg
 from streams.worker.checkpoint import Batch
 from streams.worker.emit import CUSTOMER_EVENTS, DEADLETTER_TOPIC, REF_TOPIC, Headers
 from streams.worker.intake import KEY_FIELD_OF_KIND, SCHEMA_OF_KIND
@@ -49,21 +46,21 @@ codec = get_codec()
 
 
 def forward(
-    tx: Batch, customer_id: str, message: dict, ns: str, rank: int | None = None
+    tx: Batch, customer_id: str, message: Mapping[str, Any], ns: str, rank: int | None = None
 ) -> None:
     """Send an event resolved through namespace ``ns`` to its customer (a contact: with the
     rank of that reference, streams/domain/placement.py, or ``rank``). One that waited as unmatched
     says so: the customer takes it off the list (streams/domain/unmatched.py)."""
-    body = {"kind": message["kind"], "event": message["event"], "topic": message["topic"]}
-    if message["kind"] == "contact":
-        body["rank"] = RANK[ns] if rank is None else rank
-    if message.get("unmatched"):
-        body["unmatched"] = True
-    if message.get("fresh") and ns != CONTACT:
+    kind = message["kind"]
+    body = msg.event(
+        kind, message["event"], message["topic"],
+        rank=(RANK[ns] if rank is None else rank) if kind == "contact" else None,
+        unmatched=bool(message.get("unmatched")),
         # resolved again, through a reference that names ``customer_id`` now; never through
         # the case: its owner may be the customer that just gave the contact up (its
         # release on the way), which then resolves it again in turn
-        body["fresh"] = True
+        fresh=bool(message.get("fresh")) and ns != CONTACT,
+    )  # fmt: skip
     tx.internal.send(CUSTOMER_EVENTS, customer_id, body)
 
 
@@ -73,7 +70,7 @@ def case_rank(tx: Batch, ref: str, owner: str) -> int | None:
     return NAMED if tx.get(assigned, ref) == owner else None
 
 
-def ambiguous_at(tx: Batch, ns: str, ref: str, message: dict) -> dict | None:
+def ambiguous_at(tx: Batch, ns: str, ref: str, message: Mapping[str, Any]) -> dict | None:
     """Why a contact cannot resolve through identifier ``ref`` (shared, or linking several
     customers: streams/domain/unmatched.py); None if it can, or ``ref`` is no identifier."""
     if ns not in IDENTIFIERS or message["kind"] != "contact":
@@ -81,36 +78,35 @@ def ambiguous_at(tx: Batch, ns: str, ref: str, message: dict) -> dict | None:
     return ambiguity(ns, ref, tx.get(identities[ns], ref))
 
 
-def pass_by(tx: Batch, message: dict, why: dict) -> None:
+def pass_by(tx: Batch, message: msg.Lookup, why: dict) -> None:
     """Go on down the chain past an ambiguous identifier, noting why; at the chain's end the
     contact is unmatched (its case reference marks it)."""
     whys = [*(message.get("ambiguous") or ()), why]
     rest = message["refs"]
     if rest:
         (next_ns, next_ref), *after = rest
-        onward = {**message, "op": "lookup", "refs": after, "ambiguous": whys}
-        tx.internal.send(REF_TOPIC[next_ns], next_ref, onward)
+        tx.internal.send(REF_TOPIC[next_ns], next_ref, msg.onward(message, after, whys))
     else:
         send_unmatched(tx, message, whys)
 
 
-def send_unmatched(tx: Batch, message: dict, whys: list[dict]) -> None:
+def send_unmatched(tx: Batch, message: msg.Lookup, whys: list[dict]) -> None:
     event = message["event"]
-    body = {"op": "unmatched", "kind": message["kind"], "event": event,
-            "topic": message["topic"], "why": whys}  # fmt: skip
+    body = msg.unmatched(message["kind"], event, message["topic"], whys)
     tx.internal.send(REF_TOPIC[CONTACT], event["contact_id"], body)
 
 
-def send_move(tx: Batch, placed_on: str, ns: str, message: dict, to: str) -> None:
+def send_move(
+    tx: Batch, placed_on: str, ns: str, message: Mapping[str, Any], to: str
+) -> None:
     """Ask ``placed_on`` to give the message's contact up to ``to``, the owner of a stronger
     reference of it (``ns``)."""
     event = message["event"]
-    move = {"kind": "move", "contact_id": event["contact_id"], "to": to, "rank": RANK[ns],
-            "topic": message["topic"]}  # fmt: skip
+    move = msg.move(event["contact_id"], to, RANK[ns], message["topic"])
     tx.internal.send(CUSTOMER_EVENTS, placed_on, move)
 
 
-def lookup(tx: Batch, ns: str, ref: str, message: dict) -> None:
+def lookup(tx: Batch, ns: str, ref: str, message: msg.Lookup) -> None:
     """Resolve ``message`` through reference ``ref`` (this worker owns its partition)."""
     occurred_at = message["event"]["occurred_at"]
     clock.saw(tx.partition, occurred_at)
@@ -142,28 +138,27 @@ def lookup(tx: Batch, ns: str, ref: str, message: dict) -> None:
     rest = message["refs"]
     if rest:
         (next_ns, next_ref), *after = rest
-        onward = {**message, "op": "lookup", "refs": after}
-        tx.internal.send(REF_TOPIC[next_ns], next_ref, onward)
+        tx.internal.send(REF_TOPIC[next_ns], next_ref, msg.onward(message, after))
     elif message.get("ambiguous"):  # it passed an ambiguous identifier and nothing resolved
         send_unmatched(tx, message, message["ambiguous"])
 
 
-def drop_erased_lookup(tx: Batch, ns: str, ref: str, message: dict) -> None:
+def drop_erased_lookup(tx: Batch, ns: str, ref: str, message: Mapping[str, Any]) -> None:
     """An event naming an erased customer's reference, from before the erasure: dropped."""
     metrics.count_event(message["topic"], "erased")
     _unhold_chain(tx, ns, ref, message)
 
 
-def _unhold_chain(tx: Batch, ns: str, ref: str, message: dict) -> None:
+def _unhold_chain(tx: Batch, ns: str, ref: str, message: Mapping[str, Any]) -> None:
     """Drop the copies of a held event its chain left at references other than ``ref``."""
     event = message["event"]
-    unhold = {"op": "unhold", "event_id": event["event_id"], "at": event["occurred_at"]}
+    unhold = msg.unhold(event)
     for other in route(message["kind"], event).refs:
         if other != (ns, ref):
             tx.internal.send(REF_TOPIC[other[0]], other[1], unhold)
 
 
-def erase_ref(tx: Batch, ns: str, ref: str, m: dict) -> None:
+def erase_ref(tx: Batch, ns: str, ref: str, m: msg.Erase) -> None:
     """Suppress ``ref`` of the erased ``m["customer_id"]``: drop what waits there from before
     the erasure and, sent by the erasure itself (``unbind``), forget that it was theirs.
 
@@ -209,7 +204,7 @@ def forget_identity(tx: Batch, ns: str, ref: str, customer_id: str) -> None:
         return
     tx.set(identities[ns], ref, record)
     for member in record["m"]:
-        tx.internal.send(CUSTOMER_EVENTS, member, identity_message(ns, ref, record))
+        tx.internal.send(CUSTOMER_EVENTS, member, msg.identity(ns, ref, record))
     tell_unmatched(tx, ns, ref, record)
 
 
@@ -230,14 +225,17 @@ def bind_identity(tx: Batch, ns: str, ref: str, customer_id: str, at: int) -> No
     elif "shared" not in record:
         return  # nothing new: every member was told already
     for member in recipients(before, record, customer_id):
-        tx.internal.send(CUSTOMER_EVENTS, member, identity_message(ns, ref, record))
+        tx.internal.send(CUSTOMER_EVENTS, member, msg.identity(ns, ref, record))
 
 
 def tell_unmatched(tx: Batch, ns: str, ref: str, record: dict) -> None:
     """The unmatched list keeps the newest picture of every ambiguous identifier (an
     erasure's change of any record is sent too: the list keeps it only if it was)."""
-    picture = {"kind": "unmatched_identity", "ns": ns, "value": ref, "record": record}
-    tx.internal.send(CUSTOMER_EVENTS, UNMATCHED_KEY, picture)
+    tx.internal.send(CUSTOMER_EVENTS, UNMATCHED_KEY, msg.unmatched_identity(ns, ref, record))
+
+
+def on_bind(tx: Batch, ns: str, ref: str, m: msg.Bind) -> None:
+    bind(tx, ns, ref, m["customer_id"], m.get("at"))
 
 
 def bind(tx: Batch, ns: str, ref: str, customer_id: str, at: int | None = None) -> None:
@@ -264,7 +262,7 @@ def bind(tx: Batch, ns: str, ref: str, customer_id: str, at: int | None = None) 
                 send_move(tx, placed_on, ns, message, owner)
 
 
-def placed(tx: Batch, ns: str, ref: str, m: dict) -> None:
+def placed(tx: Batch, ns: str, ref: str, m: msg.Placed) -> None:
     """A contact was applied to ``m["customer_id"]`` through a weaker reference than ``ref``.
 
     If ``ref`` names another customer, the contact moves there; while ``ref`` is unknown a
@@ -290,10 +288,15 @@ def placed(tx: Batch, ns: str, ref: str, m: dict) -> None:
     metrics.HELD.inc(len(waiting) - len(before or ()))
 
 
-def rebind(tx: Batch, ns: str, ref: str, old: str, new: str) -> None:
-    """A case moved from ``old`` to ``new``: its later events go straight there."""
-    if tx.get(owners[ns], ref) == old:
-        tx.set(owners[ns], ref, new)
+def rebind(tx: Batch, ns: str, ref: str, m: msg.Rebind) -> None:
+    """A case moved from ``m["from"]`` to ``m["customer_id"]``: its later events go straight
+    there."""
+    if tx.get(owners[ns], ref) == m["from"]:
+        tx.set(owners[ns], ref, m["customer_id"])
+
+
+def on_unhold(tx: Batch, ns: str, ref: str, m: msg.Unhold) -> None:
+    drop_held(tx, ns, ref, m["event_id"], m.get("at"))
 
 
 def drop_held(tx: Batch, ns: str, ref: str, event_id: str, at: int | None) -> None:
@@ -312,6 +315,10 @@ def keep_held(tx: Batch, ns: str, ref: str, rest: list[dict], gone: int) -> None
     else:
         tx.delete(held[ns], ref)
     metrics.HELD.dec(gone)
+
+
+def on_expire(tx: Batch, ns: str, ref: str, m: msg.Expire) -> None:
+    expire_held(tx, ns, ref, m["before"], m.get("wall_before"))
 
 
 def expire_held(
@@ -336,7 +343,7 @@ def expire_held(
             continue  # it was applied; it only watched for a stronger reference
         dead_letter_held(tx, message, never_known_reason(message, settings.hold_max_s))
         event = message["event"]
-        unhold = {"op": "unhold", "event_id": event["event_id"], "at": event["occurred_at"]}
+        unhold = msg.unhold(event)
         for next_ns, next_ref in message.get("refs") or ():
             tx.internal.send(REF_TOPIC[next_ns], next_ref, unhold)
 
@@ -359,7 +366,7 @@ def dead_letter_held(tx: Batch, message: dict, reason: str) -> None:
     log.warning("held event %s expired: %s", event["event_id"], reason)
 
 
-def release(tx: Batch, ns: str, ref: str, m: dict) -> None:
+def release(tx: Batch, ns: str, ref: str, m: msg.Release) -> None:
     """``ref`` was given up by its customer (streams/domain/placement.py ``give_up``): it
     names no one until it is bound again."""
     if tx.get(owners[ns], ref) == m["from"]:

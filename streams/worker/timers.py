@@ -20,6 +20,7 @@ from streams import tuning
 from streams.app import app, settings
 from streams.domain.join import NAMESPACES
 from streams.worker import clock
+from streams.worker import messages as msg
 from streams.worker.checkpoint import Packer
 from streams.worker.due_index import DueIndex
 from streams.worker.emit import CUSTOMER_EVENTS, REF_TOPIC, emitter
@@ -66,7 +67,7 @@ async def signal_clock() -> None:
     )
     if not customer_ids:
         return
-    recheck = {"kind": "recheck"}
+    recheck = msg.recheck()
     out = emitter.outbox()
     internal = Packer(out.produce)
     for customer_id in customer_ids:
@@ -119,8 +120,7 @@ async def held_clock() -> None:
     out = emitter.outbox()
     internal = Packer(out.produce)
     for ns, ref, before in expiries:
-        expire = {"op": "expire", "before": before, "wall_before": wall - hold_max_ms}
-        internal.send(REF_TOPIC[ns], ref, expire)
+        internal.send(REF_TOPIC[ns], ref, msg.expire(before, wall - hold_max_ms))
     internal.flush()
     try:
         await out.confirmed()

@@ -2,7 +2,8 @@
 through nothing else waits as *unmatched* until an agent assigns it (streams/domain/unmatched.py).
 
 Two sides: at the contact's case reference (keel-contact-refs) its held copy is marked so it
-never expires (*unmatched*), and an agent's assign_contact binds the case (*assign*); the
+never expires (*unmatched*), and an agent's assign_contact binds the case (*assign*); both
+are sent to that topic only (``ns`` is always the contact namespace); the
 list itself lives on one partition of keel-customer-events, under ``UNMATCHED_KEY``, whose
 messages (*unmatched_add*, *unmatched_placed*, *unmatched_forget*, *unmatched_identity* and
 an agent's *assign*) keep its rows and the index of the customers they name.
@@ -17,6 +18,7 @@ from streams.domain.join import CONTACT
 from streams.domain.placement import NAMED
 from streams.domain.unmatched import UNMATCHED_KEY, ambiguity
 from streams.ops import metrics
+from streams.worker import messages as msg
 from streams.worker.checkpoint import Batch
 from streams.worker.emit import CUSTOMER_EVENTS, REF_TOPIC
 from streams.worker.references import case_rank, forward, keep_held, mark_unmatched
@@ -26,7 +28,7 @@ from streams.worker.tables import unmatched as unmatched_table
 log = logging.getLogger(__name__)
 
 
-def unmatched_at_case(tx: Batch, ref: str, m: dict) -> None:
+def unmatched_at_case(tx: Batch, ns: str, ref: str, m: msg.Unmatched) -> None:
     """A contact event passed an ambiguous identifier and resolved through nothing else.
 
     Its case may have become known meanwhile: then it joins there. Else its copy held here
@@ -48,11 +50,10 @@ def unmatched_at_case(tx: Batch, ref: str, m: dict) -> None:
         return
     if any(not x.get("placed_on") and not x.get("unmatched") for x in waiting):
         tx.set(held[CONTACT], ref, mark_unmatched(waiting))
-    add = {"kind": "unmatched_add", "event": event, "why": m["why"]}
-    tx.internal.send(CUSTOMER_EVENTS, UNMATCHED_KEY, add)
+    tx.internal.send(CUSTOMER_EVENTS, UNMATCHED_KEY, msg.unmatched_add(event, m["why"]))
 
 
-def assign_case(tx: Batch, ref: str, m: dict) -> None:
+def assign_case(tx: Batch, ns: str, ref: str, m: msg.AssignCase) -> None:
     """An agent assigned the contact (case ``ref``) to ``m["customer_id"]`` (assign_contact).
 
     Its case belongs to that customer from now on, at the strongest rank: what waited here
@@ -67,8 +68,7 @@ def assign_case(tx: Batch, ref: str, m: dict) -> None:
     if owner is None:
         tx.set(owners[CONTACT], ref, to)
     elif owner != to:
-        move = {"kind": "move", "contact_id": ref, "to": to, "rank": NAMED,
-                "topic": m.get("topic", "contacts.v1")}  # fmt: skip
+        move = msg.move(ref, to, NAMED, "contacts.v1")  # an assign names no topic
         tx.internal.send(CUSTOMER_EVENTS, owner, move)
     waiting = tx.get(held[CONTACT], ref)
     if not waiting:
@@ -80,37 +80,48 @@ def assign_case(tx: Batch, ref: str, m: dict) -> None:
             forward(tx, to, message, CONTACT, NAMED)
 
 
-def handle_unmatched_message(tx: Batch, m: dict) -> None:
-    """The list of unmatched contacts, on UNMATCHED_KEY's partition
-    (streams/domain/unmatched.py)."""
-    kind = m["kind"]
-    if kind == "unmatched_add":
-        event = m["event"]
-        key = unmatched.row_key(event["contact_id"])
-        before = tx.get(unmatched_table, key)
-        if before is not None and before.get("assigned"):
-            return  # assigned meanwhile: its case says where it goes
-        row = unmatched.add_event(before, event, m["why"])
-        if row != before:
-            store_unmatched(tx, key, before, row)
-            if before is None:
-                metrics.CONTACTS_UNMATCHED.inc()
-    elif kind == "unmatched_placed":
-        key = unmatched.row_key(m["contact_id"])
-        before = tx.get(unmatched_table, key)
-        if before is not None and not before.get("assigned"):
-            store_unmatched(tx, key, before, None)
-    elif kind == "assign":
-        assign_contact(tx, m["command"])
-    elif kind == "unmatched_forget":
-        forget_unmatched(tx, m["customer_id"])
-    elif kind == "unmatched_identity":
-        key, record = unmatched.picture_key(m["ns"], m["value"]), m["record"]
-        old = tx.get(unmatched_table, key)
-        if old is None and ambiguity(m["ns"], m["value"], record) is None:
-            return  # only an ambiguous identifier, or one that was, is pictured
-        if unmatched.newer_picture(old, record):
-            tx.set(unmatched_table, key, record)
+# ------------------------------------------------ the list, on UNMATCHED_KEY's partition
+
+
+def on_add(tx: Batch, m: msg.UnmatchedAdd) -> None:
+    """A contact is unmatched: its row takes the event and why it matched no one."""
+    event = m["event"]
+    key = unmatched.row_key(event["contact_id"])
+    before = tx.get(unmatched_table, key)
+    if before is not None and before.get("assigned"):
+        return  # assigned meanwhile: its case says where it goes
+    row = unmatched.add_event(before, event, m["why"])
+    if row != before:
+        store_unmatched(tx, key, before, row)
+        if before is None:
+            metrics.CONTACTS_UNMATCHED.inc()
+
+
+def on_placed(tx: Batch, m: msg.UnmatchedPlaced) -> None:
+    """A contact that was unmatched joined a customer after all: its row goes (an assigned
+    one stays, the audit record of the assignment)."""
+    key = unmatched.row_key(m["contact_id"])
+    before = tx.get(unmatched_table, key)
+    if before is not None and not before.get("assigned"):
+        store_unmatched(tx, key, before, None)
+
+
+def on_assign(tx: Batch, m: msg.AssignCommand) -> None:
+    assign_contact(tx, m["command"])
+
+
+def on_forget(tx: Batch, m: msg.UnmatchedForget) -> None:
+    forget_unmatched(tx, m["customer_id"])
+
+
+def on_identity(tx: Batch, m: msg.UnmatchedIdentity) -> None:
+    """The newest picture of an identifier that is (or was) ambiguous, for the list's why."""
+    key, record = unmatched.picture_key(m["ns"], m["value"]), m["record"]
+    old = tx.get(unmatched_table, key)
+    if old is None and ambiguity(m["ns"], m["value"], record) is None:
+        return  # only an ambiguous identifier, or one that was, is pictured
+    if unmatched.newer_picture(old, record):
+        tx.set(unmatched_table, key, record)
 
 
 def store_unmatched(tx: Batch, key: str, before: dict | None, row: dict | None) -> None:
@@ -151,8 +162,7 @@ def assign_contact(tx: Batch, command: dict) -> None:
                                      "requested_at")}  # fmt: skip
     store_unmatched(tx, key, before, {**before, "assigned": audit})
     log.info("contact %s assigned to a customer by command %s", contact_id, command["command_id"])
-    assign = {"op": "assign", "customer_id": command["customer_id"],
-              "command_id": command["command_id"]}  # fmt: skip
+    assign = msg.assign_case(command["customer_id"], command["command_id"])
     tx.internal.send(REF_TOPIC[CONTACT], contact_id, assign)
 
 

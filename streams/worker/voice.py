@@ -5,7 +5,7 @@ all and the worker that owns it — the *voice owner* — aggregates, publishes 
 exports the gauges and answers ``GET /voice`` (other workers forward to it, streams/
 voice_views.py). The join agent (streams/worker/agent.py) calls:
 
-- :func:`handle_fact` for a ``{"kind": "voice", "fact": ...}`` message, inside its batch:
+- :func:`on_fact` for a *voice* message (streams/worker/messages.py), inside its batch:
   the fact is merged into the ``voice-facts`` table (contact id -> fact) through the batch,
   so it is stored by the checkpoint like any table write;
 - :func:`after_commit` once a batch is stored: the owner's in-memory index takes the batch's
@@ -38,6 +38,7 @@ from streams.app import app, settings
 from streams.domain import voice
 from streams.encoding.codec import get_codec
 from streams.worker import live
+from streams.worker import messages as msg
 from streams.worker.checkpoint import Batch
 from streams.worker.emit import Emitter, emitter
 from streams.worker.tables import partition_of, views_ready, voice_facts
@@ -85,7 +86,11 @@ def handle_fact(tx: Batch, fact: dict[str, Any]) -> bool:
     return True
 
 
-def forget(tx: Batch, message: dict[str, Any]) -> None:
+def on_fact(tx: Batch, key: str, m: msg.VoiceFact) -> None:
+    handle_fact(tx, m["fact"])
+
+
+def forget(tx: Batch, key: str, message: msg.VoiceForget) -> None:
     """An erased customer's facts leave the table (streams/worker/customers.py
     ``erase_customer``); a contact that moved on to another customer keeps its fact there."""
     customer_id = message["customer_id"]
