@@ -45,6 +45,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Topic
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from connectors import metrics
+from connectors.errors import ConnectorError
 from connectors.settings import ConfigError, ConnectorSettings
 from streams.auth import AuthConfig, status_role
 from streams.kafka.config import KafkaAuthError, reach
@@ -74,10 +75,6 @@ __all__ = [
 
 #: how long a connector with Kafka credentials waits at start to learn they are accepted
 CREDENTIALS_CHECK_S = 30.0
-
-
-class ConnectorError(Exception):
-    """Root of the errors connectors raise."""
 
 
 class Unavailable(ConnectorError):

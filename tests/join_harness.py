@@ -2,7 +2,7 @@
 
 What runs is streams/worker/agent.py's :func:`~streams.worker.agent.handle_batch` (so every
 handler of ``agents.HANDLERS``: streams/worker/customers.py, references.py, unmatched.py) on
-a real :class:`streams.worker.checkpoint.Batch`, made durable by the real
+a real :class:`streams.worker.checkpoint.Transaction`, made durable by the real
 :func:`streams.worker.checkpoint.commit`. Only the edges are stand-ins:
 
 - the tables: one dict, read by ``tables.read`` and written by ``tables.write`` (orjson in
@@ -205,7 +205,7 @@ class Worker:
         records = [_Record(_Message(t, p), value) for (t, p), value in taken]
         crash = self._rng.random() < self.crash_rate
         crash_late = crash and self._rng.random() < 0.5
-        tx = checkpoint.Batch(_Outbox(self))  # type: ignore[arg-type]
+        tx = checkpoint.Transaction(_Outbox(self))  # type: ignore[arg-type]
         await agents.handle_batch(tx, records)  # type: ignore[arg-type]
         self.batches += 1
         stored = False

@@ -37,6 +37,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from connectors import metrics
 from connectors.base import OutRecord, Unavailable, load_settings
+from connectors.errors import ConnectorError
 from connectors.openapi import NDJSON, openapi_document
 from connectors.publisher import DELIVERY_TIMEOUT_MS, Publisher
 from connectors.settings import ConnectorSettings, InputKind
@@ -56,7 +57,7 @@ MAX_RECORD_BYTES = 1_000_000 - 16_384
 THREAD_THRESHOLD = 64 * 1024
 
 
-class BadRequest(Exception):
+class BadRequest(ConnectorError):
     """The request is refused; ``status`` 400 or 413, ``field``/``line`` say where."""
 
     def __init__(

@@ -90,7 +90,7 @@ ON CONFLICT (id) DO NOTHING
 _DELETE = "DELETE FROM keel_outbox WHERE id = ANY(%s::bigint[])"
 
 
-class Rejected(Exception):
+class Rejected(ConnectorError):
     """A row that cannot be published.
 
     ``reason`` (stored in keel_outbox_rejected) may quote payload values; the log gets only

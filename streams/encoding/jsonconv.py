@@ -36,6 +36,7 @@ import fastavro
 
 from streams.domain.ids import ID_FIELDS, ID_RULE, is_blank
 from streams.encoding.codec import Codec, get_codec, map_key_segment
+from streams.errors import KeelError
 
 __all__ = [
     "JsonConverter",
@@ -60,7 +61,7 @@ _EXACT_FLOAT = 2**53  # beyond it a number with a fraction or exponent may not b
 _Conv = Callable[[Any], Any]
 
 
-class JsonFieldError(ValueError):
+class JsonFieldError(KeelError, ValueError):
     """A JSON value does not fit the schema; ``field`` is the dotted path ("" for the root)."""
 
     def __init__(self, field: str, reason: str) -> None:
@@ -199,7 +200,7 @@ def from_json(name: str, obj: dict[str, Any]) -> dict[str, Any]:
 # --- compiled converters ----------------------------------------------------------------------
 
 
-class _Invalid(Exception):
+class _Invalid(KeelError):
     """A value failed to convert; enclosing converters add their path segment on the way out.
 
     Building the path only when something fails keeps the valid path free of string work.

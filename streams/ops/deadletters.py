@@ -20,11 +20,12 @@ from typing import cast
 from confluent_kafka import Consumer, TopicPartition
 
 from streams.config import Settings
+from streams.errors import KeelError
 from streams.kafka.config import client_config
 from streams.kafka.producer import ConfirmedProducer
 
 
-class DeadLetterError(RuntimeError):
+class DeadLetterError(KeelError, RuntimeError):
     """A requested dead letter does not exist or cannot be replayed."""
 
 

@@ -17,7 +17,7 @@ releases what was held. Every table is co-partitioned with the internal topics, 
 record's partition is also the partition of every key its handler reads or writes.
 
 One agent (``concurrency=1``, faust-streaming #606) reads all internal topics, so batches
-never overlap: each is handled against a :class:`streams.worker.checkpoint.Batch` and made
+never overlap: each is handled against a :class:`streams.worker.checkpoint.Transaction` and made
 durable by :func:`streams.worker.checkpoint.commit` in the order written down there. No record
 raises out of the agent: a message that cannot be handled is a dead letter with the reason.
 If a batch cannot be made durable, the agent stops without acknowledging it and the worker
@@ -54,7 +54,7 @@ from streams.ops import health, metrics
 from streams.worker import clock, customers, live, references, unmatched
 from streams.worker import messages as msg
 from streams.worker import voice as voice_worker
-from streams.worker.checkpoint import Batch, commit
+from streams.worker.checkpoint import Transaction, commit
 from streams.worker.emit import (
     CUSTOMER_EVENTS,
     DEADLETTER_TOPIC,
@@ -74,9 +74,9 @@ log = logging.getLogger(__name__)
 
 
 #: a handler of keel-customer-events: (batch, customer id, message)
-CustomerHandler = Callable[[Batch, str, Any], None]
+CustomerHandler = Callable[[Transaction, str, Any], None]
 #: a handler of keel-{ns}-refs: (batch, namespace, reference, message)
-RefHandler = Callable[[Batch, str, str, Any], None]
+RefHandler = Callable[[Transaction, str, str, Any], None]
 
 #: customer-events by ``kind`` (streams/worker/messages.py); a kind not listed is an input
 #: event of the customer (order, shipment, contact, command, outcome)
@@ -90,7 +90,7 @@ ON_CUSTOMER: dict[str, CustomerHandler] = {
 }
 
 #: the unmatched list's messages (key ``UNMATCHED_KEY``) by ``kind``; others are ignored
-ON_UNMATCHED: dict[str, Callable[[Batch, Any], None]] = {
+ON_UNMATCHED: dict[str, Callable[[Transaction, Any], None]] = {
     "unmatched_add": unmatched.on_add,
     "unmatched_placed": unmatched.on_placed,
     "assign": unmatched.on_assign,
@@ -112,7 +112,7 @@ ON_REF: dict[str, RefHandler] = {
 }
 
 
-def handle_customer_message(tx: Batch, customer_id: str, m: dict) -> None:
+def handle_customer_message(tx: Transaction, customer_id: str, m: dict) -> None:
     """One message of keel-customer-events, to its handler by ``kind``."""
     if m.get("unmatched"):  # a contact that was unmatched is placed: it leaves the list
         left = msg.unmatched_placed(m["event"]["contact_id"])
@@ -125,15 +125,15 @@ def handle_customer_message(tx: Batch, customer_id: str, m: dict) -> None:
     ON_CUSTOMER.get(m["kind"], customers.on_event)(tx, customer_id, m)
 
 
-def _ref_handler(ns: str) -> Callable[[Batch, str, dict], None]:
-    def handle(tx: Batch, ref: str, m: dict) -> None:
+def _ref_handler(ns: str) -> Callable[[Transaction, str, dict], None]:
+    def handle(tx: Transaction, ref: str, m: dict) -> None:
         """One message of keel-{ns}-refs, to its handler by ``op``."""
         ON_REF.get(m["op"], references.lookup)(tx, ns, ref, m)
 
     return handle
 
 
-HANDLERS: dict[str, Callable[[Batch, str, dict], None]] = {
+HANDLERS: dict[str, Callable[[Transaction, str, dict], None]] = {
     CUSTOMER_EVENTS: handle_customer_message,
     **{REF_TOPIC[ns]: _ref_handler(ns) for ns in NAMESPACES},
 }
@@ -142,7 +142,7 @@ HANDLERS: dict[str, Callable[[Batch, str, dict], None]] = {
 # ------------------------------------------------------------------------------- the agent
 
 
-def dead_letter(tx: Batch, record: EventT, value: bytes | None, reason: str) -> None:
+def dead_letter(tx: Transaction, record: EventT, value: bytes | None, reason: str) -> None:
     """A message of an internal record that cannot be handled, with where it came from."""
     msg = record.message
     headers: Headers = [
@@ -165,7 +165,7 @@ def unpack(value: bytes | None) -> list:
     return pairs
 
 
-async def handle_batch(tx: Batch, records: list[EventT]) -> None:
+async def handle_batch(tx: Transaction, records: list[EventT]) -> None:
     """Apply every message of ``records``; give the loop a turn every ``tuning.CHUNK`` messages.
 
     Queries read only what is stored, and this is the only writer, so a turn in the middle
@@ -226,7 +226,7 @@ async def on_internal(stream: Any) -> None:
         voice_worker.after_commit(tx, emitter)
 
 
-async def store_batch(records: list[EventT]) -> Batch | None:
+async def store_batch(records: list[EventT]) -> Transaction | None:
     """Handle one batch and make it durable (streams/worker/checkpoint.py); None if it is not stored
     because the partitions were reassigned meanwhile.
 
@@ -246,7 +246,7 @@ async def store_batch(records: list[EventT]) -> Batch | None:
 
     started, delay = time.monotonic(), 0.5
     while True:
-        tx = Batch(emitter.outbox())
+        tx = Transaction(emitter.outbox())
         try:
             await handle_batch(tx, records)
             return tx if await commit(tx, emitter, current) else None

@@ -36,7 +36,7 @@ from streams.ops import metrics
 from streams.worker import clock, params
 from streams.worker import messages as msg
 from streams.worker import voice as voice_worker
-from streams.worker.checkpoint import Batch
+from streams.worker.checkpoint import Transaction
 from streams.worker.emit import CUSTOMER_EVENTS, REF_TOPIC, SIGNAL_TOPIC
 from streams.worker.tables import customers, due, erased
 
@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 codec = get_codec()
 
 
-def on_event(tx: Batch, customer_id: str, m: msg.Event) -> None:
+def on_event(tx: Transaction, customer_id: str, m: msg.Event) -> None:
     """An input event (an order's, a shipment's, a contact's, a desk command or an answer to
     one) for this customer."""
     apply_to_customer(
@@ -54,16 +54,16 @@ def on_event(tx: Batch, customer_id: str, m: msg.Event) -> None:
     )  # fmt: skip
 
 
-def on_erasure(tx: Batch, customer_id: str, m: msg.Event) -> None:
+def on_erasure(tx: Transaction, customer_id: str, m: msg.Event) -> None:
     erase_customer(tx, customer_id, m["event"], m["topic"])
 
 
-def recheck(tx: Batch, customer_id: str, m: msg.Recheck) -> None:
+def recheck(tx: Transaction, customer_id: str, m: msg.Recheck) -> None:
     recheck_signals(tx, customer_id)
 
 
 def apply_to_customer(
-    tx: Batch,
+    tx: Transaction,
     customer_id: str,
     kind: str,
     event: dict,
@@ -162,13 +162,13 @@ def joined_ambiguously(state: dict, event: dict, rank: int) -> bool:
     return value is not None and ambiguity(ns, value, record) is not None
 
 
-def resolve_again(tx: Batch, event: dict, topic: str) -> None:
+def resolve_again(tx: Transaction, event: dict, topic: str) -> None:
     """Send a contact event down its chain of references again, from its case on."""
     (ns, ref), *rest = route("contact", event).refs
     tx.internal.send(REF_TOPIC[ns], ref, msg.lookup("contact", event, topic, rest, fresh=True))
 
 
-def _erased_before(tx: Batch, customer_id: str, before: dict | None) -> int | None:
+def _erased_before(tx: Transaction, customer_id: str, before: dict | None) -> int | None:
     """When the customer was last erased (None: never): from its state, else the table.
 
     Only a customer without a state needs the extra read: a state made after an erasure
@@ -187,7 +187,7 @@ def _new_state(customer_id: str, erased_at: int | None) -> dict:
 
 
 def drop_erased(
-    tx: Batch, customer_id: str, kind: str, event: dict, topic: str, erased_at: int
+    tx: Transaction, customer_id: str, kind: str, event: dict, topic: str, erased_at: int
 ) -> None:
     """Drop an event of an erased customer that occurred before the erasure.
 
@@ -200,7 +200,7 @@ def drop_erased(
         tx.internal.send(REF_TOPIC[ns], ref, erase)
 
 
-def erase_customer(tx: Batch, customer_id: str, request: dict, topic: str) -> None:
+def erase_customer(tx: Transaction, customer_id: str, request: dict, topic: str) -> None:
     """Forget a customer everywhere keel holds it (streams/domain/erasure.py).
 
     Idempotent: a request handled again finds no state (or a state made after it, which
@@ -230,7 +230,7 @@ def erase_customer(tx: Batch, customer_id: str, request: dict, topic: str) -> No
     log.info("customer erased (request %s)", request["request_id"])
 
 
-def move_contact(tx: Batch, customer_id: str, m: msg.Move) -> None:
+def move_contact(tx: Transaction, customer_id: str, m: msg.Move) -> None:
     """Give up a contact a stronger reference names another customer for
     (streams/domain/placement.py).
 
@@ -271,7 +271,7 @@ def event_time(kind: str, event: dict) -> int:
     return int(event["occurred_at"])
 
 
-def recheck_signals(tx: Batch, customer_id: str) -> None:
+def recheck_signals(tx: Transaction, customer_id: str) -> None:
     """Re-evaluate time-based signals (a deadline passed) for one customer; sent by the timer."""
     stored = tx.get(customers, customer_id)
     if stored is None:
@@ -286,7 +286,7 @@ def recheck_signals(tx: Batch, customer_id: str) -> None:
 
 
 def save_and_publish(
-    tx: Batch, customer_id: str, state: dict, signal_changes: list[dict], now: int
+    tx: Transaction, customer_id: str, state: dict, signal_changes: list[dict], now: int
 ) -> None:
     """Store a changed state; publish it (once per batch) and its signal changes."""
     tx.set(customers, customer_id, state)
@@ -298,7 +298,7 @@ def save_and_publish(
         )
 
 
-def schedule(tx: Batch, customer_id: str, state: dict, now: int) -> None:
+def schedule(tx: Transaction, customer_id: str, state: dict, now: int) -> None:
     """Remember when this customer's signals next change on their own (or forget it)."""
     when = next_check_ms(state, now, params.windows)
     if when is None:
@@ -308,7 +308,7 @@ def schedule(tx: Batch, customer_id: str, state: dict, now: int) -> None:
         tx.set(due, customer_id, when)
 
 
-def update_identity(tx: Batch, customer_id: str, m: msg.Identity) -> None:
+def update_identity(tx: Transaction, customer_id: str, m: msg.Identity) -> None:
     """Keep the newest picture of one of the customer's identifiers (streams/domain/links.py).
 
     A customer without a state (erased since) has nothing to link; an older or repeated

@@ -35,7 +35,7 @@ from streams.encoding.codec import get_codec
 from streams.ops import metrics
 from streams.worker import clock, params
 from streams.worker import messages as msg
-from streams.worker.checkpoint import Batch
+from streams.worker.checkpoint import Transaction
 from streams.worker.emit import CUSTOMER_EVENTS, DEADLETTER_TOPIC, REF_TOPIC, Headers
 from streams.worker.intake import KEY_FIELD_OF_KIND, SCHEMA_OF_KIND
 from streams.worker.tables import assigned, erased, held, identities, owners, partition_of
@@ -46,7 +46,7 @@ codec = get_codec()
 
 
 def forward(
-    tx: Batch, customer_id: str, message: Mapping[str, Any], ns: str, rank: int | None = None
+    tx: Transaction, customer_id: str, message: Mapping[str, Any], ns: str, rank: int | None = None
 ) -> None:
     """Send an event resolved through namespace ``ns`` to its customer (a contact: with the
     rank of that reference, streams/domain/placement.py, or ``rank``). One that waited as unmatched
@@ -64,13 +64,13 @@ def forward(
     tx.internal.send(CUSTOMER_EVENTS, customer_id, body)
 
 
-def case_rank(tx: Batch, ref: str, owner: str) -> int | None:
+def case_rank(tx: Transaction, ref: str, owner: str) -> int | None:
     """The rank a contact joins its case's owner at: the strongest if an agent assigned it
     there (assign_contact), else the case's own (None)."""
     return NAMED if tx.get(assigned, ref) == owner else None
 
 
-def ambiguous_at(tx: Batch, ns: str, ref: str, message: Mapping[str, Any]) -> dict | None:
+def ambiguous_at(tx: Transaction, ns: str, ref: str, message: Mapping[str, Any]) -> dict | None:
     """Why a contact cannot resolve through identifier ``ref`` (shared, or linking several
     customers: streams/domain/unmatched.py); None if it can, or ``ref`` is no identifier."""
     if ns not in IDENTIFIERS or message["kind"] != "contact":
@@ -78,7 +78,7 @@ def ambiguous_at(tx: Batch, ns: str, ref: str, message: Mapping[str, Any]) -> di
     return ambiguity(ns, ref, tx.get(identities[ns], ref))
 
 
-def pass_by(tx: Batch, message: msg.Lookup, why: dict) -> None:
+def pass_by(tx: Transaction, message: msg.Lookup, why: dict) -> None:
     """Go on down the chain past an ambiguous identifier, noting why; at the chain's end the
     contact is unmatched (its case reference marks it)."""
     whys = [*(message.get("ambiguous") or ()), why]
@@ -90,14 +90,14 @@ def pass_by(tx: Batch, message: msg.Lookup, why: dict) -> None:
         send_unmatched(tx, message, whys)
 
 
-def send_unmatched(tx: Batch, message: msg.Lookup, whys: list[dict]) -> None:
+def send_unmatched(tx: Transaction, message: msg.Lookup, whys: list[dict]) -> None:
     event = message["event"]
     body = msg.unmatched(message["kind"], event, message["topic"], whys)
     tx.internal.send(REF_TOPIC[CONTACT], event["contact_id"], body)
 
 
 def send_move(
-    tx: Batch, placed_on: str, ns: str, message: Mapping[str, Any], to: str
+    tx: Transaction, placed_on: str, ns: str, message: Mapping[str, Any], to: str
 ) -> None:
     """Ask ``placed_on`` to give the message's contact up to ``to``, the owner of a stronger
     reference of it (``ns``)."""
@@ -106,7 +106,7 @@ def send_move(
     tx.internal.send(CUSTOMER_EVENTS, placed_on, move)
 
 
-def lookup(tx: Batch, ns: str, ref: str, message: msg.Lookup) -> None:
+def lookup(tx: Transaction, ns: str, ref: str, message: msg.Lookup) -> None:
     """Resolve ``message`` through reference ``ref`` (this worker owns its partition)."""
     occurred_at = message["event"]["occurred_at"]
     clock.saw(tx.partition, occurred_at)
@@ -143,13 +143,13 @@ def lookup(tx: Batch, ns: str, ref: str, message: msg.Lookup) -> None:
         send_unmatched(tx, message, message["ambiguous"])
 
 
-def drop_erased_lookup(tx: Batch, ns: str, ref: str, message: Mapping[str, Any]) -> None:
+def drop_erased_lookup(tx: Transaction, ns: str, ref: str, message: Mapping[str, Any]) -> None:
     """An event naming an erased customer's reference, from before the erasure: dropped."""
     metrics.count_event(message["topic"], "erased")
     _unhold_chain(tx, ns, ref, message)
 
 
-def _unhold_chain(tx: Batch, ns: str, ref: str, message: Mapping[str, Any]) -> None:
+def _unhold_chain(tx: Transaction, ns: str, ref: str, message: Mapping[str, Any]) -> None:
     """Drop the copies of a held event its chain left at references other than ``ref``."""
     event = message["event"]
     unhold = msg.unhold(event)
@@ -158,7 +158,7 @@ def _unhold_chain(tx: Batch, ns: str, ref: str, message: Mapping[str, Any]) -> N
             tx.internal.send(REF_TOPIC[other[0]], other[1], unhold)
 
 
-def erase_ref(tx: Batch, ns: str, ref: str, m: msg.Erase) -> None:
+def erase_ref(tx: Transaction, ns: str, ref: str, m: msg.Erase) -> None:
     """Suppress ``ref`` of the erased ``m["customer_id"]``: drop what waits there from before
     the erasure and, sent by the erasure itself (``unbind``), forget that it was theirs.
 
@@ -191,7 +191,7 @@ def erase_ref(tx: Batch, ns: str, ref: str, m: msg.Erase) -> None:
             _unhold_chain(tx, ns, ref, x)
 
 
-def forget_identity(tx: Batch, ns: str, ref: str, customer_id: str) -> None:
+def forget_identity(tx: Transaction, ns: str, ref: str, customer_id: str) -> None:
     """An erased customer leaves the identifier's record; the others hear it (their links
     to the erased customer go)."""
     before = tx.get(identities[ns], ref)
@@ -208,7 +208,7 @@ def forget_identity(tx: Batch, ns: str, ref: str, customer_id: str) -> None:
     tell_unmatched(tx, ns, ref, record)
 
 
-def bind_identity(tx: Batch, ns: str, ref: str, customer_id: str, at: int) -> None:
+def bind_identity(tx: Transaction, ns: str, ref: str, customer_id: str, at: int) -> None:
     """Note that ``customer_id`` has identifier ``ref`` since ``at``; tell whom it concerns.
 
     Every member hears the record's new picture when it changed; a customer binding a shared
@@ -228,17 +228,17 @@ def bind_identity(tx: Batch, ns: str, ref: str, customer_id: str, at: int) -> No
         tx.internal.send(CUSTOMER_EVENTS, member, msg.identity(ns, ref, record))
 
 
-def tell_unmatched(tx: Batch, ns: str, ref: str, record: dict) -> None:
+def tell_unmatched(tx: Transaction, ns: str, ref: str, record: dict) -> None:
     """The unmatched list keeps the newest picture of every ambiguous identifier (an
     erasure's change of any record is sent too: the list keeps it only if it was)."""
     tx.internal.send(CUSTOMER_EVENTS, UNMATCHED_KEY, msg.unmatched_identity(ns, ref, record))
 
 
-def on_bind(tx: Batch, ns: str, ref: str, m: msg.Bind) -> None:
+def on_bind(tx: Transaction, ns: str, ref: str, m: msg.Bind) -> None:
     bind(tx, ns, ref, m["customer_id"], m.get("at"))
 
 
-def bind(tx: Batch, ns: str, ref: str, customer_id: str, at: int | None = None) -> None:
+def bind(tx: Transaction, ns: str, ref: str, customer_id: str, at: int | None = None) -> None:
     """Make ``ref`` known as ``customer_id``'s and release what waited for it.
 
     An e-mail or phone (``at``: the customer's earliest event with it) also goes into its
@@ -262,7 +262,7 @@ def bind(tx: Batch, ns: str, ref: str, customer_id: str, at: int | None = None) 
                 send_move(tx, placed_on, ns, message, owner)
 
 
-def placed(tx: Batch, ns: str, ref: str, m: msg.Placed) -> None:
+def placed(tx: Transaction, ns: str, ref: str, m: msg.Placed) -> None:
     """A contact was applied to ``m["customer_id"]`` through a weaker reference than ``ref``.
 
     If ``ref`` names another customer, the contact moves there; while ``ref`` is unknown a
@@ -288,18 +288,18 @@ def placed(tx: Batch, ns: str, ref: str, m: msg.Placed) -> None:
     metrics.HELD.inc(len(waiting) - len(before or ()))
 
 
-def rebind(tx: Batch, ns: str, ref: str, m: msg.Rebind) -> None:
+def rebind(tx: Transaction, ns: str, ref: str, m: msg.Rebind) -> None:
     """A case moved from ``m["from"]`` to ``m["customer_id"]``: its later events go straight
     there."""
     if tx.get(owners[ns], ref) == m["from"]:
         tx.set(owners[ns], ref, m["customer_id"])
 
 
-def on_unhold(tx: Batch, ns: str, ref: str, m: msg.Unhold) -> None:
+def on_unhold(tx: Transaction, ns: str, ref: str, m: msg.Unhold) -> None:
     drop_held(tx, ns, ref, m["event_id"], m.get("at"))
 
 
-def drop_held(tx: Batch, ns: str, ref: str, event_id: str, at: int | None) -> None:
+def drop_held(tx: Transaction, ns: str, ref: str, event_id: str, at: int | None) -> None:
     """Forget a held copy of an event that was applied through another reference."""
     before = tx.get(held[ns], ref)
     rest = remove_held(before, event_id, at)
@@ -308,7 +308,7 @@ def drop_held(tx: Batch, ns: str, ref: str, event_id: str, at: int | None) -> No
     keep_held(tx, ns, ref, rest, len(before) - len(rest))
 
 
-def keep_held(tx: Batch, ns: str, ref: str, rest: list[dict], gone: int) -> None:
+def keep_held(tx: Transaction, ns: str, ref: str, rest: list[dict], gone: int) -> None:
     """Store what is still held at ``ref`` (none: the row goes); ``gone`` messages left it."""
     if rest:
         tx.set(held[ns], ref, rest)
@@ -317,12 +317,12 @@ def keep_held(tx: Batch, ns: str, ref: str, rest: list[dict], gone: int) -> None
     metrics.HELD.dec(gone)
 
 
-def on_expire(tx: Batch, ns: str, ref: str, m: msg.Expire) -> None:
+def on_expire(tx: Transaction, ns: str, ref: str, m: msg.Expire) -> None:
     expire_held(tx, ns, ref, m["before"], m.get("wall_before"))
 
 
 def expire_held(
-    tx: Batch, ns: str, ref: str, before: int, wall_before: int | None = None
+    tx: Transaction, ns: str, ref: str, before: int, wall_before: int | None = None
 ) -> None:
     """Dead-letter what was held at ``ref`` before ``before`` (event time) for a customer,
     and before ``wall_before`` by the wall clock (streams/domain/join.py ``expired_held``).
@@ -348,7 +348,7 @@ def expire_held(
             tx.internal.send(REF_TOPIC[next_ns], next_ref, unhold)
 
 
-def dead_letter_held(tx: Batch, message: dict, reason: str) -> None:
+def dead_letter_held(tx: Transaction, message: dict, reason: str) -> None:
     """An input event that waited too long: its key and value as the department sent them
     (the value re-encoded from the event), headers as in CONTRACT §1. Its offset is not
     known after the join passed it on: ``x-source-offset`` is -1."""
@@ -366,7 +366,7 @@ def dead_letter_held(tx: Batch, message: dict, reason: str) -> None:
     log.warning("held event %s expired: %s", event["event_id"], reason)
 
 
-def release(tx: Batch, ns: str, ref: str, m: msg.Release) -> None:
+def release(tx: Transaction, ns: str, ref: str, m: msg.Release) -> None:
     """``ref`` was given up by its customer (streams/domain/placement.py ``give_up``): it
     names no one until it is bound again."""
     if tx.get(owners[ns], ref) == m["from"]:

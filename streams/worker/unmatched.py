@@ -19,7 +19,7 @@ from streams.domain.placement import NAMED
 from streams.domain.unmatched import UNMATCHED_KEY, ambiguity
 from streams.ops import metrics
 from streams.worker import messages as msg
-from streams.worker.checkpoint import Batch
+from streams.worker.checkpoint import Transaction
 from streams.worker.emit import CUSTOMER_EVENTS, REF_TOPIC
 from streams.worker.references import case_rank, forward, keep_held, mark_unmatched
 from streams.worker.tables import assigned, held, owners
@@ -28,7 +28,7 @@ from streams.worker.tables import unmatched as unmatched_table
 log = logging.getLogger(__name__)
 
 
-def unmatched_at_case(tx: Batch, ns: str, ref: str, m: msg.Unmatched) -> None:
+def unmatched_at_case(tx: Transaction, ns: str, ref: str, m: msg.Unmatched) -> None:
     """A contact event passed an ambiguous identifier and resolved through nothing else.
 
     Its case may have become known meanwhile: then it joins there. Else its copy held here
@@ -53,7 +53,7 @@ def unmatched_at_case(tx: Batch, ns: str, ref: str, m: msg.Unmatched) -> None:
     tx.internal.send(CUSTOMER_EVENTS, UNMATCHED_KEY, msg.unmatched_add(event, m["why"]))
 
 
-def assign_case(tx: Batch, ns: str, ref: str, m: msg.AssignCase) -> None:
+def assign_case(tx: Transaction, ns: str, ref: str, m: msg.AssignCase) -> None:
     """An agent assigned the contact (case ``ref``) to ``m["customer_id"]`` (assign_contact).
 
     Its case belongs to that customer from now on, at the strongest rank: what waited here
@@ -83,7 +83,7 @@ def assign_case(tx: Batch, ns: str, ref: str, m: msg.AssignCase) -> None:
 # ------------------------------------------------ the list, on UNMATCHED_KEY's partition
 
 
-def on_add(tx: Batch, m: msg.UnmatchedAdd) -> None:
+def on_add(tx: Transaction, m: msg.UnmatchedAdd) -> None:
     """A contact is unmatched: its row takes the event and why it matched no one."""
     event = m["event"]
     key = unmatched.row_key(event["contact_id"])
@@ -97,7 +97,7 @@ def on_add(tx: Batch, m: msg.UnmatchedAdd) -> None:
             metrics.CONTACTS_UNMATCHED.inc()
 
 
-def on_placed(tx: Batch, m: msg.UnmatchedPlaced) -> None:
+def on_placed(tx: Transaction, m: msg.UnmatchedPlaced) -> None:
     """A contact that was unmatched joined a customer after all: its row goes (an assigned
     one stays, the audit record of the assignment)."""
     key = unmatched.row_key(m["contact_id"])
@@ -106,15 +106,15 @@ def on_placed(tx: Batch, m: msg.UnmatchedPlaced) -> None:
         store_unmatched(tx, key, before, None)
 
 
-def on_assign(tx: Batch, m: msg.AssignCommand) -> None:
+def on_assign(tx: Transaction, m: msg.AssignCommand) -> None:
     assign_contact(tx, m["command"])
 
 
-def on_forget(tx: Batch, m: msg.UnmatchedForget) -> None:
+def on_forget(tx: Transaction, m: msg.UnmatchedForget) -> None:
     forget_unmatched(tx, m["customer_id"])
 
 
-def on_identity(tx: Batch, m: msg.UnmatchedIdentity) -> None:
+def on_identity(tx: Transaction, m: msg.UnmatchedIdentity) -> None:
     """The newest picture of an identifier that is (or was) ambiguous, for the list's why."""
     key, record = unmatched.picture_key(m["ns"], m["value"]), m["record"]
     old = tx.get(unmatched_table, key)
@@ -124,7 +124,7 @@ def on_identity(tx: Batch, m: msg.UnmatchedIdentity) -> None:
         tx.set(unmatched_table, key, record)
 
 
-def store_unmatched(tx: Batch, key: str, before: dict | None, row: dict | None) -> None:
+def store_unmatched(tx: Transaction, key: str, before: dict | None, row: dict | None) -> None:
     """Store (None: delete) one row and keep the index of the customers it names."""
     if row is None:
         tx.delete(unmatched_table, key)
@@ -146,7 +146,7 @@ def store_unmatched(tx: Batch, key: str, before: dict | None, row: dict | None) 
             tx.delete(unmatched_table, index)
 
 
-def assign_contact(tx: Batch, command: dict) -> None:
+def assign_contact(tx: Transaction, command: dict) -> None:
     """An agent's ``assign_contact``: the first one for a contact wins and stays on its row as
     the audit record; the same command again, or another one later, changes nothing."""
     contact_id = command["contact_id"]
@@ -166,7 +166,7 @@ def assign_contact(tx: Batch, command: dict) -> None:
     tx.internal.send(REF_TOPIC[CONTACT], contact_id, assign)
 
 
-def forget_unmatched(tx: Batch, customer_id: str) -> None:
+def forget_unmatched(tx: Transaction, customer_id: str) -> None:
     """An erased customer leaves every row that names it (an assignment to them goes)."""
     index = unmatched.index_key(customer_id)
     for contact_id in tx.get(unmatched_table, index) or ():

@@ -39,7 +39,7 @@ from streams.domain import voice
 from streams.encoding.codec import get_codec
 from streams.worker import live
 from streams.worker import messages as msg
-from streams.worker.checkpoint import Batch
+from streams.worker.checkpoint import Transaction
 from streams.worker.emit import Emitter, emitter
 from streams.worker.tables import partition_of, views_ready, voice_facts
 
@@ -76,7 +76,7 @@ def now_ms() -> int:
 # ------------------------------------------------------------------------------ the batch
 
 
-def handle_fact(tx: Batch, fact: dict[str, Any]) -> bool:
+def handle_fact(tx: Transaction, fact: dict[str, Any]) -> bool:
     """Merge one fact into the voice-facts table; False when it changed nothing."""
     contact_id = fact["contact_id"]
     merged = voice.merge_fact(tx.get(voice_facts, contact_id), fact)
@@ -86,11 +86,11 @@ def handle_fact(tx: Batch, fact: dict[str, Any]) -> bool:
     return True
 
 
-def on_fact(tx: Batch, key: str, m: msg.VoiceFact) -> None:
+def on_fact(tx: Transaction, key: str, m: msg.VoiceFact) -> None:
     handle_fact(tx, m["fact"])
 
 
-def forget(tx: Batch, key: str, message: msg.VoiceForget) -> None:
+def forget(tx: Transaction, key: str, message: msg.VoiceForget) -> None:
     """An erased customer's facts leave the table (streams/worker/customers.py
     ``erase_customer``); a contact that moved on to another customer keeps its fact there."""
     customer_id = message["customer_id"]
@@ -149,7 +149,7 @@ def facts() -> dict[str, dict[str, Any]] | None:
     return index.facts
 
 
-def after_commit(tx: Batch, emitter: Emitter) -> None:
+def after_commit(tx: Transaction, emitter: Emitter) -> None:
     """A batch is stored: take its facts into the index, publish the topics they touched.
 
     Never raises into the join agent: the index is then dropped and rebuilt from the table."""
@@ -160,7 +160,7 @@ def after_commit(tx: Batch, emitter: Emitter) -> None:
         index.generation = None
 
 
-def _after_commit(tx: Batch, emitter: Emitter) -> None:
+def _after_commit(tx: Transaction, emitter: Emitter) -> None:
     # the batch's own writes (no re-encoding of its other tables' rows: this is the join's
     # hot path); the topics they touch are published by voice_publish, at most once a second,
     # since a voice.v1 record costs a pass over every fact of its topic

@@ -1,7 +1,7 @@
 """Erasure on request (issue #14 §2): the customer is gone from every table, and stays gone.
 
 These run the worker's own join agent (tests/join_harness.py: streams/worker/agent.py's
-handlers on a real checkpoint.Batch, in-memory tables and topics, an adversarial scheduler
+handlers on a real checkpoint.Transaction, in-memory tables and topics, an adversarial scheduler
 that interleaves partitions and crashes batches), so what is checked is what the worker
 stores and publishes.
 """

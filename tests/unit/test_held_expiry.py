@@ -1,6 +1,6 @@
 """Held events that wait too long go to the dead letters (issue #11 §6, CONTRACT.md §4).
 
-The join agent's handlers run here on a real :class:`streams.worker.checkpoint.Batch` with the
+The join agent's handlers run here on a real :class:`streams.worker.checkpoint.Transaction` with the
 tables
 and Kafka replaced by recorders, so what is checked is what the worker does: which dead
 letter it produces, with which reason and headers, what it leaves in the held tables, what
@@ -78,7 +78,7 @@ def _hold(kind_event: tuple[str, dict], log: list) -> None:
     pending = [(topic, key, message)]
     while pending:  # the chain: each lookup holds and passes the event on
         topic, key, message = pending.pop()
-        batch = checkpoint.Batch(_Outbox(log, "outputs"))  # type: ignore[arg-type]
+        batch = checkpoint.Transaction(_Outbox(log, "outputs"))  # type: ignore[arg-type]
         batch.at(tables.partition_of(key))  # as the agent does for its record
         agents.HANDLERS[topic](batch, key, message)
         batch.internal.flush()
@@ -89,7 +89,7 @@ def _hold(kind_event: tuple[str, dict], log: list) -> None:
 
 
 def _handle(topic: str, key: str, message: dict, log: list) -> None:
-    batch = checkpoint.Batch(_Outbox(log, "outputs"))  # type: ignore[arg-type]
+    batch = checkpoint.Transaction(_Outbox(log, "outputs"))  # type: ignore[arg-type]
     batch.at(tables.partition_of(key))
     agents.HANDLERS[topic](batch, key, message)
     assert asyncio.run(checkpoint.commit(batch, _Emitter(log), lambda: True))  # type: ignore[arg-type]

@@ -1,7 +1,7 @@
 """Identity resolution with guards (issue #14 §1): links, shared and blocked identifiers.
 
 The join runs for real (tests/join_harness.py: the handlers of streams/worker/agent.py on a real
-checkpoint.Batch, in-memory tables, an adversarial scheduler that interleaves partitions and
+checkpoint.Transaction, in-memory tables, an adversarial scheduler that interleaves partitions and
 crashes batches); tests/oracle.py ``expected_identities`` says from the set of events alone
 which customers each one is linked to and which of its identifiers are shared or blocked.
 """

@@ -4,8 +4,8 @@ CONTRACT.md §4: a contact belongs to the customer of its ``order_id``, else of 
 else of its phone. The join learns references one at a time, so it may first apply a contact
 through its e-mail (customer B) and learn only later that its order is A's: then the contact
 moves to A and B's state is as if it had never had it. These run the worker's own join agent
-(tests/join_harness.py: streams/worker/agent.py's handlers on a real checkpoint.Batch, in-memory
-tables and topics, an adversarial scheduler that also crashes batches).
+(tests/join_harness.py: streams/worker/agent.py's handlers on a real checkpoint.Transaction,
+in-memory tables and topics, an adversarial scheduler that also crashes batches).
 """
 
 from __future__ import annotations

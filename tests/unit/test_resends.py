@@ -189,7 +189,7 @@ def test_the_worker_counts_a_re_send_after_retention_as_a_duplicate_and_publishe
         def produce(self, *record: object) -> None:
             produced.append(record)
 
-    batch = checkpoint.Batch(Outbox())  # type: ignore[arg-type]
+    batch = checkpoint.Transaction(Outbox())  # type: ignore[arg-type]
     agents.handle_customer_message(
         batch, CID, {"kind": "order", "event": placed, "topic": "orders.v1"}
     )

@@ -1,7 +1,7 @@
 """Unmatched contacts (issue #14 §1): not guessed onto one of the customers an identifier names.
 
 The join runs for real (tests/join_harness.py: the handlers of streams/worker/agent.py on a real
-checkpoint.Batch, in-memory tables, an adversarial scheduler that interleaves partitions and
+checkpoint.Transaction, in-memory tables, an adversarial scheduler that interleaves partitions and
 crashes batches); tests/oracle.py ``expected_contacts`` says from the set of events alone
 where each contact that does not name its customer ends: on a customer, or unmatched (and
 why).
