@@ -16,7 +16,7 @@ help:
 	@echo "make down   stop what 'make up' started"
 	@echo "make test   set up and run the whole test suite"
 	@echo "make chaos  the fault suite at 4x the size make test runs it (kills, outages, poison)"
-	@echo "make lint   ruff + mypy"
+	@echo "make lint   ruff + mypy + import contracts (lint-imports)"
 	@echo "make bench  throughput, freshness, query latency, recovery (bench/results/)"
 
 $(STAMP): pyproject.toml
@@ -74,6 +74,7 @@ bench: deps $(VENV)/.bench-installed
 lint: venv
 	$(VENV)/bin/ruff check streams connectors deploy tests
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports --no-logo
 
 clean:
-	rm -rf .run .pytest_cache .mypy_cache .ruff_cache
+	rm -rf .run .pytest_cache .mypy_cache .ruff_cache .import_linter_cache
