@@ -36,7 +36,7 @@ lookup             refs   intake.first_hop (no customer yet);     references.loo
 bind               refs   customers.apply_to_customer             references.on_bind
 unhold             refs   customers.apply_to_customer,            references.on_unhold
                           references (its chain's other copies)
-expire             refs   timers.held_clock                       references.expire_held
+expire             refs   timers.held_clock                       references.on_expire
 placed             refs   customers.apply_to_customer             references.placed
 rebind             refs   customers.move_contact                  references.rebind
 release            refs   customers.update_identity               references.release
