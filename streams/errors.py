@@ -26,7 +26,7 @@ crosses a module boundary is one of these, with a reason a person can act on.
     ├── DeadLetterError (RuntimeError)   streams/ops/deadletters.py: no such dead letter
     └── signals between two functions, never seen outside their module:
         Fallback, NotCompilable          streams/encoding/avro_writer.py
-        _Invalid                         streams/encoding/jsonconv.py
+        Invalid                          streams/encoding/jsoncompile.py
         _Interrupted                     streams/worker/monitoring.py
 
 connectors/ has its own root, ``connectors.errors.ConnectorError``.

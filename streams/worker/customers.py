@@ -13,6 +13,7 @@ import logging
 
 from streams.app import settings
 from streams.domain import voice
+from streams.domain.bounding import bound
 from streams.domain.commands import apply_command, apply_outcome
 from streams.domain.erasure import CUSTOMER, erased_refs, event_refs, suppressed, suppression_key
 from streams.domain.identity import normalize_email, normalize_phone
@@ -29,7 +30,7 @@ from streams.domain.placement import (
     placed_through,
 )
 from streams.domain.signals import apply_signals, next_check_ms
-from streams.domain.state import bound, empty_state
+from streams.domain.state import empty_state
 from streams.domain.unmatched import UNMATCHED_KEY, ambiguity
 from streams.encoding.codec import get_codec
 from streams.ops import metrics
