@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help deps venv run up down status test unit integration chaos lint bench clean
+.PHONY: help deps venv run up down status test unit integration chaos lint bench bench-profile clean
 
 help:
 	@echo "make run    set up and run the whole local stack with a demo feed (Ctrl-C stops it)"
@@ -17,7 +17,8 @@ help:
 	@echo "make test   set up and run the whole test suite"
 	@echo "make chaos  the fault suite at 4x the size make test runs it (kills, outages, poison)"
 	@echo "make lint   ruff + mypy + import contracts (lint-imports)"
-	@echo "make bench  throughput, freshness, query latency, recovery (bench/results/)"
+	@echo "make bench  throughput, freshness, query latency, recovery at two scales (bench/results/)"
+	@echo "make bench-profile  py-spy on a worker working the backlog, in a run of its own"
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "keel: $(PYTHON) not found: install Python >= 3.11"; exit 2; }
@@ -61,8 +62,10 @@ chaos: deps
 	CHAOS_SCALE=$(CHAOS_SCALE) $(PY) -m pytest -s tests/integration/test_cluster.py tests/integration/test_faults.py \
 		tests/integration/test_store_outages.py tests/integration/test_malformed.py $(PYTEST_ARGS)
 
-# Benchmarks on the real local stack (own broker, own worker; < 10 min on 2 cores):
-# bench/results/<run>.json + .png and a table. BENCH_ARGS=--quick for a run of seconds.
+# Benchmarks on the real local stack (own broker, own worker; < 25 min on 2 cores): one run
+# at 1,000,000 events / 100,000 customers (the reference), one at 200,000 / 20,000;
+# bench/results/<run>.json + .png each, <run>-scales.json (growth with customers) and tables.
+# BENCH_ARGS=--quick for a run of seconds, BENCH_ARGS="--events N --customers M" for one scale.
 BENCH_ARGS ?=
 $(VENV)/.bench-installed: $(STAMP)
 	$(VENV)/bin/pip install --disable-pip-version-check --quiet -e '.[test,bench]'
@@ -70,6 +73,12 @@ $(VENV)/.bench-installed: $(STAMP)
 
 bench: deps $(VENV)/.bench-installed
 	$(PY) -m bench $(BENCH_ARGS)
+
+# A sampling profile (py-spy --native, every thread) of a worker on the same backlog, in a run
+# of its own: py-spy pauses the worker at every sample, so it is never attached while
+# `make bench` measures. bench/results/<run>-profile.json + the raw stacks; idle waits apart.
+bench-profile: deps $(VENV)/.bench-installed
+	$(PY) -m bench --profile $(BENCH_ARGS)
 
 lint: venv
 	$(VENV)/bin/ruff check streams connectors deploy tests

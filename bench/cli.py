@@ -1,22 +1,33 @@
 """``python -m bench`` (``make bench``): keel's benchmarks on the real local stack, side by side.
 
-One run, in this order, on its own Kafka broker (free ports) and its own worker (its own
-``KEEL_APP_ID``, topic names, data dir and API port):
+One run per scale (``--scales``; by default 1,000,000 events / 100,000 customers, the
+reference, then 200,000 / 20,000), each in this order, on its own Kafka broker (free ports)
+and its own worker (its own ``KEEL_APP_ID``, topic names, data dir and API port):
 
 1. a seeded history (bench/generator.py) is Avro-encoded and pre-loaded into the input topics;
 2. **ceiling**: a bare confluent-kafka consumer reads and decodes it (bench/ceiling.py);
    **faust floor**: a faust app consumes and decodes it in keel's batches, no state or
    outputs (bench/faust_floor.py): what faust costs before keel does anything;
 3. **peer**: the same aggregation in Quix Streams (bench/peer_quix.py);
-4. **throughput**: one ``keel worker`` consumes the backlog (py-spy attached) until every
+4. **throughput**: one ``keel worker`` consumes the backlog until every
    customer state is final; a sample of customers is checked against a replay of
    streams.domain.state over the generator's events; **footprint** is read off the worker then;
-5. **freshness**: live events at 2,000/s, then higher steps until keel saturates;
-6. **query latency**: ids and e-mails from another process while 2,000 events/s go in;
+5. **freshness**: live events at 2,000/s, then higher steps until keel saturates; the
+   worker's CPU per thread over each step, per event;
+6. **query latency**: ids and e-mails from another process while 2,000 events/s go in
+   (both live phases start on a worker with no backlog: drained, or skipped, first);
 7. **recovery**: SIGKILL and restart with the RocksDB dir kept, then wiped.
 
-Results: ``bench/results/<run>.json`` (every figure, the machine, versions, settings), a PNG
-chart beside it, logs and the raw profile in ``bench/results/<run>/``, and a table on stdout.
+Results: ``bench/results/<run>.json`` (every figure, the machine and its load average at the
+start and the end, versions, settings), a PNG chart beside it, logs in ``bench/results/<run>/``,
+and a table on stdout; with two scales or more, ``<last run>-scales.json`` and a table of how
+each figure grew with the customers. A sampled figure left without samples (e.g. API probes
+all refused) fails the run: exit 1, naming it.
+
+``python -m bench --profile`` (``make bench-profile``) is a run of its own that measures
+nothing: the same backlog, one worker with py-spy attached for ``profile_budget_s``, and the
+profile (bench/profile.py) in ``bench/results/<run>-profile.json``. A sampling profiler
+pauses the worker for every sample, so it is never attached during a measured phase.
 """
 
 from __future__ import annotations
@@ -43,7 +54,7 @@ from bench.kafka import keys_of, preload
 from bench.machine import machine, versions
 from bench.peers import quix_python, quix_version
 from bench.profile import Profiler
-from bench.settings import BenchSettings, parse
+from bench.settings import BenchSettings, each_scale, parse
 from bench.stats import latency_summary
 from bench.worker import ROOT, BenchError, KeelNames, KeelWorker, worker_args
 
@@ -86,11 +97,18 @@ def _create_topics(env: dict[str, str]) -> None:
 
 _NO_LATENCY = latency_summary([])
 _FRESHNESS_UNMEASURED = {
-    "base": {"topic": _NO_LATENCY, "api": _NO_LATENCY},
+    "base": {
+        "topic": _NO_LATENCY,
+        "api": _NO_LATENCY,
+        "api_answers": None,
+        "worker_cpu": {"ms_per_event": None, "ms_per_event_by_group": None},
+    },
+    "backlog_at_start": {"lag_records": None},
     "steps": [],
     "max_unsaturated_rate": None,
 }
 _QUERY_UNMEASURED = {
+    "backlog_at_start": {"lag_records": None},
     "achieved_per_s": None,
     "errors": None,
     **{k: _NO_LATENCY for k in ("by_id", "by_email", "all")},
@@ -128,6 +146,126 @@ class Run:
         log.info("[%6.1fs] %s", time.monotonic() - self.t0, name)
 
 
+def _broker(r: Run, stack: contextlib.ExitStack) -> tuple[str, int | None]:
+    """The broker's bootstrap address and pid: ``--bootstrap``'s, or one started for the run."""
+    if r.s.bootstrap is not None:
+        return r.s.bootstrap, None
+    from deploy.local.stack import Kafka
+
+    r.phase("starting Kafka")
+    kafka = Kafka(r.scratch / "kafka", port=_free_port(), log_file=r.work / "kafka.log")
+    kafka.start(timeout=120)
+    stack.callback(kafka.stop)
+    return kafka.bootstrap, kafka.pid
+
+
+def _worker_env(r: Run, bootstrap: str) -> dict[str, str]:
+    s = r.s
+    env = {
+        **r.names.env(),
+        "KAFKA_BOOTSTRAP": bootstrap,
+        "KEEL_PARTITIONS": str(s.partitions),
+        **s.worker_env,
+    }
+    r.result["settings"] = {
+        **s.as_json(),
+        "worker_env": env,
+        "run_id": r.id,
+        "worker_command": ["-m", "bench.threadnames", *worker_args()],
+        "worker_tuning": _worker_tuning(env),
+        "broker": "own" if s.bootstrap is None else s.bootstrap,
+    }
+    return env
+
+
+class Dataset:
+    """The seeded history, pre-loaded into the run's input topics; what the phases ask for."""
+
+    def __init__(self, r: Run, bootstrap: str) -> None:
+        s = r.s
+        r.phase(f"generating {s.events:,} events for {s.customers:,} customers")
+        start_ms = int(time.time() * 1000) - 30 * DAY - 60_000
+        self.history = History(s.customers, s.seed, start_ms=start_ms)
+        t = time.perf_counter()
+        items = self.history.backlog(s.events, duplicates=s.duplicates, late=s.late)
+        generated = time.perf_counter() - t
+        self.kinds = Counter(i.kind for i in items)
+        self.in_history = sorted({i.customer_id for i in items})
+        # customers an order made known by e-mail: what the query phase asks for
+        self.ordered = sorted({i.customer_id for i in items if i.kind == "order"})
+        self.sample = set(
+            random.Random(s.seed).sample(
+                self.in_history, min(s.sample_customers, len(self.in_history))
+            )
+        )
+        self.expected = phases.expected_states(items, self.sample)
+        t = time.perf_counter()
+        records = tp.encode(items, r.names)
+        encoded = time.perf_counter() - t
+        del items
+        self.history_file = r.work / "history.pickle"
+        phases.save_history(self.history, self.history_file)
+        r.phase("pre-loading the backlog")
+        self.count, seconds = preload(bootstrap, records)
+        del records
+        r.result["dataset"] = {
+            "events": self.count,
+            "customers": len(self.in_history),
+            "mix": {k: round(v / self.count, 4) for k, v in sorted(self.kinds.items())},
+            "duplicates": s.duplicates,
+            "late": s.late,
+            "generate_s": round(generated, 2),
+            "encode_s": round(encoded, 2),
+            "preload": {
+                "events": self.count,
+                "seconds": round(seconds, 2),
+                "events_per_s": round(self.count / seconds),
+            },
+        }
+
+
+def _finish(r: Run, suffix: str = "") -> Path:
+    """Close the run's record: load average at the end, times; the results file's path."""
+    shutil.rmtree(r.scratch, ignore_errors=True)
+    res = r.result
+    res["machine"]["load_avg_at_end"] = list(os.getloadavg())
+    res["finished_at"] = _now_iso()
+    res["duration_s"] = round(time.monotonic() - r.t0, 1)
+    return r.s.out_dir / f"{r.id}{suffix}.json"
+
+
+def profile_run(s: BenchSettings) -> dict[str, Any]:
+    """``--profile``: a worker on the backlog with py-spy attached; no figure is measured."""
+    r = Run(s)
+    res = r.result
+    res["kind"] = "profile (no figures: py-spy pauses the worker for every sample)"
+    res["machine"] = {**machine(), "load_avg_at_start": list(os.getloadavg())}
+    res["versions"] = versions(None)
+    with contextlib.ExitStack() as stack:
+        bootstrap, _ = _broker(r, stack)
+        env = _worker_env(r, bootstrap)
+        _create_topics(env)
+        data = Dataset(r, bootstrap)
+        r.phase(f"profile: a keel worker on the backlog with py-spy ({s.profile_budget_s:g} s)")
+        worker = KeelWorker(env, r.scratch / "worker", _free_port(), r.work / "worker.log")
+        stack.callback(worker.stop)
+        profiler = Profiler(r.work / "worker.pyspy.txt")
+        under = tp.keel(
+            bootstrap, worker, r.names, data.count, s.ready_timeout_s, s.profile_budget_s, profiler
+        )
+        res["profile"] = {
+            "raw": str(profiler.out),
+            **profiler.top(25),
+            # what the worker did while paused for every sample: not a throughput figure
+            "events_per_s_under_profiler": under["events_per_s"],
+            "seconds": under["wall_seconds"],
+        }
+    path = _finish(r, "-profile")
+    report.write(res, path)
+    res["_path"] = str(path)
+    return res
+
+
 def run(s: BenchSettings) -> dict[str, Any]:
     r = Run(s)
     res = r.result
@@ -135,68 +273,14 @@ def run(s: BenchSettings) -> dict[str, Any]:
     res["machine"] = {**machine(), "load_avg_at_start": list(os.getloadavg())}
     res["versions"] = versions(quix_version(quix_py))
     with contextlib.ExitStack() as stack:
-        bootstrap = s.bootstrap
-        broker_pid = None
-        if bootstrap is None:
-            from deploy.local.stack import Kafka
-
-            r.phase("starting Kafka")
-            kafka = Kafka(r.scratch / "kafka", port=_free_port(), log_file=r.work / "kafka.log")
-            kafka.start(timeout=120)
-            stack.callback(kafka.stop)
-            bootstrap, broker_pid = kafka.bootstrap, kafka.pid
-        env = {
-            **r.names.env(),
-            "KAFKA_BOOTSTRAP": bootstrap,
-            "KEEL_PARTITIONS": str(s.partitions),
-            **s.worker_env,
-        }
-        res["settings"] = {
-            **s.as_json(),
-            "worker_env": env,
-            "run_id": r.id,
-            "worker_command": worker_args(),
-            "worker_tuning": _worker_tuning(env),
-            "broker": "own" if s.bootstrap is None else s.bootstrap,
-        }
+        bootstrap, broker_pid = _broker(r, stack)
+        env = _worker_env(r, bootstrap)
         _create_topics(env)
-
-        r.phase(f"generating {s.events:,} events for {s.customers:,} customers")
-        history = History(s.customers, s.seed, start_ms=int(time.time() * 1000) - 30 * DAY - 60_000)
-        t = time.perf_counter()
-        items = history.backlog(s.events, duplicates=s.duplicates, late=s.late)
-        generated = time.perf_counter() - t
-        kinds = Counter(i.kind for i in items)
-        in_history = sorted({i.customer_id for i in items})
-        # customers an order made known by e-mail: what the query phase asks for
-        ordered = sorted({i.customer_id for i in items if i.kind == "order"})
-        sample = set(
-            random.Random(s.seed).sample(in_history, min(s.sample_customers, len(in_history)))
-        )
-        expected = phases.expected_states(items, sample)
-        t = time.perf_counter()
-        records = tp.encode(items, r.names)
-        encoded = time.perf_counter() - t
-        del items
-        history_file = r.work / "history.pickle"
-        phases.save_history(history, history_file)
-        r.phase("pre-loading the backlog")
-        count, seconds = preload(bootstrap, records)
-        del records
-        res["dataset"] = {
-            "events": count,
-            "customers": len(in_history),
-            "mix": {k: round(v / count, 4) for k, v in sorted(kinds.items())},
-            "duplicates": s.duplicates,
-            "late": s.late,
-            "generate_s": round(generated, 2),
-            "encode_s": round(encoded, 2),
-            "preload": {
-                "events": count,
-                "seconds": round(seconds, 2),
-                "events_per_s": round(count / seconds),
-            },
-        }
+        data = Dataset(r, bootstrap)
+        history, history_file, count, kinds = (
+            data.history, data.history_file, data.count, data.kinds
+        )  # fmt: skip
+        in_history, ordered, sample = data.in_history, data.ordered, data.sample
 
         r.phase("ceiling: bare consumer + Avro decode")
         thr: dict[str, Any] = {"ceiling": tp.ceiling(bootstrap, r.names, timeout=900)}
@@ -224,7 +308,6 @@ def run(s: BenchSettings) -> dict[str, Any]:
         r.phase("throughput: one keel worker on the backlog")
         worker = KeelWorker(env, r.scratch / "worker", _free_port(), r.work / "worker.log")
         stack.callback(worker.stop)
-        profiler = Profiler(r.work / "worker.pyspy.txt") if s.profile else None
         thr["keel"] = tp.keel(
             bootstrap,
             worker,
@@ -232,8 +315,7 @@ def run(s: BenchSettings) -> dict[str, Any]:
             count,
             s.ready_timeout_s,
             s.throughput_budget_s,
-            profiler,
-            broker_pid,
+            broker_pid=broker_pid,
         )
         ceiling = thr["ceiling"]["events_per_s"]
         quix_rate = thr["quix"].get("events_per_s")
@@ -243,13 +325,13 @@ def run(s: BenchSettings) -> dict[str, Any]:
         floor = thr["faust_floor"].get("events_per_s")
         thr["keel_over_faust_floor"] = round(keel_rate / floor, 4) if floor else None
         res["throughput"] = thr
-        res["profile"] = profiler.top(20) if profiler else {"skipped": "--no-profile"}
+        res["profile"] = {"skipped": "never in a measured run: python -m bench --profile"}
 
         if thr["keel"]["complete"]:
             held = len(in_history)
             res["footprint"] = phases.footprint(worker, held, thr["keel"]["rss_at_ready_bytes"])
             res["verification"] = _attempt(
-                "verification", lambda: phases.verify(worker, expected), {"checked": 0}
+                "verification", lambda: phases.verify(worker, data.expected), {"checked": 0}
             )
         else:
             r.phase("backlog not finished within budget: skipping the rest")
@@ -269,8 +351,13 @@ def run(s: BenchSettings) -> dict[str, Any]:
                 "skipped": "backlog not finished within the budget",
             }
 
+        def settle() -> dict[str, Any]:
+            return phases.caught_up(bootstrap, worker, r.names, s.drain_s, s.ready_timeout_s)
+
         def fresh() -> dict[str, Any]:
-            return phases.freshness(s, bootstrap, worker, r.names, history_file, r.work)
+            backlog = settle()  # freshness is measured on a worker with no backlog
+            out = phases.freshness(s, bootstrap, worker, r.names, history_file, r.work)
+            return {"backlog_at_start": backlog, **out}
 
         r.phase("freshness: live events at fixed rates")
         res["freshness"] = _attempt("freshness", fresh, _FRESHNESS_UNMEASURED)
@@ -278,7 +365,9 @@ def run(s: BenchSettings) -> dict[str, Any]:
         def query() -> dict[str, Any]:
             known = random.Random(s.seed + 1).sample(ordered, min(len(ordered), 5000))
             keys = [(cid, History.email(int(cid.removeprefix("c-")))) for cid in known]
+            backlog = settle()  # and so is query latency
             out = phases.queries(s, bootstrap, worker, r.names, history_file, r.work, keys)
+            out["backlog_at_start"] = backlog
             out["drain"] = phases.drain(bootstrap, worker, r.names, s.drain_s, s.ready_timeout_s)
             return out
 
@@ -312,30 +401,59 @@ def run(s: BenchSettings) -> dict[str, Any]:
             "customers": held,
             **_attempt("recovery", recovery, _RECOVERY_UNMEASURED),
         }
-    shutil.rmtree(r.scratch, ignore_errors=True)
-    res["machine"]["load_avg_at_end"] = list(os.getloadavg())
-    res["finished_at"] = _now_iso()
-    res["duration_s"] = round(time.monotonic() - r.t0, 1)
+    path = _finish(r)
     res["targets"] = report.targets(res)
-    res["chart"] = report.chart(res, s.out_dir / f"{r.id}.png")
-    path = s.out_dir / f"{r.id}.json"
+    res["empty_figures"] = report.empty_figures(res)
+    res["chart"] = report.chart(res, path.with_suffix(".png"))
     report.write(res, path)
     res["_path"] = str(path)
+    return res
+
+
+def _one(s: BenchSettings) -> dict[str, Any] | None:
+    """One measured run at ``s``'s scale, its table printed; None if it could not finish."""
+    try:
+        res = run(s)
+    except BenchError as exc:
+        log.error("benchmark at %s events / %s customers failed: %s", s.events, s.customers, exc)
+        return None
+    print(report.table(res))
+    print(f"\nresults: {res.pop('_path')}\nchart:   {res['chart']}\n")
+    for figure in res["empty_figures"]:
+        log.error("figure with no samples: %s", figure)
     return res
 
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level="INFO", format="%(asctime)s %(name)s %(message)s")
     s = parse(argv)
-    try:
-        res = run(s)
-    except BenchError as exc:
-        log.error("benchmark failed: %s", exc)
+    if s.profile:
+        try:
+            res = profile_run(s)
+        except BenchError as exc:
+            log.error("profiling failed: %s", exc)
+            return 1
+        print(report.profile_table(res))
+        print(f"\nprofile: {res.pop('_path')}")
+        return 1 if res["profile"].get("error") else 0
+    results, failed = [], []
+    for one in each_scale(s):
+        res = _one(one)
+        scale = f"{one.events:,} events / {one.customers:,} customers"
+        if res is None:
+            failed.append(f"{scale}: the run failed (see the log above)")
+            continue
+        results.append(res)
+        failed += [f"{scale}: no samples: {figure}" for figure in res["empty_figures"]]
+    if len(results) > 1:
+        g = report.growth(results)
+        path = s.out_dir / f"{g['runs'][-1]}-scales.json"
+        report.write({"schema": report.SCHEMA, "machine": results[0]["machine"], **g}, path)
+        print(report.growth_table(g))
+        print(f"\ngrowth: {path}")
+    if failed:
+        print(f"\nFAILED ({len(failed)}):", file=sys.stderr)
+        for why in failed:
+            print(f"  {why}", file=sys.stderr)
         return 1
-    print(report.table(res))
-    if not res["profile"].get("skipped"):
-        print("\nprofile (py-spy, worker during the backlog), self time:")
-        for row in res["profile"].get("self", [])[:10]:
-            print(f"  {100 * row['share']:5.1f}%  {row['function']}")
-    print(f"\nresults: {res.pop('_path')}\nchart:   {res['chart']}")
     return 0

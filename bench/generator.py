@@ -2,9 +2,10 @@
 
 Events follow the life of orders, parcels and cases of ``customers`` customers, drawn so that
 about half are order events, 30 % shipment events and 20 % contact events. Each department keys
-its topic by the id it knows (CONTRACT.md §1), so shipments reach keel keyed by ``order_id`` and
-contacts by ``contact_id``; more than half the contacts carry no ``customer_id`` and must be
-joined through their order, e-mail or phone, so the joins do real work. On top of that a few
+its topic by the id it knows (docs/contract.md §1), so shipments reach keel keyed by
+``order_id`` and contacts by ``contact_id``; more than half the contacts carry no
+``customer_id`` and must be joined through their order, e-mail or phone, so the joins do real
+work. On top of that a few
 per cent of events are re-sent (same ``event_id``) and some arrive late, after events that
 happened after them.
 

@@ -9,7 +9,9 @@ its source in the customer's state says when that event arrived there. Two clock
   stand for several events of the customer);
 - **api**: a sample of events (``probes_per_s``) is polled on ``GET /customers/{id}`` every
   ``poll_ms`` until the stamp shows: produce → first answer showing it (resolution poll_ms
-  for the first 100 ms, then 10 % of the time waited so far).
+  for the first 100 ms, then 10 % of the time waited so far). Probes send the read token
+  (``KEEL_READ_TOKEN``, as a client has it after ``. .run/tokens.env``); every answer is
+  counted by status (``api_answers``), so a refused probe shows instead of an empty figure.
 
 Steps run in order, each at a fixed rate (paced every millisecond, never bursting ahead);
 after a step whose events are not all seen within ``grace_s``, or whose p99 passes
@@ -23,11 +25,13 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import pickle
 import queue
 import sys
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -95,9 +99,14 @@ class StateWatcher(threading.Thread):
         self.consumer.close()
 
 
-def prober(url: str, jobs: queue.Queue, results: list, poll_s: float, timeout_s: float) -> None:
+def prober(
+    url: str, jobs: queue.Queue, results: list, answers: Counter, poll_s: float, timeout_s: float
+) -> None:
+    """Probe each job's customer until its stamp shows; ``answers`` counts every status
+    (``"error"``: nothing answered)."""
     host, port = url.removeprefix("http://").split(":")
     conn = http.client.HTTPConnection(host, int(port), timeout=10)
+    headers = {"Authorization": f"Bearer {os.environ['KEEL_READ_TOKEN']}"}
     while True:
         job = jobs.get()
         if job is None:
@@ -107,15 +116,17 @@ def prober(url: str, jobs: queue.Queue, results: list, poll_s: float, timeout_s:
         wait = poll_s
         while True:
             try:
-                conn.request("GET", f"/customers/{cid}")
+                conn.request("GET", f"/customers/{cid}", headers=headers)
                 resp = conn.getresponse()
                 body = resp.read()
+                answers[str(resp.status)] += 1
                 if resp.status == 200:
                     shown = json.loads(body)["last_event_at"].get(source, "")
                     if shown >= stamp:
                         results.append(time.time() - produced)
                         break
             except (OSError, http.client.HTTPException, ValueError):
+                answers["error"] += 1
                 conn.close()
                 conn = http.client.HTTPConnection(host, int(port), timeout=10)
             if time.time() > deadline:
@@ -142,13 +153,14 @@ def run_step(
     jobs: queue.Queue = queue.Queue()
     api: list[float | None] = []
     probe = plan["api_url"] is not None and plan["probes_per_s"] > 0
+    answers = [Counter[str]() for _ in range(plan["probe_threads"] if probe else 0)]
     threads = [
         threading.Thread(
             target=prober,
-            args=(plan["api_url"], jobs, api, plan["poll_ms"] / 1000, plan["grace_s"]),
+            args=(plan["api_url"], jobs, api, counts, plan["poll_ms"] / 1000, plan["grace_s"]),
             daemon=True,
         )
-        for _ in range(plan["probe_threads"] if probe else 0)
+        for counts in answers
     ]
     for t in threads:
         t.start()
@@ -197,6 +209,7 @@ def run_step(
         watcher.pending.clear()
     topic = latency_summary(seen, total)
     api_seen = [x for x in api if x is not None]
+    answered = sum(answers, Counter[str]())
     result = {
         "offered_per_s": rate,
         "achieved_offer_per_s": total / offered_s if offered_s > 0 else 0.0,
@@ -205,6 +218,9 @@ def run_step(
         "produce_failures": len(failed),
         "topic": topic,
         "api": latency_summary(api_seen, len(api)) if probe else None,
+        # every probe request by status ("error": no answer); anything not 2xx is reported
+        "api_answers": dict(sorted(answered.items())) if probe else None,
+        "api_not_2xx": sum(n for k, n in answered.items() if not k.startswith("2")),
         "not_seen_within_grace": missing,
     }
     p99 = topic["p99_ms"]

@@ -1,8 +1,8 @@
 """The peer: keel's customer-state aggregation written with Quix Streams, on the same backlog.
 
-Same decode (streams.encoding.codec), same merge (streams.domain.state.apply_event), state in RocksDB with a
-changelog, every changed state Avro-encoded and published, at-least-once. What it cannot do
-the way keel does is the multi-topic join: Quix Streams joins by the message key, and
+Same decode (streams.encoding.codec), same merge (streams.domain.state.apply_event), state in
+RocksDB with a changelog, every changed state Avro-encoded and published, at-least-once. What
+it cannot do the way keel does is the multi-topic join: Quix Streams joins by the message key, and
 shipments (keyed by order_id) and most contacts (keyed by contact_id, known only by an order,
 e-mail or phone) need a lookup through reference tables that are themselves built from other
 topics. So the peer does the closest equivalent Quix offers directly:

@@ -20,14 +20,23 @@ from confluent_kafka.admin import AdminClient
 from bench.generator import History, Item
 from bench.kafka import BenchKafkaError, end_offsets, group_lag, wait_caught_up
 from bench.settings import BenchSettings
-from bench.worker import ROOT, BenchError, KeelNames, KeelWorker, dir_bytes, http_get
+from bench.worker import (
+    CPU_GROUPS,
+    ROOT,
+    BenchError,
+    KeelNames,
+    KeelWorker,
+    cpu_split,
+    dir_bytes,
+    http_get,
+)
 from deploy.local.process import Child
 from streams.domain.state import apply_event, empty_state, view
 from streams.encoding.jsonconv import to_json
 from streams.kafka.config import client_config
 
-#: Fields that legitimately differ from a replay: arrival-dependent bookkeeping (CONTRACT §5)
-#: and signals, which also depend on the wall clock at merge time.
+#: Fields that legitimately differ from a replay: arrival-dependent bookkeeping
+#: (docs/contract.md §5) and signals, which also depend on the wall clock at merge time.
 NOT_COMPARED = ("version", "updated_at", "signals")
 
 
@@ -133,6 +142,39 @@ def drain(
         return {"drained_s": None, "skipped_events": skipped}
 
 
+def caught_up(
+    bootstrap: str, worker: KeelWorker, names: KeelNames, timeout: float, restart_timeout: float
+) -> dict[str, Any]:
+    """Before a live phase: the worker must have no backlog (both its groups committed every
+    record: the inputs, and the internal topics the intake forwards to).
+
+    A backlog left is drained for up to ``timeout`` s, else skipped (:func:`skip_backlog`);
+    returns the records it was behind and what became of them. Raises if it is still behind.
+    """
+    lag = group_lag(bootstrap, names.groups)
+    settled = drain(bootstrap, worker, names, timeout, restart_timeout) if lag else {}
+    left = group_lag(bootstrap, names.groups)
+    if left:
+        raise BenchError(f"the worker is still {left:,} records behind before a live phase")
+    return {"lag_records": lag, "lag_records_after": left, **settled}
+
+
+def live_cpu(before: dict[str, Any], after: dict[str, Any], events: int) -> dict[str, Any]:
+    """The worker's CPU over a live step, per thread group, and per event offered."""
+    split = cpu_split(before, after)
+    groups = split["by_group"]
+
+    def ms(seconds: float | None) -> float | None:
+        return None if seconds is None or not events else round(1000 * seconds / events, 4)
+
+    return {
+        "events": events,
+        **split,
+        "ms_per_event": ms(split["seconds"]),
+        "ms_per_event_by_group": None if groups is None else {g: ms(groups[g]) for g in CPU_GROUPS},
+    }
+
+
 def _offer_plan(
     s: BenchSettings,
     bootstrap: str,
@@ -194,16 +236,26 @@ def freshness(
     """The base rate; then higher steps until keel saturates, or lower ones until it keeps up.
 
     Each step is its own offer run; a step that leaves a backlog is drained (or skipped)
-    before the next, so every step starts from a worker that is caught up.
+    before the next, so every step starts from a worker that is caught up. The worker's CPU
+    per thread over each step and its drain, per event offered, is the step's ``worker_cpu``
+    (the API probes' requests included; when the step's backlog had to be skipped, until the
+    end of its grace period: ``until``).
     """
     steps: list[dict[str, Any]] = []
 
     def step(rate: float, duration: float) -> dict[str, Any]:
         plan = _offer_plan(s, bootstrap, names, history_file, worker.url, [(rate, duration)])
         name = f"freshness-{rate:g}"
+        before = worker.threads_cpu()
         out = _result(_spawn("bench.offer", plan, work, name), name, duration + s.grace_s + 60)
         result: dict[str, Any] = out["steps"][0]
+        offered = worker.threads_cpu()
         result["drain"] = drain(bootstrap, worker, names, s.drain_s, s.ready_timeout_s)
+        after = worker.threads_cpu()
+        if after["pid"] == before["pid"]:
+            result["worker_cpu"] = {"until": "drained", **live_cpu(before, after, result["events"])}
+        else:  # the backlog it left was skipped (the worker restarted): until the grace ended
+            result["worker_cpu"] = {"until": "grace", **live_cpu(before, offered, result["events"])}
         steps.append(result)
         return result
 

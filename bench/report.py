@@ -20,6 +20,8 @@ REQUIRED = (
     "machine.cores",
     "machine.memory_bytes",
     "machine.cpu_model",
+    "machine.load_avg_at_start",
+    "machine.load_avg_at_end",
     "versions.python",
     "versions.faust",
     "versions.aiokafka",
@@ -43,6 +45,13 @@ REQUIRED = (
     "throughput.keel.complete",
     "throughput.keel.seconds",
     "throughput.keel.cpu_ms_per_event",
+    "throughput.keel.cpu.by_group.join",
+    "throughput.keel.cpu.by_group.intake",
+    "throughput.keel.cpu.by_group.faust_consumer",
+    "throughput.keel.cpu.by_group.librdkafka",
+    "throughput.keel.cpu.by_group.other",
+    "throughput.keel.cpu.join_ms_per_event",
+    "throughput.keel.cpu.intake_ms_per_event",
     "throughput.ceiling.events_per_s",
     "throughput.quix",
     "throughput.keel_over_ceiling",
@@ -57,6 +66,12 @@ REQUIRED = (
     "freshness.base.topic.max_ms",
     "freshness.base.api.p50_ms",
     "freshness.base.api.p99_ms",
+    "freshness.base.api.count",
+    "freshness.base.api_answers",
+    "freshness.base.worker_cpu.ms_per_event",
+    "freshness.base.worker_cpu.ms_per_event_by_group",
+    "freshness.backlog_at_start.lag_records",
+    "query.backlog_at_start.lag_records",
     "freshness.steps",
     "freshness.max_unsaturated_rate",
     "query.achieved_per_s",
@@ -78,6 +93,7 @@ REQUIRED = (
     "footprint.disk_mb_per_100k_customers",
     "profile",
     "targets",
+    "empty_figures",
     "chart",
 )
 
@@ -107,6 +123,56 @@ def _maybe(result: dict[str, Any], dotted: str) -> Any:
         return get(result, dotted)
     except KeyError:
         return None
+
+
+#: Figures made of samples, by name: a run in which one of them has none fails (``python -m
+#: bench`` exits 1 naming it) rather than printing "-" for it.
+SAMPLED = (
+    ("throughput, one worker", "throughput.keel.events_per_s"),
+    ("ceiling", "throughput.ceiling.events_per_s"),
+    ("faust floor", "throughput.faust_floor.events_per_s"),
+    ("freshness @base, topic", "freshness.base.topic.count"),
+    ("freshness @base, API probes", "freshness.base.api.count"),
+    ("query latency by id", "query.by_id.count"),
+    ("query latency by e-mail", "query.by_email.count"),
+    ("join CPU per event (per thread, backlog)", "throughput.keel.cpu.join_ms_per_event"),
+    ("worker CPU per event live @base", "freshness.base.worker_cpu.ms_per_event"),
+)
+
+
+def empty_figures(r: dict[str, Any]) -> list[str]:
+    """Each sampled figure of ``r`` without samples, named, with what is known of why."""
+    out = []
+    for name, key in SAMPLED:
+        value = _maybe(r, key)
+        if value:
+            continue
+        why = [f"{key} = {value}"]
+        phase = _maybe(r, key.split(".", 1)[0]) or {}
+        if isinstance(phase, dict) and phase.get("error"):
+            why.append(f"phase failed: {str(phase['error']).strip().splitlines()[-1][:200]}")
+        if key.startswith("freshness.base.api"):
+            why.append(f"probe answers by status: {_maybe(r, 'freshness.base.api_answers')}")
+        if key.startswith("query.by_"):
+            why.append(f"query errors: {_maybe(r, 'query.error_kinds')}")
+        out.append(f"{name} ({'; '.join(why)})")
+    return out
+
+
+def not_2xx(r: dict[str, Any]) -> str | None:
+    """API probe answers that were not 2xx (or no answer) over every freshness step, and how
+    many of each status: ``"17 (404: 17)"``."""
+    steps = _maybe(r, "freshness.steps")
+    if not steps:
+        return None
+    by_status: dict[str, int] = {}
+    for st in steps:
+        for status, n in (st.get("api_answers") or {}).items():
+            if not status.startswith("2"):
+                by_status[status] = by_status.get(status, 0) + n
+    total = sum(by_status.values())
+    detail = ", ".join(f"{k}: {n}" for k, n in sorted(by_status.items()))
+    return f"{total} ({detail})" if total else "0"
 
 
 def targets(r: dict[str, Any]) -> list[dict[str, Any]]:
@@ -146,31 +212,184 @@ def _fmt(value: Any) -> str:
     return f"{value:,}" if isinstance(value, int) else str(value)
 
 
+def _probes(r: dict[str, Any]) -> str:
+    api = _maybe(r, "freshness.base.api") or {}
+    return f"{api.get('count')}/{(api.get('count') or 0) + (api.get('missing') or 0)}"
+
+
+def machine_line(r: dict[str, Any]) -> str:
+    """CPU model, cores, RAM and the load average at the start and the end of the run."""
+    m = r.get("machine") or {}
+    ram = (m.get("memory_bytes") or 0) / 2**30
+    return (
+        f"machine: {m.get('cpu_model')}, {m.get('cores')} cores, {ram:.1f} GiB RAM; "
+        f"load average (1/5/15 min) {_load(m)}"
+    )
+
+
+def _pair(r: dict[str, Any], a: str, b: str) -> str:
+    return f"{_fmt(_maybe(r, a))} / {_fmt(_maybe(r, b))}"
+
+
 def table(r: dict[str, Any]) -> str:
-    """The short table printed at the end of a run."""
-    lines = [f"{'':2}{'figure':38}{'value':>14}  {'target':>10}"]
+    """The short table printed at the end of a run: the machine first, then the figures."""
+    s = r.get("settings") or {}
+    lines = [
+        f"{s.get('events', 0):,} events, {s.get('customers', 0):,} customers",
+        machine_line(r),
+        f"{'':2}{'figure':38}{'value':>14}  {'target':>10}",
+    ]
     for t in r["targets"]:
         mark = {True: "ok", False: "MISS", None: "--"}[t["met"]]
         lines.append(f"{mark:>4} {t['name']:36}{_fmt(t['value']):>14}  {t['target']:>10}")
     tp = r["throughput"]
+    cpu = "throughput.keel.cpu"
+    live = "freshness.base.worker_cpu"
+    rate = _maybe(r, "freshness.base.offered_per_s")
     extra = [
         ("ceiling (events/s)", _maybe(r, "throughput.ceiling.events_per_s")),
         ("quix peer (events/s)", _maybe(r, "throughput.quix.events_per_s")),
         ("faust floor (events/s)", _maybe(r, "throughput.faust_floor.events_per_s")),
         ("keel / faust floor", _maybe(r, "throughput.keel_over_faust_floor")),
-        ("keel CPU per event (ms)", _maybe(r, "throughput.keel.cpu_ms_per_event")),
         ("keel inputs read (events/s)", _maybe(r, "throughput.keel.inputs_read_per_s")),
         ("backlog finished", tp["keel"].get("complete")),
+        ("join CPU per event finished (ms)", _maybe(r, f"{cpu}.join_ms_per_event")),
+        ("  faust consumer thread, same (ms)", _maybe(r, f"{cpu}.faust_consumer_ms_per_event")),
+        ("intake CPU per event read (ms)", _maybe(r, f"{cpu}.intake_ms_per_event")),
+        (
+            "librdkafka / other CPU per read (ms)",
+            _pair(r, f"{cpu}.librdkafka_ms_per_event", f"{cpu}.other_ms_per_event"),
+        ),
+        (f"worker CPU per event live @{_fmt(rate)}/s (ms)", _maybe(r, f"{live}.ms_per_event")),
+        (
+            "  of which join / intake (ms)",
+            _pair(r, f"{live}.ms_per_event_by_group.join", f"{live}.ms_per_event_by_group.intake"),
+        ),
         (
             "sample states matching",
             f"{_maybe(r, 'verification.matching')}/{_maybe(r, 'verification.checked')}",
         ),
+        (
+            "backlog before freshness / queries",
+            _pair(
+                r, "freshness.backlog_at_start.lag_records", "query.backlog_at_start.lag_records"
+            ),
+        ),
         ("highest unsaturated rate (events/s)", _maybe(r, "freshness.max_unsaturated_rate")),
+        ("API probes @base (answered/sent)", _probes(r)),
+        ("API probe answers not 2xx", not_2xx(r)),
+        ("query answers not 200", _maybe(r, "query.errors")),
         ("disk per 100k customers (MB)", _maybe(r, "footprint.disk_mb_per_100k_customers")),
     ]
     for name, value in extra:
         lines.append(f"{'':5}{name:36}{_fmt(value):>14}")
     return "\n".join(lines)
+
+
+#: Figures compared across the scales of one invocation: how each grows with the customers.
+GROWTH = (
+    ("throughput, one worker (events/s)", "throughput.keel.events_per_s"),
+    ("backlog finished", "throughput.keel.complete"),
+    ("join CPU per event finished (ms)", "throughput.keel.cpu.join_ms_per_event"),
+    ("intake CPU per event read (ms)", "throughput.keel.cpu.intake_ms_per_event"),
+    ("worker CPU per event live @base (ms)", "freshness.base.worker_cpu.ms_per_event"),
+    ("freshness @base, topic p50 (ms)", "freshness.base.topic.p50_ms"),
+    ("freshness @base, topic p99 (ms)", "freshness.base.topic.p99_ms"),
+    ("freshness @base, API p50 (ms)", "freshness.base.api.p50_ms"),
+    ("query p99, id + e-mail (ms)", "query.all.p99_ms"),
+    ("restart ready, dir kept (s)", "recovery.kept.ready_s"),
+    ("restart ready, from changelog (s)", "recovery.wiped.ready_s"),
+    ("customers held", "footprint.customers"),
+    ("RSS (MB)", "footprint.rss_mb"),
+    ("disk (MB)", "footprint.disk_mb"),
+)
+
+
+def growth(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Each GROWTH figure at every scale (fewest customers first) and last / first."""
+    runs = sorted(runs, key=lambda r: r["settings"]["customers"])
+
+    def value(r: dict[str, Any], key: str) -> Any:
+        if key.endswith("_mb"):  # footprint.rss_mb: footprint.rss_bytes in MB
+            raw = _maybe(r, key.removesuffix("_mb") + "_bytes")
+            return None if raw is None else round(raw / 1e6, 1)
+        return _maybe(r, key)
+
+    rows = []
+    for name, key in GROWTH:
+        values = [value(r, key) for r in runs]
+        first, last = values[0], values[-1]
+        numbers = all(isinstance(v, int | float) and not isinstance(v, bool) for v in (first, last))
+        rows.append(
+            {
+                "name": name,
+                "key": key,
+                "values": values,
+                "ratio": round(last / first, 3) if numbers and first else None,
+            }
+        )
+    scales = [(r["settings"]["events"], r["settings"]["customers"]) for r in runs]
+    return {
+        "scales": [list(scale) for scale in scales],
+        "customers_ratio": round(scales[-1][1] / scales[0][1], 3),
+        "runs": [r["settings"]["run_id"] for r in runs],
+        "machines": [r["machine"] for r in runs],  # with each run's load average
+        "figures": rows,
+    }
+
+
+def growth_table(g: dict[str, Any]) -> str:
+    """How the figures grew from the smallest to the biggest scale."""
+    heads = [f"{e // 1000:,}k/{c // 1000:,}k" if c >= 1000 else f"{e}/{c}" for e, c in g["scales"]]
+    lines = [f"growth with customers (events/customers; x{g['customers_ratio']:g} customers)"]
+    for head, m in zip(heads, g["machines"], strict=True):
+        lines.append(f"  {head}: " + machine_line({"machine": m}).removeprefix("machine: "))
+    lines.append(f"     {'figure':36}" + "".join(f"{h:>14}" for h in heads) + f"{'ratio':>9}")
+    for row in g["figures"]:
+        ratio = "-" if row["ratio"] is None else f"x{row['ratio']:g}"
+        values = "".join(f"{_fmt(v):>14}" for v in row["values"])
+        lines.append(f"     {row['name']:36}{values}{ratio:>9}")
+    return "\n".join(lines)
+
+
+def profile_table(r: dict[str, Any], n: int = 15) -> str:
+    """What ``--profile`` prints: idle and GIL shares, per thread, and the busy top list."""
+    p = r["profile"]
+    if p.get("error"):
+        return f"profile failed: {p['error']}"
+    m = r["machine"]
+
+    def pct(x: float | None) -> str:
+        return "-" if x is None else f"{100 * x:5.1f}%"
+
+    busy = 1 - p["idle_share"] - p["gil_share"]
+    lines = [
+        f"profile (py-spy --native, every thread; {p['samples']:,} samples over "
+        f"{p['seconds']:.0f} s; {m['cores']} cores, load {_load(m)})",
+        f"  idle (parked in epoll/poll/futex/sleep waits) {pct(p['idle_share'])}, "
+        f"waiting for the GIL {pct(p['gil_share'])}, busy {pct(busy)}",
+    ]
+    for group, t in p["threads"].items():
+        lines.append(
+            f"  {group:24} {t['samples']:>7,} samples: busy {pct(t['busy_share'])}, "
+            f"idle {pct(t['idle_share'])}, GIL {pct(t['gil_share'])}"
+        )
+    lines.append(f"busy samples ({p['busy_samples']:,}), self time:")
+    for row in p["self"][:n]:
+        lines.append(f"  {pct(row['share'])}  {row['function']}")
+    lines.append(
+        f"(rate under the profiler {p['events_per_s_under_profiler']:,.0f} events/s: not a figure)"
+    )
+    return "\n".join(lines)
+
+
+def _load(m: dict[str, Any]) -> str:
+    start, end = m.get("load_avg_at_start"), m.get("load_avg_at_end")
+    fmt = "/".join
+    return (
+        f"{fmt(f'{x:.2f}' for x in start) if start else '-'} at start, "
+        f"{fmt(f'{x:.2f}' for x in end) if end else '-'} at end"
+    )
 
 
 def chart(r: dict[str, Any], path: Path) -> str | None:
@@ -185,7 +404,8 @@ def chart(r: dict[str, Any], path: Path) -> str | None:
     fig, ax = plt.subplots(2, 3, figsize=(15, 8.5))
     fig.suptitle(
         f"keel benchmark {r['started_at']} — {r['settings']['events']:,} events, "
-        f"{r['settings']['customers']:,} customers, {r['machine']['cores']} cores"
+        f"{r['settings']['customers']:,} customers\n{machine_line(r)}",
+        fontsize=10,
     )
 
     names, rates = [], []
@@ -262,6 +482,16 @@ def chart(r: dict[str, Any], path: Path) -> str | None:
         f"{ {True: 'ok  ', False: 'MISS', None: '--  '}[t['met']] } {t['name']}: "
         f"{_fmt(t['value'])} ({t['target']})"
         for t in r["targets"]
+    )
+    cpu, live = "throughput.keel.cpu", "freshness.base.worker_cpu"
+    text += (
+        "\n\nworker CPU per event (ms), per thread:\n"
+        f"  backlog: join {_fmt(_maybe(r, f'{cpu}.join_ms_per_event'))}, "
+        f"intake {_fmt(_maybe(r, f'{cpu}.intake_ms_per_event'))}, "
+        f"librdkafka {_fmt(_maybe(r, f'{cpu}.librdkafka_ms_per_event'))}\n"
+        f"  live @{_fmt(_maybe(r, 'freshness.base.offered_per_s'))}/s: "
+        f"{_fmt(_maybe(r, f'{live}.ms_per_event'))} "
+        f"(join {_fmt(_maybe(r, f'{live}.ms_per_event_by_group.join'))})"
     )
     a.text(0, 1, text, va="top", family="monospace", fontsize=8)
     fig.tight_layout()

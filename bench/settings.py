@@ -1,8 +1,11 @@
 """The benchmark's knobs: one frozen object from the command line, defaults from ``BENCH_*``.
 
-    python -m bench                       # the full run: 1,000,000 events, 100,000 customers
+    python -m bench                       # the full run: 1,000,000 events / 100,000 customers
+                                          # (the reference), then 200,000 / 20,000
     python -m bench --quick               # seconds: tiny history, short steps (what the test runs)
-    python -m bench --events 200000 --customers 20000
+    python -m bench --events 200000 --customers 20000            # one scale only
+    python -m bench --scales 1000000/100000,500000/50000         # these scales, in this order
+    python -m bench --profile             # a run of its own: py-spy on a worker, no figures
 
 Every figure in a result file comes with the settings that produced it (``settings`` key).
 """
@@ -18,17 +21,25 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 
 
+#: (events, customers) of each run of ``make bench``, in order: the reference first, then a
+#: fifth of it, so how the figures grow with the customers held is a figure too.
+SCALES: tuple[tuple[int, int], ...] = ((1_000_000, 100_000), (200_000, 20_000))
+
+
 @dataclass(frozen=True)
 class BenchSettings:
-    events: int = 1_000_000
-    customers: int = 100_000
+    events: int = SCALES[0][0]  # of this run
+    customers: int = SCALES[0][1]
+    scales: tuple[tuple[int, int], ...] = SCALES  # every run of this invocation
     seed: int = 7
     duplicates: float = 0.03
     late: float = 0.08
     partitions: int = 8
     out_dir: Path = ROOT / "bench" / "results"
     bootstrap: str | None = None  # an existing broker; default: start one on free ports
-    profile: bool = True
+    # a profiling run instead of the measured one (py-spy pauses the worker at every sample)
+    profile: bool = False
+    profile_budget_s: float = 60.0  # seconds the profiled worker works on the backlog
     peer: bool = True
     quick: bool = False
     # seconds one worker may spend on the backlog before the rest is skipped (figure partial)
@@ -60,6 +71,7 @@ class BenchSettings:
         d["out_dir"] = str(self.out_dir)
         d["fresh_steps"] = list(self.fresh_steps)
         d["fresh_down_steps"] = list(self.fresh_down_steps)
+        d["scales"] = [list(scale) for scale in self.scales]
         return d
 
 
@@ -68,8 +80,9 @@ class BenchSettings:
 QUICK = {
     "events": 1_500,
     "customers": 300,
-    "profile": False,
+    "scales": ((1_500, 300),),
     "throughput_budget_s": 40.0,
+    "profile_budget_s": 10.0,
     "fresh_rate": 100.0,
     "fresh_steps": (),
     "fresh_down_steps": (),
@@ -96,6 +109,19 @@ def _env(name: str, default: Any) -> Any:
     return type(default)(raw)
 
 
+def parse_scales(text: str) -> tuple[tuple[int, int], ...]:
+    """``"1000000/100000,200000/20000"`` -> ((1000000, 100000), (200000, 20000))."""
+    scales = []
+    for part in text.replace(" ", "").split(","):
+        events, sep, customers = part.replace("_", "").partition("/")
+        if not sep or not events.isdigit() or not customers.isdigit():
+            raise ValueError(f"not EVENTS/CUSTOMERS: {part!r}")
+        scales.append((int(events), int(customers)))
+    if not scales:
+        raise ValueError("no scale given")
+    return tuple(scales)
+
+
 def parse(argv: list[str] | None = None) -> BenchSettings:
     base = BenchSettings()
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
@@ -105,8 +131,15 @@ def parse(argv: list[str] | None = None) -> BenchSettings:
         default=_env("quick", False),
         help="tiny version that runs in seconds (BENCH_QUICK)",
     )
-    p.add_argument("--events", type=int, help="backlog size (BENCH_EVENTS)")
-    p.add_argument("--customers", type=int, help="customers in the history (BENCH_CUSTOMERS)")
+    p.add_argument(
+        "--scales",
+        default=os.environ.get("BENCH_SCALES"),
+        help="EVENTS/CUSTOMERS,... one run each, in order (BENCH_SCALES; default "
+        + ",".join(f"{e}/{c}" for e, c in SCALES)
+        + ")",
+    )
+    p.add_argument("--events", type=int, help="one run, this backlog size (BENCH_EVENTS)")
+    p.add_argument("--customers", type=int, help="one run, these customers (BENCH_CUSTOMERS)")
     p.add_argument("--seed", type=int, default=_env("seed", base.seed))
     p.add_argument("--partitions", type=int, default=_env("partitions", base.partitions))
     p.add_argument("--out", type=Path, default=Path(_env("out", str(base.out_dir))))
@@ -116,24 +149,44 @@ def parse(argv: list[str] | None = None) -> BenchSettings:
         help="use this broker instead of starting one",
     )
     p.add_argument("--budget", type=float, help="seconds for the throughput run (BENCH_BUDGET)")
-    p.add_argument("--no-profile", action="store_true", help="skip py-spy on the worker")
-    p.add_argument("--profile", action="store_true", help="profile even with --quick")
+    p.add_argument(
+        "--profile",
+        action="store_true",
+        default=_env("profile", False),
+        help="instead of measuring: a worker on the backlog with py-spy attached, its profile "
+        "(BENCH_PROFILE; make bench-profile)",
+    )
     p.add_argument("--no-peer", action="store_true", help="skip the Quix Streams peer")
     args = p.parse_args(argv)
     s = replace(base, **QUICK) if args.quick else base
+    scales = s.scales
+    events, customers = args.events or _env("events", 0), args.customers or _env("customers", 0)
+    if args.scales:
+        try:
+            scales = parse_scales(args.scales)
+        except ValueError as exc:
+            p.error(f"--scales: {exc}")
+    elif events or customers:  # one run: --events and --customers, or the first scale's
+        scales = ((events or scales[0][0], customers or scales[0][1]),)
     s = replace(
         s,
         quick=args.quick,
-        events=args.events or _env("events", s.events),
-        customers=args.customers or _env("customers", s.customers),
+        scales=scales,
+        events=scales[0][0],
+        customers=scales[0][1],
         seed=args.seed,
         partitions=args.partitions,
         out_dir=args.out,
         bootstrap=args.bootstrap,
         throughput_budget_s=args.budget or _env("budget", s.throughput_budget_s),
-        profile=(s.profile or args.profile) and not args.no_profile,
+        profile=args.profile,
         peer=s.peer and not args.no_peer,
     )
-    if s.events < 100 or s.customers < 10:
-        p.error("--events must be at least 100 and --customers at least 10")
+    if any(e < 100 or c < 10 for e, c in s.scales):
+        p.error("events must be at least 100 and customers at least 10")
     return s
+
+
+def each_scale(s: BenchSettings) -> list[BenchSettings]:
+    """The settings of each run, one per scale."""
+    return [replace(s, events=e, customers=c) for e, c in s.scales]

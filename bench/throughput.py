@@ -28,7 +28,15 @@ from bench.kafka import (
     wait_caught_up,
 )
 from bench.profile import Profiler
-from bench.worker import ROOT, BenchError, KeelNames, KeelWorker, cpu_seconds, tree_rss
+from bench.worker import (
+    ROOT,
+    BenchError,
+    KeelNames,
+    KeelWorker,
+    cpu_seconds,
+    cpu_split,
+    tree_rss,
+)
 from deploy.local.process import Child
 from streams.encoding.codec import get_codec
 
@@ -100,6 +108,24 @@ def finished_events(worker: KeelWorker) -> int:
     return int(total)
 
 
+def per_event(split: dict[str, Any], merged: int, read: int) -> dict[str, float | None]:
+    """ms of CPU per event of each thread group of a :func:`bench.worker.cpu_split`: the join
+    and faust's consumer (fetching for it) over the events the join finished (``merged``),
+    the intake and the others over those read."""
+    groups = split.get("by_group") or {}
+
+    def ms(seconds: float | None, events: int) -> float | None:
+        return None if seconds is None or not events else round(1000 * seconds / events, 4)
+
+    return {
+        "join_ms_per_event": ms(groups.get("join"), merged),
+        "faust_consumer_ms_per_event": ms(groups.get("faust_consumer"), merged),
+        "intake_ms_per_event": ms(groups.get("intake"), read),
+        "librdkafka_ms_per_event": ms(groups.get("librdkafka"), read),
+        "other_ms_per_event": ms(groups.get("other"), read),
+    }
+
+
 def _output_topics(bootstrap: str, names: KeelNames) -> list[str]:
     own = [t for t in topics_with_prefix(bootstrap, names.app_id) if "__assignor" not in t]
     return [names.state, *own]
@@ -123,9 +149,10 @@ def keel(
     """
     launched = worker.start()
     broker_cpu = cpu_seconds(broker_pid)
-    if profiler is not None:
-        profiler.attach(worker.pid)
     ready = worker.wait_ready(timeout)
+    threads_at_ready = worker.threads_cpu()
+    if profiler is not None:  # only in a profiling run: it pauses the worker for every sample
+        profiler.attach(worker.pid)
     rss_at_ready = worker.rss()
     try:
         done = wait_caught_up(
@@ -140,6 +167,7 @@ def keel(
         done, complete = time.time(), False
         read = consumed(bootstrap, names.intake_group, list(names.inputs))
     cpu = worker.cpu()
+    split = cpu_split(threads_at_ready, worker.threads_cpu())
     broker_cpu = cpu_seconds(broker_pid) - broker_cpu
     if profiler is not None:
         profiler.detach()
@@ -163,8 +191,16 @@ def keel(
         "records_written": span.records,
         "rss_bytes": worker.rss(),
         "rss_at_ready_bytes": rss_at_ready,
+        # the whole process from launch (start-up included) over the events finished
         "cpu_seconds": cpu,
         "cpu_ms_per_event": 1000 * cpu / merged if merged else None,
+        # from /readyz 200 until done, per thread: the join over the events it finished,
+        # the intake (and the rest) over the events read
+        "cpu": {
+            "since": "ready",
+            **split,
+            **per_event(split, merged=merged, read=read),
+        },
         "broker_cpu_seconds": broker_cpu,
         "profiled": profiler is not None,
     }

@@ -89,6 +89,76 @@ def cpu_seconds(pid: int | None) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+#: Thread groups of the worker's CPU, by the thread's OS name (bench/threadnames.py names the
+#: Python ones): the main thread runs the asyncio loop, the join; faust's consumer thread
+#: fetches the internal topics the join reads; the intake reads the inputs.
+CPU_GROUPS = ("join", "faust_consumer", "intake", "librdkafka", "other")
+
+
+def thread_cpu(pid: int | None) -> dict[str, Any]:
+    """CPU seconds of ``pid`` so far, whole and per live thread (tid -> [name, seconds])."""
+    if pid is None:
+        return {"pid": None, "process": 0.0, "threads": {}}
+    tick = os.sysconf("SC_CLK_TCK")
+    threads: dict[int, tuple[str, float]] = {}
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        tids = []
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                text = f.read()
+        except OSError:
+            continue  # the thread ended meanwhile: its time is in the process's
+        name = text[text.index("(") + 1 : text.rindex(")")]
+        fields = text.rsplit(")", 1)[1].split()
+        threads[int(tid)] = (name, (int(fields[11]) + int(fields[12])) / tick)
+    return {"pid": pid, "process": cpu_seconds(pid), "threads": threads}
+
+
+def _cpu_group(pid: int, tid: int, name: str) -> str:
+    if tid == pid:
+        return "join"
+    if name == "keel-intake":
+        return "intake"
+    if name == "faust-consumer":
+        return "faust_consumer"
+    if name.startswith("rdk:"):
+        return "librdkafka"
+    return "other"
+
+
+def cpu_split(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+    """CPU seconds between two :func:`thread_cpu` readings of one process, per thread group.
+
+    Threads that ended in between count under ``other`` (the process total minus the live
+    threads'), so the groups add up to the process's CPU. ``None`` when the readings are of
+    two processes (the worker was restarted in between).
+    """
+    if before["pid"] != after["pid"] or after["pid"] is None:
+        return {"seconds": None, "by_group": None, "by_name": None}
+    pid = after["pid"]
+    groups = dict.fromkeys(CPU_GROUPS, 0.0)
+    names: dict[str, float] = {}
+    for tid, (name, seconds) in after["threads"].items():
+        used = seconds - before["threads"].get(tid, (name, 0.0))[1]
+        group = _cpu_group(pid, tid, name)
+        groups[group] += used
+        label = "main (asyncio loop)" if group == "join" else name
+        names[label] = names.get(label, 0.0) + used
+    total = after["process"] - before["process"]
+    ended = max(0.0, total - sum(groups.values()))
+    groups["other"] += ended
+    if ended:
+        names["(threads that ended)"] = ended
+    return {
+        "seconds": round(total, 2),
+        "by_group": {k: round(v, 2) for k, v in groups.items()},
+        "by_name": {k: round(v, 2) for k, v in sorted(names.items(), key=lambda kv: -kv[1])},
+    }
+
+
 def tree_rss(pid: int) -> int:
     """Resident memory of a process and all its descendants, in bytes (Linux /proc)."""
     children: dict[int, list[int]] = {}
@@ -122,7 +192,8 @@ def dir_bytes(path: Path) -> int:
 
 def worker_args() -> list[str]:
     """How the worker is started: ``-m streams worker``, or ``$BENCH_WORKER_ARGS`` (a wrapper
-    that tunes something before calling streams.cli, to measure a change before making it)."""
+    that tunes something before calling streams.cli, to measure a change before making it);
+    either behind ``-m bench.threadnames``."""
     return os.environ.get("BENCH_WORKER_ARGS", "-m streams worker").split()
 
 
@@ -211,9 +282,11 @@ class KeelWorker:
         return self.child.pid
 
     def start(self) -> float:
-        """Launch the worker; return the wall-clock time it was launched (epoch s)."""
+        """Launch the worker (its threads named for the OS, bench/threadnames.py); return the
+        wall-clock time it was launched (epoch s)."""
         self.started_at = time.time()
-        self.child.start([sys.executable, *worker_args()], cwd=ROOT, env=self.env)
+        argv = [sys.executable, "-m", "bench.threadnames", *worker_args()]
+        self.child.start(argv, cwd=ROOT, env=self.env)
         return self.started_at
 
     def check_alive(self) -> None:
@@ -245,6 +318,10 @@ class KeelWorker:
 
     def cpu(self) -> float:
         return cpu_seconds(self.child.pid)
+
+    def threads_cpu(self) -> dict[str, Any]:
+        """:func:`thread_cpu` of the worker process now."""
+        return thread_cpu(self.child.pid if self.child.running else None)
 
     def kill(self) -> None:
         """SIGKILL the worker's process group: a crash, no shutdown hooks."""

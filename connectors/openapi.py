@@ -240,7 +240,7 @@ def openapi_document(
             "bearer": {
                 "type": "http",
                 "scheme": "bearer",
-                "description": "a keel token (README: Security), e.g. $KEEL_WRITE_TOKEN from "
+                "description": "a keel token (docs/security.md), e.g. $KEEL_WRITE_TOKEN from "
                 ".run/tokens.env",
             }
         }
@@ -249,7 +249,7 @@ def openapi_document(
         "info": {
             "title": "keel HTTP ingest",
             "version": "1",
-            "description": "Department events into keel's input topics (CONTRACT.md §8).",
+            "description": "Department events into keel's input topics (docs/contract.md §8).",
         },
         "paths": paths,
         "components": components,

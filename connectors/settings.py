@@ -1,6 +1,6 @@
 """The connectors' configuration: keel's validated settings plus the connector variables.
 
-Every variable is declared once, in ``streams.config.VARIABLES`` (so the README table and the
+Every variable is declared once, in ``streams.config.VARIABLES`` (so docs/configuration.md and the
 unknown-variable check cover the connectors too); this module only reads and validates the
 connector part. A connector process calls :meth:`ConnectorSettings.from_env` once at start and
 fails with a :class:`~streams.config.ConfigError` naming the bad variable::
@@ -29,7 +29,7 @@ class InputKind:
     path: str  # "orders" in POST /events/orders
     record: str  # Avro record name, e.g. "OrderEvent"
     topic: str  # configured topic name, e.g. "orders.v1"
-    key_field: str  # the event field the topic is keyed by (CONTRACT.md §1)
+    key_field: str  # the event field the topic is keyed by (docs/contract.md §1)
 
 
 INPUT_KINDS: tuple[tuple[str, str, str], ...] = (
@@ -37,7 +37,7 @@ INPUT_KINDS: tuple[tuple[str, str, str], ...] = (
     ("shipments", "ShipmentEvent", "order_id"),
     ("contacts", "ContactEvent", "contact_id"),
 )
-"""(path, record, key field) of each input topic, in CONTRACT.md §1 order."""
+"""(path, record, key field) of each input topic, in docs/contract.md §1 order."""
 
 
 def _int(name: str, raw: str, minimum: int, maximum: int | None = None) -> int:
@@ -53,7 +53,7 @@ def _int(name: str, raw: str, minimum: int, maximum: int | None = None) -> int:
 
 @dataclass(frozen=True)
 class ConnectorSettings:
-    """What the connectors read from the environment (see README's configuration)."""
+    """What the connectors read from the environment (see docs/configuration.md)."""
 
     keel: Settings
     auth: AuthConfig
@@ -74,6 +74,8 @@ class ConnectorSettings:
     webhook_secret: str
     webhook_port: int
     webhook_group: str
+    directory_sink_port: int
+    directory_sink_group: str
     webhook_timeout_seconds: float
 
     @classmethod
@@ -108,6 +110,10 @@ class ConnectorSettings:
             webhook_secret=get("KEEL_WEBHOOK_SECRET"),
             webhook_port=_int("KEEL_WEBHOOK_PORT", get("KEEL_WEBHOOK_PORT"), 1, 65535),
             webhook_group=get("KEEL_WEBHOOK_GROUP"),
+            directory_sink_port=_int(
+                "KEEL_DIRECTORY_SINK_PORT", get("KEEL_DIRECTORY_SINK_PORT"), 1, 65535
+            ),
+            directory_sink_group=get("KEEL_DIRECTORY_SINK_GROUP"),
             webhook_timeout_seconds=_int(
                 "KEEL_WEBHOOK_TIMEOUT_MS", get("KEEL_WEBHOOK_TIMEOUT_MS"), 1
             )

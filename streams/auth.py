@@ -5,7 +5,7 @@ connectors' status ports) asks this module whether a request may pass: the aioht
 through :func:`middleware`, the connectors' ``http.server`` status ports through
 :meth:`AuthConfig.authorize`. It does not import the faust app, so connectors can use it.
 
-Roles (README "Security")::
+Roles (docs/security.md)::
 
     read      the query API (GET /customers...), the desk console's data and live stream
     write     the HTTP ingest (POST /events/...)
@@ -244,7 +244,7 @@ class AuthConfig:
         token = bearer(presented)
         if token is None:
             refusal = Refusal(401, "authentication required: send Authorization: Bearer "
-                              "<token> (README: Security)", role)  # fmt: skip
+                              "<token> (docs/security.md)", role)  # fmt: skip
         else:
             principal = self.identify(token)
             if principal is None:
@@ -315,7 +315,7 @@ def cookie_token(cookie_header: str | None) -> str | None:
 
 OPEN_WORKER_PATHS = frozenset(
     {"/healthz", "/readyz", "/openapi.json", "/desk", "/desk/", "/desk/config.json",
-     "/desk/voice"}
+     "/desk/voice", "/desk/deadletters"}
 )
 """Say nothing about customers: what orchestrators probe, and the console's page itself
 (which then asks for a token)."""
@@ -343,10 +343,12 @@ def worker_role(method: str, path: str) -> str | None:
         if method == "DELETE":
             return ADMIN
         return AGENT if method == "POST" else READ
-    if path.startswith("/desk/customers/"):
+    if path.startswith("/desk/customers/") or path == "/directory":
         return READ
     if path == "/voice/announcements":
         return AGENT
+    if path == "/deadletters" or path.startswith("/deadletters/"):  # streams/api/deadletters.py
+        return ADMIN
     if path == "/unmatched" or path.startswith("/unmatched/"):  # streams/api/unmatched.py
         return AGENT if method == "POST" else READ
     if path == "/voice" or path.startswith("/voice/") or path.startswith("/desk/voice/"):

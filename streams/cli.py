@@ -1,11 +1,12 @@
-"""The ``keel`` command: a stream worker, the dead-letter tools, and erasure on request.
+"""The ``keel`` command: a stream worker, the dead-letter queue, and erasure on request.
 
     $ KAFKA_BOOTSTRAP=127.0.0.1:9092 keel worker
-    $ keel deadletters list [--json]
-    $ keel deadletters replay 0:17 2:5
+    $ keel deadletters list [--topic T] [--reason R] [--since 2h] [--status open] [--json]
+    $ keel deadletters show 0:17 | replay 0:17 2:5 | handle 0:19 --note "…"
     $ keel erase c-42 --reason "data subject request DSR-2026-118" [--by dpo]
+    $ keel --bootstrap kafka:9093 --env-file deploy/compose/keel.env deadletters list
 
-Configuration comes from the environment (README.md lists every variable); a bad value
+Configuration comes from the environment (docs/configuration.md lists every variable); a bad value
 stops the command with one line saying which variable and why.
 """
 
@@ -43,7 +44,9 @@ def _worker(settings: Settings, auth: AuthConfig) -> int:
 
     import streams.api.commands  # noqa: F401  (registers POST /customers/{id}/commands)
     import streams.api.customers  # noqa: F401  (registers the query API)
+    import streams.api.deadletters  # noqa: F401  (registers /deadletters and its page)
     import streams.api.desk  # noqa: F401  (registers the service-desk console)
+    import streams.api.directory  # noqa: F401  (registers GET /directory, the desk's search)
     import streams.api.unmatched  # noqa: F401  (registers /unmatched and assign_contact)
     import streams.api.voice  # noqa: F401  (registers /voice, the board, announcements)
     import streams.worker.agent  # noqa: F401  (registers agents and tables)
@@ -64,10 +67,11 @@ def _worker(settings: Settings, auth: AuthConfig) -> int:
 
 
 def _deadletters(settings: Settings, args: argparse.Namespace) -> int:
+    import getpass
     import json
 
     from streams.kafka.config import KafkaAuthError, reach
-    from streams.ops.deadletters import DeadLetterError, read_dead_letters, replay
+    from streams.ops import deadletters as dl
 
     if settings.kafka_security.protocol != "PLAINTEXT":
         try:  # refused credentials would otherwise read as "0 dead letters" after a timeout
@@ -75,24 +79,50 @@ def _deadletters(settings: Settings, args: argparse.Namespace) -> int:
         except KafkaAuthError as exc:
             print(f"keel: {exc}", file=sys.stderr)
             return 2
-
-    if args.action == "list":
-        letters = [d.summary() for d in read_dead_letters(settings)]
-        if args.json:
-            print(json.dumps(letters, indent=2))
-        else:
-            for d in letters:
-                print(f"{d['position']:>8}  {d['source']:<24} {d['failed_at']}  {d['reason']}")
-            print(f"{len(letters)} dead letter(s) in {settings.topics.deadletter}")
-        return 0
+    by = getattr(args, "by", None) or getpass.getuser()
     try:
-        done = replay(settings, args.positions)
-    except DeadLetterError as exc:
+        if args.action == "list":
+            since = dl.parse_since(args.since) if args.since else None
+            wanted = dl.Filter(args.topic, args.reason, since, args.status)
+            found = [e.summary() for e in dl.queue(settings, wanted)]
+            if args.json:
+                print(json.dumps(found, indent=2))
+                return 0
+            for d in found:
+                notes = [f"replay of {d['replay_of']}" if d["replay_of"] else "",
+                         f"replayed as {', '.join(d['replays'])}" if d["replays"] else "",
+                         "" if d["status"] == "open" else f"{d['status']} by {d.get('by')}"]
+                extra = "; ".join(n for n in notes if n)
+                print(f"{d['position']:>8}  {d['source']:<24} {d['failed_at']}  {d['reason']}"
+                      + (f"  [{extra}]" if extra else ""))  # fmt: skip
+            print(f"{len(found)} dead letter(s) ({args.status}) in {settings.topics.deadletter}")
+            return 0
+        if args.action == "show":
+            [letter] = dl.find(settings, [args.position])
+            shown = {**letter.summary(), "headers": letter.headers, **letter.views(args.bytes)}
+            if args.json:
+                print(json.dumps(shown, indent=2, default=str))
+                return 0
+            for name, value in letter.headers.items():
+                print(f"{name}: {value}")
+            print(f"key: {shown['key']}")
+            if shown["json"] is not None:
+                print("value as JSON:")
+                print(json.dumps(shown["json"], indent=2, default=str))
+            print(f"value ({shown['bytes']} bytes):")
+            print(shown["hex"])
+            return 0
+        if args.action == "handle":
+            for letter in dl.handle(settings, args.positions, by, args.note):
+                print(f"marked {letter.position} handled: {args.note}")
+            return 0
+        for letter in dl.replay(settings, args.positions, by):
+            print(f"replayed {letter.position} to {letter.source_topic} (marked replayed; if it "
+                  "fails again, its new letter says x-replay-of)")  # fmt: skip
+        return 0
+    except dl.DeadLetterError as exc:
         print(f"keel: {exc}", file=sys.stderr)
         return 2
-    for letter in done:
-        print(f"replayed {letter.position} to {letter.source_topic}")
-    return 0
 
 
 def _erase(settings: Settings, args: argparse.Namespace) -> int:
@@ -134,25 +164,99 @@ def _erase(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+HELP = """\
+keel: the stream worker, the dead-letter queue and erasure on request.
+
+examples:
+  keel worker                                   run a worker and its query API
+  keel deadletters list --since 2h --topic orders.v1
+  keel deadletters show 0:17                    headers, the value as JSON and hex
+  keel deadletters replay 0:17 0:18             back to the source topic, after a fix
+  keel deadletters handle 0:19 --note "staging test data"
+  keel erase c-42 --reason "DSR-2026-118"
+
+Settings come from the environment (docs/configuration.md lists every variable); --env-file
+reads them from a file of NAME=value lines (e.g. .run/tokens.env, deploy/compose/keel.env),
+--bootstrap overrides KAFKA_BOOTSTRAP. A bad value stops the command with one line naming it.
+"""
+
+
+def _environment(args: argparse.Namespace) -> dict[str, str] | None:
+    """The environment with --env-file's lines and --bootstrap applied (None: unchanged)."""
+    import os
+
+    files, bootstrap = getattr(args, "env_file", []), getattr(args, "bootstrap", None)
+    if not files and not bootstrap:
+        return None
+    env = dict(os.environ)
+    for path in files:
+        try:
+            lines = open(path, encoding="utf-8").read().splitlines()
+        except OSError as exc:
+            raise ConfigError(f"--env-file {path}: {exc.strerror}") from None
+        for number, line in enumerate(lines, 1):
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            name, sep, value = line.removeprefix("export ").partition("=")
+            if not sep or not name.strip():
+                raise ConfigError(f"--env-file {path} line {number}: not NAME=value")
+            env[name.strip()] = value.strip().strip("'\"")
+    if bootstrap:
+        env["KAFKA_BOOTSTRAP"] = bootstrap
+    os.environ.update(env)  # the worker's modules read the environment themselves
+    return env
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="keel", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("worker", help="run a stream worker and its query API")
-    dl = sub.add_parser("deadletters", help="list dead letters or re-publish them")
-    dl_sub = dl.add_subparsers(dest="action", required=True)
-    dl_list = dl_sub.add_parser("list", help="every dead letter with its reason")
+    common = argparse.ArgumentParser(add_help=False)
+    # SUPPRESS: a flag given before the command is not reset by the command's own parser
+    common.add_argument("--bootstrap", metavar="HOST:PORT", default=argparse.SUPPRESS,
+                        help="Kafka to use (default: KAFKA_BOOTSTRAP, else 127.0.0.1:9092)")
+    common.add_argument("--env-file", action="append", metavar="FILE", default=argparse.SUPPRESS,
+                        help="read settings from NAME=value lines (may be given again)")
+    parser = argparse.ArgumentParser(
+        prog="keel", description=HELP, parents=[common],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub.add_parser("worker", parents=[common], help="run a stream worker and its query API")
+    dlp = sub.add_parser("deadletters", parents=[common],
+                         help="work through the dead letters: list, show, replay, handle")
+    dl_sub = dlp.add_subparsers(dest="action", required=True, metavar="ACTION")
+    dl_list = dl_sub.add_parser("list", parents=[common], help="dead letters with their reason")
+    dl_list.add_argument("--topic", help="only those from this source topic, e.g. orders.v1")
+    dl_list.add_argument("--reason", help="only those whose reason contains this (any case)")
+    dl_list.add_argument("--since", help="only those failed since: 30m, 2h, 7d or ISO-8601")
+    dl_list.add_argument("--status", default="open",
+                         choices=["open", "replayed", "handled", "all"],
+                         help="which ones (default: open: neither replayed nor handled)")
     dl_list.add_argument("--json", action="store_true", help="machine-readable output")
-    dl_replay = dl_sub.add_parser("replay", help="re-publish to the source topic after a fix")
+    dl_show = dl_sub.add_parser("show", parents=[common],
+                                help="one letter: headers, the value as JSON and hex")  # fmt: skip
+    dl_show.add_argument("position", metavar="PARTITION:OFFSET")
+    dl_show.add_argument("--bytes", type=int, default=4096, help="hex dump up to (4096)")
+    dl_show.add_argument("--json", action="store_true", help="machine-readable output")
+    dl_replay = dl_sub.add_parser("replay", parents=[common],
+                                  help="re-publish to the source topic after a fix")  # fmt: skip
     dl_replay.add_argument("positions", nargs="+", metavar="PARTITION:OFFSET")
-    er = sub.add_parser("erase", help="forget a customer everywhere keel holds it (GDPR Art. 17)")
+    dl_replay.add_argument("--by", help="who replays (default: your login name)")
+    dl_handle = dl_sub.add_parser("handle", parents=[common],
+                                  help="mark letters handled (no replay needed), with why")
+    dl_handle.add_argument("positions", nargs="+", metavar="PARTITION:OFFSET")
+    dl_handle.add_argument("--note", required=True, help="why no replay is needed")
+    dl_handle.add_argument("--by", help="who decides (default: your login name)")
+    er = sub.add_parser("erase", parents=[common],
+                        help="forget a customer everywhere keel holds it (GDPR Art. 17)")
     er.add_argument("customer_id")
     er.add_argument("--reason", required=True, help="why (the audit trail), e.g. the ticket")
     er.add_argument("--by", help="who asks (default: your login name)")
     er.add_argument("--request-id", help="the id of a request to send again (default: new)")
     args = parser.parse_args(argv)
     try:
-        settings = Settings.from_env()
-        auth = AuthConfig.from_env()
+        env = _environment(args)
+        settings = Settings.from_env(env)
+        auth = AuthConfig.from_env(env)
     except ConfigError as exc:
         print(f"keel: configuration error: {exc}", file=sys.stderr)
         return 2

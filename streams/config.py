@@ -1,6 +1,6 @@
 """keel's configuration: one validated, frozen object read from the environment.
 
-Every variable is listed in ``VARIABLES`` (name, default, meaning) so the README, the
+Every variable is listed in ``VARIABLES`` (name, default, meaning) so the docs, the
 validation and the code cannot drift apart. An unknown ``KEEL_*`` variable is an error,
 like confluent-kafka's ``Unrecognized properties``: a typo must not silently fall back
 to a default.
@@ -26,7 +26,8 @@ class ConfigError(KeelError, ValueError):
     """A configuration variable is unknown or has a value keel cannot use."""
 
 
-# (environment variable, default, meaning) — the README's table is generated from this.
+# (environment variable, default, meaning) — docs/configuration.md's table is generated from this
+# (python -m tests.configuration_page).
 VARIABLES: tuple[tuple[str, str, str], ...] = (
     ("KAFKA_BOOTSTRAP", "127.0.0.1:9092", "Kafka bootstrap servers"),
     ("REDIS_URL", "redis://127.0.0.1:6379/0", "Redis for the Redis sink"),
@@ -114,7 +115,7 @@ VARIABLES: tuple[tuple[str, str, str], ...] = (
     (
         "KEEL_AUTH_TOKENS_FILE",
         "",
-        "file of `sha256:<hex> role[,role] name` lines: hashed tokens accepted (README: Security)",
+        "file of `sha256:<hex> role[,role] name` lines: hashed tokens accepted (docs/security.md)",
     ),
     ("KEEL_READ_TOKEN", "", "a token with the read role (query API, desk console)"),
     ("KEEL_WRITE_TOKEN", "", "a token with the write role (HTTP ingest)"),
@@ -135,13 +136,22 @@ VARIABLES: tuple[tuple[str, str, str], ...] = (
         "PEM CA a worker trusts when it forwards to another worker over HTTPS (default: system)",
     ),
     ("KEEL_LOG_LEVEL", "info", "worker log level"),
-    ("KEEL_LOG_FORMAT", "text", "worker log lines: text, or json (one JSON object per line)"),
+    (
+        "KEEL_LOG_FORMAT",
+        "text",
+        "worker log lines: text, or json (one JSON object per line, for log shippers)",
+    ),
     ("KEEL_TOPIC_ORDERS", "orders.v1", "order events topic"),
     ("KEEL_TOPIC_SHIPMENTS", "shipments.v1", "shipment events topic"),
     ("KEEL_TOPIC_CONTACTS", "contacts.v1", "contact events topic"),
     ("KEEL_TOPIC_STATE", "customer-state.v1", "compacted customer state topic"),
     ("KEEL_TOPIC_SIGNALS", "customer-signals.v1", "customer signals topic"),
     ("KEEL_TOPIC_DEADLETTER", "deadletter.v1", "dead letters"),
+    (
+        "KEEL_TOPIC_DEADLETTER_STATUS",
+        "deadletter-status.v1",
+        "what became of each dead letter (replayed, handled; compacted, keyed by partition:offset)",
+    ),
     ("KEEL_TOPIC_COMMANDS", "commands.v1", "desk agents' commands to the departments"),
     (
         "KEEL_TOPIC_COMMAND_OUTCOMES",
@@ -172,15 +182,37 @@ VARIABLES: tuple[tuple[str, str, str], ...] = (
         "JSON file {topic: [keyword, ...]} tagging contacts that have no topic (default: "
         "streams/domain/voice.py DEFAULT_KEYWORDS)",
     ),
-    ("KEEL_VOICE_TOP", "10", "topics exported as Prometheus gauges (the rest summed as other)"),
+    (
+        "KEEL_VOICE_TOP",
+        "10",
+        "topics exported as Prometheus gauges (the rest summed as `other topics`)",
+    ),
     ("POSTGRES_URL", "postgresql://keel@127.0.0.1:5432/keel", "PostgreSQL of the outbox connector"),
+    (
+        "KEEL_DIRECTORY_URL",
+        "",
+        "PostgreSQL of the customer directory (GET /directory, the desk's search by name, "
+        "partial e-mail, phone, order id; fed by connectors/sinks/directory.py); empty: off",
+    ),
+    (
+        "KEEL_PHONE_REGION",
+        "DE",
+        "region (ISO 3166 code) a phone number without a country code is read in by the "
+        "directory, e.g. `030 7624039` in DE is +49307624039",
+    ),
     ("KEEL_CONNECTOR_BIND", "127.0.0.1", "address the connectors' HTTP servers bind to"),
     ("KEEL_INGEST_PORT", "8088", "HTTP ingest port (also its /metrics, /healthz, /openapi.json)"),
     ("KEEL_INGEST_MAX_BYTES", "1048576", "larger HTTP ingest request bodies get 413"),
     ("KEEL_OUTBOX_PORT", "8089", "outbox connector's /metrics and /healthz port"),
     ("KEEL_OUTBOX_BATCH", "500", "outbox rows published per round trip"),
-    ("KEEL_OUTBOX_POLL_MS", "200", "idle outbox connector: how often it looks for rows / the lock"),
+    (
+        "KEEL_OUTBOX_POLL_MS",
+        "200",
+        "idle outbox connector: how often it looks for rows (a standby: for the lock)",
+    ),
     ("KEEL_REDIS_SINK_PORT", "8090", "Redis sink's /metrics and /healthz port"),
+    ("KEEL_DIRECTORY_SINK_PORT", "8094", "directory sink's /metrics and /healthz port"),
+    ("KEEL_DIRECTORY_SINK_GROUP", "keel-directory-sink", "consumer group of the directory sink"),
     ("KEEL_REDIS_SINK_GROUP", "keel-redis-sink", "consumer group of the Redis sink"),
     ("KEEL_REDIS_SINK_BATCH", "500", "customer-state records written to Redis per MULTI/EXEC"),
     (
@@ -242,6 +274,7 @@ class Topics:
     state: str
     signals: str
     deadletter: str
+    deadletter_status: str
     commands: str
     command_outcomes: str
     erasures: str
@@ -288,6 +321,9 @@ class Settings:
     batch_max: int
     batch_wait_ms: int
     desk_stale_s: int
+    #: KEEL_DIRECTORY_URL ("" = no directory) and KEEL_PHONE_REGION (streams/domain/directory.py)
+    directory_url: str
+    phone_region: str
     voice_keywords: str
     voice_top: int
     log_level: str
@@ -313,7 +349,7 @@ class Settings:
         if unknown:
             raise ConfigError(
                 f"unknown configuration variable(s): {', '.join(unknown)} "
-                "(see the configuration table in README.md)"
+                "(see docs/configuration.md)"
             )
 
         def get(name: str) -> str:
@@ -397,6 +433,8 @@ class Settings:
             batch_max=_int("KEEL_BATCH_MAX", get("KEEL_BATCH_MAX"), 1),
             batch_wait_ms=_int("KEEL_BATCH_WAIT_MS", get("KEEL_BATCH_WAIT_MS"), 1),
             desk_stale_s=_int("KEEL_DESK_STALE_S", get("KEEL_DESK_STALE_S"), 1),
+            directory_url=get("KEEL_DIRECTORY_URL"),
+            phone_region=_region(get("KEEL_PHONE_REGION")),
             command_timeout_s=_int("KEEL_COMMAND_TIMEOUT_S", get("KEEL_COMMAND_TIMEOUT_S"), 1),
             voice_keywords=get("KEEL_VOICE_KEYWORDS"),
             voice_top=_int("KEEL_VOICE_TOP", get("KEEL_VOICE_TOP"), 1),
@@ -409,6 +447,7 @@ class Settings:
                 state=get("KEEL_TOPIC_STATE"),
                 signals=get("KEEL_TOPIC_SIGNALS"),
                 deadletter=get("KEEL_TOPIC_DEADLETTER"),
+                deadletter_status=get("KEEL_TOPIC_DEADLETTER_STATUS"),
                 commands=get("KEEL_TOPIC_COMMANDS"),
                 command_outcomes=get("KEEL_TOPIC_COMMAND_OUTCOMES"),
                 erasures=get("KEEL_TOPIC_ERASURES"),
@@ -420,3 +459,16 @@ class Settings:
 def settings_field_names() -> list[str]:
     """Names of the Settings fields (used by tests to keep VARIABLES complete)."""
     return [f.name for f in fields(Settings)]
+
+
+def _region(value: str) -> str:
+    """KEEL_PHONE_REGION: a region libphonenumber knows (``DE``, ``US``, ``GB``, …)."""
+    import phonenumbers
+
+    region = value.strip().upper()
+    if region not in phonenumbers.SUPPORTED_REGIONS:
+        raise ConfigError(
+            f"KEEL_PHONE_REGION={value!r} is not a region code libphonenumber knows "
+            "(two letters, ISO 3166, e.g. DE, US, GB)"
+        )
+    return region

@@ -21,6 +21,7 @@ crosses a module boundary is one of these, with a reason a person can act on.
     ├── JsonFieldError (ValueError)      streams/encoding/jsonconv.py: a JSON field does not fit
     ├── Refused                          streams/domain/commands.py: a desk command refused (HTTP)
     ├── BadErasureRequest (ValueError)   streams/domain/erasure.py: an erasure that cannot be sent
+    ├── QueryError (ValueError)          streams/domain/directory.py: a directory search refused
     ├── RejectedInput                    streams/worker/intake.py: an input record, dead-lettered
     ├── TooManySubscribers               streams/worker/live.py: too many live streams
     ├── DeadLetterError (RuntimeError)   streams/ops/deadletters.py: no such dead letter

@@ -1,6 +1,6 @@
 """The worker's speed settings, in one place: used by the app and recorded by ``make bench``.
 
-Each was measured with ``python -m bench`` (see README "Throughput on this machine"); the
+Each was measured with ``python -m bench`` (see docs/benchmarks.md); the
 configurable ones (batch size and wait) are in streams/config.py, these are fixed.
 """
 

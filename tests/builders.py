@@ -1,4 +1,4 @@
-"""Valid input events for tests, with every field of CONTRACT.md §3 and sensible defaults."""
+"""Valid input events for tests, with every field of docs/contract.md §3 and sensible defaults."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""An obviously-correct reference model of what keel should show (CONTRACT.md §4, §5, §6).
+"""An obviously-correct reference model of what keel should show (docs/contract.md §4, §5, §6).
 
 Computed straight from the *set* of events, the way a person would read the contract: dedupe
 by ``event_id``, find each event's customer, group events per entity, take the latest by

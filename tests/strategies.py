@@ -1,4 +1,4 @@
-"""Hypothesis strategies for input-event histories (CONTRACT.md §3).
+"""Hypothesis strategies for input-event histories (docs/contract.md §3).
 
 Shared by the unit, oracle and integration tests. Ids come from small alphabets and timestamps
 from a coarse grid so that collisions and ``occurred_at`` ties happen often; event ids are fresh
@@ -6,8 +6,9 @@ UUIDs, unique within a history. Every event is valid per the contract: all field
 (nullable ones possibly None), enums from the contract, ``occurred_at`` as epoch milliseconds.
 Who owns what is fixed per history (an order belongs to one customer, a shipment to one order,
 a contact to one customer, an e-mail or phone to one customer), as in real data, so the joins
-have one right answer. :func:`signal_histories` leans the same histories towards what CONTRACT
-§6 looks for: repeated baskets, LOST-then-DELIVERED shipments, complaints, repeat contacts.
+have one right answer. :func:`signal_histories` leans the same histories towards what
+docs/contract.md §6 looks for: repeated baskets, LOST-then-DELIVERED shipments, complaints,
+repeat contacts.
 
     @given(histories(customers=("c-1",)))
     def test_something(history: list[tuple[str, dict]]) -> None: ...
@@ -260,7 +261,7 @@ def histories(
 def signal_histories(
     customers: tuple[str, ...] = ("c-1", "c-2"), min_events: int = 12, max_events: int = 40
 ) -> st.SearchStrategy[list[KindEvent]]:
-    """Histories where every CONTRACT §6 rule fires and clears often, on the minute grid.
+    """Histories where every docs/contract.md §6 rule fires and clears often, on the minute grid.
 
     Baskets repeat (DUPLICATE_ORDER), LOST and DELIVERED are frequent shipment types
     (LOST_SHIPMENT_DELIVERED), half the contacts are complaints (COMPLAINT_UNRESOLVED), more
@@ -313,7 +314,7 @@ def with_retimed_resends(
 
 def conflicting_histories(max_events: int = 30) -> st.SearchStrategy[list[KindEvent]]:
     """Three customers; two of four contacts carry one customer's order and another's
-    e-mail or phone (CONTRACT §4: the order wins, whatever arrives first)."""
+    e-mail or phone (docs/contract.md §4: the order wins, whatever arrives first)."""
     return histories(
         customers=("c-1", "c-2", "c-3"),
         orders=("o-1", "o-2", "o-3", "o-4"),

@@ -8,7 +8,7 @@ commands). Departments deduplicate by ``command_id``.
 
 A record that can never be delivered (not a decodable DeskCommand, or a command the
 department's webhook refused with a 4xx) is a dead letter: published to ``deadletter.v1``
-with the headers of CONTRACT.md §1 (``x-error``, ``x-source-topic``, ``x-source-partition``,
+with the headers of docs/contract.md §1 (``x-error``, ``x-source-topic``, ``x-source-partition``,
 ``x-source-offset``, ``x-failed-at``), counted, logged, and then passed, so it does not hold
 up the commands behind it.
 

@@ -21,7 +21,7 @@ Once a batch's transaction committed, a DELIVERED ``CommandOutcome`` for each of
 goes to ``command-outcomes.v1`` (connectors/sinks/delivery.py), before the offsets are
 committed, so the desk sees "written to the department's inbox table". A department that
 refuses a command it read from the table keeps that in its own records: the inbox has no
-way back for it (README "Commands").
+way back for it (docs/commands.md).
 
 PostgreSQL down: the same batch is written again after a backoff (never skipped); the table is
 created if missing. A record that is not a DeskCommand is a dead letter (connectors/sinks/

@@ -6,7 +6,7 @@
   the *worker* says owns it: they come from the changelogs of the worker's owners tables
   (``{app_id}-email-owners-changelog``, ...), the very tables the query API resolves
   ``?email=``/``?phone=``/``?order_id=`` by. Two customers' states can both list one e-mail
-  (both ordered with it); the first to claim it owns it and keeps it (CONTRACT §4), so the
+  (both ordered with it); the first to claim it owns it and keeps it (docs/contract.md §4), so the
   sink never moves an index key the worker did not move, whatever order it reads states in.
   An index key stays when its customer's state no longer lists it (retention dropped the
   order), as the API still answers for it; it may precede its customer key by a moment;

@@ -47,7 +47,7 @@ def ensure_compose_secrets(directory: Path) -> list[Path]:
     )
     contents = {
         "keel.env": [
-            "# deploy/compose: what every keel service logs in with (README 'Security')",
+            "# deploy/compose: what every keel service logs in with (docs/security.md)",
             f"KAFKA_SASL_USERNAME={USER}",
             f"KAFKA_SASL_PASSWORD={kafka}",
             f"REDIS_URL=redis://{USER}:{redis}@redis:6379/0",

@@ -10,7 +10,7 @@
   in ``.run/`` (``KEEL_RUN_DIR``).
 - ``--down`` (`make down`): stops what ``--background`` started, connectors first.
 
-Tokens (README "Security"): on first start one token per role is made and written to
+Tokens (docs/security.md): on first start one token per role is made and written to
 ``.run/tokens.env`` (mode 600, shell lines ``KEEL_READ_TOKEN=…``; ``. .run/tokens.env`` and
 ``curl -H "Authorization: Bearer $KEEL_READ_TOKEN" …``), their SHA-256 hashes to
 ``.run/tokens.sha256``, which every process reads as ``KEEL_AUTH_TOKENS_FILE``. Later starts
@@ -117,11 +117,14 @@ def ensure_tokens(run_dir: Path) -> tuple[Path, Path]:
         write_private(env_file, "\n".join(lines) + "\n")
     else:
         env_file.chmod(0o600)  # kept, but never left readable by others
+    # Each entry is named after its variable, which marks it a shared role token: a command
+    # sent with it is recorded under the agent name the desk types (X-Keel-Agent), not under
+    # the token's name (streams/auth.py personal_name; docs: "Who is recorded").
     hashes = [
         "# sha256:<hex> role name -- the hashes of tokens.env (KEEL_AUTH_TOKENS_FILE)",
         *(
             f"sha256:{hashlib.sha256(token.encode()).hexdigest()} "
-            f"{name.removeprefix('KEEL_').removesuffix('_TOKEN').lower()} local-{name}"
+            f"{name.removeprefix('KEEL_').removesuffix('_TOKEN').lower()} {name}"
             for name, token in tokens.items()
         ),
     ]

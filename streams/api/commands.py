@@ -145,7 +145,7 @@ async def handle(customer_id: str, raw: bytes, agent: str | None) -> tuple[int, 
             await asyncio.shield(_in_flight[command_id])
         if recent.seen(command):
             metrics.COMMANDS.labels(kind, "duplicate").inc()
-            return 202, {"command_id": command_id, "duplicate": True}
+            return 202, {"command_id": command_id, "agent": command["agent"], "duplicate": True}
         stored = customers.get(customer_id)
         check_against_state(command, None if stored is None else view(stored))
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -165,7 +165,7 @@ async def handle(customer_id: str, raw: bytes, agent: str | None) -> tuple[int, 
         return 503, {"error": "Kafka did not acknowledge the command; send it again (same "
                      "command_id)"}  # fmt: skip
     metrics.COMMANDS.labels(kind, "published").inc()
-    return 202, {"command_id": command_id}
+    return 202, {"command_id": command_id, "agent": command["agent"]}
 
 
 async def _publish(command: dict[str, Any]) -> None:

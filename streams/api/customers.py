@@ -1,4 +1,4 @@
-"""The query API (CONTRACT.md §7): every worker answers for every customer.
+"""The query API (docs/contract.md §7): every worker answers for every customer.
 
 A request for a key another worker owns is forwarded to that worker's ``canonical_url``,
 found in the partition map faust's assignor hands every group member. Lookups by e-mail,

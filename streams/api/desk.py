@@ -90,7 +90,7 @@ FORWARD_STREAM_TIMEOUT = aiohttp.ClientTimeout(
 
 
 def _duration(seconds: int) -> str:
-    """``1800`` → ``30 min``: the windows of CONTRACT.md §6 as a desk agent reads them."""
+    """``1800`` → ``30 min``: the windows of docs/contract.md §6 as a desk agent reads them."""
     for unit, size in (("days", 86400), ("h", 3600), ("min", 60)):
         if seconds >= 2 * size and seconds % size == 0:
             return f"{seconds // size} {unit}"

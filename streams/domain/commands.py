@@ -16,7 +16,7 @@ Refusals are :class:`Refused` with the HTTP status the caller answers with (400 
 makes no sense by itself, 404 a target the customer does not have, 409 a target whose state
 forbids it) and, when one field is to blame, its name.
 
-Commands keel knows (CONTRACT-level decisions, documented in README "Commands"):
+Commands keel knows (contract-level decisions, documented in docs/commands.md):
 
 - ``CANCEL_ORDER``: ``order_id`` of an order of this customer that is PLACED or AMENDED.
 - ``RESOLVE_CONTACT``: ``contact_id`` of an OPEN contact of this customer.

@@ -1,4 +1,4 @@
-"""Pure normalisation of the identities keel joins on (CONTRACT.md §4).
+"""Pure normalisation of the identities keel joins on (docs/contract.md §4).
 
 Departments type e-mails and phone numbers their own way; keel compares them only in the
 normalised form below, so ``" Ann@Example.COM"`` from the shop and ``"ann@example.com"`` from

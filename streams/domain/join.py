@@ -1,4 +1,4 @@
-"""Pure join rules: which customer an event belongs to (CONTRACT.md §4).
+"""Pure join rules: which customer an event belongs to (docs/contract.md §4).
 
 Every department keys its topic by the id it knows, so keel keeps one *reference index*
 per kind of id ("namespace"): order id, contact (case) id, e-mail and phone, each mapping
@@ -101,7 +101,7 @@ def add_held(held: list[dict] | None, message: dict) -> list[dict] | None:
     """Add a message to a reference's held list; None when nothing changes.
 
     One copy per event_id waits, the version with the latest ``occurred_at``: an id re-sent
-    under another stamp is one event whose latest stamp wins (CONTRACT §3), whichever
+    under another stamp is one event whose latest stamp wins (docs/contract.md §3), whichever
     version arrived first. None: this version (or a later one) is already held. A copy that
     only watches for the reference (:func:`mark_held`) is another matter: a contact resolved
     again (streams/domain/unmatched.py) waits next to it.

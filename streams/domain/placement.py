@@ -1,7 +1,7 @@
 """Where a joined contact sits, and how it moves when a stronger reference becomes known.
 
 A contact event that does not name its customer belongs to the customer of its ``order_id``,
-else of its e-mail, else of its phone (CONTRACT.md §4); the case id only carries an event
+else of its e-mail, else of its phone (docs/contract.md §4); the case id only carries an event
 whose own references are all unknown. References become known one by one, so the join may
 first place a contact through a weaker one (its e-mail, customer B) and only later learn a
 stronger one (its order, customer A). Then the contact *moves*: B gives it up, as if it had
@@ -31,7 +31,7 @@ from typing import Any
 
 from streams.domain.state import DEFAULT_LIMITS, Limits, State, apply_event
 
-#: the rank of a placement: lower is stronger (CONTRACT.md §4's order of preference)
+#: the rank of a placement: lower is stronger (docs/contract.md §4's order of preference)
 NAMED, BY_ORDER, BY_EMAIL, BY_PHONE, BY_CASE = 0, 1, 2, 3, 4
 #: a contact placed at this rank or weaker may still move (an order may become known)
 MOVABLE = BY_EMAIL

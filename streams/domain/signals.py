@@ -1,4 +1,4 @@
-"""Signals: the pure rules that raise and clear a customer's signals (CONTRACT.md §6).
+"""Signals: the pure rules that raise and clear a customer's signals (docs/contract.md §6).
 
 A signal is a *function of the stored state and the clock*: :func:`active_signals` recomputes
 the whole set from scratch, so it inherits the merge's order-independence (streams/domain/state.py)
@@ -66,7 +66,8 @@ Identity = tuple[str, str | None, str | None, str | None]  # (type, order, shipm
 
 @dataclass(frozen=True)
 class Windows:
-    """The durations of CONTRACT §6, e.g. ``Windows(complaint_unresolved_ms=4 * 3_600_000)``.
+    """The durations of docs/contract.md §6, e.g.
+    ``Windows(complaint_unresolved_ms=4 * 3_600_000)``.
 
     Every window is inclusive: two orders placed exactly 30 min apart are duplicates; a
     deadline or complaint window is *passed* only once the clock is strictly beyond it.

@@ -1,15 +1,15 @@
-"""CustomerState: the pure merge of one input event into a customer's state (CONTRACT.md §5).
+"""CustomerState: the pure merge of one input event into a customer's state (docs/contract.md §5).
 
 The agents call :func:`apply_event` for every event routed to a customer and keep the result,
 as JSON, in a table; :func:`view` turns it into the public CustomerState (and
 streams/domain/bounding.py keeps a stored state under Kafka's record size). Nothing here
 touches Faust, I/O or the clock, so the merge can be property-tested and replayed anywhere.
 
-Why it is order-independent and idempotent *by construction* (CONTRACT §4): every stored value is
-a lattice merge — the maximum by *stamp* ``[occurred_at, event_id]``, a min/max of timestamps, a
-set union or a top-k — so the state depends only on the set of events applied, never on their
-interleaving or duplicates. Only ``version`` and ``updated_at`` depend on arrival. The one
-exception is retention: a state keeps every open order and contact but only the
+Why it is order-independent and idempotent *by construction* (docs/contract.md §4): every stored
+value is a lattice merge — the maximum by *stamp* ``[occurred_at, event_id]``, a min/max of
+timestamps, a set union or a top-k — so the state depends only on the set of events applied,
+never on their interleaving or duplicates. Only ``version`` and ``updated_at`` depend on
+arrival. The one exception is retention: a state keeps every open order and contact but only the
 ``Limits.keep_closed`` most recent closed ones of each (an order takes its shipments along).
 A dropped entity is *retired*: ``_retired`` keeps its id and the stamp of its last event (the
 ``Limits.keep_retired`` most recent per kind), so an event no later than that — a re-send, or
@@ -55,7 +55,7 @@ the older event that did: sharing ``at`` keeps a typical state under 3 KB. Read 
   ascending, one per event_id (that of its latest occurred_at), the newest
   ``Limits.max_notes`` only.
 
-Re-sent ids (CONTRACT §3): an event_id is one event. Sent again under another
+Re-sent ids (docs/contract.md §3): an event_id is one event. Sent again under another
 ``occurred_at``, its version with the latest stamp is the one that counts wherever one event
 wins (an entity's latest event, a contact's note), so no order of arrival makes it count twice
 or lets an older version win; min/max times (``first``, ``lost``, ``placed`` ...) take each
@@ -83,7 +83,7 @@ CLOSED_CONTACT_TYPES = frozenset({"RESOLVED"})
 
 @dataclass(frozen=True)
 class _Fields:
-    """How an entity takes an event's fields (CONTRACT §5)."""
+    """How an entity takes an event's fields (docs/contract.md §5)."""
 
     latest: tuple[str, ...]  # copied from its latest event
     nullable: tuple[str, ...]  # the latest non-null value (scalars only: see field())
@@ -99,7 +99,8 @@ _CONTACT = _Fields(("channel", "kind"), ("topic", "order_id", "agent"), ("OPENED
 
 @dataclass(frozen=True)
 class Limits:
-    """How much history one state keeps (CONTRACT §5 "Kept"), e.g. ``Limits(keep_closed=10)``."""
+    """How much history one state keeps (docs/contract.md §5 "Kept"), e.g.
+    ``Limits(keep_closed=10)``."""
 
     keep_closed: int = 50  # closed orders / resolved contacts kept, most recent by updated_at
     max_notes: int = 20  # notes kept per contact, newest
@@ -197,7 +198,8 @@ def opened_at(contact: Entity) -> int:
 
 
 def view(state: State) -> dict[str, Any]:
-    """The public CustomerState of CONTRACT §5 (timestamps as int ms), ready for Avro or JSON."""
+    """The public CustomerState of docs/contract.md §5 (timestamps as int ms), ready for Avro or
+    JSON."""
     shipments: dict[str, list[tuple[int, str, Entity]]] = {}
     for shipment_id, s in state["_shipments"].items():
         shipments.setdefault(s["order_id"], []).append((s["first"], shipment_id, s))
@@ -461,7 +463,7 @@ def _with_note(notes: list[list[Any]], event: Event, keep: int) -> list[list[Any
     """``notes`` with ``event``'s note: one per event_id, that of its latest ``occurred_at``.
 
     An id re-sent under another ``occurred_at`` is one event (its latest stamp wins), so the
-    note shows once and the same one whatever arrives first (CONTRACT §3).
+    note shows once and the same one whatever arrives first (docs/contract.md §3).
     """
     text, event_id = event.get("note"), event["event_id"]
     if text is None or not keep:

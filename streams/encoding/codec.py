@@ -1,4 +1,4 @@
-"""The one Avro single-object codec for every keel topic value (CONTRACT.md §2).
+"""The one Avro single-object codec for every keel topic value (docs/contract.md §2).
 
 A value is ``C3 01`` + the 8-byte little-endian CRC-64-AVRO fingerprint of the writer schema's
 Parsing Canonical Form + the Avro binary body. The fingerprint names the writer schema among the
@@ -165,6 +165,14 @@ class Codec:
     def fingerprint(self, name: str, version: int | None = None) -> bytes:
         """The 8 fingerprint bytes written after ``C3 01`` for ``name`` (latest by default)."""
         return self._get(name, version).fingerprint
+
+    def name_of(self, data: bytes) -> str | None:
+        """The record name the fingerprint of a single-object value names, if it is one of
+        schemas/ (e.g. ``OrderEvent``); None for anything else."""
+        if len(data) < _HEADER_LEN or data[:2] != MAGIC:
+            return None
+        schema = self._by_fingerprint.get(bytes(data[2:_HEADER_LEN]))
+        return None if schema is None else schema.name
 
     def encode(self, name: str, record: dict[str, Any], check: bool = True) -> bytes:
         """Encode ``record`` with the latest version of ``name``.

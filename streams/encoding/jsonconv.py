@@ -1,4 +1,4 @@
-"""Schema-driven conversion between keel's internal dicts and their JSON form (CONTRACT.md §2).
+"""Schema-driven conversion between keel's internal dicts and their JSON form (docs/contract.md §2).
 
 Inside keel a ``timestamp-millis`` value is an ``int`` of epoch milliseconds; in JSON (query API,
 HTTP ingest, outbox payloads, Redis) it is an ISO-8601 UTC string with millisecond precision and

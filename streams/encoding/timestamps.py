@@ -1,4 +1,4 @@
-"""Timestamps between keel's epoch milliseconds and JSON's ISO-8601 strings (CONTRACT.md §2).
+"""Timestamps between keel's epoch milliseconds and JSON's ISO-8601 strings (docs/contract.md §2).
 
 Inside keel a ``timestamp-millis`` value is an ``int`` of epoch milliseconds; in JSON it is an
 ISO-8601 UTC string with millisecond precision and a ``Z`` suffix. streams/encoding/jsonconv.py

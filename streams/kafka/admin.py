@@ -52,7 +52,7 @@ class TopicError(KeelError, RuntimeError):
 
 
 def topic_specs(settings: Settings) -> dict[str, dict[str, str]]:
-    """Topic name -> config for every topic the worker needs (CONTRACT.md §1)."""
+    """Topic name -> config for every topic the worker needs (docs/contract.md §1)."""
     t = settings.topics
     delete = {"cleanup.policy": "delete"}
     inputs = {**delete, "retention.ms": str(settings.input_retention_ms)}
@@ -68,6 +68,7 @@ def topic_specs(settings: Settings) -> dict[str, dict[str, str]]:
         # the audit trail, and what keeps a replay from offset 0 from bringing anyone back
         t.erasures: {**delete, "retention.ms": str(settings.erasures_retention_ms)},
         t.voice: {"cleanup.policy": "compact"},
+        t.deadletter_status: {"cleanup.policy": "compact"},
         f"{settings.app_id}-customer-events": delete,
     }
     for ns in NAMESPACES:
@@ -99,7 +100,7 @@ def ensure_topics(settings: Settings, timeout: float = 60.0) -> list[str]:
     # connector that got there first may have had the broker create one with its default.
     # voice.v1 is only written (keyed by topic), so its count does not matter either.
     free = {settings.topics.commands, settings.topics.command_outcomes, settings.topics.erasures,
-            settings.topics.voice}
+            settings.topics.voice, settings.topics.deadletter_status}
     wrong = [
         f"{name} has {len(existing[name].partitions)} partitions"
         for name in specs

@@ -37,7 +37,7 @@ from streams.errors import KeelError
 
 log = logging.getLogger(__name__)
 
-#: (environment variable, librdkafka property, meaning) — the README's Kafka table is these
+#: (environment variable, librdkafka property, meaning) — docs/configuration.md's Kafka table
 SECURITY_VARIABLES: tuple[tuple[str, str, str], ...] = (
     (
         "KAFKA_SECURITY_PROTOCOL",
@@ -202,7 +202,7 @@ def client_config(
 
 
 def producer_config(bootstrap: str, **overrides: Any) -> dict[str, Any]:
-    """The settings every keel producer uses (CONTRACT.md §1), security included."""
+    """The settings every keel producer uses (docs/contract.md §1), security included."""
     config = client_config(bootstrap)
     config.update(
         {

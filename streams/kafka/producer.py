@@ -2,7 +2,7 @@
 
 The bottom of keel's Kafka client layer, with streams/kafka/config.py (the settings). Every
 producer of keel wraps a :class:`BaseProducer`, which owns the confluent-kafka ``Producer``
-and the mechanics they all need: the settings of CONTRACT.md §1 and the security from
+and the mechanics they all need: the settings of docs/contract.md §1 and the security from
 ``producer_config``, a full local queue waited out (``BufferError``: poll, then produce
 again), delivery reports counted and their errors kept (:class:`Deliveries`), ``flush``
 with a deadline, an optional thread that serves the delivery reports, and refused

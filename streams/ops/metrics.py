@@ -28,7 +28,7 @@ from prometheus_client.registry import Collector
 # No ``*_created`` series: they double the exposition and no keel alert or graph uses them.
 disable_created_metrics()
 
-#: The signal types of CONTRACT.md §6, exported as 0 until one is active, so that a
+#: The signal types of docs/contract.md §6, exported as 0 until one is active, so that a
 #: dashboard shows a flat line rather than "no data" for a type that never fired.
 SIGNAL_TYPES = (
     "DUPLICATE_ORDER",
@@ -84,7 +84,7 @@ ERASURES = Counter(
 CONTACTS_MOVED = Counter(
     "keel_contacts_moved_total",
     "Contacts moved to another customer because a stronger reference of theirs (an order "
-    "after an e-mail, an e-mail after a phone) turned out to name it (CONTRACT §4)",
+    "after an e-mail, an e-mail after a phone) turned out to name it (docs/contract.md §4)",
 )
 IDENTIFIERS_SHARED = Counter(
     "keel_identifiers_shared_total",

@@ -12,7 +12,7 @@ emitter's own is the outbox per batch and its retriable :class:`EmitError`.
 
 librdkafka batches and sends from its own threads: a record costs a few microseconds of
 the event loop instead of an awaited faust send each. Keys are hashed with murmur2 like
-faust's producer and the Java clients (CONTRACT.md §1), so a forward keyed by a customer
+faust's producer and the Java clients (docs/contract.md §1), so a forward keyed by a customer
 lands on the partition that holds that customer's table entry.
 
     emitter = Emitter("127.0.0.1:9092"); emitter.start()

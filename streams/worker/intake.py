@@ -36,7 +36,7 @@ import logging
 import threading
 import time
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from confluent_kafka import (
     OFFSET_BEGINNING,
@@ -58,6 +58,7 @@ from streams.errors import KeelError
 from streams.kafka.config import client_config
 from streams.kafka.producer import BaseProducer, Deliveries
 from streams.ops import health, metrics
+from streams.ops.deadletters import REPLAY_OF, REPLAYED_FROM
 from streams.worker import messages as proto
 from streams.worker.checkpoint import Packer
 
@@ -150,7 +151,7 @@ def dead_letter_record(
     key: bytes | None,
     value: bytes | None,
 ) -> tuple[bytes | None, bytes | None, Headers]:
-    """(key, value, headers) of the dead letter of one record (CONTRACT.md §1).
+    """(key, value, headers) of the dead letter of one record (docs/contract.md §1).
 
     A record Kafka accepted can still be too big to copy: the broker's limit applies to a
     compressed batch, the producer's (``message.max.bytes``) to the record as it is. Such a
@@ -420,6 +421,9 @@ class Intake:
         else:
             return
         dl_key, dl_value, headers = dead_letter_record(reason, topic, partition, offset, key, value)
+        for name, raw in cast(list[tuple[str, bytes | None]], msg.headers() or []):
+            if name == REPLAYED_FROM:  # a replayed record failing again: say which letter
+                headers.append((REPLAY_OF, raw or b""))
         produce(self.settings.topics.deadletter, dl_key, dl_value, headers, -1)
         metrics.count_event(topic, "dead_letter")
         log.warning("dead letter from %s[%s]@%s: %s", topic, partition, offset, reason[:300])

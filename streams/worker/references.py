@@ -350,7 +350,7 @@ def expire_held(
 
 def dead_letter_held(tx: Transaction, message: dict, reason: str) -> None:
     """An input event that waited too long: its key and value as the department sent them
-    (the value re-encoded from the event), headers as in CONTRACT §1. Its offset is not
+    (the value re-encoded from the event), headers as in docs/contract.md §1. Its offset is not
     known after the join passed it on: ``x-source-offset`` is -1."""
     kind, event, topic = message["kind"], message["event"], message["topic"]
     key = event[KEY_FIELD_OF_KIND[kind]].encode()

@@ -40,3 +40,30 @@ def chromium(width: int = 1280, height: int = 800, profile: Path | None = None) 
         {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": width < 600},
     )
     return driver
+
+
+AXE_VERSION = "4.14.1"
+AXE_CACHE = Path.home() / ".cache" / "keel" / f"axe-core-{AXE_VERSION}"
+
+
+def axe_script() -> str:
+    """axe-core's ``axe.min.js`` (the accessibility engine, from its npm package), fetched
+    once into ~/.cache/keel with the machine's npm, as the Kafka jars are."""
+    script = AXE_CACHE / "axe.min.js"
+    if not script.exists():
+        import shutil
+        import subprocess
+        import tarfile
+
+        npm = shutil.which("npm")
+        if npm is None:
+            raise RuntimeError("npm is needed once to fetch axe-core for the accessibility check")
+        AXE_CACHE.mkdir(parents=True, exist_ok=True)
+        subprocess.run([npm, "pack", f"axe-core@{AXE_VERSION}", "--silent"], cwd=AXE_CACHE,
+                       check=True, capture_output=True, timeout=300)  # fmt: skip
+        with tarfile.open(AXE_CACHE / f"axe-core-{AXE_VERSION}.tgz") as tar:
+            member = tar.extractfile("package/axe.min.js")
+            assert member is not None
+            (AXE_CACHE / "axe.min.js.part").write_bytes(member.read())
+        (AXE_CACHE / "axe.min.js.part").rename(script)
+    return script.read_text()

@@ -1,4 +1,5 @@
-"""Screenshots of the desk console for the README, from a real broker, worker and Chromium.
+"""Screenshots of the desk console for the README and docs/desk.md, from a real broker,
+worker and Chromium.
 
     .venv/bin/python -m tests.integration.desk_screenshots [docs/screenshots]
 

@@ -18,7 +18,7 @@ def kafka_env(
     mechanism: str = "SCRAM-SHA-512",
     password: str = KAFKA_PASSWORD,
 ) -> dict[str, str]:
-    """The variables of README's Kafka table, pointing at the SASL_SSL listener only."""
+    """The Kafka security variables (docs/configuration.md), pointing at the SASL_SSL listener."""
     return {
         "KAFKA_BOOTSTRAP": kafka.sasl_bootstrap,
         "KAFKA_SECURITY_PROTOCOL": "SASL_SSL",

@@ -279,7 +279,7 @@ def test_a_forwarded_request_carries_the_callers_token_and_the_owner_checks_it(
     status, body, _ = request(
         to_front, "agent", method="POST", body=json.dumps(command).encode(), headers=agent
     )
-    assert (status, body) == (202, {"command_id": command["command_id"]})
+    assert (status, body) == (202, {"command_id": command["command_id"], "agent": "rep-7"})
 
     # The live stream through the front worker: the console's cookie becomes a header there.
     stream = f"{front.url}/desk/customers/{cid}/events"

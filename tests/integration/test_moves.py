@@ -1,7 +1,7 @@
 """On the real stack: a contact whose order is A's and whose e-mail is B's ends on A only.
 
 Issue #11 §1: sent before either order, with B's order arriving first, it ended on B only
-(4 of 4 before the fix). CONTRACT.md §4 says the order wins, whatever arrives first; B's
+(4 of 4 before the fix). docs/contract.md §4 says the order wins, whatever arrives first; B's
 state must be as if it had never had the contact. The shared worker, customer ids of this
 test's own; the oracle (tests/oracle.py) says what each state must be.
 """

@@ -4,7 +4,7 @@ The broker is deploy/local's own Kafka with a second listener, ``SASL_SSL``; its
 is signed by a CA made for this module with ``openssl`` (deploy/local/tls.py), and its SCRAM
 user is created by Kafka's own ``kafka-storage format --add-scram``. The worker and the HTTP
 ingest connector are given only that listener's address and the ``KAFKA_*`` variables of the
-README's table, as a deployment would give them.
+docs/configuration.md's Kafka table, as a deployment would give them.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ Everything here is secured at once, as a deployment would be: the worker, the Po
 outbox and the Redis sink reach Kafka through conftest's SASL_SSL listener only; the outbox
 logs in to PostgreSQL as a role whose password the server checks (``scram-sha-256``), the
 sink to Redis as an ACL user (the password-less ``default`` user switched off). Both URLs
-carry the credentials (``POSTGRES_URL``, ``REDIS_URL``), the way README's Security says.
+carry the credentials (``POSTGRES_URL``, ``REDIS_URL``), the way docs/security.md says.
 """
 
 from __future__ import annotations

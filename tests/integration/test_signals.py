@@ -1,4 +1,5 @@
-"""Signals (CONTRACT.md §6) on the state and on customer-signals.v1, through the real broker."""
+"""Signals (docs/contract.md §6) on the state and on customer-signals.v1, through the real
+broker."""
 
 from __future__ import annotations
 

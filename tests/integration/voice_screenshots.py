@@ -1,4 +1,4 @@
-"""The README's screenshot of the Voice of the Customer board, from `make run`'s demo feed.
+"""docs/voice.md's screenshot of the Voice of the Customer board, from `make run`'s demo feed.
 
     .venv/bin/python -m tests.integration.voice_screenshots [docs/screenshots]
 

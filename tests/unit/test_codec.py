@@ -1,4 +1,4 @@
-"""The Avro single-object codec and the schemas it reads (CONTRACT.md §2, §3, §5, §6)."""
+"""The Avro single-object codec and the schemas it reads (docs/contract.md §2, §3, §5, §6)."""
 
 from __future__ import annotations
 
@@ -215,7 +215,7 @@ SAMPLES: dict[str, dict[str, Any]] = {
     "VoiceTopic": VOICE_TOPIC,
 }
 
-# --- the contract, transcribed by hand from CONTRACT.md §3, §5, §6 ---------------------------
+# --- the contract, transcribed by hand from docs/contract.md §3, §5, §6 ---------------------------
 # Type notation: "?x" nullable with default null; "ts" timestamp-millis long;
 # "enum Name A|B"; "array<x>"; "map<x>"; "record Name" (fields checked separately).
 
@@ -371,7 +371,7 @@ CONTRACT_FIELDS: dict[str, list[tuple[str, str]]] = {
         ("requested_at", "ts"),
         ("reason", "string"),
     ],
-    # keel's extension (README "Voice of the Customer"), not yet in CONTRACT.md
+    # keel's extension (docs/contract.md §12, Voice of the Customer)
     "VoiceTopic": [
         ("topic", "string"),
         ("as_of", "ts"),
@@ -399,8 +399,8 @@ TOP_LEVEL = [
     "ErasureRequest",
     "VoiceTopic",
 ]
-#: released versions beyond v1: DeskCommand v2 adds the type ANNOUNCE (README "Voice of the
-#: Customer"); v1 stays, so records written with it are still read
+#: released versions beyond v1: DeskCommand v2 adds the type ANNOUNCE (docs/contract.md
+#: §10, §12); v1 stays, so records written with it are still read
 VERSIONS = {name: [1] for name in TOP_LEVEL} | {"DeskCommand": [1, 2], "CustomerState": [1, 2]}
 
 

@@ -1,16 +1,14 @@
-"""Configuration: validated from env, documented in the README exactly as the code reads it."""
+"""Configuration: validated from env, documented in docs/configuration.md exactly as the code
+reads it."""
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import pytest
 
-from streams.config import OTHER_KNOWN, VARIABLES, ConfigError, Settings
-from streams.kafka.config import SECURITY_VARIABLES
-
-README = Path(__file__).resolve().parents[2] / "README.md"
+from streams.config import OTHER_KNOWN, ConfigError, Settings
+from tests import configuration_page
 
 
 def test_defaults_match_the_contract() -> None:
@@ -34,12 +32,13 @@ def test_bad_number_is_an_error_naming_the_variable(value: str) -> None:
         Settings.from_env({"KEEL_PARTITIONS": value})
 
 
-def test_every_variable_is_in_the_readme_with_its_default() -> None:
-    text = README.read_text()
-    rows = dict(re.findall(r"^\| `([A-Z_]+)` \| `([^`]*)` \|", text, re.MULTILINE))
-    for name, _, _ in SECURITY_VARIABLES:  # their own table: test_kafka_config.py
-        rows.pop(name)
-    assert rows == {name: default for name, default, _ in VARIABLES}
+def test_the_configuration_page_lists_every_variable_as_the_code_has_it() -> None:
+    text = configuration_page.PAGE.read_text()
+    page = configuration_page.blocks(text).get("settings")
+    assert page == configuration_page.render()["settings"], (
+        "docs/configuration.md differs from streams/config.py VARIABLES: "
+        "run .venv/bin/python -m tests.configuration_page"
+    )
     for name in OTHER_KNOWN:
         assert f"`{name}`" in text, name
 

@@ -369,7 +369,7 @@ def test_kustomization_lists_every_manifest() -> None:
 def container_env(container: dict, config: dict[str, str]) -> dict[str, str | None]:
     env: dict[str, str | None] = {}
     for source in container.get("envFrom", []):
-        if "secretRef" in source:  # the Kafka login: its keys are the README's variables
+        if "secretRef" in source:  # the Kafka login: its keys are docs/configuration.md's variables
             assert source["secretRef"]["name"] == "keel-kafka"
             env.update(dict.fromkeys(("KAFKA_SASL_USERNAME", "KAFKA_SASL_PASSWORD")))
             continue

@@ -1,4 +1,4 @@
-"""Held events that wait too long go to the dead letters (issue #11 §6, CONTRACT.md §4).
+"""Held events that wait too long go to the dead letters (issue #11 §6, docs/contract.md §4).
 
 The join agent's handlers run here on a real :class:`streams.worker.checkpoint.Transaction` with the
 tables

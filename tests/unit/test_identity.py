@@ -1,4 +1,4 @@
-"""How keel normalises the e-mails and phones it joins on (CONTRACT.md §4)."""
+"""How keel normalises the e-mails and phones it joins on (docs/contract.md §4)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Join routing (CONTRACT.md §4): which reference an event resolves through, in what order."""
+"""Join routing (docs/contract.md §4): which reference an event resolves through, in what order."""
 
 from __future__ import annotations
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import pytest
@@ -16,8 +15,8 @@ from streams.kafka.config import (
     faust_credentials,
     producer_config,
 )
+from tests import configuration_page
 
-README = Path(__file__).resolve().parents[2] / "README.md"
 SCRAM = {
     "KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
     "KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
@@ -99,6 +98,9 @@ def test_describe_never_shows_the_password() -> None:
     assert "s3cret" not in repr(Settings.from_env(SCRAM))
 
 
-def test_the_readme_table_lists_every_variable_with_its_property() -> None:
-    rows = re.findall(r"^\| `(KAFKA_[A-Z_]+)` \| `([a-z.]+)` \|", README.read_text(), re.M)
-    assert rows == [(name, key) for name, key, _ in SECURITY_VARIABLES]
+def test_the_configuration_page_lists_every_variable_with_its_property() -> None:
+    page = configuration_page.blocks(configuration_page.PAGE.read_text()).get("kafka")
+    assert page == configuration_page.render()["kafka"], (
+        "docs/configuration.md differs from SECURITY_VARIABLES: "
+        "run .venv/bin/python -m tests.configuration_page"
+    )

@@ -1,6 +1,6 @@
 """A contact whose identifiers name two customers lands on the stronger one's (issue #11 §1).
 
-CONTRACT.md §4: a contact belongs to the customer of its ``order_id``, else of its e-mail,
+docs/contract.md §4: a contact belongs to the customer of its ``order_id``, else of its e-mail,
 else of its phone. The join learns references one at a time, so it may first apply a contact
 through its e-mail (customer B) and learn only later that its order is A's: then the contact
 moves to A and B's state is as if it had never had it. These run the worker's own join agent

@@ -4,7 +4,7 @@ tests/join_harness.py runs the worker's own join agent (streams/worker/agent.py 
 every handler, streams/worker/checkpoint.py's batch and commit) on in-memory tables and topics,
 with a seeded scheduler that interleaves the partitions adversarially and crashes batches;
 tests/oracle.py says what every customer's state must be, computed from the set of events
-alone. CONTRACT §4: "The final state depends only on the set of events, never on their
+alone. docs/contract.md §4: "The final state depends only on the set of events, never on their
 interleaving or on duplicates" — so for any arrival order, any interleaving of internal
 messages, any crash and any re-sent events, the two must agree exactly (except
 ``version``/``updated_at``, and signal wording, which tests/unit/test_signals.py reads). The

@@ -1,4 +1,4 @@
-"""Re-sent events (CONTRACT.md §3 "keel applies each id once"), as a desk would read them.
+"""Re-sent events (docs/contract.md §3 "keel applies each id once"), as a desk would read them.
 
 Two ways an id comes back: under another ``occurred_at`` (a department that re-stamps a retried
 event), and after retention dropped what it was about.

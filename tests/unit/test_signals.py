@@ -1,4 +1,4 @@
-"""Signal rules (CONTRACT.md §6), each raised and cleared by hand-written events.
+"""Signal rules (docs/contract.md §6), each raised and cleared by hand-written events.
 
 What is checked is what a service agent sees in the state (``signals``) and what a subscriber of
 customer-signals.v1 receives (the RAISED/CLEARED records of ``apply_signals``).

@@ -1,4 +1,4 @@
-"""The merge of events into a customer's state (CONTRACT.md §5), as a desk would read it."""
+"""The merge of events into a customer's state (docs/contract.md §5), as a desk would read it."""
 
 from __future__ import annotations
 
@@ -637,7 +637,7 @@ def test_state_matches_the_rules_computed_from_the_set_of_events(
 
 
 def expected(history: list[KindEvent]) -> dict:
-    """CONTRACT §5 computed naively from the set of events (no retention: few entities)."""
+    """docs/contract.md §5 computed naively from the set of events (no retention: few entities)."""
 
     def stamp(e: dict) -> tuple[int, str]:
         return e["occurred_at"], e["event_id"]

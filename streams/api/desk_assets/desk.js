@@ -23,6 +23,9 @@ const desk = {
   liveHistory: [],     // every change of the live indicator, oldest first
   actions: {},         // "order:o-1" / "contact:k-1" -> the command form's state (survives redraws)
   pending: null,       // [kind, q] of a search that waits for a sign-in
+  cleared: [],         // signals seen going away while this customer was on screen
+  searchSeq: 0,        // bumped by every search: an answer to an older one is dropped
+  waitTimer: null,     // polls a lookup by e-mail/phone/order that found nobody yet
 };
 window.keelDesk = desk;  // for the browser tests and for curious people in the console
 
@@ -32,6 +35,16 @@ const BAD = new Set(["LOST", "DELAYED", "CANCELLED", "RETURNED"]);
 
 function $(id) { return document.getElementById(id); }
 
+// Children that are null, undefined or false are left out (never rendered as "null").
+function present(children) {
+  return children.flat().filter((c) => c !== null && c !== undefined && c !== false);
+}
+
+function fill(node, ...children) {
+  node.replaceChildren(...present(children));
+  return node;
+}
+
 function el(tag, attrs, ...children) {
   const node = document.createElement(tag);
   for (const [k, v] of Object.entries(attrs || {})) {
@@ -40,8 +53,7 @@ function el(tag, attrs, ...children) {
     else if (k === "text") node.textContent = v;
     else node.setAttribute(k, v === true ? "" : String(v));
   }
-  for (const child of children.flat()) {
-    if (child === null || child === undefined || child === false) continue;
+  for (const child of present(children)) {
     node.append(child instanceof Node ? child : document.createTextNode(String(child)));
   }
   return node;
@@ -78,6 +90,140 @@ function badge(status) {
   const cls = GOOD.has(status) ? "badge good" : BAD.has(status) ? "badge bad"
     : (status === "OPEN" || OPEN_ORDER.has(status)) ? "badge open" : "badge";
   return el("span", { class: cls }, status.replaceAll("_", " "));
+}
+
+// -- for screen readers and the keyboard ------------------------------------------------------
+
+// Signals the page saw go away while it followed the customer (the state keeps no history of them).
+function noteCleared(before, after) {
+  const now = new Set(after.signals.map(signalKey));
+  for (const g of before.signals) {
+    if (!now.has(signalKey(g))) {
+      const refs = signalRefs(g);
+      desk.cleared.push({ at: new Date().toISOString(),
+                          text: `${g.type.replaceAll("_", " ")}${refs ? ` (${refs})` : ""}` });
+    }
+  }
+}
+
+function signalKey(g) { return [g.type, g.order_id, g.shipment_id, g.contact_id].join("|"); }
+
+// New orders and signals of the customer on screen, said through the polite live region.
+function announce(before, after) {
+  const orders = new Set(before.orders.map((o) => o.order_id));
+  const signals = new Set(before.signals.map(signalKey));
+  const said = [
+    ...after.orders.filter((o) => !orders.has(o.order_id)).map((o) => `New order ${o.order_id}.`),
+    ...after.signals.filter((g) => !signals.has(signalKey(g))).map((g) =>
+      `New signal: ${g.type.replaceAll("_", " ")}${g.order_id ? ` (order ${g.order_id})` : ""}.`),
+  ];
+  if (said.length) $("announce").textContent = said.join(" ");
+}
+
+const RECENT_KEY = "keel.recent";
+const RECENT_MAX = 8;
+
+function recentCustomers() {
+  try { return JSON.parse(sessionStorage.getItem(RECENT_KEY) || "[]"); } catch (e) { return []; }
+}
+
+function remember(state) {
+  const entry = { id: state.customer_id, name: state.name || "" };
+  const list = [entry, ...recentCustomers().filter((r) => r.id !== entry.id)].slice(0, RECENT_MAX);
+  sessionStorage.setItem(RECENT_KEY, JSON.stringify(list));
+  renderRecent();
+}
+
+function renderRecent() {
+  const list = recentCustomers();
+  $("recent").hidden = !list.length;
+  fill($("recent-list"), list.map((r) => {
+    const b = el("button", { type: "button", "data-customer": r.id,
+                             "aria-label": `${r.name || r.id} (${r.id})` }, r.name || r.id);
+    b.addEventListener("click", () => {
+      $("q").value = r.id;
+      search("customer", r.id);
+    });
+    return el("li", {}, b);
+  }));
+}
+
+// -- the directory: typeahead by name, partial e-mail, phone, order id (GET /directory) -------
+
+async function directory(q) {
+  if (q.replace(/\s/g, "").length < 2) return [];
+  try {
+    const resp = await fetch(`/directory?q=${encodeURIComponent(q)}&limit=8`,
+                             { headers: authHeaders({ Accept: "application/json" }) });
+    if (!resp.ok) return [];  // no directory configured (503), or not answering: search by id
+    return (await resp.json()).customers || [];
+  } catch (e) {
+    return [];
+  }
+}
+
+function showSuggestions(matches, q) {
+  $("suggest").hidden = !matches.length;
+  $("suggest-hint").textContent = matches.length ? `Matching “${q}”:` : "";
+  fill($("suggest-list"), matches.map((c) => {
+    const about = [c.customer_id, c.emails[0], c.phones[0]].filter(Boolean).join(" · ");
+    const b = el("button", { type: "button", "data-customer": c.customer_id },
+      el("strong", {}, c.name || c.customer_id), ` ${about}`);
+    b.addEventListener("click", () => {
+      $("q").value = c.customer_id;
+      search("customer", c.customer_id);
+    });
+    return el("li", {}, b);
+  }));
+}
+
+function hideSuggestions() {
+  $("suggest").hidden = true;
+  fill($("suggest-list"));
+}
+
+let typeaheadTimer = null;
+let typeaheadSeq = 0;
+
+function onType() {
+  clearTimeout(typeaheadTimer);
+  const q = $("q").value.trim();
+  if ($("q-kind").value !== "auto" || q.length < 2) { hideSuggestions(); return; }
+  typeaheadTimer = setTimeout(async () => {
+    const seq = ++typeaheadSeq;
+    const matches = await directory(q);
+    if (seq === typeaheadSeq && $("q").value.trim() === q) showSuggestions(matches, q);
+  }, 200);
+}
+
+// `/` jumps to the search; Esc closes the open command form; arrow keys walk the matches
+// (or, with none, the recent customers).
+function onKey(e) {
+  const t = e.target;
+  const typing = t instanceof HTMLInputElement || t instanceof HTMLTextAreaElement
+    || t instanceof HTMLSelectElement;
+  if (e.key === "/" && !typing) {
+    e.preventDefault();
+    $("q").focus();
+    $("q").select();
+  } else if (e.key === "Escape") {
+    const form = (t.closest && t.closest("form.command")) || document.querySelector("form.command");
+    const back = form && form.querySelector("button.back");
+    if (back) { e.preventDefault(); back.click(); }
+  } else if (e.key === "ArrowDown" || e.key === "ArrowUp") {
+    const list = $("suggest").hidden ? "#recent-list" : "#suggest-list";
+    const items = [...document.querySelectorAll(`${list} button`)];
+    const at = items.indexOf(t);
+    if (t === $("q") && e.key === "ArrowDown" && items.length) {
+      e.preventDefault();
+      items[0].focus();
+    } else if (at >= 0) {
+      e.preventDefault();
+      const next = at + (e.key === "ArrowDown" ? 1 : -1);
+      if (next < 0) $("q").focus();
+      else items[Math.min(next, items.length - 1)].focus();
+    }
+  }
 }
 
 // -- the live indicator ----------------------------------------------------------------------
@@ -157,10 +303,32 @@ async function lookup(kind, q) {
 
 const KIND_NAME = { customer: "customer id", email: "e-mail", phone: "phone", order_id: "order id" };
 
-async function search(kind, q) {
+// A new search first takes the previous customer off the screen and closes their live
+// stream: after a failed search nothing of the last caller's customer may stay actionable.
+function clearCustomer() {
+  stopFollowing();
+  hideSuggestions();
+  clearTimeout(desk.waitTimer);
+  desk.waitTimer = null;
+  desk.shown = null;
+  desk.version = null;
+  desk.seenNotes = null;
+  desk.actions = {};
+  $("customer").hidden = true;
+  for (const id of ["c-name", "c-ids", "signal-list", "sources", "orders", "contacts", "timeline"]) {
+    fill($(id));
+  }
+  if (location.search) history.replaceState(null, "", location.pathname);
+}
+
+async function search(kind, q, waiting) {
   q = q.trim();
   if (!q) return;
-  say("Searching…");
+  const seq = ++desk.searchSeq;
+  if (!waiting) {
+    clearCustomer();
+    say("Searching…");
+  }
   try {
     let tries = kind === "auto" ? [guessKind(q)].filter(Boolean) : [kind];
     if (!tries.length) tries = ["customer", "order_id"];
@@ -168,10 +336,12 @@ async function search(kind, q) {
     let last = null;
     for (const k of tries) {
       last = await lookup(k, q);
+      if (seq !== desk.searchSeq) return;  // a newer search took over meanwhile
       if (last.status === 200) { found = last.body; break; }
       if (last.status !== 404) break;
     }
     if (found) {
+      clearTimeout(desk.waitTimer);
       say("");
       show(found);
       follow(found.customer_id);
@@ -186,22 +356,46 @@ async function search(kind, q) {
       desk.pending = [kind, q];
       askForToken("This token may not read customers.");
     } else if (last.status === 404) {
-      say(`No customer found for ${tries.map((k) => KIND_NAME[k]).join(" or ")} “${q}”.`);
+      const matches = kind === "auto" && !waiting ? await directory(q) : [];
+      if (seq !== desk.searchSeq) return;
+      if (matches.length === 1) {
+        search("customer", matches[0].customer_id);
+        return;
+      }
+      if (matches.length > 1) {
+        say(`${matches.length} customers match “${q}”: choose one below.`);
+        showSuggestions(matches, q);
+        return;
+      }
+      waitFor(kind, q, tries, seq);
     } else if (last.status === 503) {
       say("keel is busy (a worker is starting or partitions are moving). Try again in a moment.");
     } else {
       say((last.body && last.body.error) || `The search failed (HTTP ${last.status}).`);
     }
   } catch (e) {
-    say(`keel cannot be reached (${e.message}). Check the connection and try again.`);
+    if (seq === desk.searchSeq) say(`keel cannot be reached (${e.message}). Check the connection and try again.`);
+  }
+}
+
+// Nobody found: keep watching, so the customer appears the moment their first event lands.
+// A customer id is followed on the live stream (which says "absent" until then); an e-mail,
+// phone or order id is looked up again every few seconds until found or a new search.
+function waitFor(kind, q, tries, seq) {
+  const what = `${tries.map((k) => KIND_NAME[k]).join(" or ")} “${q}”`;
+  say(`No customer found for ${what}. Waiting: they appear here as soon as keel hears of them.`);
+  if (tries.includes("customer") && desk.customerId !== q) follow(q, true);
+  if (tries.some((k) => k !== "customer")) {
+    desk.waitTimer = setTimeout(() => { if (seq === desk.searchSeq) search(kind, q, true); }, 3000);
   }
 }
 
 // -- the live stream -------------------------------------------------------------------------
 
-function follow(customerId) {
+function follow(customerId, waiting) {
   stopFollowing();
   desk.customerId = customerId;
+  desk.waiting = Boolean(waiting);
   connect();
 }
 
@@ -222,16 +416,22 @@ function connect() {
   setLive("reconnecting");
   const heard = () => { desk.lastHeard = Date.now(); };
   es.addEventListener("state", (e) => {
+    if (desk.source !== es) return;  // a stream this page no longer follows
     heard();
     desk.retryMs = 1000;
     setLive("on");
     say("");
+    desk.waiting = false;
     show(JSON.parse(e.data));
   });
   es.addEventListener("absent", () => {
+    if (desk.source !== es) return;
     heard();
     setLive("on");
-    say(`Customer “${id}” is not known (any more). This page shows them as soon as they are.`);
+    if (!desk.waiting) {  // an erased customer: gone from the screen, not just hidden
+      say(`Customer “${id}” is not known (any more). This page shows them as soon as they are.`);
+    }
+    desk.shown = null;
     $("customer").hidden = true;
   });
   es.addEventListener("ping", () => { heard(); setLive("on"); });
@@ -252,14 +452,20 @@ function retryLater() {
 
 function show(state) {
   const fresh = state.customer_id !== (desk.shown && desk.shown.customer_id);
-  if (fresh) desk.seenNotes = null;
+  if (fresh) {
+    desk.seenNotes = null;
+    desk.cleared = [];
+    remember(state);
+  } else {
+    announce(desk.shown, state);
+    noteCleared(desk.shown, state);
+  }
   desk.shown = state;
   desk.version = state.version;
   desk.renders += 1;
   $("help").hidden = true;
   $("customer").hidden = false;
   renderWho(state);
-  renderSignals(state);
   renderSources(state);
   if (fresh) desk.actions = {};
   redraw();
@@ -271,8 +477,7 @@ function idRow(label, value) {
 
 function renderWho(s) {
   $("c-name").textContent = s.name || s.customer_id;
-  const ids = $("c-ids");
-  ids.replaceChildren(
+  fill($("c-ids"),
     idRow("Customer", el("span", { "data-field": "customer_id" }, s.customer_id)),
     s.emails.length ? idRow("E-mail", s.emails.join(", ")) : null,
     s.phones.length ? idRow("Phone", s.phones.join(", ")) : null,
@@ -291,25 +496,122 @@ function renderWho(s) {
   );
 }
 
+// A COMMAND_PENDING whose every command was asked by the agent at this desk: not an alarm.
+function isMine(g) {
+  const me = $("agent").value.trim();
+  if (!me || g.type !== "COMMAND_PENDING" || !g.detail) return false;
+  return g.detail.replace(/\.$/, "").split("; ").every((part) => part.includes(` asked by ${me} at `));
+}
+
+function signalRefs(g) {
+  return [
+    g.order_id && `order ${g.order_id}`,
+    g.shipment_id && `parcel ${g.shipment_id}`,
+    g.contact_id && `contact ${g.contact_id}`,
+  ].filter(Boolean).join(" · ");
+}
+
+function signalItem(g) {
+  if (isMine(g)) {
+    return el("li", { class: "signal mine", "data-signal": g.type, "data-mine": "" },
+      el("strong", {}, "Your request is on its way"),
+      el("span", { class: "refs" }, " — asked ", when(g.raised_at)),
+      el("p", { class: "explain" }, "You asked a department to act; its answer has not " +
+        "arrived yet. Nothing to do but tell the customer it is requested."),
+      el("p", { class: "refs" }, g.detail));
+  }
+  const refs = signalRefs(g);
+  const help = desk.config.signals[g.type] || "";
+  return el("li", { class: "signal", "data-signal": g.type },
+    el("strong", {}, g.type.replaceAll("_", " ")),
+    el("span", { class: "refs" }, refs ? ` — ${refs} · raised ` : " — raised ", when(g.raised_at)),
+    help ? el("p", { class: "explain" }, help) : null,
+    g.detail ? el("p", { class: "refs" }, g.detail) : null);
+}
+
+// Signals grouped by type: one row per type, several of a type folded into one collapsible
+// row ("3 × DUPLICATE ORDER"), so twenty of them do not push the orders out of view.
 function renderSignals(s) {
   const list = $("signal-list");
   if (!s.signals.length) {
-    list.replaceChildren(el("li", { class: "none" }, "Nothing needs attention."));
+    fill(list, el("li", { class: "none" }, "Nothing needs attention."));
     return;
   }
-  list.replaceChildren(...s.signals.map((g) => {
-    const refs = [
-      g.order_id && `order ${g.order_id}`,
-      g.shipment_id && `parcel ${g.shipment_id}`,
-      g.contact_id && `contact ${g.contact_id}`,
-    ].filter(Boolean).join(" · ");
-    const help = desk.config.signals[g.type] || "";
-    return el("li", { class: "signal", "data-signal": g.type },
-      el("strong", {}, g.type.replaceAll("_", " ")),
-      el("span", { class: "refs" }, refs ? ` — ${refs} · raised ` : " — raised ", when(g.raised_at)),
-      help ? el("p", { class: "explain" }, help) : null,
-      g.detail ? el("p", { class: "refs" }, g.detail) : null);
+  const groups = new Map();
+  for (const g of s.signals) {
+    const key = isMine(g) ? "mine" : g.type;
+    if (!groups.has(key)) groups.set(key, []);
+    groups.get(key).push(g);
+  }
+  fill(list, [...groups.values()].map((gs) => {
+    if (gs.length === 1) return signalItem(gs[0]);
+    const type = gs[0].type;
+    const help = desk.config.signals[type] || "";
+    const newest = gs.map((g) => g.raised_at).sort().at(-1);
+    return el("li", { class: isMine(gs[0]) ? "signal mine" : "signal", "data-signal": type,
+                      "data-count": gs.length },
+      el("details", {},
+        el("summary", {}, el("strong", {}, `${gs.length} × ${type.replaceAll("_", " ")}`),
+          el("span", { class: "refs" }, " — newest raised ", when(newest))),
+        help ? el("p", { class: "explain" }, help) : null,
+        el("ul", {}, gs.map((g) => el("li", { class: "refs" },
+          signalRefs(g) || "this customer", " · raised ", when(g.raised_at),
+          g.detail ? ` · ${g.detail}` : "")))));
   }));
+}
+
+// -- one history, newest first ---------------------------------------------------------------
+
+const TIMELINE_MAX = 100;
+
+function stamp(iso) {
+  const d = new Date(iso);
+  return el("time", { datetime: iso, title: d.toLocaleString() },
+    d.toLocaleString([], { month: "short", day: "numeric", hour: "2-digit", minute: "2-digit" }));
+}
+
+function timelineItems(s) {
+  const items = [];
+  const add = (at, dept, text) => { if (at) items.push([at, dept, text]); };
+  for (const o of s.orders) {
+    add(o.placed_at, "web shop", `Order ${o.order_id} placed by ${o.channel.toLowerCase()}, ` +
+      money(o.total_cents, o.currency));
+    if (o.status !== "PLACED" && o.updated_at !== o.placed_at) {
+      add(o.updated_at, "web shop", `Order ${o.order_id} ${o.status.toLowerCase()}`);
+    }
+    for (const p of o.shipments) {
+      add(p.updated_at, p.carrier || "carrier",
+        `Parcel ${p.shipment_id} of ${o.order_id}: ${p.status.replaceAll("_", " ").toLowerCase()}`);
+    }
+  }
+  for (const c of s.contacts) {
+    add(c.opened_at, "contact centre", `Contact ${c.contact_id} opened: ${c.kind.toLowerCase()} ` +
+      `by ${c.channel.toLowerCase()}${c.topic ? ` about “${c.topic}”` : ""}`);
+    for (const n of c.notes) {
+      add(n.at, "contact centre", `Note on ${c.contact_id}${n.agent ? ` by ${n.agent}` : ""}: ${n.text}`);
+    }
+    if (c.status === "RESOLVED" && c.updated_at !== c.opened_at) {
+      add(c.updated_at, "contact centre", `Contact ${c.contact_id} resolved`);
+    }
+  }
+  for (const g of s.signals) {
+    const refs = signalRefs(g);
+    add(g.raised_at, "keel", `Signal raised: ${g.type.replaceAll("_", " ")}${refs ? ` (${refs})` : ""}`);
+  }
+  for (const c of desk.cleared || []) add(c.at, "keel", `Signal cleared: ${c.text}`);
+  for (const st of Object.values(desk.actions)) {
+    if (st.sent) add(new Date(st.sent.at).toISOString(), "desk", sentResult(st.sent, s).text);
+  }
+  return items.sort((a, b) => Date.parse(b[0]) - Date.parse(a[0]));
+}
+
+function renderTimeline(s) {
+  const items = timelineItems(s);
+  const shown = items.slice(0, TIMELINE_MAX).map(([at, dept, text]) =>
+    el("li", { "data-at": at }, stamp(at), el("span", { class: "dept" }, dept), el("span", {}, text)));
+  const more = items.length > TIMELINE_MAX
+    ? el("li", { class: "more" }, `… and ${items.length - TIMELINE_MAX} older entries`) : null;
+  fill($("timeline"), shown.length ? shown : [el("li", { class: "more" }, "nothing yet")], more);
 }
 
 function renderSources(s) {
@@ -369,7 +671,7 @@ function renderContacts(s) {
       notes.length ? el("ol", { class: "notes", "aria-label": `notes of ${c.contact_id}, newest last` }, notes)
         : el("p", { class: "meta" }, "no notes"),
       commandArea(`contact:${c.contact_id}`, { contact_id: c.contact_id },
-        c.status === "OPEN" ? [["note", "Add note", `Add a note to ${c.contact_id}`, ""],
+        c.status === "OPEN" ? [["note", "Add note", `Add note to ${c.contact_id}`, ""],
                                ["resolve", "Resolve", `Resolve ${c.contact_id}`, ""]] : []));
   }) : [el("li", { class: "empty" }, "no contacts")]));
   desk.seenNotes = seen;
@@ -379,10 +681,49 @@ function renderContacts(s) {
 
 const AGENT_KEY = "keel.agent";
 const COMMANDS = {
-  cancel: { type: "CANCEL_ORDER", send: "Send cancellation", done: "Cancellation requested" },
-  resolve: { type: "RESOLVE_CONTACT", send: "Send resolve", done: "Resolve requested" },
-  note: { type: "ADD_NOTE", send: "Send note", done: "Note sent" },
+  cancel: { type: "CANCEL_ORDER", send: "Send cancellation", done: "Cancellation requested",
+            dept: "web shop", effect: "the web shop cancelled the order" },
+  resolve: { type: "RESOLVE_CONTACT", send: "Send resolve", done: "Resolve requested",
+             dept: "contact centre", effect: "the contact centre resolved the contact" },
+  note: { type: "ADD_NOTE", send: "Send note", done: "Note sent",
+          dept: "contact centre", effect: "the note is on the contact" },
 };
+
+function clock(ms) { return new Date(ms).toLocaleTimeString(); }
+
+// What became of a command this page sent, read from the state on screen: "done" once a
+// department's event shows its effect, "failed" when a COMMAND_FAILED signal names it (by its
+// command id), else "pending" (with what the COMMAND_PENDING signal knows, e.g. delivered).
+function commandOutcome(sent, s) {
+  const tag = `(${sent.commandId})`;
+  const mine = (type) => {  // what the signal says of this command: the text after its id
+    const g = s.signals.find((x) => x.type === type && (x.detail || "").includes(tag));
+    const part = g && g.detail.split("; ").find((p) => p.includes(tag));
+    return part === undefined ? null : part.slice(part.indexOf(tag) + tag.length)
+      .replace(/^:\s*/, "").replace(/\.$/, "");
+  };
+  const order = sent.order_id && s.orders.find((o) => o.order_id === sent.order_id);
+  const contact = sent.contact_id && s.contacts.find((c) => c.contact_id === sent.contact_id);
+  let done = false;
+  if (sent.kind === "cancel") done = !order || order.status === "CANCELLED";
+  else if (sent.kind === "resolve") done = !contact || contact.status === "RESOLVED";
+  else if (sent.kind === "note") done = !contact || contact.notes.some((n) => n.text === sent.note);
+  if (done) return { state: "done", text: COMMANDS[sent.kind].effect };
+  const failed = mine("COMMAND_FAILED");
+  if (failed !== null) return { state: "failed", text: failed || "refused" };
+  const pending = mine("COMMAND_PENDING");
+  return { state: "pending", text: pending || `waiting for the ${COMMANDS[sent.kind].dept}` };
+}
+
+// The card's line about a sent command: who asked, when, why, and how it ended.
+function sentResult(sent, s) {
+  const spec = COMMANDS[sent.kind];
+  const outcome = commandOutcome(sent, s);
+  const asked = `${spec.done} by ${sent.agent} (202) at ${clock(sent.at)}, reason “${sent.reason}”`;
+  if (outcome.state === "done") return { ok: true, state: "done", text: `Done — ${asked}: ${outcome.text}.` };
+  if (outcome.state === "failed") return { ok: false, state: "failed", text: `Not done — ${asked}: ${outcome.text}.` };
+  return { ok: true, state: "pending", text: `${asked}: ${outcome.text}.` };
+}
 
 function uuid4() {  // crypto.randomUUID needs a secure context; getRandomValues does not
   const b = new Uint8Array(16);
@@ -394,7 +735,9 @@ function uuid4() {  // crypto.randomUUID needs a secure context; getRandomValues
 }
 
 function actionState(key) {
-  if (!desk.actions[key]) desk.actions[key] = { form: null, reason: "", note: "", result: null, commandId: null };
+  if (!desk.actions[key]) {
+    desk.actions[key] = { form: null, reason: "", note: "", result: null, commandId: null, sent: null };
+  }
   return desk.actions[key];
 }
 
@@ -402,8 +745,9 @@ function slug(key) { return key.replace(/[^A-Za-z0-9_-]/g, "_"); }
 
 function commandArea(key, target, buttons) {
   const st = actionState(key);
-  const result = st.result ? el("p", { class: `result ${st.result.ok ? "ok" : "err"}`, role: "status" },
-    st.result.text) : null;
+  const shown = st.result || (st.sent && desk.shown ? sentResult(st.sent, desk.shown) : null);
+  const result = shown ? el("p", { class: `result ${shown.ok ? "ok" : "err"}`, role: "status",
+                                   "data-outcome": shown.state || null }, shown.text) : null;
   if (st.form && !buttons.some(([kind]) => kind === st.form)) st.form = null;  // closed meanwhile
   if (!st.form) {
     if (!buttons.length) return result;
@@ -411,7 +755,10 @@ function commandArea(key, target, buttons) {
       el("div", { class: "actions" }, buttons.map(([kind, text, label, cls]) => {
         const b = el("button", { type: "button", class: cls || null, "data-action": kind,
                                  "aria-label": label }, text);
-        b.addEventListener("click", () => { st.form = kind; st.result = null; redraw(`${slug(key)}-reason`); });
+        b.addEventListener("click", () => {
+          Object.assign(st, { form: kind, result: null, sent: null });
+          redraw(`${slug(key)}-reason`);
+        });
         return b;
       })), result);
   }
@@ -468,8 +815,10 @@ async function sendCommand(key, target) {
     return;
   }
   if (status === 202) {
-    st.result = { ok: true, status, text: `${spec.done} by ${agent} (202): waiting for the department.` };
-    Object.assign(st, { form: null, reason: "", note: "", commandId: null });
+    // Recorded under the server's answer: a personal token's holder, else the typed name.
+    st.sent = { kind: st.form, agent: (answer && answer.agent) || agent, at: Date.now(),
+                reason: st.reason, note: st.note, commandId: st.commandId, ...target };
+    Object.assign(st, { form: null, reason: "", note: "", commandId: null, result: null });
   } else {
     const error = (answer && answer.error) || `HTTP ${status}`;
     st.result = { ok: false, status, text: status === 503 ? `keel is busy (${error}); send again.`
@@ -546,6 +895,8 @@ function redraw(focusId) {
   const range = active && "selectionStart" in active ? [active.selectionStart, active.selectionEnd] : null;
   renderOrders(desk.shown);
   renderContacts(desk.shown);
+  renderSignals(desk.shown);  // whose commands are the agent's own can change with a command
+  renderTimeline(desk.shown);
   tick();
   const target = keep && document.getElementById(keep);
   if (target && target !== document.activeElement) {
@@ -567,10 +918,10 @@ function tick() {
   for (const li of document.querySelectorAll(".source[data-at]")) {
     const stale = now - Date.parse(li.dataset.at) > staleMs;
     li.classList.toggle("stale", stale);
-    li.querySelector(".stale-word").textContent = stale ? " — stale" : "";
-    li.title = stale
-      ? `nothing from ${li.dataset.source} for longer than ${desk.config.stale_after_s} s`
-      : `keel last heard from ${li.dataset.source} at ${new Date(li.dataset.at).toLocaleString()}`;
+    li.querySelector(".stale-word").textContent = stale ? " — quiet" : "";
+    li.title = `The newest event from ${li.dataset.source} about this customer, at ` +
+      `${new Date(li.dataset.at).toLocaleString()}` + (stale ? `: nothing about them for longer ` +
+      `than ${desk.config.stale_after_s} s, which for a customer is usually just quiet.` : ".");
   }
   const silentMs = 3 * desk.config.heartbeat_s * 1000;
   if (desk.source && desk.source.readyState === EventSource.OPEN && now - desk.lastHeard > silentMs) {
@@ -617,6 +968,9 @@ async function start() {
   });
   $("agent-form").addEventListener("submit", (e) => e.preventDefault());
   $("unmatched-load").addEventListener("click", loadUnmatched);
+  document.addEventListener("keydown", onKey);
+  $("q").addEventListener("input", onType);
+  renderRecent();
   setInterval(tick, 1000);
   const params = new URLSearchParams(location.search);
   for (const [param, kind] of [["customer", "customer"], ["email", "email"], ["phone", "phone"],

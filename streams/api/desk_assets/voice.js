@@ -93,16 +93,20 @@ function render(data) {
   const items = data.topics.filter((r) => r.count > 0 || r.previous > 0).map((r) => {
     const size = 0.9 + 2.6 * Math.sqrt(r.count / max);
     const fresh = board.counts[r.topic] !== undefined && board.counts[r.topic] !== r.count;
-    const label = `${r.topic}: ${r.count} contacts, ${r.kinds.COMPLAINT} complaints, ` +
-      `${r.kinds.COMPLIMENT} compliments, ${r.kinds.IDEA} ideas; ${pct(r.change)} against the window before`;
+    // The visible words lead the accessible name (axe: label-content-name-mismatch); the rest
+    // is read out from a visually hidden span, and shown as the tooltip.
+    const more = ` contacts, ${r.kinds.COMPLAINT} complaints, ${r.kinds.COMPLIMENT} compliments, ` +
+      `${r.kinds.IDEA} ideas; ${pct(r.change)} against the window before`;
     const button = el("button", {
       type: "button", class: `k-${r.kind} trend-${r.trend}${fresh ? " fresh" : ""}`,
       style: `font-size:${size.toFixed(2)}em`, "data-topic": r.topic, "data-count": r.count,
-      title: label, "aria-label": label,
-    }, r.topic, el("span", { class: "n", text: r.count }));
+      title: `${r.topic}: ${r.count}${more}`,
+    }, r.topic, el("span", { class: "n", text: r.count }), el("span", { class: "sr-only", text: more }));
     button.addEventListener("click", () => openTopic(r.topic));
     return el("li", {}, button);
   });
+  const open = board.topic && data.topics.find((r) => r.topic === board.topic);
+  const openMoved = board.topic && (open ? open.count : 0) !== (board.counts[board.topic] ?? 0);
   board.counts = Object.fromEntries(data.topics.map((r) => [r.topic, r.count]));
   $("cloud").replaceChildren(...(items.length ? items : [el("li", { class: "muted", text: "no contacts in this window yet" })]));
   const list = (rows) => rows.slice(0, 8).map((r) => el("li", { class: `k-${dominant(r)}` },
@@ -110,6 +114,7 @@ function render(data) {
   $("products").replaceChildren(...list(data.products));
   $("channels").replaceChildren(...list(data.channels));
   if (board.topic) showTopicStats();
+  if (openMoved) loadVoices(board.topic);  // the open topic's list follows the board live
 }
 
 function dominant(r) {
@@ -131,6 +136,12 @@ async function openTopic(topic) {
   $("topic-h").textContent = topic;
   $("announce-result").textContent = "";
   showTopicStats();
+  await loadVoices(topic);
+  $("topic").scrollIntoView({ block: "nearest" });
+}
+
+// The customers behind ``topic`` with their own words (GET /voice/customers).
+async function loadVoices(topic) {
   const q = `topic=${encodeURIComponent(topic)}&window=${board.window}`;
   const resp = await fetch(`/voice/customers?${q}`, { headers: authHeaders() });
   if (!resp.ok) { say(`the customers behind ${topic}: ${resp.status}`); return; }
@@ -146,7 +157,7 @@ async function openTopic(topic) {
       k.skus.length ? ` · ${k.skus.join(", ")}` : "",
       c.reachable ? "" : " · no e-mail or phone"))));
   $("voices").replaceChildren(...rows);
-  $("topic").scrollIntoView({ block: "nearest" });
+  board.voicesLoaded = (board.voicesLoaded || 0) + 1;
 }
 
 async function sendAnnouncement(event) {
