@@ -17,7 +17,7 @@ help:
 	@echo "make down   stop whatever runs, started by 'make run' or 'make up'"
 	@echo "make test   set up and run the whole test suite"
 	@echo "make chaos  the fault suite at 4x the size make test runs it (kills, outages, poison)"
-	@echo "make lint   ruff + mypy"
+	@echo "make lint   ruff + mypy + import contracts (lint-imports)"
 	@echo "make bench  throughput, freshness, query latency, recovery at two scales (bench/results/)"
 	@echo "make bench-profile  py-spy on a worker working the backlog, in a run of its own"
 
@@ -84,6 +84,7 @@ bench-profile: deps $(VENV)/.bench-installed
 lint: venv
 	$(VENV)/bin/ruff check streams connectors deploy tests
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports --no-logo
 
 clean:
-	rm -rf .run .pytest_cache .mypy_cache .ruff_cache
+	rm -rf .run .pytest_cache .mypy_cache .ruff_cache .import_linter_cache

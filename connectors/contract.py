@@ -32,6 +32,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from connectors.errors import ConnectorError
+
 __all__ = [
     "Batch",
     "ConnectorError",
@@ -41,10 +43,6 @@ __all__ = [
     "Source",
     "Unavailable",
 ]
-
-
-class ConnectorError(Exception):
-    """Root of the errors connectors raise."""
 
 
 class Unavailable(ConnectorError):

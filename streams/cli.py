@@ -129,14 +129,14 @@ def _erase(settings: Settings, args: argparse.Namespace) -> int:
     import getpass
     import time
 
-    from streams.domain.erasure import BadRequest, build_request
+    from streams.domain.erasure import BadErasureRequest, build_request
     from streams.encoding.codec import get_codec
     from streams.kafka.producer import ConfirmedProducer, PublishError
 
     try:
         record = build_request(args.customer_id, args.reason, args.by or getpass.getuser(),
                                int(time.time() * 1000), args.request_id)  # fmt: skip
-    except BadRequest as exc:
+    except BadErasureRequest as exc:
         print(f"keel: {exc}", file=sys.stderr)
         return 2
     if settings.kafka_security.protocol != "PLAINTEXT":

@@ -18,10 +18,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+from streams.errors import KeelError
 from streams.kafka.config import KafkaConfigError, KafkaSecurity
 
 
-class ConfigError(ValueError):
+class ConfigError(KeelError, ValueError):
     """A configuration variable is unknown or has a value keel cannot use."""
 
 

@@ -37,6 +37,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from connectors import metrics
 from connectors.contract import OutRecord, Unavailable
+from connectors.errors import ConnectorError
 from connectors.openapi import NDJSON, openapi_document
 from connectors.publisher import DELIVERY_TIMEOUT_MS, Publisher
 from connectors.runner import Served, run_web
@@ -57,7 +58,7 @@ MAX_RECORD_BYTES = 1_000_000 - 16_384
 THREAD_THRESHOLD = 64 * 1024
 
 
-class BadRequest(Exception):
+class BadRequest(ConnectorError):
     """The request is refused; ``status`` 400 or 413, ``field``/``line`` say where."""
 
     def __init__(

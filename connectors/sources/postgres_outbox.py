@@ -35,6 +35,7 @@ import psycopg
 
 from connectors import metrics
 from connectors.contract import Batch, OutRecord, Source, Unavailable
+from connectors.errors import ConnectorError
 from connectors.runner import SourcePlan, redact, run_source
 from connectors.settings import ConnectorSettings, InputKind
 from streams.encoding.codec import CodecError, get_codec
@@ -80,7 +81,7 @@ ON CONFLICT (id) DO NOTHING
 _DELETE = "DELETE FROM keel_outbox WHERE id = ANY(%s::bigint[])"
 
 
-class Rejected(Exception):
+class Rejected(ConnectorError):
     """A row that cannot be published.
 
     ``reason`` (stored in keel_outbox_rejected) may quote payload values; the log gets only

@@ -58,8 +58,7 @@ from streams.domain.commands import (
 from streams.domain.state import view
 from streams.encoding.codec import CodecError, get_codec
 from streams.ops import metrics
-from streams.worker.agent import emitter
-from streams.worker.emit import EmitError
+from streams.worker.emit import EmitError, emitter
 from streams.worker.monitoring import ready
 from streams.worker.tables import customers
 

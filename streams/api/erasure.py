@@ -23,11 +23,10 @@ from faust.web import Request
 
 from streams import auth
 from streams.app import auth_config, settings
-from streams.domain.erasure import BadRequest, build_request
+from streams.domain.erasure import BadErasureRequest, build_request
 from streams.encoding.codec import CodecError, get_codec
 from streams.encoding.jsonconv import to_json
-from streams.worker.agent import emitter
-from streams.worker.emit import EmitError
+from streams.worker.emit import EmitError, emitter
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +55,7 @@ async def erase(request: Request, customer_id: str) -> tuple[int, dict[str, Any]
         out = emitter.outbox()
         out.produce(settings.topics.erasures, customer_id.encode(), value)
         await asyncio.wait_for(out.confirmed(), PUBLISH_TIMEOUT_S)
-    except BadRequest as exc:
+    except BadErasureRequest as exc:
         return 400, {"error": str(exc)}
     except (EmitError, TimeoutError, CodecError) as exc:
         log.warning("an erasure request was not published: %s", exc)

@@ -29,9 +29,9 @@ from streams.domain import unmatched
 from streams.domain.commands import Refused
 from streams.encoding.jsonconv import iso_ms
 from streams.ops import metrics
-from streams.worker.agent import CUSTOMER_EVENTS, emitter
+from streams.worker import messages
 from streams.worker.checkpoint import Packer
-from streams.worker.emit import EmitError
+from streams.worker.emit import CUSTOMER_EVENTS, EmitError, emitter
 from streams.worker.monitoring import ready
 from streams.worker.tables import partition_of, read
 from streams.worker.tables import unmatched as unmatched_table
@@ -106,8 +106,7 @@ async def assign(contact_id: str, raw: bytes, agent: str | None) -> tuple[int, d
             return 202, {"command_id": command["command_id"], "duplicate": True}
         out = emitter.outbox()
         internal = Packer(out.produce)
-        internal.send(CUSTOMER_EVENTS, unmatched.UNMATCHED_KEY,
-                      {"kind": "assign", "command": command})  # fmt: skip
+        internal.send(CUSTOMER_EVENTS, unmatched.UNMATCHED_KEY, messages.assign_command(command))
         internal.flush()
         await asyncio.wait_for(out.confirmed(), PUBLISH_TIMEOUT_S)
     except Refused as exc:

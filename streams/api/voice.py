@@ -44,8 +44,7 @@ from streams.encoding.codec import get_codec
 from streams.ops import metrics
 from streams.worker import live
 from streams.worker import voice as voice_worker
-from streams.worker.agent import emitter
-from streams.worker.emit import EmitError
+from streams.worker.emit import EmitError, emitter
 from streams.worker.monitoring import ready
 from streams.worker.tables import voice_facts
 

@@ -33,6 +33,8 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
 
+from streams.errors import KeelError
+
 __all__ = [
     "ADD_NOTE",
     "ANNOUNCE",
@@ -65,7 +67,7 @@ MAX_ID = 200
 MAX_TEXT = 4000
 
 
-class Refused(Exception):
+class Refused(KeelError):
     """A command keel will not publish; ``status`` is the HTTP answer, ``field`` who is to blame."""
 
     def __init__(self, status: int, error: str, field: str | None = None) -> None:

@@ -32,6 +32,8 @@ from typing import Any
 
 import phonenumbers
 
+from streams.errors import KeelError
+
 __all__ = ["Entry", "Query", "entry", "fold", "phone_key", "query"]
 
 _BLANKS = re.compile(r"\s+")
@@ -114,7 +116,7 @@ class Query:
     exact: str
 
 
-class QueryError(ValueError):
+class QueryError(KeelError, ValueError):
     """A search that cannot find anything useful (empty, or too short to be specific)."""
 
 

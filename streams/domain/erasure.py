@@ -2,7 +2,7 @@
 
 An erasure request (``ErasureRequest`` on erasures.v1, from ``DELETE /customers/{id}`` or
 ``keel erase``) reaches the join agent like any event of the customer (streams/worker/intake.py).
-The agent then, in one batch (streams/worker/agent.py ``erase_customer``):
+The agent then, in one batch (streams/worker/customers.py ``erase_customer``):
 
 - deletes the customer's state (a tombstone in the customers changelog and on
   customer-state.v1, so compaction removes it there and the Redis sink deletes its keys) and
@@ -32,6 +32,7 @@ from typing import Any
 
 from streams.domain.join import CONTACT, ORDER, Ref, route, state_refs
 from streams.domain.state import State, apply_event, empty_state
+from streams.errors import KeelError
 
 MAX_REASON = 500
 """Characters of an erasure request's reason (it is the audit trail, not a document)."""
@@ -74,7 +75,7 @@ def suppressed(erased_at: int | None, event_time: int) -> bool:
     return erased_at is not None and event_time < erased_at
 
 
-class BadRequest(ValueError):
+class BadErasureRequest(KeelError, ValueError):
     """An erasure request that cannot be published as asked; the message says why."""
 
 
@@ -86,21 +87,22 @@ def build_request(
     >>> r = build_request("c-1", "DSR-118", "dpo", 1767225600000, "r-1")
     >>> r["request_id"], r["requested_at"]
     ('r-1', 1767225600000)
-    >>> build_request(" ", "DSR-118", "dpo", 0)
-    Traceback (most recent call last):
-    ...
-    streams.domain.erasure.BadRequest: customer_id must contain a character other than whitespace
+    >>> try:
+    ...     build_request(" ", "DSR-118", "dpo", 0)
+    ... except BadErasureRequest as exc:
+    ...     print(exc)
+    customer_id must contain a character other than whitespace
     """
     if not customer_id.strip():
-        raise BadRequest("customer_id must contain a character other than whitespace")
+        raise BadErasureRequest("customer_id must contain a character other than whitespace")
     if not isinstance(reason, str) or not reason.strip():
-        raise BadRequest("reason is required: why the customer is erased (e.g. the request's "
-                         "ticket), it is the audit trail")  # fmt: skip
+        raise BadErasureRequest("reason is required: why the customer is erased (e.g. the "
+                                "request's ticket), it is the audit trail")  # fmt: skip
     if len(reason) > MAX_REASON:
-        raise BadRequest(f"reason is longer than {MAX_REASON} characters")
+        raise BadErasureRequest(f"reason is longer than {MAX_REASON} characters")
     if request_id is None:
         request_id = str(uuid.uuid4())
     elif not isinstance(request_id, str) or not request_id.strip():
-        raise BadRequest("request_id must be a non-blank string (or left out)")
+        raise BadErasureRequest("request_id must be a non-blank string (or left out)")
     return {"request_id": request_id, "customer_id": customer_id, "requested_by": requested_by,
             "requested_at": now_ms, "reason": reason.strip()}  # fmt: skip

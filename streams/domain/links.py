@@ -31,6 +31,7 @@ Nothing here touches Faust or Kafka.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from typing import Any
@@ -161,11 +162,6 @@ def forget_member(record: Record | None, customer_id: str) -> tuple[Record | Non
     return {"v": record["v"] + 1, "m": members}, True
 
 
-def identity_message(ns: str, value: str, record: Record) -> dict[str, Any]:
-    """The message that tells a customer the current picture of one identifier."""
-    return {"kind": "identity", "ns": ns, "value": value, "record": record}
-
-
 def recipients(before: Record | None, after: Record, binder: str) -> list[str]:
     """Who must hear of a bind's outcome: every member of the record (a record that just
     became shared: every member it had), and the binder."""
@@ -176,7 +172,7 @@ def recipients(before: Record | None, after: Record, binder: str) -> list[str]:
     return sorted(members)
 
 
-def apply_identity(state: State, m: dict[str, Any], now_ms: int) -> tuple[State, bool]:
+def apply_identity(state: State, m: Mapping[str, Any], now_ms: int) -> tuple[State, bool]:
     """``state`` with the picture of one identifier, if newer than what it keeps.
 
     A picture naming no one else (the common case: an e-mail only this customer has) is not

@@ -24,14 +24,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from streams.domain.commands import (
-    ADD_NOTE,
-    ANNOUNCE,
-    CANCEL_ORDER,
-    REJECTED,
-    RESOLVE_CONTACT,
-    command_answer,
-)
+from streams.domain.command_status import command_outcome, command_text, department
+from streams.domain.commands import ANNOUNCE
 from streams.domain.state import (
     Entity,
     State,
@@ -41,6 +35,7 @@ from streams.domain.state import (
     order_lines,
     placed_at,
 )
+from streams.domain.wording import DAY, HOUR, MINUTE, label, span, when
 
 DUPLICATE_ORDER = "DUPLICATE_ORDER"
 SHIPMENT_LATE = "SHIPMENT_LATE"
@@ -68,8 +63,6 @@ ARRIVED = frozenset({"DELIVERED", "RETURNED"})  # a shipment in one of these is 
 Signal = dict[str, Any]  # ActiveSignal of schemas/CustomerState.v1.avsc
 Identity = tuple[str, str | None, str | None, str | None]  # (type, order, shipment, contact)
 
-_MINUTE, _HOUR, _DAY = 60_000, 3_600_000, 86_400_000
-
 
 @dataclass(frozen=True)
 class Windows:
@@ -80,11 +73,11 @@ class Windows:
     deadline or complaint window is *passed* only once the clock is strictly beyond it.
     """
 
-    duplicate_order_ms: int = 30 * _MINUTE
-    repeat_contact_ms: int = 14 * _DAY
-    complaint_unresolved_ms: int = 24 * _HOUR
+    duplicate_order_ms: int = 30 * MINUTE
+    repeat_contact_ms: int = 14 * DAY
+    complaint_unresolved_ms: int = 24 * HOUR
     #: a desk command whose effect no department event shows after this is COMMAND_FAILED
-    command_timeout_ms: int = 10 * _MINUTE
+    command_timeout_ms: int = 10 * MINUTE
 
     def __post_init__(self) -> None:
         if min(self.duplicate_order_ms, self.repeat_contact_ms, self.complaint_unresolved_ms,
@@ -166,7 +159,7 @@ def next_check_ms(state: State, now_ms: int, windows: Windows = DEFAULT_WINDOWS)
     due += [
         c["requested_at"] + windows.command_timeout_ms
         for command_id, c in (state.get("_commands") or {}).items()
-        if _command_outcome(state, command_id, c)[0] == "pending"
+        if command_outcome(state, command_id, c)[0] == "pending"
     ]
     upcoming = [d + 1 for d in due if d >= now_ms]
     return min(upcoming, default=None)
@@ -192,7 +185,7 @@ def _duplicate_orders(state: State, windows: Windows) -> Iterator[Signal]:
                     DUPLICATE_ORDER,
                     at,
                     f"Order {order_id} has the same items as order {earlier_id}, placed "
-                    f"{_span(at - earlier_at)} apart; it may have been ordered twice.",
+                    f"{span(at - earlier_at)} apart; it may have been ordered twice.",
                     order_id=order_id,
                 )
 
@@ -205,7 +198,7 @@ def _late_shipments(state: State, now_ms: int) -> Iterator[Signal]:
                 SHIPMENT_LATE,
                 deadline,
                 f"Shipment {shipment_id} of order {order_id} is past its {what} "
-                f"({_when(deadline)}); its last status is {_label(s['type'])}.",
+                f"({when(deadline)}); its last status is {label(s['type'])}.",
                 order_id=order_id,
                 shipment_id=shipment_id,
             )
@@ -237,8 +230,8 @@ def _lost_shipments_delivered(state: State) -> Iterator[Signal]:
         yield _signal(
             LOST_SHIPMENT_DELIVERED,
             delivered,
-            f"Shipment {shipment_id} of order {order_id} was reported lost on {_when(lost)} "
-            f"but delivered on {_when(delivered)}; {also}.",
+            f"Shipment {shipment_id} of order {order_id} was reported lost on {when(lost)} "
+            f"but delivered on {when(delivered)}; {also}.",
             order_id=order_id,
             shipment_id=shipment_id,
         )
@@ -274,7 +267,7 @@ def _repeat_contacts(state: State, windows: Windows) -> Iterator[Signal]:
             yield _signal(
                 REPEAT_CONTACT,
                 at,
-                f"Contact {contact_id} is about {subject} again, {_span(at - previous_at)} "
+                f"Contact {contact_id} is about {subject} again, {span(at - previous_at)} "
                 f"after contact {previous_id}.",
                 order_id=field(c, "order_id"),
                 contact_id=contact_id,
@@ -287,8 +280,8 @@ def _unresolved_complaints(state: State, now_ms: int, windows: Windows) -> Itera
             yield _signal(
                 COMPLAINT_UNRESOLVED,
                 due,
-                f"Complaint {contact_id} has been open since {_when(opened_at(c))}, "
-                f"longer than {_span(windows.complaint_unresolved_ms)}.",
+                f"Complaint {contact_id} has been open since {when(opened_at(c))}, "
+                f"longer than {span(windows.complaint_unresolved_ms)}.",
                 order_id=field(c, "order_id"),
                 contact_id=contact_id,
             )
@@ -304,18 +297,18 @@ def _desk_commands(state: State, now_ms: int, windows: Windows) -> Iterator[Sign
     """
     groups: dict[tuple[str, str | None, str | None], list[tuple[int, str]]] = {}
     for command_id, c in (state.get("_commands") or {}).items():
-        outcome, failed_at, why = _command_outcome(state, command_id, c)
+        outcome, failed_at, why = command_outcome(state, command_id, c)
         if outcome == "done":
             continue
-        what = _command_text(command_id, c)
+        what = command_text(command_id, c)
         deadline = c["requested_at"] + windows.command_timeout_ms
         if outcome == "failed":  # refused, or the state says it cannot happen
             assert failed_at is not None
             signal, at, what = COMMAND_FAILED, failed_at, f"{what}: {why}"
         elif now_ms > deadline:
             signal, at = COMMAND_FAILED, deadline
-            waited = _span(windows.command_timeout_ms)
-            what += f": the {_department(c)} did not act on it within {waited}"
+            waited = span(windows.command_timeout_ms)
+            what += f": the {department(c)} did not act on it within {waited}"
         else:
             signal, at = COMMAND_PENDING, c["requested_at"]
             if why:
@@ -368,82 +361,6 @@ def _told(state: State) -> Iterator[Signal]:
             for at, _, c in told
         )
         yield _signal(CUSTOMER_TOLD, told[0][0], detail + ".")
-
-
-def _command_outcome(
-    state: State, command_id: str, command: dict[str, Any]
-) -> tuple[str, int | None, str | None]:
-    """``("done", None, None)``, ``("failed", at, why)`` or ``("pending", None, note)``.
-
-    What the departments' events show comes first (a cancel the shop refused through one
-    path and carried out through another is done); then a department's refusal; then what
-    the state says cannot happen; else it is pending, with a note once it was delivered.
-    """
-    shown = _state_says(state, command)
-    if shown == "done":
-        return "done", None, None
-    answer = command_answer(state, command_id)
-    if answer is not None and answer[0] == REJECTED:
-        _, at, _, reason = answer
-        why = f"the {_department(command)} refused it: {reason}" if reason else (
-            f"the {_department(command)} refused it (no reason given)")
-        return "failed", at, why
-    if shown is not None:
-        return "failed", command["requested_at"], shown
-    if answer is not None:  # DELIVERED
-        _, at, connector, _ = answer
-        how = _DELIVERED_BY.get(connector, f"delivered ({connector})")
-        note = f"{how} at {_when(at)}, waiting for the {_department(command)}'s event"
-        return "pending", None, note
-    return "pending", None, None
-
-
-_DELIVERED_BY = {
-    "webhook": "delivered by the webhook",
-    "postgres_inbox": "written to the department's inbox table",
-}
-
-
-def _state_says(state: State, command: dict[str, Any]) -> str | None:
-    """``"done"`` when the state shows the command done, why it cannot happen, or None."""
-    kind = command["type"]
-    if kind == ANNOUNCE:  # nothing to wait for: it is shown as CUSTOMER_TOLD (see _told)
-        return "done"
-    if kind == CANCEL_ORDER:
-        order = state["_orders"].get(command["order_id"])
-        if order is None or order["type"] == "CANCELLED":  # gone: closed and retired
-            return "done"
-        if order["type"] == "COMPLETED":
-            return "the order was completed instead"
-        return None
-    contact_id = command["contact_id"]
-    if kind == RESOLVE_CONTACT:
-        contact = state["_contacts"].get(contact_id)
-        return "done" if contact is None or contact_status(contact) == "RESOLVED" else None
-    if kind == ADD_NOTE:
-        if contact_id is not None and contact_id not in state["_contacts"]:
-            return "done"  # resolved and retired
-        contacts = [state["_contacts"][contact_id]] if contact_id else state["_contacts"].values()
-        note = command["note"]
-        return "done" if any(n[3] == note for c in contacts for n in c["notes"]) else None
-    return None
-
-
-def _department(command: dict[str, Any]) -> str:
-    return "web shop" if command["type"] == CANCEL_ORDER else "contact centre"
-
-
-def _command_text(command_id: str, c: dict[str, Any]) -> str:
-    kind, by = c["type"], c["agent"]
-    if kind == CANCEL_ORDER:
-        what = f"cancellation of order {c['order_id']}"
-    elif kind == RESOLVE_CONTACT:
-        what = f"resolution of contact {c['contact_id']}"
-    elif c["contact_id"]:
-        what = f"a note on contact {c['contact_id']}"
-    else:
-        what = "a new contact with a note"
-    return f"{what} asked by {by} at {_when(c['requested_at'])} ({command_id})"
 
 
 # --- what the rules share -------------------------------------------------------------------
@@ -517,23 +434,3 @@ def _change(customer_id: str, status: str, signal: Signal, at: int) -> dict[str,
 
 def _sort_key(signal: Signal) -> tuple[tuple[bool, str], ...]:
     return tuple((value is not None, value or "") for value in identity(signal))
-
-
-def _when(ms: int) -> str:
-    """A time a person reads: ``2026-01-01 09:30 UTC``."""
-    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M UTC")
-
-
-def _span(ms: int) -> str:
-    """A duration a person reads: ``under a minute``, ``25 min``, ``24 h``, ``14 d``."""
-    if ms < _MINUTE:
-        return "under a minute"
-    if ms < 2 * _HOUR:
-        return f"{ms // _MINUTE} min"
-    if ms < 2 * _DAY:
-        return f"{ms // _HOUR} h"
-    return f"{ms // _DAY} d"
-
-
-def _label(status: str) -> str:
-    return status.lower().replace("_", " ")

@@ -1,8 +1,9 @@
 """CustomerState: the pure merge of one input event into a customer's state (docs/contract.md §5).
 
 The agents call :func:`apply_event` for every event routed to a customer and keep the result,
-as JSON, in a table; :func:`view` turns it into the public CustomerState. Nothing here touches
-Faust, I/O or the clock, so the merge can be property-tested and replayed anywhere.
+as JSON, in a table; :func:`view` turns it into the public CustomerState (and
+streams/domain/bounding.py keeps a stored state under Kafka's record size). Nothing here
+touches Faust, I/O or the clock, so the merge can be property-tested and replayed anywhere.
 
 Why it is order-independent and idempotent *by construction* (docs/contract.md §4): every stored
 value is a lattice merge — the maximum by *stamp* ``[occurred_at, event_id]``, a min/max of
@@ -67,8 +68,6 @@ from bisect import insort
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
-
-import orjson
 
 from streams.domain.identity import normalize_email, normalize_phone
 from streams.domain.links import links_view
@@ -168,109 +167,6 @@ def apply_event(
     return new, True
 
 
-#: a note's text kept when a state must shrink (:func:`bound`), in characters
-NOTE_CUT = 1000
-#: a state :func:`bound` shrank is cut to this share of its limit, so the next event fits
-BOUND_TARGET = 0.75
-
-
-def bound(state: State, max_bytes: int, keep_retired: int = DEFAULT_LIMITS.keep_retired) -> State:
-    """``state``, or a copy cut to at most ``max_bytes`` of stored JSON when it is bigger.
-
-        A state travels whole (its changelog record, its customer-state.v1 record) and Kafka
-        refuses records over ~1 MB: a customer whose history outgrew that would stop its
-        partition. So a state over ``max_bytes`` sheds, least useful first, until it is under
-        ``BOUND_TARGET`` of it: 1. closed orders (with their shipments) and resolved contacts,
-        least recently updated first, retired as retention retires them; 2. note texts cut to
-        ``NOTE_CUT`` characters, then every contact's notes but its newest; 3. the retired-entity
-        records, oldest first; 4. open orders and contacts, least recently updated first (retired
-        too). ``_bounded`` says when it first happened and adds up what each step dropped
-    (``{"at": ms, "dropped": {"closed": n, "notes_cut": n, "notes": n, "retired": n, "open": n}}``;
-    the signal STATE_BOUNDED tells the desk). Which
-        parts go depends on how big the state was when it was cut, so a bounded state is the one
-        state that may depend on the order events came in.
-    """
-    size = len(orjson.dumps(state))
-    if size <= max_bytes:
-        return state
-    target = int(max_bytes * BOUND_TARGET)
-    new = {**state, "_orders": dict(state["_orders"]), "_shipments": dict(state["_shipments"]),
-           "_contacts": dict(state["_contacts"])}  # fmt: skip
-    before = state.get("_bounded") or {}
-    cut: dict[str, int] = dict(before.get("dropped") or {})
-    # when it first happened, in event time: the newest event any department had sent then
-    at = before.get("at") or max(state["last_event_at"].values(), default=0)
-
-    def count(what: str, n: int = 1) -> None:
-        cut[what] = cut.get(what, 0) + n
-
-    def retire(kind: str, entity_id: str) -> int:
-        """Drop one order (its shipments along) or contact; the bytes it took, about."""
-        table = new["_orders"] if kind == "order" else new["_contacts"]
-        entity = table.pop(entity_id)
-        freed = len(orjson.dumps(entity)) + len(entity_id) + 6
-        _remember_retired(new, kind, {entity_id: entity["at"]}, keep_retired)
-        if kind == "order":
-            gone = {k: x for k, x in new["_shipments"].items() if x["order_id"] == entity_id}
-            for k in gone:
-                freed += len(orjson.dumps(new["_shipments"].pop(k))) + len(k) + 6
-            _remember_retired(new, "shipment", {k: x["at"] for k, x in gone.items()}, keep_retired)
-        # its kept events (streams/domain/placement.py)
-        elif entity_id in (new.get("_joined") or {}):
-            joined = dict(new["_joined"])
-            events = joined.pop(entity_id)
-            freed += len(orjson.dumps(events))
-            new["last_event_at"] = _last_event_at({"last_event_at": new["last_event_at"],
-                                                   "_joined": {entity_id: events}})
-            if joined:
-                new["_joined"] = joined
-            else:
-                del new["_joined"]
-        return freed
-
-    def oldest(closed: bool) -> list[tuple[int, str, str]]:
-        found = [(o["at"][0], "order", k) for k, o in new["_orders"].items()
-                 if (o["type"] in CLOSED_ORDER_TYPES) == closed]  # fmt: skip
-        found += [(c["at"][0], "contact", k) for k, c in new["_contacts"].items()
-                  if (c["type"] in CLOSED_CONTACT_TYPES) == closed]  # fmt: skip
-        return sorted(found)
-
-    for _, kind, entity_id in oldest(closed=True):  # 1.
-        if size <= target:
-            break
-        size -= retire(kind, entity_id)
-        count("closed")
-    if size > target:  # 2. long note texts cut, then all but each contact's newest note
-        for contact_id, c in list(new["_contacts"].items()):
-            notes = [
-                [*n[:3], n[3][:NOTE_CUT] + "…"] if len(n[3]) > NOTE_CUT else n for n in c["notes"]
-            ]
-            shortened = sum(a is not b for a, b in zip(notes, c["notes"], strict=True))
-            if shortened:
-                count("notes_cut", shortened)
-                new["_contacts"][contact_id] = {**c, "notes": notes}
-        size = len(orjson.dumps(new))
-        by_age = sorted(new["_contacts"].items(), key=lambda kv: (kv[1]["at"], kv[0]))
-        for contact_id, c in by_age:
-            if size <= target:
-                break
-            if len(c["notes"]) > 1:
-                size -= len(orjson.dumps(c["notes"][:-1]))
-                count("notes", len(c["notes"]) - 1)
-                new["_contacts"][contact_id] = {**c, "notes": c["notes"][-1:]}
-    if size > target and new.get("_retired"):  # 3.
-        count("retired", sum(len(v) for v in new["_retired"].values()))
-        new["_retired"] = {}
-        size = len(orjson.dumps(new))
-    for _, kind, entity_id in oldest(closed=False):  # 4.
-        if size <= target:
-            break
-        size -= retire(kind, entity_id)
-        count("open")
-    new["_bounded"] = {"at": at, "dropped": cut}
-    return new
-
-
 def field(entity: Entity, name: str) -> Any:
     """The current value of an entity's nullable field (None while never set)."""
     value = entity.get(name)
@@ -332,7 +228,7 @@ def view(state: State) -> dict[str, Any]:
         "open_orders": sum(o["status"] in OPEN_ORDER_TYPES for o in orders),
         "open_contacts": sum(c["status"] == "OPEN" for c in contacts),
         "total_spent_cents": sum(o["total_cents"] for o in orders if o["status"] != "CANCELLED"),
-        "last_event_at": _last_event_at(state),
+        "last_event_at": last_event_at_of(state),
         "updated_at": state["updated_at"],
         "version": state["version"],
         "linked": linked,
@@ -340,7 +236,7 @@ def view(state: State) -> dict[str, Any]:
     }
 
 
-def _last_event_at(state: State) -> dict[str, int]:
+def last_event_at_of(state: State) -> dict[str, int]:
     """``last_event_at`` with the events of contacts that may still move
     (streams/domain/placement.py
     keeps those apart, so that a move takes their times along)."""
@@ -422,9 +318,9 @@ def _merge_order(new: State, event: Event, limits: Limits) -> None:
                 for k, s in new["_shipments"].items():
                     (gone if s["order_id"] in dropped else kept)[k] = s
                 new["_shipments"] = kept
-                _remember_retired(new, "order", dropped, limits.keep_retired)
+                remember_retired(new, "order", dropped, limits.keep_retired)
                 gone_at = {k: s["at"] for k, s in gone.items()}
-                _remember_retired(new, "shipment", gone_at, limits.keep_retired)
+                remember_retired(new, "shipment", gone_at, limits.keep_retired)
         new["_orders"] = orders
 
     name = event.get("customer_name")
@@ -463,7 +359,7 @@ def _merge_contact(new: State, event: Event, limits: Limits) -> None:
         contacts[contact_id] = contact
         if contact["type"] in CLOSED_CONTACT_TYPES:
             dropped = _retain(contacts, CLOSED_CONTACT_TYPES, limits.keep_closed)
-            _remember_retired(new, "contact", dropped, limits.keep_retired)
+            remember_retired(new, "contact", dropped, limits.keep_retired)
         new["_contacts"] = contacts
 
     if event.get("customer_id") == new["customer_id"]:
@@ -534,7 +430,7 @@ def _retired_before(state: State, kind: str, entity_id: str, event: Event) -> bo
     return stamp is not None and [event["occurred_at"], event["event_id"]] <= stamp
 
 
-def _remember_retired(new: State, kind: str, dropped: dict[str, list[Any]], keep: int) -> None:
+def remember_retired(new: State, kind: str, dropped: dict[str, list[Any]], keep: int) -> None:
     """Add dropped entities' final stamps to ``_retired[kind]``; keep the ``keep`` latest."""
     if not dropped or not keep:
         return

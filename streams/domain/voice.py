@@ -6,7 +6,7 @@ voice.v1, ``GET /voice``, the gauges, the board's live stream and the announceme
 
 How a contact reaches the aggregates::
 
-    customer state changed (streams/worker/agent.py) ─► facts_to_send(before, after, kind, event)
+    state changed (streams/worker/customers.py) ─► facts_to_send(before, after, kind, event)
         one *fact* per contact the change touched: kind, topic (or the tagged one), channel,
         opened/resolved, the SKUs of its order, the customer's first words, its stamp
     ─► keel-customer-events, key VOICE_KEY (one partition: the *voice owner*)
@@ -184,12 +184,11 @@ def facts_to_send(
     return out
 
 
-def forget_message(customer_id: str, state: Mapping[str, Any]) -> dict[str, Any]:
+def contacts_of(state: Mapping[str, Any]) -> list[str]:
     """What an erasure sends to the voice partition: the customer's contacts (kept and
     retired), whose facts go if they are still this customer's."""
     retired = (state.get("_retired") or {}).get("contact") or {}
-    contact_ids = sorted({*state["_contacts"], *retired})
-    return {"kind": "voice_forget", "customer_id": customer_id, "contact_ids": contact_ids}
+    return sorted({*state["_contacts"], *retired})
 
 
 def _rank(fact: Mapping[str, Any]) -> tuple[int, str, int]:

@@ -22,6 +22,8 @@ import struct
 from collections.abc import Callable
 from typing import Any
 
+from streams.errors import KeelError
+
 __all__ = ["Fallback", "NotCompilable", "compile_writer"]
 
 _INT_MIN, _INT_MAX = -(2**31), 2**31 - 1
@@ -30,11 +32,11 @@ _FLOAT = struct.Struct("<f").pack
 _DOUBLE = struct.Struct("<d").pack
 
 
-class Fallback(Exception):  # noqa: N818 - a signal to the caller, not an error
+class Fallback(KeelError):  # noqa: N818 - a signal to the caller, not an error
     """This value is not one the compiled writer writes; let fastavro write it."""
 
 
-class NotCompilable(Exception):  # noqa: N818 - a signal to the caller, not an error
+class NotCompilable(KeelError):  # noqa: N818 - a signal to the caller, not an error
     """The schema uses something the compiler does not handle (fastavro writes it instead)."""
 
 

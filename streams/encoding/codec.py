@@ -45,6 +45,7 @@ from fastavro.schema import to_parsing_canonical_form
 from fastavro.validation import validate as _validate
 
 from streams.encoding.avro_writer import NotCompilable, compile_writer
+from streams.errors import KeelError
 
 __all__ = [
     "MAGIC",
@@ -72,7 +73,7 @@ _INT_RANGE = (-(2**31), 2**31 - 1)
 _LONG_RANGE = (-(2**63), 2**63 - 1)
 
 
-class CodecError(Exception):
+class CodecError(KeelError):
     """Root of every codec error; ``reason`` is a human-readable, actionable explanation."""
 
     def __init__(self, reason: str) -> None:

@@ -16,6 +16,7 @@ from streams import tuning
 from streams.config import Settings
 from streams.domain.join import NAMESPACES
 from streams.domain.links import IDENTIFIERS
+from streams.errors import KeelError
 from streams.kafka.config import KafkaAuthError, client_config, reach
 
 log = logging.getLogger(__name__)
@@ -46,7 +47,7 @@ def changelog_topic(app_id: str, table: str) -> str:
     return f"{app_id}-{table}-changelog"
 
 
-class TopicError(RuntimeError):
+class TopicError(KeelError, RuntimeError):
     """A topic exists with settings keel cannot work with, or cannot be created."""
 
 

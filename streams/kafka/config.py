@@ -33,6 +33,8 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, ClusterMetadata
 
+from streams.errors import KeelError
+
 log = logging.getLogger(__name__)
 
 #: (environment variable, librdkafka property, meaning) — docs/configuration.md's Kafka table
@@ -80,11 +82,11 @@ FATAL_AT_START = {
 }
 
 
-class KafkaConfigError(ValueError):
+class KafkaConfigError(KeelError, ValueError):
     """A ``KAFKA_*`` security variable is missing, contradictory or names a missing file."""
 
 
-class KafkaClientError(RuntimeError):
+class KafkaClientError(KeelError, RuntimeError):
     """The root of the errors of keel's Kafka clients: Kafka refused them or what they sent.
 
     ``KafkaAuthError`` (here), ``streams.kafka.producer.PublishError``,

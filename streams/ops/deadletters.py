@@ -33,11 +33,12 @@ from typing import Any, cast
 from confluent_kafka import Consumer, TopicPartition
 
 from streams.config import Settings
+from streams.errors import KeelError
 from streams.kafka.config import client_config
 from streams.kafka.producer import ConfirmedProducer
 
 
-class DeadLetterError(RuntimeError):
+class DeadLetterError(KeelError, RuntimeError):
     """A requested dead letter does not exist, cannot be replayed, or a filter is wrong."""
 
 
@@ -105,7 +106,7 @@ class DeadLetter:
 
 
 @dataclass(frozen=True)
-class Entry:
+class QueueEntry:
     """A dead letter with what became of it (its status record, the letters its replays
     produced)."""
 
@@ -130,7 +131,7 @@ class Filter:
         if self.status not in (*STATUSES, "all"):
             raise DeadLetterError(f"status must be one of {', '.join(STATUSES)} or all")
 
-    def admits(self, entry: Entry) -> bool:
+    def admits(self, entry: QueueEntry) -> bool:
         letter = entry.letter
         if self.topic and letter.source_topic != self.topic:
             return False
@@ -288,7 +289,9 @@ def _read_all(
         consumer.close()
 
 
-def entries(letters: Iterable[DeadLetter], statuses: dict[str, dict[str, Any]]) -> list[Entry]:
+def entries(
+    letters: Iterable[DeadLetter], statuses: dict[str, dict[str, Any]]
+) -> list[QueueEntry]:
     """Every letter with its status and the letters its replays became, oldest first."""
     letters = list(letters)
     replays: dict[str, list[str]] = {}
@@ -296,13 +299,13 @@ def entries(letters: Iterable[DeadLetter], statuses: dict[str, dict[str, Any]]) 
         if letter.replay_of:
             replays.setdefault(letter.replay_of, []).append(letter.position)
     return [
-        Entry(letter, statuses.get(letter.position, {"status": "open"}),
+        QueueEntry(letter, statuses.get(letter.position, {"status": "open"}),
               tuple(replays.get(letter.position, ())))  # fmt: skip
         for letter in letters
     ]
 
 
-def queue(settings: Settings, wanted: Filter | None = None) -> list[Entry]:
+def queue(settings: Settings, wanted: Filter | None = None) -> list[QueueEntry]:
     """The letters ``wanted`` admits (default: the open ones), with their status."""
     wanted = wanted or Filter()
     found = entries(read_dead_letters(settings), read_statuses(settings))

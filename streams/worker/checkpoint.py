@@ -2,7 +2,7 @@
 
 The worker reads keel's internal topics (streams/worker/intake.py packs the departments' events
 onto them) in batches. A batch's handlers read and write tables and produce records only
-through a :class:`Batch`; nothing of it is visible or durable until :func:`commit` has run
+through a :class:`Transaction`; nothing of it is visible or durable until :func:`commit` has run
 its steps in this order:
 
 1. Close the batch's packs of internal messages (forwards, lookups, binds) and produce
@@ -30,7 +30,7 @@ their tables (``stream_wait_empty``): the batch finishes first. One that outlive
 assignment it was read under (``current()`` is False) is not stored, since its write into a
 table being restored could put an older value back.
 
-    batch = Batch(emitter.outbox())
+    batch = Transaction(emitter.outbox())
     batch.at(partition)          # the partition of the records handled next
     batch.set(customers, "c-1", state)
     if await commit(batch, emitter, current=lambda: generation == app.consumer_generation_id):
@@ -52,6 +52,7 @@ from streams.encoding.codec import get_codec
 from streams.ops import metrics
 from streams.worker import tables
 from streams.worker.emit import Emitter, Outbox
+from streams.worker.messages import Message
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +80,8 @@ class Packer:
         self._packs: dict[tuple[str, int], list[bytes]] = {}
         self._sizes: dict[tuple[str, int], int] = {}
 
-    def send(self, topic: str, key: str, message: Any) -> None:
+    def send(self, topic: str, key: str, message: Message) -> None:
+        """Add one message (streams/worker/messages.py) for the partition ``key`` hashes to."""
         self.send_packed(topic, key, orjson.dumps([key, message]))
 
     def send_packed(self, topic: str, key: str, item: bytes) -> None:
@@ -110,7 +112,7 @@ class Packer:
             self._close(where)
 
 
-class Batch:
+class Transaction:
     """One batch's table reads and writes, and the outputs they cause (see the module doc).
 
     Reads see the batch's own writes (read-your-writes) and otherwise what is stored. Each
@@ -179,7 +181,7 @@ class Batch:
         return out
 
 
-async def commit(batch: Batch, emitter: Emitter, current: Callable[[], bool]) -> bool:
+async def commit(batch: Transaction, emitter: Emitter, current: Callable[[], bool]) -> bool:
     """Make ``batch`` durable in the order of the module docstring (steps 1-4).
 
     Returns False when ``current()`` said, before step 3 or step 4, that the partitions the

@@ -1,8 +1,8 @@
 """An in-memory index of the signal-due table by due time, so the signal clock never scans.
 
 The join agent writes the due table (customer -> when its time-based signals next change);
-the signal clock (streams/worker/agent.py ``signal_clock``) asks for the customers whose time has
-come. Listing the whole table every tick costs O(customers) on the event loop; this index
+the signal clock (streams/worker/timers.py ``signal_clock``) asks for the customers whose time
+has come. Listing the whole table every tick costs O(customers) on the event loop; this index
 costs O(log n) per write and O(due) per tick:
 
 - :meth:`DueIndex.note` after every stored batch, for each due key it wrote (None: deleted);

@@ -19,6 +19,10 @@ lands on the partition that holds that customer's table entry.
     out = emitter.outbox()
     out.produce("customer-state.v1", b"c-1", state_bytes)
     await out.confirmed()
+
+The worker's one :data:`emitter` lives here, next to the names of the topics it writes, so
+whatever sends a record (the join's handlers and timers, the HTTP side's commands, erasures
+and assignments, the voice publisher) imports this module, never the join agent.
 """
 
 from __future__ import annotations
@@ -30,12 +34,17 @@ from typing import Any
 from confluent_kafka import KafkaError, Message
 
 from streams import tuning
+from streams.app import settings
+from streams.kafka import topics as t
 from streams.kafka.config import KafkaClientError
 from streams.kafka.producer import BaseProducer, Deliveries, Headers
 
 log = logging.getLogger(__name__)
 
-__all__ = ["RETRIABLE", "EmitError", "Emitter", "Headers", "Outbox"]
+__all__ = [
+    "CUSTOMER_EVENTS", "DEADLETTER_TOPIC", "REF_TOPIC", "RETRIABLE", "SIGNAL_TOPIC",
+    "EmitError", "Emitter", "Headers", "Outbox", "emitter",
+]  # fmt: skip
 
 
 class EmitError(KafkaClientError):
@@ -155,3 +164,15 @@ class Emitter:
         if left:
             log.warning("%d output record(s) not delivered at shutdown", left)
         self._producer = None
+
+
+#: the worker's one producer: every record the worker writes goes through it
+emitter = Emitter(settings.kafka_bootstrap)
+
+SIGNAL_TOPIC = settings.topics.signals
+DEADLETTER_TOPIC = settings.topics.deadletter
+#: the internal topic keyed by customer id (events of a known customer, and the messages
+#: keyed by ``voice.VOICE_KEY`` and ``unmatched.UNMATCHED_KEY``)
+CUSTOMER_EVENTS = t.customer_events.get_topic_name()
+#: reference namespace -> its internal topic, keyed by the reference
+REF_TOPIC = {ns: topic.get_topic_name() for ns, topic in t.ref_topics.items()}

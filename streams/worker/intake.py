@@ -54,10 +54,12 @@ from streams.domain.commands import target_key
 from streams.domain.ids import ID_RULE, blank_id
 from streams.domain.join import route
 from streams.encoding.codec import CodecError, get_codec
+from streams.errors import KeelError
 from streams.kafka.config import client_config
 from streams.kafka.producer import BaseProducer, Deliveries
 from streams.ops import health, metrics
 from streams.ops.deadletters import REPLAY_OF, REPLAYED_FROM
+from streams.worker import messages as proto
 from streams.worker.checkpoint import Packer
 
 log = logging.getLogger(__name__)
@@ -81,7 +83,7 @@ KEY_FIELD_OF_KIND = {
 Headers = list[tuple[str, str | bytes | None]]
 
 
-class Rejected(Exception):
+class RejectedInput(KeelError):
     """An input record keel cannot use; becomes a dead letter with ``reason``."""
 
     def __init__(self, reason: str) -> None:
@@ -93,45 +95,52 @@ codec = get_codec()
 
 
 def decode_input(kind: str, key: bytes | None, value: bytes | None, max_bytes: int) -> dict:
-    """Decode and check one input record, or raise Rejected with a reason a person can act on."""
+    """Decode and check one input record, or raise RejectedInput with a reason a person can
+    act on."""
     if value is None:
-        raise Rejected("record has no value (null)")
+        raise RejectedInput("record has no value (null)")
     if len(value) > max_bytes:
-        raise Rejected(f"record of {len(value)} bytes exceeds KEEL_MAX_RECORD_BYTES={max_bytes}")
+        raise RejectedInput(
+            f"record of {len(value)} bytes exceeds KEEL_MAX_RECORD_BYTES={max_bytes}"
+        )
     try:
         event = codec.decode(value, SCHEMA_OF_KIND[kind])
     except CodecError as exc:
-        raise Rejected(exc.reason) from exc
+        raise RejectedInput(exc.reason) from exc
     blank = blank_id(event)
     if blank is not None:  # "" as a customer_id would join unrelated events into one customer
-        raise Rejected(
+        raise RejectedInput(
             f"{blank} {event[blank]!r}: {ID_RULE}; a blank id would join unrelated events"
         )
     try:
         key_text = key.decode() if key is not None else None
     except UnicodeDecodeError:
-        raise Rejected("record key is not valid UTF-8") from None
+        raise RejectedInput("record key is not valid UTF-8") from None
     if kind == "command":
         expected, field = target_key(event).decode(), "target"
     else:
         field = KEY_FIELD_OF_KIND[kind]
         expected = event[field]
     if key_text != expected:
-        raise Rejected(f"record key {key_text!r} disagrees with the body's {field} {expected!r}")
+        raise RejectedInput(
+            f"record key {key_text!r} disagrees with the body's {field} {expected!r}"
+        )
     return event
 
 
-def first_hop(kind: str, event: dict, topic: str, names: dict[str, str]) -> tuple[str, str, dict]:
-    """(internal topic, key, message) where ``event``'s join starts.
+def first_hop(
+    kind: str, event: dict, topic: str, names: dict[str, str]
+) -> tuple[str, str, proto.Event | proto.Lookup]:
+    """(internal topic, key, message) where ``event``'s join starts: its customer if the
+    event names one, else a lookup at the first reference of its chain.
 
     ``names`` maps "customer" and each reference namespace to its internal topic.
     """
     r = route(kind, event)
-    message: dict[str, Any] = {"kind": kind, "event": event, "topic": topic}
     if r.customer_id is not None:
-        return names["customer"], r.customer_id, message
+        return names["customer"], r.customer_id, proto.event(kind, event, topic)
     (ns, ref), *rest = r.refs
-    return names[ns], ref, {**message, "op": "lookup", "refs": rest}
+    return names[ns], ref, proto.lookup(kind, event, topic, rest)
 
 
 def dead_letter_record(
@@ -283,7 +292,7 @@ class Intake:
                     ends.pop(p, None)
                 try:
                     event = decode_input("erasure", msg.key(), msg.value(), s.max_record_bytes)
-                except Rejected:
+                except RejectedInput:
                     continue  # the intake dead-letters it when it reads the topic
                 dest, key, message = first_hop("erasure", event, topic, self.names)
                 packer.send(dest, key, message)
@@ -396,7 +405,7 @@ class Intake:
             event = decode_input(kind, key, value, self.settings.max_record_bytes)
             dest, dest_key, message = first_hop(kind, event, topic, self.names)
             packer.send(dest, dest_key, message)
-        except Rejected as exc:
+        except RejectedInput as exc:
             reason = exc.reason
         except KafkaException as exc:
             if exc.args and exc.args[0].code() == KafkaError.MSG_SIZE_TOO_LARGE:

@@ -34,13 +34,15 @@ from collections.abc import Iterable
 from types import TracebackType
 from typing import Literal
 
+from streams.errors import KeelError
+
 MAX_SUBSCRIBERS = 1000
 """Open live streams per worker; one more is refused (the page falls back to reconnecting)."""
 
 Wake = Literal["changed", "closed", "timeout"]
 
 
-class TooManySubscribers(Exception):
+class TooManySubscribers(KeelError):
     """The worker already serves :data:`MAX_SUBSCRIBERS` live streams."""
 
 

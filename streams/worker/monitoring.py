@@ -32,6 +32,7 @@ from faust.types import TP, AppT
 from faust.web import Request, Response, View
 
 from streams.app import app, settings
+from streams.errors import KeelError
 from streams.ops import metrics
 from streams.worker.intake import intake
 from streams.worker.tables import customers, held
@@ -170,7 +171,7 @@ async def _consumer_lag_loop() -> None:
 # ------------------------------------------------------------------------------- table census
 
 
-class _Interrupted(Exception):
+class _Interrupted(KeelError):
     """A rebalance began while counting: the partitions being counted may have moved."""
 
 

@@ -5,7 +5,7 @@ all and the worker that owns it — the *voice owner* — aggregates, publishes 
 exports the gauges and answers ``GET /voice`` (other workers forward to it, streams/
 voice_views.py). The join agent (streams/worker/agent.py) calls:
 
-- :func:`handle_fact` for a ``{"kind": "voice", "fact": ...}`` message, inside its batch:
+- :func:`on_fact` for a *voice* message (streams/worker/messages.py), inside its batch:
   the fact is merged into the ``voice-facts`` table (contact id -> fact) through the batch,
   so it is stored by the checkpoint like any table write;
 - :func:`after_commit` once a batch is stored: the owner's in-memory index takes the batch's
@@ -38,8 +38,9 @@ from streams.app import app, settings
 from streams.domain import voice
 from streams.encoding.codec import get_codec
 from streams.worker import live
-from streams.worker.checkpoint import Batch
-from streams.worker.emit import Emitter
+from streams.worker import messages as msg
+from streams.worker.checkpoint import Transaction
+from streams.worker.emit import Emitter, emitter
 from streams.worker.tables import partition_of, views_ready, voice_facts
 
 log = logging.getLogger(__name__)
@@ -75,7 +76,7 @@ def now_ms() -> int:
 # ------------------------------------------------------------------------------ the batch
 
 
-def handle_fact(tx: Batch, fact: dict[str, Any]) -> bool:
+def handle_fact(tx: Transaction, fact: dict[str, Any]) -> bool:
     """Merge one fact into the voice-facts table; False when it changed nothing."""
     contact_id = fact["contact_id"]
     merged = voice.merge_fact(tx.get(voice_facts, contact_id), fact)
@@ -85,9 +86,13 @@ def handle_fact(tx: Batch, fact: dict[str, Any]) -> bool:
     return True
 
 
-def forget(tx: Batch, message: dict[str, Any]) -> None:
-    """An erased customer's facts leave the table (streams/worker/agent.py ``erase_customer``); a
-    contact that moved on to another customer keeps its fact there."""
+def on_fact(tx: Transaction, key: str, m: msg.VoiceFact) -> None:
+    handle_fact(tx, m["fact"])
+
+
+def forget(tx: Transaction, key: str, message: msg.VoiceForget) -> None:
+    """An erased customer's facts leave the table (streams/worker/customers.py
+    ``erase_customer``); a contact that moved on to another customer keeps its fact there."""
     customer_id = message["customer_id"]
     for contact_id in message["contact_ids"]:
         fact = tx.get(voice_facts, contact_id)
@@ -144,7 +149,7 @@ def facts() -> dict[str, dict[str, Any]] | None:
     return index.facts
 
 
-def after_commit(tx: Batch, emitter: Emitter) -> None:
+def after_commit(tx: Transaction, emitter: Emitter) -> None:
     """A batch is stored: take its facts into the index, publish the topics they touched.
 
     Never raises into the join agent: the index is then dropped and rebuilt from the table."""
@@ -155,7 +160,7 @@ def after_commit(tx: Batch, emitter: Emitter) -> None:
         index.generation = None
 
 
-def _after_commit(tx: Batch, emitter: Emitter) -> None:
+def _after_commit(tx: Transaction, emitter: Emitter) -> None:
     # the batch's own writes (no re-encoding of its other tables' rows: this is the join's
     # hot path); the topics they touch are published by voice_publish, at most once a second,
     # since a voice.v1 record costs a pass over every fact of its topic
@@ -271,8 +276,6 @@ REGISTRY.register(VoiceCollector())
 @app.timer(interval=PUBLISH_S)
 async def voice_publish() -> None:
     """Publish the voice.v1 records of the topics stored batches changed (the voice owner)."""
-    from streams.worker.agent import emitter  # the worker's one producer
-
     if not index.dirty or not index.valid():
         return
     topics, index.dirty = sorted(index.dirty), set()
@@ -286,8 +289,6 @@ async def voice_publish() -> None:
 @app.timer(interval=REPUBLISH_S)
 async def voice_clock() -> None:
     """Republish voice.v1 as its windows move (the voice owner only)."""
-    from streams.worker.agent import emitter  # the worker's one producer
-
     try:
         republish(emitter)
     except Exception:  # noqa: BLE001 - a timer that raised would stop ticking

@@ -57,8 +57,8 @@ def stored(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int, list, int]]:
     return rows
 
 
-def _batch(log: list[str], fail: bool = False) -> checkpoint.Batch:
-    return checkpoint.Batch(_Outbox(log, "outputs", fail))  # type: ignore[arg-type]
+def _batch(log: list[str], fail: bool = False) -> checkpoint.Transaction:
+    return checkpoint.Transaction(_Outbox(log, "outputs", fail))  # type: ignore[arg-type]
 
 
 def test_outputs_are_confirmed_before_changelogs_and_changelogs_before_the_store(

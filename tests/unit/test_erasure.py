@@ -1,8 +1,9 @@
 """Erasure on request (issue #14 §2): the customer is gone from every table, and stays gone.
 
-These run the worker's own join agent (tests/handlers.py: streams/worker/agent.py's handlers on a
-real checkpoint.Batch, in-memory tables and topics, an adversarial scheduler that interleaves
-partitions and crashes batches), so what is checked is what the worker stores and publishes.
+These run the worker's own join agent (tests/join_harness.py: streams/worker/agent.py's
+handlers on a real checkpoint.Transaction, in-memory tables and topics, an adversarial scheduler
+that interleaves partitions and crashes batches), so what is checked is what the worker
+stores and publishes.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from streams.domain.erasure import CUSTOMER, erased_refs, event_refs, suppressio
 from streams.domain.join import CONTACT, EMAIL, ORDER, PHONE
 from streams.domain.state import apply_event, empty_state
 from tests.builders import T0, contact, order, shipment
-from tests.handlers import Worker
+from tests.join_harness import Worker
 
 ANN, BO = "c-ann", "c-bo"
 EMAIL_ANN, PHONE_ANN = "ann@example.com", "+4915112345678"

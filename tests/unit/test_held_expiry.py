@@ -1,6 +1,6 @@
 """Held events that wait too long go to the dead letters (issue #11 §6, docs/contract.md §4).
 
-The join agent's handlers run here on a real :class:`streams.worker.checkpoint.Batch` with the
+The join agent's handlers run here on a real :class:`streams.worker.checkpoint.Transaction` with the
 tables
 and Kafka replaced by recorders, so what is checked is what the worker does: which dead
 letter it produces, with which reason and headers, what it leaves in the held tables, what
@@ -21,13 +21,13 @@ from streams.domain.join import CONTACT, EMAIL, ORDER, expired_held, held_expiry
 from streams.encoding.codec import get_codec
 from streams.ops import metrics
 from streams.worker import agent as agents
-from streams.worker import checkpoint, tables
+from streams.worker import checkpoint, clock, emit, tables
 from streams.worker.held_index import HeldIndex
 from streams.worker.intake import first_hop
 from tests.builders import T0, contact, shipment
 
 DAY_MS = 86_400_000
-NAMES = {"customer": agents.CUSTOMER_EVENTS, **agents.REF_TOPIC}
+NAMES = {"customer": emit.CUSTOMER_EVENTS, **emit.REF_TOPIC}
 
 
 class _Outbox:
@@ -56,7 +56,7 @@ class _Emitter:
 @pytest.fixture
 def store(monkeypatch: pytest.MonkeyPatch) -> dict[tuple[str, str], Any]:
     """(table name, key) -> value: the tables, read by the handlers and written at commit."""
-    monkeypatch.setattr(agents, "event_clock", {})  # no event time seen yet
+    monkeypatch.setattr(clock, "event_clock", {})  # no event time seen yet
     rows: dict[tuple[str, str], Any] = {}
     monkeypatch.setattr(tables, "read", lambda table, partition, key: rows.get((table.name, key)))
 
@@ -78,7 +78,7 @@ def _hold(kind_event: tuple[str, dict], log: list) -> None:
     pending = [(topic, key, message)]
     while pending:  # the chain: each lookup holds and passes the event on
         topic, key, message = pending.pop()
-        batch = checkpoint.Batch(_Outbox(log, "outputs"))  # type: ignore[arg-type]
+        batch = checkpoint.Transaction(_Outbox(log, "outputs"))  # type: ignore[arg-type]
         batch.at(tables.partition_of(key))  # as the agent does for its record
         agents.HANDLERS[topic](batch, key, message)
         batch.internal.flush()
@@ -89,7 +89,7 @@ def _hold(kind_event: tuple[str, dict], log: list) -> None:
 
 
 def _handle(topic: str, key: str, message: dict, log: list) -> None:
-    batch = checkpoint.Batch(_Outbox(log, "outputs"))  # type: ignore[arg-type]
+    batch = checkpoint.Transaction(_Outbox(log, "outputs"))  # type: ignore[arg-type]
     batch.at(tables.partition_of(key))
     agents.HANDLERS[topic](batch, key, message)
     assert asyncio.run(checkpoint.commit(batch, _Emitter(log), lambda: True))  # type: ignore[arg-type]
@@ -105,9 +105,9 @@ def test_a_shipment_whose_order_never_comes_is_a_dead_letter_after_the_hold_time
     held_before = metrics.HELD._value.get()
 
     before = T0 + 1  # the cutoff the clock sends: events older than this have waited too long
-    _handle(agents.REF_TOPIC[ORDER], "o-never", {"op": "expire", "before": before}, log)
+    _handle(emit.REF_TOPIC[ORDER], "o-never", {"op": "expire", "before": before}, log)
 
-    letters = [x for x in log if x[1] == agents.DEADLETTER_TOPIC]
+    letters = [x for x in log if x[1] == emit.DEADLETTER_TOPIC]
     assert len(letters) == 1
     _, _, key, value, headers = letters[0]
     h = dict(headers)
@@ -134,11 +134,11 @@ def test_a_contact_is_dead_lettered_once_and_dropped_at_every_reference_it_waite
         ("email-held", "nobody@example.com"),
     }
     # the copies further down the chain do not expire by themselves: no second dead letter
-    _handle(agents.REF_TOPIC[EMAIL], "nobody@example.com", {"op": "expire", "before": T0 + 1}, log)
-    assert not [x for x in log if x[1] == agents.DEADLETTER_TOPIC]
+    _handle(emit.REF_TOPIC[EMAIL], "nobody@example.com", {"op": "expire", "before": T0 + 1}, log)
+    assert not [x for x in log if x[1] == emit.DEADLETTER_TOPIC]
     log.clear()
-    _handle(agents.REF_TOPIC[CONTACT], "k-1", {"op": "expire", "before": T0 + 1}, log)
-    [letter] = [x for x in log if x[1] == agents.DEADLETTER_TOPIC]
+    _handle(emit.REF_TOPIC[CONTACT], "k-1", {"op": "expire", "before": T0 + 1}, log)
+    [letter] = [x for x in log if x[1] == emit.DEADLETTER_TOPIC]
     assert (
         dict(letter[4])["x-error"]
         .decode()
@@ -147,7 +147,7 @@ def test_a_contact_is_dead_lettered_once_and_dropped_at_every_reference_it_waite
         )
     )
     unholds = [
-        (t, k, m) for x in log if x[0] == "outputs" and x[1] in agents.REF_TOPIC.values()
+        (t, k, m) for x in log if x[0] == "outputs" and x[1] in emit.REF_TOPIC.values()
         for t in [x[1]] for k, m in orjson.loads(x[3])
     ]  # fmt: skip
     for topic, key, message in unholds:
@@ -158,8 +158,8 @@ def test_a_contact_is_dead_lettered_once_and_dropped_at_every_reference_it_waite
 def test_what_is_younger_than_the_cutoff_keeps_waiting(store: dict) -> None:
     log: list = []
     _hold(shipment("o-late", "s-1", at=T0), log)
-    _handle(agents.REF_TOPIC[ORDER], "o-late", {"op": "expire", "before": T0}, log)
-    assert not [x for x in log if x[1] == agents.DEADLETTER_TOPIC]
+    _handle(emit.REF_TOPIC[ORDER], "o-late", {"op": "expire", "before": T0}, log)
+    assert not [x for x in log if x[1] == emit.DEADLETTER_TOPIC]
     assert len(store[("order-held", "o-late")]) == 1
 
 
@@ -167,14 +167,14 @@ def test_a_backfilled_event_waits_its_hold_time_from_when_it_was_held(store: dic
     """Held by the event time its partition had seen then, not by its own (old) occurred_at."""
     log: list = []
     month = 30 * DAY_MS
-    agents.saw(tables.partition_of("o-old"), T0 + month)  # live traffic went on
+    clock.saw(tables.partition_of("o-old"), T0 + month)  # live traffic went on
     _hold(shipment("o-old", "s-1", at=T0), log)  # a department's backfill
     [waiting] = store[("order-held", "o-old")]
     assert waiting["held_at"] == T0 + month
-    _handle(agents.REF_TOPIC[ORDER], "o-old", {"op": "expire", "before": T0 + 1}, log)
-    assert not [x for x in log if x[1] == agents.DEADLETTER_TOPIC]
-    _handle(agents.REF_TOPIC[ORDER], "o-old", {"op": "expire", "before": T0 + month + 1}, log)
-    assert len([x for x in log if x[1] == agents.DEADLETTER_TOPIC]) == 1
+    _handle(emit.REF_TOPIC[ORDER], "o-old", {"op": "expire", "before": T0 + 1}, log)
+    assert not [x for x in log if x[1] == emit.DEADLETTER_TOPIC]
+    _handle(emit.REF_TOPIC[ORDER], "o-old", {"op": "expire", "before": T0 + month + 1}, log)
+    assert len([x for x in log if x[1] == emit.DEADLETTER_TOPIC]) == 1
 
 
 def test_the_clock_asks_for_expiry_by_the_event_time_its_partition_has_seen() -> None:

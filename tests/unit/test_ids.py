@@ -24,7 +24,7 @@ from streams.domain.ids import ID_FIELDS, ID_PATTERN, blank_id, is_blank
 from streams.encoding.codec import get_codec
 from streams.encoding.jsonconv import to_json
 from streams.worker.intake import KEY_FIELD_OF_KIND, SCHEMA_OF_KIND, decode_input
-from streams.worker.intake import Rejected as DeadLetter
+from streams.worker.intake import RejectedInput as DeadLetter
 from tests.unit.test_codec import SAMPLES
 
 RULE = "an id must contain a character other than whitespace"

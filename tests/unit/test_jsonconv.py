@@ -370,6 +370,13 @@ def test_examples_in_the_module_docs_run() -> None:
     assert result.attempted >= 3 and result.failed == 0
 
 
+def test_examples_in_the_timestamps_docs_run() -> None:
+    import streams.encoding.timestamps
+
+    result = doctest.testmod(streams.encoding.timestamps)
+    assert result.attempted >= 3 and result.failed == 0
+
+
 # --- schemas beyond keel's own: general unions, bytes, nested maps ------------------------------
 
 

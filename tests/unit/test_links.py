@@ -1,7 +1,7 @@
 """Identity resolution with guards (issue #14 §1): links, shared and blocked identifiers.
 
-The join runs for real (tests/handlers.py: streams/worker/agent.py's handlers on a real
-checkpoint.Batch, in-memory tables, an adversarial scheduler that interleaves partitions and
+The join runs for real (tests/join_harness.py: the handlers of streams/worker/agent.py on a real
+checkpoint.Transaction, in-memory tables, an adversarial scheduler that interleaves partitions and
 crashes batches); tests/oracle.py ``expected_identities`` says from the set of events alone
 which customers each one is linked to and which of its identifiers are shared or blocked.
 """
@@ -16,9 +16,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streams.domain.links import DEFAULT_GUARDS, Guards, bind_record, blocked_by, forget_member
-from streams.worker import agent as agents
+from streams.worker import params
 from tests.builders import T0, contact, order
-from tests.handlers import Worker
+from tests.join_harness import Worker
 from tests.oracle import content, expected_identities
 
 MIN = 60_000
@@ -80,7 +80,7 @@ def test_an_identifier_crossing_the_sharing_limit_in_any_order_ends_shared_for_e
 ) -> None:
     """Four customers with one phone, each permutation of who comes first, crashes included:
     once more than ``shared_after`` were seen it links no one, and each of them says so."""
-    monkeypatch.setattr(agents, "guards", Guards(shared_after=shared_after))
+    monkeypatch.setattr(params, "guards", Guards(shared_after=shared_after))
     history = [order(c, f"o-{c}", at=T0 + i * MIN, event_id=f"e-{c}", phone="+49 30 123")
                for i, c in enumerate(CUSTOMERS[:4])]  # fmt: skip
     customers = set(CUSTOMERS[:4])
@@ -179,7 +179,7 @@ def test_the_default_block_list() -> None:
     assert blocked_by("no-reply@x.example", DEFAULT_GUARDS.blocklist) == "no-reply@*"
     assert blocked_by("+00001234", DEFAULT_GUARDS.blocklist) == "+0000*"
     assert blocked_by("ann@example.com", DEFAULT_GUARDS.blocklist) is None
-    assert agents.guards == DEFAULT_GUARDS  # the worker's, from the defaults of streams/config.py
+    assert params.guards == DEFAULT_GUARDS  # the worker's, from the defaults of streams/config.py
 
 
 def test_an_identifier_only_one_customer_has_costs_no_extra_state_change() -> None:

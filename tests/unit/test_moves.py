@@ -4,8 +4,8 @@ docs/contract.md §4: a contact belongs to the customer of its ``order_id``, els
 else of its phone. The join learns references one at a time, so it may first apply a contact
 through its e-mail (customer B) and learn only later that its order is A's: then the contact
 moves to A and B's state is as if it had never had it. These run the worker's own join agent
-(tests/handlers.py: streams/worker/agent.py's handlers on a real checkpoint.Batch, in-memory tables
-and topics, an adversarial scheduler that also crashes batches).
+(tests/join_harness.py: streams/worker/agent.py's handlers on a real checkpoint.Transaction,
+in-memory tables and topics, an adversarial scheduler that also crashes batches).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from streams.domain.placement import (
 )
 from streams.domain.state import empty_state, view
 from tests.builders import T0, contact, order
-from tests.handlers import Worker
+from tests.join_harness import Worker
 from tests.oracle import content, expected_views
 
 A, B = "c-ann", "c-bo"
@@ -118,13 +118,13 @@ def test_a_phone_placement_moves_to_the_e_mail_and_then_to_the_order() -> None:
 def test_a_watching_copy_expires_without_a_dead_letter() -> None:
     """The contact was applied through its e-mail; its order never comes: no dead letter."""
     from streams.domain.join import ORDER
-    from streams.worker import agent as agents
+    from streams.worker import emit
 
     _, b = _orders()
     worker = Worker(1).run([_conflicting(), b], T0)
     [watching] = worker.held_messages()
     assert watching["placed_on"] == B
-    worker._send(agents.REF_TOPIC[ORDER], "o-ann", {"op": "expire", "before": T0 + 1})
+    worker._send(emit.REF_TOPIC[ORDER], "o-ann", {"op": "expire", "before": T0 + 1})
     worker.run([], T0)
     assert worker.held_messages() == [] and worker.deadletters == []
     assert _contacts_of(worker) == {B: ["k-1"]}

@@ -1,6 +1,6 @@
 """Properties of the whole design: routing + merge + signals against the reference model.
 
-tests/handlers.py runs the worker's own join agent (streams/worker/agent.py ``handle_batch`` and
+tests/join_harness.py runs the worker's own join agent (streams/worker/agent.py ``handle_batch`` and
 every handler, streams/worker/checkpoint.py's batch and commit) on in-memory tables and topics,
 with a seeded scheduler that interleaves the partitions adversarially and crashes batches;
 tests/oracle.py says what every customer's state must be, computed from the set of events
@@ -34,7 +34,7 @@ from streams.domain.signals import (
     next_check_ms,
 )
 from streams.domain.state import Limits, apply_event, empty_state
-from tests.handlers import Worker
+from tests.join_harness import Worker
 from tests.oracle import content, expected_views
 from tests.strategies import (
     BASE_MS,

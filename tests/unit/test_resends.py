@@ -170,11 +170,11 @@ def test_the_worker_counts_a_re_send_after_retention_as_a_duplicate_and_publishe
     """The join agent's own handler (streams/worker/agent.py) with KEEL_KEEP_CLOSED=1."""
     from streams.ops import metrics
     from streams.worker import agent as agents
-    from streams.worker import checkpoint, tables
+    from streams.worker import checkpoint, params, tables
 
     rows: dict[str, dict] = {}
     monkeypatch.setattr(tables, "read", lambda table, partition, key: rows.get(key))
-    monkeypatch.setattr(agents, "limits", KEEP_ONE)
+    monkeypatch.setattr(params, "limits", KEEP_ONE)
     placed = order("PLACED", T0, order_id="o-1")
     history = [
         placed,
@@ -189,7 +189,7 @@ def test_the_worker_counts_a_re_send_after_retention_as_a_duplicate_and_publishe
         def produce(self, *record: object) -> None:
             produced.append(record)
 
-    batch = checkpoint.Batch(Outbox())  # type: ignore[arg-type]
+    batch = checkpoint.Transaction(Outbox())  # type: ignore[arg-type]
     agents.handle_customer_message(
         batch, CID, {"kind": "order", "event": placed, "topic": "orders.v1"}
     )

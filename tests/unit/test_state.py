@@ -808,7 +808,7 @@ def _long_history(contacts: int, notes: int, text: int, closed_orders: int = 0) 
 def test_a_state_over_the_limit_sheds_closed_then_notes_then_open_and_says_so() -> None:
     import orjson
 
-    from streams.domain.state import bound
+    from streams.domain.bounding import bound
 
     state = _long_history(contacts=40, notes=10, text=3000, closed_orders=30)
     size = len(orjson.dumps(state))
@@ -828,7 +828,7 @@ def test_a_state_over_the_limit_sheds_closed_then_notes_then_open_and_says_so() 
 
 
 def test_only_a_state_over_the_limit_changes() -> None:
-    from streams.domain.state import bound
+    from streams.domain.bounding import bound
 
     state = _long_history(contacts=3, notes=2, text=100)
     assert bound(state, 16 * 1024) is state and "_bounded" not in state

@@ -1,7 +1,7 @@
 """Unmatched contacts (issue #14 §1): not guessed onto one of the customers an identifier names.
 
-The join runs for real (tests/handlers.py: streams/worker/agent.py's handlers on a real
-checkpoint.Batch, in-memory tables, an adversarial scheduler that interleaves partitions and
+The join runs for real (tests/join_harness.py: the handlers of streams/worker/agent.py on a real
+checkpoint.Transaction, in-memory tables, an adversarial scheduler that interleaves partitions and
 crashes batches); tests/oracle.py ``expected_contacts`` says from the set of events alone
 where each contact that does not name its customer ends: on a customer, or unmatched (and
 why).
@@ -18,9 +18,9 @@ from hypothesis import strategies as st
 
 from streams.domain.links import Guards
 from streams.domain.unmatched import add_event, forget, page
-from streams.worker import agent as agents
+from streams.worker import emit, params
 from tests.builders import T0, contact, order
-from tests.handlers import Worker, assign
+from tests.join_harness import Worker, assign
 from tests.oracle import expected_contacts
 
 MIN = 60_000
@@ -76,7 +76,7 @@ def test_a_phone_crossing_the_sharing_limit_in_any_order_leaves_its_contact_unma
 ) -> None:
     """Four customers with one phone and a contact by it, every order of the five (the
     contact first: placed on the first owner, then given up), crashes included."""
-    monkeypatch.setattr(agents, "guards", Guards(shared_after=shared_after))
+    monkeypatch.setattr(params, "guards", Guards(shared_after=shared_after))
     orders = [order(c, f"o-{c}", at=T0 + i * MIN, event_id=f"e-{c}", phone="+49 30 123")
               for i, c in enumerate(CUSTOMERS[:4])]  # fmt: skip
     call = contact("k-1", at=T0 + 5 * MIN, event_id="e-k1", phone="+49 (30) 123")
@@ -157,7 +157,7 @@ def test_an_unmatched_contact_never_expires_to_the_dead_letters() -> None:
     held = worker.held_messages()
     assert len(held) == 1 and held[0]["unmatched"]
     late = T0 + 10**9  # whatever the held clock's cutoffs, by event time and the wall clock
-    worker._send(agents.REF_TOPIC["contact"], "k-1",
+    worker._send(emit.REF_TOPIC["contact"], "k-1",
                  {"op": "expire", "before": late, "wall_before": late})  # fmt: skip
     worker.run([], T0 + 2 * MIN)
     assert worker.deadletters == [] and worker.held_count() == 1

@@ -267,18 +267,18 @@ def test_a_customer_told_shows_what_and_when_and_is_never_a_pending_command() ->
     assert next_check_ms(state, NOW + 3 * D) is None
 
 
-# ------------------------------------------ through the real join agent (tests/handlers.py)
+# ------------------------------------------ through the real join agent (tests/join_harness.py)
 
 
 @pytest.mark.parametrize("crash_rate", [0.0, 0.3])
 def test_through_the_join_a_contact_that_moves_and_is_re_sent_is_one_fact_of_its_last_customer(
     crash_rate: float,
 ) -> None:
-    """streams/worker/agent.py's handlers on a real Batch (crashed batches replayed): the contact is
-    first placed through its e-mail on B, then moves to A, the customer of its order, and is
-    re-sent; the voice-facts table holds it once, as A's."""
+    """streams/worker/agent.py's handlers on a real checkpoint.Transaction (crashed batches
+    replayed): the contact is first placed through its e-mail on B, then moves to A, the
+    customer of its order, and is re-sent; the voice-facts table holds it once, as A's."""
     from tests.builders import order as order_event
-    from tests.handlers import Worker
+    from tests.join_harness import Worker
 
     a = order_event("c-ann", "o-ann", at=NOW - 2 * H, event_id="e-oa")
     b = order_event("c-bo", "o-bo", at=NOW - 2 * H, event_id="e-ob", email="bo@example.com")

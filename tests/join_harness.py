@@ -1,8 +1,8 @@
 """The worker's real join agent on in-memory tables and topics, with an adversarial scheduler.
 
-What runs is streams/worker/agent.py's :func:`~streams.worker.agent.handle_batch` (so every handler
-of
-``agents.HANDLERS``) on a real :class:`streams.worker.checkpoint.Batch`, made durable by the real
+What runs is streams/worker/agent.py's :func:`~streams.worker.agent.handle_batch` (so every
+handler of ``agents.HANDLERS``: streams/worker/customers.py, references.py, unmatched.py) on
+a real :class:`streams.worker.checkpoint.Transaction`, made durable by the real
 :func:`streams.worker.checkpoint.commit`. Only the edges are stand-ins:
 
 - the tables: one dict, read by ``tables.read`` and written by ``tables.write`` (orjson in
@@ -10,8 +10,8 @@ of
 - Kafka: every internal record goes to a FIFO per (topic, partition), as Kafka keeps one
   partition in order; the intake's first hop (streams/worker/intake.py ``first_hop``) is how an
   input event enters, one record each;
-- the clock (``agents.now_ms``), which moves by a random step per batch, and the signal
-  timer, which sends a recheck for every customer whose due time passed, from a
+- the clock (streams/worker/clock.py ``now_ms``), which moves by a random step per batch, and
+  the signal timer, which sends a recheck for every customer whose due time passed, from a
   :class:`streams.worker.due_index.DueIndex` kept after every stored batch, as ``signal_clock``.
 
 A seeded random scheduler picks each batch: records from the heads of one or several
@@ -45,7 +45,7 @@ from streams.domain.state import DEFAULT_LIMITS, Limits, State, view
 from streams.domain.unmatched import UNMATCHED_KEY, page
 from streams.encoding.codec import get_codec
 from streams.worker import agent as agents
-from streams.worker import checkpoint, tables
+from streams.worker import checkpoint, clock, emit, params, tables
 from streams.worker.due_index import DueIndex
 from streams.worker.intake import first_hop
 
@@ -53,8 +53,8 @@ KindEvent = tuple[str, dict[str, Any]]
 
 TOPIC_OF_KIND = {"order": "orders.v1", "shipment": "shipments.v1", "contact": "contacts.v1",
                  "erasure": "erasures.v1"}  # fmt: skip
-NAMES = {"customer": agents.CUSTOMER_EVENTS, **agents.REF_TOPIC}
-ASSIGN = agents.CUSTOMER_EVENTS
+NAMES = {"customer": emit.CUSTOMER_EVENTS, **emit.REF_TOPIC}
+ASSIGN = emit.CUSTOMER_EVENTS
 INTERNAL = set(NAMES.values())
 
 
@@ -205,7 +205,7 @@ class Worker:
         records = [_Record(_Message(t, p), value) for (t, p), value in taken]
         crash = self._rng.random() < self.crash_rate
         crash_late = crash and self._rng.random() < 0.5
-        tx = checkpoint.Batch(_Outbox(self))  # type: ignore[arg-type]
+        tx = checkpoint.Transaction(_Outbox(self))  # type: ignore[arg-type]
         await agents.handle_batch(tx, records)  # type: ignore[arg-type]
         self.batches += 1
         stored = False
@@ -233,7 +233,7 @@ class Worker:
         """``signal_clock``: ask each customer whose next check has come to re-check."""
         customer_ids = self.due_index.take(self.now, float(self.batches))
         for customer_id in customer_ids:
-            self._send(agents.CUSTOMER_EVENTS, customer_id, {"kind": "recheck"})
+            self._send(emit.CUSTOMER_EVENTS, customer_id, {"kind": "recheck"})
         return len(customer_ids)
 
     # --- the stand-ins -------------------------------------------------------------------
@@ -246,9 +246,9 @@ class Worker:
         if topic in INTERNAL:
             assert partition is not None
             self._queues.setdefault((topic, partition), deque()).append(value)
-        elif topic == agents.SIGNAL_TOPIC:
+        elif topic == emit.SIGNAL_TOPIC:
             self.signals.append(get_codec().decode(value, "CustomerSignal"))
-        elif topic == agents.DEADLETTER_TOPIC:
+        elif topic == emit.DEADLETTER_TOPIC:
             self.deadletters.append((key, value))
 
     def _read(self, table: Any, partition: int, key: str) -> Any:
@@ -264,16 +264,16 @@ class Worker:
 
     @contextlib.contextmanager
     def _patched(self) -> Iterator[None]:
-        saved = (tables.read, tables.write, agents.now_ms, agents.windows, agents.limits,
-                 agents.event_clock)  # fmt: skip
+        saved = (tables.read, tables.write, clock.now_ms, params.windows, params.limits,
+                 clock.event_clock)  # fmt: skip
         tables.read, tables.write = self._read, self._write  # type: ignore[assignment]
-        agents.now_ms = lambda: self.now  # type: ignore[assignment]
-        agents.windows, agents.limits, agents.event_clock = self.windows, self.limits, {}
+        clock.now_ms = lambda: self.now  # type: ignore[assignment]
+        params.windows, params.limits, clock.event_clock = self.windows, self.limits, {}
         try:
             yield
         finally:
-            (tables.read, tables.write, agents.now_ms, agents.windows, agents.limits,
-             agents.event_clock) = saved  # type: ignore[assignment]  # fmt: skip
+            (tables.read, tables.write, clock.now_ms, params.windows, params.limits,
+             clock.event_clock) = saved  # type: ignore[assignment]  # fmt: skip
 
 
 def assign(command_id: str, contact_id: str, customer_id: str, at: int = 0,
