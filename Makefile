@@ -21,12 +21,22 @@ help:
 	@echo "make bench  throughput, freshness, query latency, recovery at two scales (bench/results/)"
 	@echo "make bench-profile  py-spy on a worker working the backlog, in a run of its own"
 
+# The runtime packages only for run/up; the test toolchain (pytest, mypy, ruff, selenium, …)
+# on top for test/lint. pip's output goes to .venv/pip.log (its tail is shown if it fails).
+TEST_STAMP := $(VENV)/.test-installed
+PIP := $(VENV)/bin/pip install --disable-pip-version-check --quiet
+
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "keel: $(PYTHON) not found: install Python >= 3.11"; exit 2; }
-	@echo "setting up $(VENV) (first run only)"
-	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install --disable-pip-version-check --progress-bar on -e '.[test]'
+	@echo "keel: installing the runtime packages into $(VENV) (first run only, about a minute)"
+	@$(PYTHON) -m venv $(VENV)
+	@$(PIP) -e . > $(VENV)/pip.log 2>&1 || { tail -30 $(VENV)/pip.log; echo "keel: pip failed (all of it: $(VENV)/pip.log)"; exit 1; }
 	@touch $(STAMP)
+
+$(TEST_STAMP): $(STAMP)
+	@echo "keel: installing the test toolchain into $(VENV) (first run only)"
+	@$(PIP) -e '.[test]' >> $(VENV)/pip.log 2>&1 || { tail -30 $(VENV)/pip.log; echo "keel: pip failed (all of it: $(VENV)/pip.log)"; exit 1; }
+	@touch $(TEST_STAMP)
 
 venv: $(STAMP)
 
@@ -46,20 +56,20 @@ down:
 status:
 	@$(PY) -m deploy.local.run --status
 
-test: deps
+test: deps $(TEST_STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-unit: venv
+unit: $(TEST_STAMP)
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
-integration: deps
+integration: deps $(TEST_STAMP)
 	$(PY) -m pytest tests/integration $(PYTEST_ARGS)
 
 # The fault suite (broker and worker kills, a whole-cluster outage, Redis and PostgreSQL
 # outages, poison and 10,000 malformed records) at 4x the customers `make test` runs it with; each test prints
 # its figures.
 CHAOS_SCALE ?= 4
-chaos: deps
+chaos: deps $(TEST_STAMP)
 	CHAOS_SCALE=$(CHAOS_SCALE) $(PY) -m pytest -s tests/integration/test_cluster.py tests/integration/test_faults.py \
 		tests/integration/test_store_outages.py tests/integration/test_malformed.py $(PYTEST_ARGS)
 
@@ -81,7 +91,7 @@ bench: deps $(VENV)/.bench-installed
 bench-profile: deps $(VENV)/.bench-installed
 	$(PY) -m bench --profile $(BENCH_ARGS)
 
-lint: venv
+lint: $(TEST_STAMP)
 	$(VENV)/bin/ruff check streams connectors deploy tests
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports --no-logo

@@ -90,6 +90,29 @@ def _ready(url: str) -> bool:
     return _answers(f"{url}/readyz")
 
 
+DEMO_CUSTOMER = "c-dup"  # planted by the demo feed (connectors/demo/feed.py), the README's curl
+
+
+def _demo_in(stack: Stack, services: list[Child], timeout: float = 240.0) -> bool:
+    """Wait until the demo feed's planted customer answers the query API (what the README's
+    first curl asks), so "ready" means the story is there; False after ``timeout``."""
+    headers = {}
+    if stack.tokens_env is not None:
+        headers["Authorization"] = f"Bearer {read_env(stack.tokens_env)['KEEL_READ_TOKEN']}"
+    url = f"{stack.api}/customers/{DEMO_CUSTOMER}"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and all(child.running for child in services):
+        try:
+            with urllib.request.urlopen(urllib.request.Request(url, headers=headers),
+                                        timeout=2) as resp:  # fmt: skip
+                if resp.status == 200:
+                    return True
+        except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
+            pass
+        time.sleep(1)
+    return False
+
+
 def _port(variable: str, default: int) -> int:
     return int(os.environ.get(variable) or default)
 
@@ -304,7 +327,6 @@ def run_foreground(stack: Stack, customers: int, rate: float) -> int:
         children += stack.start_connectors()
         for line in stack.hints():
             _say(line)
-        _say(f"ready: {stack.api}/readyz; Ctrl-C stops everything")
         services = list(children)  # the worker and the connectors; the feed may finish
         feed = Child("demo feed")  # its output goes to the terminal
         feed_args = ["--customers", str(customers), "--rate", str(rate), "--api", stack.api]
@@ -317,6 +339,13 @@ def run_foreground(stack: Stack, customers: int, rate: float) -> int:
         )
         record.write(stack.run_dir, "make run", os.getpid(),
                      _services(stack) + _children(stack, children))  # fmt: skip
+        _say("waiting for the demo's story (customer c-dup and the others) to be in the state")
+        if _demo_in(stack, services):
+            _say(f"ready: the demo's customers are in (try {stack.api}/desk/?customer=c-dup); "
+                 "Ctrl-C stops everything")  # fmt: skip
+        else:
+            _say(f"up, but the demo's customers are not in yet: see the demo feed's lines "
+                 f"above and {stack.run_dir}/worker.log; Ctrl-C stops everything")  # fmt: skip
         while all(child.running for child in services):
             time.sleep(0.5)
         gone = next(child.name for child in services if not child.running)

@@ -8,17 +8,20 @@ directory of its own, every port its own (free ports from the OS)."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from deploy.local.envfile import read_env
 from deploy.local.process import Child
 from deploy.local.stack import free_port
 from tests.integration.harness import ROOT
@@ -79,7 +82,7 @@ def make_run(run_dir: Path, tmp_path: Path) -> Iterator[tuple[dict[str, str], Ch
 
 
 def test_status_and_down_see_make_run_and_a_second_start_is_refused(
-    make_run: tuple[dict[str, str], Child],
+    make_run: tuple[dict[str, str], Child], tmp_path: Path
 ) -> None:
     env, launcher = make_run
     status = wait_well(env)
@@ -88,6 +91,20 @@ def test_status_and_down_see_make_run_and_a_second_start_is_refused(
         line = next((ln for ln in status.splitlines() if f"keel: {name} " in ln), "")
         assert " up: " in line, (name, status)
     assert "started by `make run`" in status and "/readyz 200" in status
+
+    # "ready" means the demo's story is there: the README's first curl answers at once
+    log_file = tmp_path / "make-run.log"
+    deadline = time.monotonic() + 240
+    while "keel: ready:" not in log_file.read_text() and time.monotonic() < deadline:
+        time.sleep(1)
+    assert "ready: the demo's customers are in" in log_file.read_text(), log_file.read_text()
+    tokens = read_env(Path(env["KEEL_RUN_DIR"]) / "tokens.env")
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{env['KEEL_API_PORT']}/customers/c-dup",
+        headers={"Authorization": f"Bearer {tokens['KEEL_READ_TOKEN']}"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as resp:
+        assert resp.status == 200 and json.loads(resp.read())["customer_id"] == "c-dup"
 
     again = target(env, "--background")  # make up while make run runs
     assert again.returncode == 1 and "already running" in again.stdout
