@@ -57,6 +57,15 @@ FRESHNESS = Histogram(
     ["source"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600),
 )
+APPLY_LAG = Histogram(
+    "keel_event_apply_seconds",
+    "Seconds from Kafka appending an input event to the moment its effect is queryable here "
+    "(stored, with everything it caused confirmed by Kafka), by source system: keel's own "
+    "delay, what an SRE calls stale (the KeelCustomerViewStale alert). Unlike "
+    "keel_event_freshness_seconds it does not count how late a department sent the event",
+    ["source"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600),
+)
 #: distinct ``source`` label values of FRESHNESS at most (a series per value)
 MAX_SOURCE_LABELS = 16
 HELD = Gauge(
@@ -162,10 +171,14 @@ def source_label(source: str) -> str:
     return "other"
 
 
-def observe_applied(applied: Iterable[tuple[str, int]], now_s: float) -> None:
-    """Events whose effect became queryable at ``now_s``: (source, occurred_at ms) each."""
-    for source, occurred_at_ms in applied:
-        FRESHNESS.labels(source_label(source)).observe(max(0.0, now_s - occurred_at_ms / 1000))
+def observe_applied(applied: Iterable[tuple[str, int, int | None]], now_s: float) -> None:
+    """Events whose effect became queryable at ``now_s``: (source, occurred_at ms, Kafka
+    append time ms or None) each."""
+    for source, occurred_at_ms, appended_ms in applied:
+        label = source_label(source)
+        FRESHNESS.labels(label).observe(max(0.0, now_s - occurred_at_ms / 1000))
+        if appended_ms is not None:
+            APPLY_LAG.labels(label).observe(max(0.0, now_s - appended_ms / 1000))
         observe_source(source, occurred_at_ms)
 
 

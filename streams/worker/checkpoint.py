@@ -126,8 +126,9 @@ class Transaction:
         self.out = out
         self.internal = Packer(out.produce)
         self.partition = 0
-        #: (source, occurred_at) of every event the batch applied, for the freshness metric
-        self.applied: list[tuple[str, int]] = []
+        #: (source, occurred_at, Kafka append time or None) of every event the batch applied,
+        #: for the freshness and apply-lag metrics
+        self.applied: list[tuple[str, int, int | None]] = []
         self._writes: dict[tuple[Any, int], dict[str, Any]] = {}
         self._published: dict[str, dict | None] = {}
 

@@ -51,7 +51,7 @@ def on_event(tx: Transaction, customer_id: str, m: msg.Event) -> None:
     one) for this customer."""
     apply_to_customer(
         tx, customer_id, m["kind"], m["event"], m["topic"], m.get("rank", NAMED),
-        bool(m.get("fresh")),
+        bool(m.get("fresh")), m.get("appended"),
     )  # fmt: skip
 
 
@@ -71,8 +71,11 @@ def apply_to_customer(
     topic: str,
     rank: int = NAMED,
     fresh: bool = False,
+    appended: int | None = None,
 ) -> None:
     """Merge one event into its customer's state; publish the state and new binds if it changed.
+
+    ``appended``: when Kafka appended the input record (ms), for the apply-lag metric.
 
     ``rank``: how a contact was joined to this customer (streams/domain/placement.py). One that
     moved away from here goes on to where it moved; one given up here (an identifier of it
@@ -131,9 +134,9 @@ def apply_to_customer(
     state["version"] = version  # one change, one version, even when it also moved a signal
     metrics.count_event(topic, "applied")
     if kind in ("command", "outcome"):  # measured once it is stored
-        tx.applied.append(("desk", event_time(kind, event)))
+        tx.applied.append(("desk", event_time(kind, event), appended))
     else:
-        tx.applied.append((event["source"], event["occurred_at"]))
+        tx.applied.append((event["source"], event["occurred_at"], appended))
     save_and_publish(tx, customer_id, state, signal_changes, now)
     for fact in voice.facts_to_send(before, state, kind, event, voice_worker.tagger):
         tx.internal.send(CUSTOMER_EVENTS, voice.VOICE_KEY, msg.voice_fact(fact))

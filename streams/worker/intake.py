@@ -40,6 +40,7 @@ from typing import Any, cast
 
 from confluent_kafka import (
     OFFSET_BEGINNING,
+    TIMESTAMP_NOT_AVAILABLE,
     Consumer,
     KafkaError,
     KafkaException,
@@ -129,18 +130,20 @@ def decode_input(kind: str, key: bytes | None, value: bytes | None, max_bytes: i
 
 
 def first_hop(
-    kind: str, event: dict, topic: str, names: dict[str, str]
+    kind: str, event: dict, topic: str, names: dict[str, str], appended: int | None = None
 ) -> tuple[str, str, proto.Event | proto.Lookup]:
     """(internal topic, key, message) where ``event``'s join starts: its customer if the
     event names one, else a lookup at the first reference of its chain.
 
-    ``names`` maps "customer" and each reference namespace to its internal topic.
+    ``names`` maps "customer" and each reference namespace to its internal topic;
+    ``appended``: when Kafka appended the input record (ms), for the apply-lag metric.
     """
     r = route(kind, event)
     if r.customer_id is not None:
-        return names["customer"], r.customer_id, proto.event(kind, event, topic)
+        return names["customer"], r.customer_id, proto.event(kind, event, topic,
+                                                             appended=appended)  # fmt: skip
     (ns, ref), *rest = r.refs
-    return names[ns], ref, proto.lookup(kind, event, topic, rest)
+    return names[ns], ref, proto.lookup(kind, event, topic, rest, appended=appended)
 
 
 def dead_letter_record(
@@ -403,7 +406,9 @@ class Intake:
         key, value = msg.key(), msg.value()
         try:
             event = decode_input(kind, key, value, self.settings.max_record_bytes)
-            dest, dest_key, message = first_hop(kind, event, topic, self.names)
+            kind_of_time, at = msg.timestamp()
+            appended = at if kind_of_time != TIMESTAMP_NOT_AVAILABLE and at > 0 else None
+            dest, dest_key, message = first_hop(kind, event, topic, self.names, appended)
             packer.send(dest, dest_key, message)
         except RejectedInput as exc:
             reason = exc.reason

@@ -87,6 +87,8 @@ class Event(TypedDict):
     unmatched: NotRequired[bool]
     #: resolved again after its customer gave it up: where it moved before counts no more
     fresh: NotRequired[bool]
+    #: when Kafka appended the input record (ms): the apply-lag metric's start
+    appended: NotRequired[int]
 
 
 class Recheck(TypedDict):
@@ -165,6 +167,8 @@ class Lookup(TypedDict):
     op: Literal["lookup"]
     refs: Sequence[RefPair]
     fresh: NotRequired[bool]
+    #: when Kafka appended the input record (ms), carried to the customer
+    appended: NotRequired[int]
     #: why it passed identifiers on the way (shared, or linking several customers)
     ambiguous: NotRequired[list[dict[str, Any]]]
 
@@ -249,6 +253,7 @@ def event(
     rank: int | None = None,
     unmatched: bool = False,
     fresh: bool = False,
+    appended: int | None = None,
 ) -> Event:
     m: Event = {"kind": kind, "event": body, "topic": topic}
     if rank is not None:
@@ -257,6 +262,8 @@ def event(
         m["unmatched"] = True
     if fresh:
         m["fresh"] = True
+    if appended is not None:
+        m["appended"] = appended
     return m
 
 
@@ -301,11 +308,14 @@ def assign_command(command: dict[str, Any]) -> AssignCommand:
 
 
 def lookup(
-    kind: str, body: dict[str, Any], topic: str, refs: Sequence[RefPair], fresh: bool = False
+    kind: str, body: dict[str, Any], topic: str, refs: Sequence[RefPair], fresh: bool = False,
+    appended: int | None = None,
 ) -> Lookup:
     m: Lookup = {"kind": kind, "event": body, "topic": topic, "op": "lookup", "refs": refs}
     if fresh:
         m["fresh"] = True
+    if appended is not None:
+        m["appended"] = appended
     return m
 
 

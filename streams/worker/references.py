@@ -60,6 +60,7 @@ def forward(
         # the case: its owner may be the customer that just gave the contact up (its
         # release on the way), which then resolves it again in turn
         fresh=bool(message.get("fresh")) and ns != CONTACT,
+        appended=message.get("appended"),
     )  # fmt: skip
     tx.internal.send(CUSTOMER_EVENTS, customer_id, body)
 
