@@ -92,7 +92,17 @@ DEADLETTER_KEEP_BYTES = 64 * 1024
 #: faust's stream buffer stays at its default (4,096 records): at 256 the survivor of a
 #: SIGKILLed worker stalled in table recovery in 2 of 3 runs of test_scale_out.py (0 of 3 at
 #: the default) -- a full buffer blocks the consumer that recovery reads changelogs through.
-JOIN_BATCH_RECORDS = 64
+JOIN_BATCH_RECORDS = 64  # the cap before batches were shaped by bytes (kept for the record)
+
+#: the join agent takes what arrived within KEEL_BATCH_WAIT_MS, up to this many internal
+#: records, then handles it in batches of at most JOIN_BATCH_BYTES of packed messages. Live
+#: traffic arrives as small records (1-3 messages each, not ~60 as in a backlog): a cap of 64
+#: records made batches of a handful of events that each paid two confirmation waits, and a
+#: queue grew at 1,000 events/s (p99 7.5 s; 1.8 s at a cap of 256, measured: ../shared/
+#: measurements/latency-2026-12.md). A backlog's full 32 KiB packs still make batches of about
+#: today's size (64 packs, ~4,000 messages).
+JOIN_TAKE_RECORDS = 1024
+JOIN_BATCH_BYTES = 64 * 32 * 1024
 
 #: keys whose partition (murmur2, pure Python: ~3 µs a key) is remembered (streams/worker/tables.py)
 PARTITION_CACHE = 1 << 17
@@ -115,7 +125,8 @@ def describe(batch_max: int, batch_wait_ms: int) -> dict[str, Any]:
         "batch_wait_ms": batch_wait_ms,
         "batching": "intake: confluent-kafka consume() of up to batch_max input records, "
         "packed per destination partition; join agent: faust noack_take of up to "
-        f"{JOIN_BATCH_RECORDS} packed records, acknowledged after the checkpoint",
+        f"{JOIN_TAKE_RECORDS} packed records taken at once, handled in batches of at most "
+        f"{JOIN_BATCH_BYTES} bytes, each acknowledged after its checkpoint",
         "outputs": "one confluent-kafka producer, confirmed per batch before acking it",
         "emitter": emitter,
         "faust_producer_linger_ms": FAUST_PRODUCER_LINGER_MS,

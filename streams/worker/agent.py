@@ -39,7 +39,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import orjson
@@ -203,27 +203,59 @@ async def on_internal(stream: Any) -> None:
     a ``finally``, so an agent that raised, or was cancelled while it waited for Kafka, had
     its unfinished batch committed.
     """
-    async for records in stream.noack_take(tuning.JOIN_BATCH_RECORDS, settings.batch_wait_s):
-        try:
-            tx = await store_batch(records)
-        except Exception as exc:  # noqa: BLE001 - reported and halted on, never acknowledged
-            log.exception("the join agent cannot go on")
-            health.fail("join", f"a batch could not be made durable: {exc!r}")
-            await health.halt()
-        if tx is None:
-            log.warning("batch of %d records not stored: the partitions were reassigned while "
-                        "it ran; faust delivers them again", len(records))
-            continue  # faust delivers them again from the committed offsets
-        for customer_id, when in tx.written(due):
-            due_index.note(customer_id, when)
-        for ns in NAMESPACES:
-            for ref, waiting in tx.written(held[ns]):
-                held_index.note(ns, ref, waiting)
-        metrics.observe_applied(tx.applied, time.time())
-        for record in records:  # 5. (streams/worker/checkpoint.py)
-            await stream.ack(record)
-        live.changed(tx.published)
-        voice_worker.after_commit(tx, emitter)
+    async for taken in stream.noack_take(tuning.JOIN_TAKE_RECORDS, settings.batch_wait_s):
+        for records in by_bytes(taken, tuning.JOIN_BATCH_BYTES):
+            if not await _one_batch(stream, records):
+                break  # reassigned: faust delivers the rest again from the committed offsets
+
+
+def by_bytes(records: list[EventT], budget: int) -> Iterator[list[EventT]]:
+    """``records`` in order, in batches of at most ``budget`` bytes of values (a record
+    bigger than that is a batch of its own): what arrived live is one batch, a backlog's
+    full packs several of the usual size.
+
+    >>> from types import SimpleNamespace as R
+    >>> taken = [R(message=R(value=b"x" * n)) for n in (4, 4, 4, 9, 1)]
+    >>> [len(b) for b in by_bytes(taken, 8)]
+    [2, 1, 1, 1]
+    """
+    batch: list[EventT] = []
+    size = 0
+    for record in records:
+        n = len(record.message.value or b"")
+        if batch and size + n > budget:
+            yield batch
+            batch, size = [], 0
+        batch.append(record)
+        size += n
+    if batch:
+        yield batch
+
+
+async def _one_batch(stream: Any, records: list[EventT]) -> bool:
+    """Store one batch, then acknowledge it; False if it was not stored (reassigned)."""
+    try:
+        tx = await store_batch(records)
+    except Exception as exc:  # noqa: BLE001 - reported and halted on, never acknowledged
+        log.exception("the join agent cannot go on")
+        health.fail("join", f"a batch could not be made durable: {exc!r}")
+        await health.halt()
+        return False
+    if tx is None:
+        log.warning("batch of %d records not stored: the partitions were reassigned while "
+                    "it ran; faust delivers them again", len(records))
+        return False
+    for customer_id, when in tx.written(due):
+        due_index.note(customer_id, when)
+    for ns in NAMESPACES:
+        for ref, waiting in tx.written(held[ns]):
+            held_index.note(ns, ref, waiting)
+    metrics.observe_applied(tx.applied, time.time())
+    for record in records:  # 5. (streams/worker/checkpoint.py)
+        await stream.ack(record)
+    live.changed(tx.published)
+    voice_worker.after_commit(tx, emitter)
+    return True
 
 
 async def store_batch(records: list[EventT]) -> Transaction | None:
