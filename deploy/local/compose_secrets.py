@@ -3,7 +3,8 @@
 ``python3 -m deploy.local.run --compose-secrets --dir deploy/compose`` writes, next to the
 compose file and never into git (all mode 600 but the CA)::
 
-    keel.env       every keel service: its Kafka SASL login, REDIS_URL, POSTGRES_URL
+    keel.env       every keel service: its Kafka SASL login, REDIS_URL, POSTGRES_URL,
+                   KEEL_DIRECTORY_URL
     kafka.env      the broker: its keystore's password and the PLAIN users of its listener
     redis.env      the server's password (and REDISCLI_AUTH for its health check)
     postgres.env   POSTGRES_PASSWORD of the postgres image
@@ -52,6 +53,8 @@ def ensure_compose_secrets(directory: Path) -> list[Path]:
             f"KAFKA_SASL_PASSWORD={kafka}",
             f"REDIS_URL=redis://{USER}:{redis}@redis:6379/0",
             f"POSTGRES_URL=postgresql://{USER}:{postgres}@postgres:5432/{USER}",
+            # the customer directory (the desk's search) in the same PostgreSQL
+            f"KEEL_DIRECTORY_URL=postgresql://{USER}:{postgres}@postgres:5432/{USER}",
         ],
         "kafka.env": [
             "# deploy/compose: the broker's secrets (apache/kafka turns KAFKA_A_B into a.b)",

@@ -52,6 +52,7 @@ CONNECTOR_PORT_VAR = {
     "connectors.sinks.redis": "KEEL_REDIS_SINK_PORT",
     "connectors.sinks.postgres_inbox": "KEEL_INBOX_PORT",
     "connectors.sinks.webhook": "KEEL_WEBHOOK_PORT",
+    "connectors.sinks.directory": "KEEL_DIRECTORY_SINK_PORT",
 }
 
 
