@@ -105,6 +105,7 @@ def test_status_and_down_see_make_run_and_a_second_start_is_refused(
         line = next((ln for ln in status.splitlines() if f"keel: {name} " in ln), "")
         assert " up: " in line, (name, status)
     assert "started by `make run`" in status and "/readyz 200" in status
+    assert "demo feed" not in status  # a one-shot producer: its end is no failure
 
     # "ready" means the demo's story is there: the README's first curl answers at once
     log_file = tmp_path / "make-run.log"
@@ -132,6 +133,11 @@ def test_status_and_down_see_make_run_and_a_second_start_is_refused(
     age_p99 = p99(exposition, "keel_event_freshness_seconds")
     assert applied_p99 < 60 < age_p99, (applied_p99, age_p99)
     print(f"\ndemo: p99 Kafka -> applied {applied_p99} s, p99 event-time age {age_p99} s")
+
+    feed_done = time.monotonic() + 120
+    while "demo feed: done" not in log_file.read_text() and time.monotonic() < feed_done:
+        time.sleep(1)
+    assert target(env, "--status").returncode == 0  # still well once the feed is done
 
     again = target(env, "--background")  # make up while make run runs
     assert again.returncode == 1 and "already running" in again.stdout
