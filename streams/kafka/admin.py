@@ -86,7 +86,10 @@ def topic_specs(settings: Settings) -> dict[str, dict[str, str]]:
 
 def ensure_topics(settings: Settings, timeout: float = 60.0) -> list[str]:
     """Create missing topics; verify partition counts of existing ones. Returns created names."""
-    admin = AdminClient(client_config(settings.kafka_bootstrap))
+    # librdkafka's lines through Python logging (KEEL_LOG_FORMAT), not raw on stderr
+    admin = AdminClient(
+        client_config(settings.kafka_bootstrap, logger=logging.getLogger("librdkafka"))
+    )
     specs = topic_specs(settings)
     try:
         metadata = reach(settings.kafka_bootstrap, timeout)

@@ -124,7 +124,9 @@ class BaseProducer:
         #: why Kafka refused this client's credentials or certificate, once it did
         self.auth_failure: KafkaAuthError | None = None
         self._security = security()
-        self._producer = Producer(producer_config(bootstrap, error_cb=self._on_error, **overrides))
+        # librdkafka's own lines through Python logging (KEEL_LOG_FORMAT), not raw on stderr
+        self._producer = Producer(producer_config(
+            bootstrap, error_cb=self._on_error, **{"logger": librdkafka_log, **overrides}))
         self._polling: threading.Thread | None = None
         self._stop_polling = threading.Event()
 

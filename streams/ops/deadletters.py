@@ -22,6 +22,7 @@ not as an unrelated new failure.
 from __future__ import annotations
 
 import json
+import logging
 import string
 import time
 import uuid
@@ -202,6 +203,7 @@ def _consumer(settings: Settings) -> Consumer:
             "group.id": f"keel-deadletters-{uuid.uuid4()}",  # read-only: never commits
             "enable.auto.commit": False,
             "auto.offset.reset": "earliest",
+            "logger": logging.getLogger("librdkafka"),  # not raw on stderr
         }
     )
 

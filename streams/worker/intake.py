@@ -240,6 +240,7 @@ class Intake:
                 "fetch.wait.max.ms": 100,
                 "session.timeout.ms": 10_000,
                 "heartbeat.interval.ms": 2_000,
+                "logger": logging.getLogger("librdkafka"),  # not raw on stderr
             }
         )
         producer = BaseProducer(s.kafka_bootstrap, **tuning.INTAKE_PRODUCER)
@@ -271,7 +272,8 @@ class Intake:
         """
         s, topic = self.settings, self.settings.topics.erasures
         reader = Consumer(client_config(s.kafka_bootstrap, None, **{
-            "enable.auto.commit": False, "group.id": f"{s.app_id}-erasures-reader"}))  # fmt: skip
+            "enable.auto.commit": False, "group.id": f"{s.app_id}-erasures-reader",
+            "logger": logging.getLogger("librdkafka")}))  # fmt: skip
         try:
             meta = reader.list_topics(topic, timeout=10).topics.get(topic)
             if meta is None or meta.error is not None:  # no such topic: nothing to pass on
