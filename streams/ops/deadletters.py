@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, Message, TopicPartition
 
 from streams.config import Settings
 from streams.errors import KeelError
@@ -210,45 +210,19 @@ def _consumer(settings: Settings) -> Consumer:
 
 def read_dead_letters(settings: Settings, timeout: float = 10.0) -> Iterator[DeadLetter]:
     """Every dead letter currently in the topic, oldest first per partition."""
-    topic = settings.topics.deadletter
-    consumer = _consumer(settings)
-    try:
-        meta = consumer.list_topics(topic, timeout=timeout).topics.get(topic)
-        if meta is None or meta.error is not None:
-            return
-        ends = {}
-        for p in meta.partitions:
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout)
-            if high > low:
-                ends[p] = high
-        consumer.assign([TopicPartition(topic, p, 0) for p in ends])
-        deadline = time.monotonic() + timeout
-        while ends and time.monotonic() < deadline:
-            msg = consumer.poll(0.5)
-            if msg is None or msg.error():
-                continue
-            pairs = cast(list[tuple[str, bytes | None]], msg.headers() or [])
-            headers = {k: (v or b"").decode(errors="replace") for k, v in pairs}
-            partition, offset = int(msg.partition() or 0), int(msg.offset() or 0)
-            key, value = msg.key(), msg.value()
-            yield DeadLetter(
-                partition,
-                offset,
-                key.encode() if isinstance(key, str) else key,
-                value.encode() if isinstance(value, str) else value,
-                headers,
-            )
-            if offset + 1 >= ends[partition]:
-                del ends[partition]
-    finally:
-        consumer.close()
+    for msg in _read_all(settings, settings.topics.deadletter, timeout):
+        pairs = cast(list[tuple[str, bytes | None]], msg.headers() or [])
+        headers = {k: (v or b"").decode(errors="replace") for k, v in pairs}
+        yield DeadLetter(int(msg.partition() or 0), int(msg.offset() or 0),
+                         _bytes(msg.key()), _bytes(msg.value()), headers)  # fmt: skip
 
 
 def read_statuses(settings: Settings, timeout: float = 10.0) -> dict[str, dict[str, Any]]:
     """position -> the newest status record of that letter (deadletter-status.v1)."""
     topic = settings.topics.deadletter_status
     out: dict[str, dict[str, Any]] = {}
-    for key, value in _read_all(settings, topic, timeout):
+    for msg in _read_all(settings, topic, timeout):
+        key, value = _bytes(msg.key()), _bytes(msg.value())
         if key is None:
             continue
         position = key.decode(errors="replace")
@@ -262,9 +236,9 @@ def read_statuses(settings: Settings, timeout: float = 10.0) -> dict[str, dict[s
     return out
 
 
-def _read_all(
-    settings: Settings, topic: str, timeout: float
-) -> Iterator[tuple[bytes | None, bytes | None]]:
+def _read_all(settings: Settings, topic: str, timeout: float) -> Iterator[Message]:
+    """Every record of ``topic`` up to its end offsets as they were when asked, oldest first
+    per partition (a read-only consumer that never commits)."""
     consumer = _consumer(settings)
     try:
         meta = consumer.list_topics(topic, timeout=timeout).topics.get(topic)
@@ -281,14 +255,16 @@ def _read_all(
             msg = consumer.poll(0.5)
             if msg is None or msg.error():
                 continue
-            key, value = msg.key(), msg.value()
-            yield (key.encode() if isinstance(key, str) else key,
-                   value.encode() if isinstance(value, str) else value)  # fmt: skip
+            yield msg
             partition, offset = int(msg.partition() or 0), int(msg.offset() or 0)
             if offset + 1 >= ends[partition]:
                 del ends[partition]
     finally:
         consumer.close()
+
+
+def _bytes(data: str | bytes | None) -> bytes | None:
+    return data.encode() if isinstance(data, str) else data
 
 
 def entries(
