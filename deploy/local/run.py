@@ -37,6 +37,7 @@ import urllib.request
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 from deploy.local import record
 from deploy.local.compose_secrets import ensure_compose_secrets
@@ -396,11 +397,8 @@ def _children(stack: Stack, children: list[Child]) -> list[record.Process]:
     ]
 
 
-def already_running(run_dir: Path) -> str | None:
-    """Why a new start must not go on: what runs and how to stop it; None if nothing runs."""
-    found = record.running(run_dir)
-    if found is None:
-        return None
+def already_running(found: dict[str, Any]) -> str:
+    """What the record ``found`` says runs, and how to stop it."""
     names = ", ".join(p.name for p in found["processes"] if p.alive())
     return (f"keel is already running (started by `{found['started_by']}` at {found['at']}: "
             f"{names or 'its launcher'}); `make status` shows it, `make down` stops it")
@@ -566,12 +564,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.status:
         return run_status(run_dir)
     if not args.down:
-        why = already_running(run_dir)
         found = record.running(run_dir)
-        if why and args.background and found and found["started_by"] == "make up":
-            pass  # make up again: run_background answers "already up"
-        elif why:
-            _say(why)
+        # make up again under make up: run_background answers "already up"
+        if found is not None and not (args.background and found["started_by"] == "make up"):
+            _say(already_running(found))
             return 1
     stack = Stack(run_dir, demo=not (args.down or args.background), tokens=not args.down)
     if args.down:
