@@ -13,9 +13,12 @@ voice_views.py). The join agent (streams/worker/agent.py) calls:
 
 The index is a copy of the table's partition in memory, rebuilt from RocksDB whenever the
 group's generation changed (a rebalance, a restart), so it only ever holds what is stored.
-voice.v1 is derived from it: besides after every batch that changed a topic, every topic is
-republished every :data:`REPUBLISH_S` (its windows move with the clock), which also makes up
-for a record lost with a crash between a batch's commit and its publication.
+voice.v1 is derived from a :class:`streams.domain.voice_rollup.Rollup` beside it, which keeps
+every topic's windows up to date per fact and per clock tick, so a record costs what it shows,
+not a pass over every fact. Each :data:`PUBLISH_S` the topics that stored batches or the
+moving clock changed are published; every topic is published again after the index is
+rebuilt and every :data:`REPUBLISH_S`, which makes up for a record lost with a crash between a
+batch's commit and its publication, or not confirmed.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from prometheus_client.registry import Collector
 
 from streams.app import app, settings
 from streams.domain import voice
+from streams.domain.voice_rollup import Rollup
 from streams.encoding.codec import get_codec
 from streams.worker import live
 from streams.worker import messages as msg
@@ -111,7 +115,9 @@ class Index:
         self.facts: dict[str, dict[str, Any]] = {}
         #: goes up with every change of ``facts``, so answers computed from them can be reused
         self.revision = 0
-        #: topics whose facts changed since voice_publish last published them
+        #: the facts' voice.v1 windows, kept per fact (valid with the facts)
+        self.rollup = Rollup(0)
+        #: topics whose windows changed since voice_publish last published them
         self.dirty: set[str] = set()
 
     def valid(self) -> bool:
@@ -143,6 +149,8 @@ def facts() -> dict[str, dict[str, Any]] | None:
         for key, value in voice_facts.data._iteritems():
             loaded[key.decode()] = orjson.loads(value)
         index.facts = loaded
+        index.rollup = Rollup(now_ms(), loaded.values())
+        index.dirty = set(index.rollup.topics())
         index.revision += 1
         index.generation = app.consumer_generation_id
         log.info("voice: %d facts loaded", len(loaded))
@@ -162,32 +170,29 @@ def after_commit(tx: Transaction, emitter: Emitter) -> None:
 
 def _after_commit(tx: Transaction, emitter: Emitter) -> None:
     # the batch's own writes (no re-encoding of its other tables' rows: this is the join's
-    # hot path); the topics they touch are published by voice_publish, at most once a second,
-    # since a voice.v1 record costs a pass over every fact of its topic
+    # hot path); the topics they touch are published by voice_publish, at most once a second
     rows = tx.written(voice_facts)
     if not rows or not index.valid():
         return  # nothing of ours, or the index is rebuilt from the table at the next read
+    rollup = index.rollup
     for contact_id, fact in rows:
-        old = index.facts.get(contact_id)
-        if old is not None:
-            index.dirty.add(old["topic"])
         if fact is None:
             index.facts.pop(contact_id, None)
+            index.dirty |= rollup.remove(contact_id)
         else:
             index.facts[contact_id] = fact
-            index.dirty.add(fact["topic"])
+            index.dirty |= rollup.put(fact)
     index.revision += 1
     live.changed([voice.VOICE_KEY])
 
 
 def publish(emitter: Emitter, topics: list[str]) -> None:
-    """voice.v1 records of ``topics`` from the index, confirmed in the background."""
-    known = index.facts.values()
-    now = now_ms()
+    """voice.v1 records of ``topics`` from the rollup (at its clock), confirmed in the
+    background."""
     out = emitter.outbox()
     codec = get_codec()
     for topic in topics:
-        record = voice.topic_record(known, topic, now)
+        record = index.rollup.record(topic)
         out.produce(VOICE_TOPIC, topic.encode(), codec.encode("VoiceTopic", record, check=False))
     asyncio.ensure_future(_confirm(out, len(topics)))
 
@@ -201,11 +206,10 @@ async def _confirm(out: Any, n: int) -> None:
 
 def republish(emitter: Emitter) -> None:
     """Every topic with a fact in the last 60 days, published again (windows move)."""
-    known = facts()
-    if known is None:
+    if facts() is None:
         return
-    cutoff = now_ms() - voice.KEEP_MS
-    topics = sorted({f["topic"] for f in known.values() if f["opened_at"] > cutoff})
+    index.rollup.advance(now_ms())
+    topics = index.rollup.topics()
     if topics:
         publish(emitter, topics)
     live.changed([voice.VOICE_KEY])
@@ -275,8 +279,12 @@ REGISTRY.register(VoiceCollector())
 
 @app.timer(interval=PUBLISH_S)
 async def voice_publish() -> None:
-    """Publish the voice.v1 records of the topics stored batches changed (the voice owner)."""
-    if not index.dirty or not index.valid():
+    """Publish the voice.v1 records of the topics that stored batches or the clock changed
+    (the voice owner)."""
+    if not index.valid():
+        return
+    index.dirty |= index.rollup.advance(now_ms())
+    if not index.dirty:
         return
     topics, index.dirty = sorted(index.dirty), set()
     try:
