@@ -38,9 +38,9 @@ HELD_CHECK_INTERVAL_S = 10.0
 #: leaders moving) before it gives up and reports itself failed (streams/worker/agent.py)
 KAFKA_OUTAGE_RETRY_S = 600.0
 
-#: internal messages the join agent handles between two turns of the event loop: ~10 ms of
-#: work, so a query waits for at most that much of a batch
-CHUNK = 50
+#: the longest the join runs without giving the event loop a turn (handling a batch, encoding
+#: its states, producing its changelog records), so a query waits for at most about that
+SLICE_S = 0.004
 
 #: RocksDB options of every table partition (faust's defaults give each of the worker's 80
 #: databases, 10 tables x 8 partitions, a 2 GB block cache and up to 3 x 64 MB memtables)
@@ -131,7 +131,7 @@ def describe(batch_max: int, batch_wait_ms: int) -> dict[str, Any]:
         "emitter": emitter,
         "faust_producer_linger_ms": FAUST_PRODUCER_LINGER_MS,
         "internal_topics": f"packed per destination partition, records <= {PACK_BYTES} bytes",
-        "chunk": CHUNK,
+        "slice_ms": SLICE_S * 1000,
         "table_writes": "once per key per batch: changelog record confirmed, then one RocksDB "
         "write batch per partition with the changelog offset",
         "state_publish": "once per customer per batch",

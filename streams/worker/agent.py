@@ -54,7 +54,7 @@ from streams.ops import health, metrics
 from streams.worker import clock, customers, live, references, unmatched
 from streams.worker import messages as msg
 from streams.worker import voice as voice_worker
-from streams.worker.checkpoint import Transaction, commit
+from streams.worker.checkpoint import Transaction, Turns, commit
 from streams.worker.emit import (
     CUSTOMER_EVENTS,
     DEADLETTER_TOPIC,
@@ -166,12 +166,12 @@ def unpack(value: bytes | None) -> list:
 
 
 async def handle_batch(tx: Transaction, records: list[EventT]) -> None:
-    """Apply every message of ``records``; give the loop a turn every ``tuning.CHUNK`` messages.
+    """Apply every message of ``records``; give the loop a turn every ``tuning.SLICE_S``.
 
     Queries read only what is stored, and this is the only writer, so a turn in the middle
     of a batch shows nobody a half-applied batch.
     """
-    done = 0
+    turn = Turns()
     for record in records:
         msg = record.message
         tx.at(msg.partition)
@@ -190,9 +190,8 @@ async def handle_batch(tx: Transaction, records: list[EventT]) -> None:
                 dead_letter(
                     tx, record, orjson.dumps(pair), f"keel could not handle this message: {exc!r}"
                 )
-            done += 1
-            if done % tuning.CHUNK == 0:
-                await asyncio.sleep(0)
+            if turn.due():
+                await turn.take()
 
 
 @app.agent(t.internal, name="keel.join", concurrency=1)

@@ -39,7 +39,9 @@ table being restored could put an older value back.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -59,6 +61,30 @@ log = logging.getLogger(__name__)
 _GONE = object()
 STATE_TOPIC = settings.topics.state
 codec = get_codec()
+
+
+class Turns:
+    """When a long synchronous stretch should give the event loop a turn: every
+    ``tuning.SLICE_S`` of work, so queries and timers never wait for a whole batch.
+
+        turn = Turns()
+        for item in items:
+            work(item)
+            if turn.due():
+                await turn.take()
+    """
+
+    __slots__ = ("_until",)
+
+    def __init__(self) -> None:
+        self._until = time.perf_counter() + tuning.SLICE_S
+
+    def due(self) -> bool:
+        return time.perf_counter() >= self._until
+
+    async def take(self) -> None:
+        await asyncio.sleep(0)
+        self._until = time.perf_counter() + tuning.SLICE_S
 
 
 class Packer:
@@ -191,13 +217,17 @@ async def commit(batch: Transaction, emitter: Emitter, current: Callable[[], boo
     a record, with the same consequence.
     """
     # 1. internal messages and customer states (signals, dead letters: already produced)
+    turn = Turns()
     batch.internal.flush()
     for customer_id, state in batch._published.items():
         value = None if state is None else codec.encode("CustomerState", view(state), check=False)
         batch.out.produce(STATE_TOPIC, customer_id.encode(), value)
+        if turn.due():
+            await turn.take()
     metrics.STATE_PUBLISHED.inc(len(batch._published))
     # 2. all of them confirmed
     await batch.out.confirmed()
+    turn = Turns()
     changes = batch.changes()
     if not changes:
         return current()
@@ -209,6 +239,8 @@ async def commit(batch: Transaction, emitter: Emitter, current: Callable[[], boo
         topic = tables.CHANGELOG_TOPIC[table]
         for key, value in rows:
             log_out.produce(topic, key, value, None, partition)
+            if turn.due():
+                await turn.take()
     await log_out.confirmed()
     if not current():
         return False
