@@ -19,7 +19,7 @@ help:
 	@echo "make chaos  the fault suite at 4x the size make test runs it (kills, outages, poison)"
 	@echo "make lint   ruff + mypy + import contracts (lint-imports)"
 	@echo "make bench  throughput, freshness, query latency, recovery at two scales (bench/results/)"
-	@echo "make bench-profile  py-spy on a worker working the backlog, in a run of its own"
+	@echo "make bench-profile  py-spy on a worker on the backlog, then live, in a run of its own"
 
 # The runtime packages only for run/up; the test toolchain (pytest, mypy, ruff, selenium, …)
 # on top for test/lint. pip's output goes to .venv/pip.log (its tail is shown if it fails).

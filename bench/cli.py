@@ -260,10 +260,43 @@ def profile_run(s: BenchSettings) -> dict[str, Any]:
             "events_per_s_under_profiler": under["events_per_s"],
             "seconds": under["wall_seconds"],
         }
+        if s.profile_live_rate > 0:
+            rate = s.profile_live_rate
+            r.phase(f"profile: the caught-up worker under {rate:g} live events/s with py-spy")
+            res["profile_live"] = _profile_live(r, bootstrap, worker, data.history_file, rate)
     path = _finish(r, "-profile")
     report.write(res, path)
     res["_path"] = str(path)
     return res
+
+
+def _profile_live(
+    r: Run, bootstrap: str, worker: KeelWorker, history_file: Path, rate: float
+) -> dict[str, Any]:
+    """py-spy on the worker while ``rate`` events/s are offered live, from no backlog: live
+    traffic is not a backlog (events travel 1-3 per internal record), so it has a profile
+    of its own. The offer's freshness is under the profiler: kept for context only."""
+    s = r.s
+    behind = phases.caught_up(bootstrap, worker, r.names, s.drain_s, s.ready_timeout_s)
+    profiler = Profiler(r.work / "worker-live.pyspy.txt")
+    plan = phases._offer_plan(s, bootstrap, r.names, history_file, worker.url,
+                              [(rate, s.fresh_duration_s)])  # fmt: skip
+    before = worker.threads_cpu()
+    profiler.attach(worker.pid)
+    try:
+        spawned = phases._spawn("bench.offer", plan, r.work, "profile-live")
+        out = phases._result(spawned, "profile-live", s.fresh_duration_s + s.grace_s + 60)
+    finally:
+        profiler.detach()
+    step = out["steps"][0]
+    return {
+        "rate": rate,
+        "raw": str(profiler.out),
+        "before": behind,
+        **profiler.top(25),
+        "worker_cpu_under_profiler": phases.live_cpu(before, worker.threads_cpu(), step["events"]),
+        "freshness_under_profiler": {k: step.get(k) for k in ("topic", "saturated")},
+    }
 
 
 def run(s: BenchSettings) -> dict[str, Any]:

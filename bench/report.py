@@ -353,10 +353,18 @@ def growth_table(g: dict[str, Any]) -> str:
 
 
 def profile_table(r: dict[str, Any], n: int = 15) -> str:
-    """What ``--profile`` prints: idle and GIL shares, per thread, and the busy top list."""
-    p = r["profile"]
+    """What ``--profile`` prints: per profile (the backlog's, then the live one's), idle and
+    GIL shares, per thread, and the busy top list."""
+    parts = [_profile_section(r, r["profile"], "on the backlog", n)]
+    live = r.get("profile_live")
+    if live is not None:
+        parts.append(_profile_section(r, live, f"live at {live['rate']:g} events/s", n))
+    return "\n\n".join(parts)
+
+
+def _profile_section(r: dict[str, Any], p: dict[str, Any], what: str, n: int) -> str:
     if p.get("error"):
-        return f"profile failed: {p['error']}"
+        return f"profile {what} failed: {p['error']}"
     m = r["machine"]
 
     def pct(x: float | None) -> str:
@@ -364,8 +372,8 @@ def profile_table(r: dict[str, Any], n: int = 15) -> str:
 
     busy = 1 - p["idle_share"] - p["gil_share"]
     lines = [
-        f"profile (py-spy --native, every thread; {p['samples']:,} samples over "
-        f"{p['seconds']:.0f} s; {m['cores']} cores, load {_load(m)})",
+        f"profile {what} (py-spy --native, every thread; {p['samples']:,} samples; "
+        f"{m['cores']} cores, load {_load(m)})",
         f"  idle (parked in epoll/poll/futex/sleep waits) {pct(p['idle_share'])}, "
         f"waiting for the GIL {pct(p['gil_share'])}, busy {pct(busy)}",
     ]
@@ -377,9 +385,16 @@ def profile_table(r: dict[str, Any], n: int = 15) -> str:
     lines.append(f"busy samples ({p['busy_samples']:,}), self time:")
     for row in p["self"][:n]:
         lines.append(f"  {pct(row['share'])}  {row['function']}")
-    lines.append(
-        f"(rate under the profiler {p['events_per_s_under_profiler']:,.0f} events/s: not a figure)"
-    )
+    lines.append("busy samples, total time (anywhere in the stack):")
+    for row in p["total"][:n]:
+        lines.append(f"  {pct(row['share'])}  {row['function']}")
+    if "events_per_s_under_profiler" in p:
+        lines.append(f"(rate under the profiler {p['events_per_s_under_profiler']:,.0f} "
+                     "events/s: not a figure)")  # fmt: skip
+    else:
+        cpu = p["worker_cpu_under_profiler"]
+        lines.append(f"(worker CPU under the profiler {cpu['ms_per_event']} ms per event offered, "
+                     f"by thread group {cpu['ms_per_event_by_group']}: not a figure)")  # fmt: skip
     return "\n".join(lines)
 
 

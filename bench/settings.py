@@ -40,6 +40,8 @@ class BenchSettings:
     # a profiling run instead of the measured one (py-spy pauses the worker at every sample)
     profile: bool = False
     profile_budget_s: float = 60.0  # seconds the profiled worker works on the backlog
+    # then, caught up, this many events/s offered live for fresh_duration_s (0: no live part)
+    profile_live_rate: float = 1000.0
     peer: bool = True
     quick: bool = False
     # seconds one worker may spend on the backlog before the rest is skipped (figure partial)
@@ -156,6 +158,14 @@ def parse(argv: list[str] | None = None) -> BenchSettings:
         help="instead of measuring: a worker on the backlog with py-spy attached, its profile "
         "(BENCH_PROFILE; make bench-profile)",
     )
+    p.add_argument(
+        "--profile-live",
+        type=float,
+        default=_env("profile_live_rate", base.profile_live_rate),
+        metavar="RATE",
+        help="with --profile: then profile the caught-up worker under RATE live events/s "
+        "(BENCH_PROFILE_LIVE_RATE; 0: the backlog only)",
+    )
     p.add_argument("--no-peer", action="store_true", help="skip the Quix Streams peer")
     args = p.parse_args(argv)
     s = replace(base, **QUICK) if args.quick else base
@@ -180,6 +190,7 @@ def parse(argv: list[str] | None = None) -> BenchSettings:
         bootstrap=args.bootstrap,
         throughput_budget_s=args.budget or _env("budget", s.throughput_budget_s),
         profile=args.profile,
+        profile_live_rate=args.profile_live if not args.quick else 100.0,
         peer=s.peer and not args.no_peer,
     )
     if any(e < 100 or c < 10 for e, c in s.scales):

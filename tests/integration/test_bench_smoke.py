@@ -339,3 +339,8 @@ def test_quick_profile_is_a_run_of_its_own(kafka: Kafka, tmp_path: Path) -> None
     assert not [row for row in p["self"] if row["function"].startswith(parked)], p["self"]
     assert "idle" in run.stdout and "not a figure" in run.stdout
     assert len(r["machine"]["load_avg_at_end"]) == 3
+    live = r["profile_live"]  # then live traffic, from no backlog, profiled apart
+    assert live["rate"] == 100 and live["before"]["lag_records_after"] == 0
+    assert live["samples"] > 0 and "join (MainThread)" in live["threads"]
+    assert live["worker_cpu_under_profiler"]["events"] > 0
+    assert "profile live at 100 events/s" in run.stdout
