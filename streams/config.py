@@ -69,6 +69,12 @@ VARIABLES: tuple[tuple[str, str, str], ...] = (
     ),
     ("KEEL_MAX_RECORD_BYTES", "1048576", "larger input records are dead letters"),
     (
+        "KEEL_ROCKSDB_MEMORY_MB",
+        "128",
+        "memory of all the worker's table partitions together (one RocksDB block cache, "
+        "memtables charged to it): the bound of what the tables hold in RAM",
+    ),
+    (
         "KEEL_HOLD_MAX_S",
         "604800",
         "a shipment/contact held this long (event time, and wall time) for its order/identity: "
@@ -310,6 +316,7 @@ class Settings:
     max_state_bytes: int
     max_record_bytes: int
     hold_max_s: int
+    rocksdb_memory_mb: int
     input_retention_ms: int
     deadletter_retention_ms: int
     erasures_retention_ms: int
@@ -415,6 +422,7 @@ class Settings:
             max_state_bytes=_int("KEEL_MAX_STATE_BYTES", get("KEEL_MAX_STATE_BYTES"), 16 * 1024),
             max_record_bytes=_int("KEEL_MAX_RECORD_BYTES", get("KEEL_MAX_RECORD_BYTES"), 1024),
             hold_max_s=_int("KEEL_HOLD_MAX_S", get("KEEL_HOLD_MAX_S"), 1),
+            rocksdb_memory_mb=_int("KEEL_ROCKSDB_MEMORY_MB", get("KEEL_ROCKSDB_MEMORY_MB"), 16),
             input_retention_ms=_retention("KEEL_INPUT_RETENTION_MS", get),
             deadletter_retention_ms=_retention("KEEL_DEADLETTER_RETENTION_MS", get),
             erasures_retention_ms=_retention("KEEL_ERASURES_RETENTION_MS", get),

@@ -42,13 +42,17 @@ KAFKA_OUTAGE_RETRY_S = 600.0
 #: its states, producing its changelog records), so a query waits for at most about that
 SLICE_S = 0.004
 
-#: RocksDB options of every table partition (faust's defaults give each of the worker's 80
-#: databases, 10 tables x 8 partitions, a 2 GB block cache and up to 3 x 64 MB memtables)
+#: RocksDB options of every table partition (faust's defaults give each of the worker's
+#: databases, 15 tables x 8 partitions, a 2 GB block cache and up to 3 x 64 MB memtables).
+#: The block cache is one for all of them, of KEEL_ROCKSDB_MEMORY_MB, and their memtables
+#: are charged to it (streams/worker/tables.py): each partition had a 16 MB cache and up to
+#: 2 x 8 MB memtables of its own, ~3 GB per 100,000 customers in the bench.
 ROCKSDB: dict[str, Any] = {
     "write_buffer_size": 8 * 1024**2,
     "max_write_buffer_number": 2,
-    "block_cache_size": 16 * 1024**2,
 }
+#: the share of KEEL_ROCKSDB_MEMORY_MB the memtables of all partitions may take together
+ROCKSDB_MEMTABLE_SHARE = 0.5
 
 #: topic config of the tables' changelogs (streams/kafka/admin.py creates them). Kafka compacts only
 #: closed segments, and its default segment is 1 GB or 7 days: a changelog then holds every

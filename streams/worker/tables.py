@@ -29,7 +29,9 @@ from typing import Any
 
 import faust
 import orjson
+import rocksdict
 from aiokafka.partitioner import murmur2
+from faust.stores.rocksdb import RocksDBOptions
 from rocksdict import WriteBatch, WriteOptions
 
 from streams import tuning
@@ -52,8 +54,49 @@ class _KeelTable(faust.Table):
         return "raw" if typ is str else "orjson"
 
 
+class _OneBudget(RocksDBOptions):
+    """RocksDB options that put every table partition in one memory budget.
+
+    faust opens each partition's database with a block cache of its own; with 15 tables x 8
+    partitions that memory grows with every partition the worker holds. Here all of them share
+    one LRU block cache of ``budget`` bytes, and a write buffer manager charges their
+    memtables to that cache (at most ``tuning.ROCKSDB_MEMTABLE_SHARE`` of it), so what the
+    tables hold in RAM stays under one bound, KEEL_ROCKSDB_MEMORY_MB. Writers are not stalled
+    at the bound (that would stop the event loop); RocksDB flushes memtables sooner instead.
+    """
+
+    def __init__(self, budget: int, **options: Any) -> None:
+        super().__init__(**options)
+        self.budget = budget
+        self.cache = rocksdict.Cache(budget)
+        self.memtables = rocksdict.WriteBufferManager.new_write_buffer_manager_with_cache(
+            int(budget * tuning.ROCKSDB_MEMTABLE_SHARE), False, self.cache
+        )
+
+    def as_options(self) -> rocksdict.Options:
+        options = rocksdict.Options(raw_mode=True)
+        options.create_if_missing(True)
+        if self.max_open_files is not None:
+            options.set_max_open_files(self.max_open_files)
+        options.set_write_buffer_size(self.write_buffer_size)
+        options.set_target_file_size_base(self.target_file_size_base)
+        options.set_max_write_buffer_number(self.max_write_buffer_number)
+        options.set_write_buffer_manager(self.memtables)
+        blocks = rocksdict.BlockBasedOptions()
+        blocks.set_bloom_filter(self.bloom_filter_size, block_based=True)
+        blocks.set_block_cache(self.cache)
+        blocks.set_index_type(rocksdict.BlockBasedIndexType.binary_search())
+        options.set_block_based_table_factory(blocks)
+        return options
+
+
+#: the one memory budget of every table partition
+rocksdb_memory = _OneBudget(settings.rocksdb_memory_mb * 1024**2, **tuning.ROCKSDB)
+
+
 def _table(name: str) -> Any:
     table = _KeelTable(app, name=name, key_type=str, options=tuning.ROCKSDB)
+    table.data.rocksdb_options = rocksdb_memory  # type: ignore[attr-defined]  # a RocksDB Store; before any partition's database is opened
     return app.tables.add(table)
 
 
