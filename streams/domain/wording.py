@@ -7,12 +7,15 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from functools import lru_cache
 
 MINUTE, HOUR, DAY = 60_000, 3_600_000, 86_400_000
 
 
+@lru_cache(maxsize=1 << 16)
 def when(ms: int) -> str:
-    """A time a person reads: ``2026-01-01 09:30 UTC``."""
+    """A time a person reads: ``2026-01-01 09:30 UTC``. Remembered: signals are derived
+    again from the whole state on every change, with the same deadlines each time."""
     return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
