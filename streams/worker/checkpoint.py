@@ -146,7 +146,7 @@ class Transaction:
     and each changed customer's state is published once.
     """
 
-    __slots__ = ("out", "internal", "partition", "applied", "_writes", "_published")
+    __slots__ = ("out", "internal", "partition", "applied", "_writes", "_tables", "_published")
 
     def __init__(self, out: Outbox) -> None:
         self.out = out
@@ -155,7 +155,9 @@ class Transaction:
         #: (source, occurred_at, Kafka append time or None) of every event the batch applied,
         #: for the freshness and apply-lag metrics
         self.applied: list[tuple[str, int, int | None]] = []
-        self._writes: dict[tuple[Any, int], dict[str, Any]] = {}
+        #: (id of the table, partition) -> key -> value: faust's tables hash in Python, ids in C
+        self._writes: dict[tuple[int, int], dict[str, Any]] = {}
+        self._tables: dict[int, Any] = {}
         self._published: dict[str, dict | None] = {}
 
     def at(self, partition: int) -> None:
@@ -163,17 +165,25 @@ class Transaction:
         self.partition = partition
 
     def get(self, table: Any, key: str) -> Any:
-        writes = self._writes.get((table, self.partition))
+        writes = self._writes.get((id(table), self.partition))
         if writes is not None and key in writes:
             value = writes[key]
             return None if value is _GONE else value
         return tables.read(table, self.partition, key)
 
     def set(self, table: Any, key: str, value: Any) -> None:
-        self._writes.setdefault((table, self.partition), {})[key] = value
+        self._writing(table)[key] = value
 
     def delete(self, table: Any, key: str) -> None:
-        self._writes.setdefault((table, self.partition), {})[key] = _GONE
+        self._writing(table)[key] = _GONE
+
+    def _writing(self, table: Any) -> dict[str, Any]:
+        where = (id(table), self.partition)
+        writes = self._writes.get(where)
+        if writes is None:
+            writes = self._writes[where] = {}
+            self._tables[id(table)] = table
+        return writes
 
     def contains(self, table: Any, key: str) -> bool:
         return self.get(table, key) is not None
@@ -182,7 +192,7 @@ class Transaction:
         """``(key, value or None if deleted)`` of every key of ``table`` this batch wrote."""
         return [
             (key, None if value is _GONE else value)
-            for (t, _), writes in self._writes.items() if t is table
+            for (t, _), writes in self._writes.items() if t == id(table)
             for key, value in writes.items()
         ]  # fmt: skip
 
@@ -204,7 +214,7 @@ class Transaction:
                 (key.encode(), None if value is _GONE else orjson.dumps(value))
                 for key, value in writes.items()
             ]
-            out.append((table, partition, rows))
+            out.append((self._tables[table], partition, rows))
         return out
 
 
