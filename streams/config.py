@@ -69,6 +69,12 @@ VARIABLES: tuple[tuple[str, str, str], ...] = (
     ),
     ("KEEL_MAX_RECORD_BYTES", "1048576", "larger input records are dead letters"),
     (
+        "KEEL_INTAKE_AHEAD_RECORDS",
+        "5000",
+        "internal records the join may be behind before the intake stops reading the "
+        "departments' topics (a backlog then waits there, where lag alerts see it); 0: no limit",
+    ),
+    (
         "KEEL_ROCKSDB_MEMORY_MB",
         "128",
         "memory of all the worker's table partitions together (one RocksDB block cache, "
@@ -317,6 +323,7 @@ class Settings:
     max_record_bytes: int
     hold_max_s: int
     rocksdb_memory_mb: int
+    intake_ahead_records: int
     input_retention_ms: int
     deadletter_retention_ms: int
     erasures_retention_ms: int
@@ -423,6 +430,9 @@ class Settings:
             max_record_bytes=_int("KEEL_MAX_RECORD_BYTES", get("KEEL_MAX_RECORD_BYTES"), 1024),
             hold_max_s=_int("KEEL_HOLD_MAX_S", get("KEEL_HOLD_MAX_S"), 1),
             rocksdb_memory_mb=_int("KEEL_ROCKSDB_MEMORY_MB", get("KEEL_ROCKSDB_MEMORY_MB"), 16),
+            intake_ahead_records=_int(
+                "KEEL_INTAKE_AHEAD_RECORDS", get("KEEL_INTAKE_AHEAD_RECORDS"), 0
+            ),
             input_retention_ms=_retention("KEEL_INPUT_RETENTION_MS", get),
             deadletter_retention_ms=_retention("KEEL_DEADLETTER_RETENTION_MS", get),
             erasures_retention_ms=_retention("KEEL_ERASURES_RETENTION_MS", get),

@@ -84,6 +84,8 @@ INTAKE_PRODUCER: dict[str, Any] = {
 INTAKE_IDLE_POLL_S = 0.2
 #: seconds between two refreshes of the intake's consumer lag (keel_consumer_lag_records)
 INTAKE_LAG_INTERVAL_S = 1.0
+#: seconds between two looks at how far the join is behind (streams/worker/backpressure.py)
+INTAKE_AHEAD_CHECK_S = 0.5
 #: seconds the intake waits for Kafka to confirm a batch before reading it again
 INTAKE_CONFIRM_TIMEOUT_S = 70.0
 

@@ -75,6 +75,12 @@ HELD = Gauge(
     "once per reference. Recounted from the held tables after every rebalance and "
     "periodically, so it is right after a restart too",
 )
+INTAKE_WAITING = Gauge(
+    "keel_intake_waiting",
+    "1 while this worker's intake does not read the departments' topics because the join is "
+    "more than KEEL_INTAKE_AHEAD_RECORDS internal records behind (the backlog waits in the "
+    "departments' topics, where keel_consumer_lag_records shows it)",
+)
 ANNOUNCED = Counter(
     "keel_voice_announced_total",
     "ANNOUNCE commands published to commands.v1 from the Voice of the Customer board (one per "

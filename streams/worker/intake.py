@@ -61,6 +61,7 @@ from streams.kafka.producer import BaseProducer, Deliveries
 from streams.ops import health, metrics
 from streams.ops.deadletters import REPLAY_OF, REPLAYED_FROM
 from streams.worker import messages as proto
+from streams.worker.backpressure import JoinLag
 from streams.worker.checkpoint import Packer
 
 log = logging.getLogger(__name__)
@@ -244,12 +245,24 @@ class Intake:
             }
         )
         producer = BaseProducer(s.kafka_bootstrap, **tuning.INTAKE_PRODUCER)
+        ahead = JoinLag(s.kafka_bootstrap, sorted(set(self.names.values())), s.app_id,
+                        s.partitions, s.intake_ahead_records)  # fmt: skip
         while not self._stop.is_set() and not self._erasures_first(producer):
             time.sleep(1.0)
         consumer.subscribe(list(self.kinds), on_assign=self._on_assign, on_revoke=self._on_revoke)
+        paused = False
         try:
             while not self._stop.is_set():
                 self._measure_lag(consumer)
+                # The join too far behind: wait, polling (a record fetched before the pause
+                # is still handled) so the intake stays in its group; a new assignment comes
+                # unpaused, so pause whatever is assigned (streams/worker/backpressure.py).
+                if ahead.wait():
+                    consumer.pause(consumer.assignment())
+                    paused = True
+                elif paused:
+                    consumer.resume(consumer.assignment())
+                    paused = False
                 # Wait for the first record (an idle intake sleeps here), then take what is
                 # already fetched without waiting: a lone event goes on at once, and under
                 # load the batch is whatever arrived while the last one was confirmed.
@@ -257,7 +270,7 @@ class Intake:
                 if first is None:
                     continue
                 messages = [first]
-                if s.batch_max > 1:
+                if s.batch_max > 1 and not paused:
                     messages += consumer.consume(s.batch_max - 1, 0)
                 self._handle(consumer, producer, messages)
         finally:

@@ -1,0 +1,96 @@
+"""The intake does not run ahead of the join: how far behind the join is, and when to wait.
+
+The intake (streams/worker/intake.py) reads the departments' topics ten times faster than
+the join can apply them. Left alone, it moves a whole backlog into keel's internal topics
+within minutes: the departments' topics then look read (``keel_consumer_lag_records`` of
+orders.v1 near 0, so an SRE's lag alert stays quiet) while the real queue sits in the
+internal topics, and an event that arrives later waits behind all of it there as well.
+
+So the intake asks, about every ``tuning.INTAKE_AHEAD_CHECK_S``, how many records of the
+internal topics the join group (every worker's join agent, ``KEEL_APP_ID``) has not
+committed yet: their end offsets and the group's committed offsets, two requests to Kafka.
+Above ``KEEL_INTAKE_AHEAD_RECORDS`` it pauses its partitions until the join is down to half
+of that (it keeps polling, so it stays in its group). A backlog then waits in the
+departments' topics, where the lag metric and alert see it. If Kafka cannot say, the intake
+goes on (a broker outage must not also stop it once Kafka is back):
+
+    ahead = JoinLag(bootstrap, topics, group, partitions, limit=2000)
+    if ahead.wait():          # the join is too far behind: pause, poll, look again
+        ...
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient, OffsetSpec
+
+from streams import tuning
+from streams.kafka.config import client_config
+from streams.ops import metrics
+
+log = logging.getLogger(__name__)
+
+
+class JoinLag:
+    """Records of the internal topics the join group has not committed, looked up now and then."""
+
+    def __init__(
+        self, bootstrap: str, topics: list[str], group: str, partitions: int, limit: int
+    ) -> None:
+        self.group = group
+        self.limit = limit
+        self.behind: int | None = None
+        self.waiting = False
+        self._partitions = [TopicPartition(t, p) for t in topics for p in range(partitions)]
+        self._admin = AdminClient(
+            client_config(bootstrap, None, logger=logging.getLogger("librdkafka"))
+        )
+        self._at = float("-inf")  # the first call looks
+
+    def wait(self) -> bool:
+        """True while the intake should not read on: the join is more than ``limit`` records
+        behind, or was and is not yet down to half of it."""
+        if self.limit <= 0:
+            return False
+        now = time.monotonic()
+        if now - self._at >= tuning.INTAKE_AHEAD_CHECK_S:
+            self._at = now
+            self.behind = self._look()
+        if self.behind is None:
+            self.waiting = False
+        elif self.waiting:
+            self.waiting = self.behind > self.limit // 2
+        else:
+            self.waiting = self.behind > self.limit
+        metrics.INTAKE_WAITING.set(1 if self.waiting else 0)
+        return self.waiting
+
+    def _look(self) -> int | None:
+        try:
+            ends = self._admin.list_offsets(
+                {tp: OffsetSpec.latest() for tp in self._partitions},
+                request_timeout=5,
+            )
+            request = ConsumerGroupTopicPartitions(self.group, self._partitions)
+            [committed] = self._admin.list_consumer_group_offsets([request]).values()
+            done = {
+                (tp.topic, tp.partition): tp.offset
+                for tp in committed.result(timeout=5).topic_partitions
+                if tp.error is None
+            }
+            behind = 0
+            for tp, future in ends.items():
+                end = future.result(timeout=5).offset
+                at = done.get((tp.topic, tp.partition), -1)
+                if at >= 0:  # a partition the join never committed is not counted
+                    behind += max(0, end - at)
+            return behind
+        except (KafkaException, TimeoutError, ValueError) as exc:
+            log.debug("intake: how far the join is behind is unknown (%s); reading on", exc)
+            return None
+        except Exception:  # noqa: BLE001 - the intake must go on whatever this lookup does
+            log.exception("intake: how far the join is behind is unknown; reading on")
+            return None
