@@ -36,6 +36,7 @@ from faust.web import Request, Response, View
 from yarl import URL
 
 from streams import auth
+from streams.api import spec
 from streams.api.customers import (
     FORWARD_TIMEOUT,
     FORWARDED_HEADER,
@@ -81,14 +82,6 @@ _in_flight: dict[str, asyncio.Future[None]] = {}
 
 @app.page("/customers/{customer_id}/commands")
 class CustomerCommands(View):
-    async def get(self, request: Request, customer_id: str) -> Response:
-        return _json(
-            self,
-            {"error": "commands are sent with POST (JSON body); GET /customers/{id} reads"},
-            405,
-            {"Allow": "POST"},
-        )
-
     async def post(self, request: Request, customer_id: str) -> Response:
         return await post_at_owner(
             self, request, customers, customer_id,
@@ -204,3 +197,82 @@ FORWARD_TIMEOUT_POST = aiohttp.ClientTimeout(
     total=PUBLISH_TIMEOUT_S + (FORWARD_TIMEOUT.total or 5.0), connect=1.0
 )
 """The owner may wait up to PUBLISH_TIMEOUT_S for Kafka before it answers."""
+
+
+# -- the OpenAPI document's view of this route (streams/api/spec.py) ------------------------
+
+
+def _field(limit: int, description: str) -> spec.Schema:
+    return {"type": "string", "pattern": spec.NO_NUL_TEXT, "maxLength": limit,
+            "description": description}  # fmt: skip
+
+
+AGENT = spec.param(
+    AGENT_HEADER,
+    {"type": "string", "maxLength": 200, "pattern": spec.TEXT["pattern"]},
+    "the agent's name; required with a shared role token (a personal token names its holder)",
+    where="header",
+    required=True,
+)
+_COMMON = {
+    "command_id": _field(200, "the request's id: a retry sends the same"),
+    "reason": _field(4000, "why, for the department and the audit trail"),
+}
+_NOT: spec.Schema = {"not": {}}
+COMMAND = {
+    "type": "object",
+    "description": "one desk command (docs/commands.md); the customer is the path's (a "
+    "customer_id field, if sent, must be the same)",
+    "properties": {
+        **_COMMON,
+        "type": {"enum": ["CANCEL_ORDER", "ADD_NOTE", "RESOLVE_CONTACT"]},
+        "order_id": _field(200, "CANCEL_ORDER's order; ADD_NOTE's without a contact"),
+        "contact_id": _field(200, "RESOLVE_CONTACT's contact; ADD_NOTE's on a contact"),
+        "note": _field(4000, "ADD_NOTE's text"),
+    },
+    "required": ["command_id", "type", "reason"],
+    "additionalProperties": False,
+    "oneOf": [
+        {
+            "properties": {"type": {"const": "CANCEL_ORDER"}, "contact_id": _NOT, "note": _NOT},
+            "required": ["order_id"],
+        },
+        {
+            "properties": {"type": {"const": "RESOLVE_CONTACT"}, "order_id": _NOT, "note": _NOT},
+            "required": ["contact_id"],
+        },
+        {
+            "properties": {"type": {"const": "ADD_NOTE"}},
+            "required": ["note"],
+            "not": {"required": ["order_id", "contact_id"]},
+        },
+    ],
+}
+ACCEPTED = {
+    "type": "object",
+    "properties": {
+        "command_id": {"type": "string"},
+        "agent": {"type": "string"},
+        "duplicate": {"const": True, "description": "the same command again: not published"},
+    },
+    "required": ["command_id"],
+}
+
+OPERATIONS = (
+    spec.Operation(
+        "POST",
+        "/customers/{customer_id}/commands",
+        "postCommand",
+        "A desk agent's command, published to the department (docs/commands.md)",
+        {
+            202: spec.json_reply("Kafka has the command (or had it: duplicate)", ACCEPTED),
+            400: spec.error("an invalid command; field names the culprit"),
+            404: spec.error("no such customer, or its state has no such order or contact"),
+            409: spec.error("the order or contact is closed already, or the id was used"),
+            413: spec.error("the body is larger than 64 KiB"),
+            503: spec.unavailable("Kafka did not acknowledge, or the owner does not answer"),
+        },
+        headers=(AGENT,),
+        request_body=spec.body(COMMAND, "the command"),
+    ),
+)
