@@ -16,7 +16,7 @@ from typing import Any
 from streams.encoding.codec import Codec, get_codec
 from streams.encoding.jsonschema import Converter
 
-__all__ = ["NDJSON", "openapi_document"]
+__all__ = ["NDJSON", "openapi_document", "status_document"]
 
 NDJSON = "application/x-ndjson"
 
@@ -54,28 +54,13 @@ def openapi_document(
     codec = codec or get_codec()
     converter = Converter()
     paths: dict[str, Any] = {}
-    error = {"$ref": "#/components/schemas/Error"}
-
-    def reply(description: str, schema: dict[str, Any]) -> dict[str, Any]:
-        return {"description": description, "content": {"application/json": {"schema": schema}}}
-
-    def guarded(operation: dict[str, Any], role: str) -> dict[str, Any]:
-        if not secured:
-            return operation
-        operation["description"] = (
-            f"{operation.get('description', operation['summary'])} Needs a bearer token with "
-            f"the {role} role."
-        )
-        operation["security"] = [{"bearer": []}]
-        operation["responses"]["401"] = reply("no token, or one keel does not know", error)
-        operation["responses"]["403"] = reply(f"the token lacks the {role} role", error)
-        return operation
+    error = _ERROR
 
     limit = f" at most {max_bytes} bytes" if max_bytes else ""
     for path, record, topic, key_field in inputs:
         event = converter.convert(codec.schema(record))
         paths[f"/events/{path}"] = {
-            "post": guarded(
+            "post": _guarded(
                 {
                     "operationId": f"post{path.capitalize()}",
                     "summary": f"Publish {record}s to {topic} (keyed by {key_field})",
@@ -100,7 +85,7 @@ def openapi_document(
                         },
                     },
                     "responses": {
-                        "202": reply(
+                        "202": _reply(
                             "every event acknowledged by Kafka",
                             {
                                 "type": "object",
@@ -111,47 +96,132 @@ def openapi_document(
                                 "required": ["accepted", "event_ids"],
                             },
                         ),
-                        "400": reply("an invalid event (nothing published)", error),
-                        "413": reply(
+                        "400": _reply("an invalid event (nothing published)", error),
+                        "413": _reply(
                             "body or an encoded event too large (nothing published)", error
                         ),
-                        "503": reply("Kafka did not acknowledge in time: retry the request", error),
+                        "503": _reply(
+                            "Kafka did not acknowledge in time: retry the request", error
+                        ),
                     },
                 },
                 "write",
+                secured,
             )
         }
-    text = {"text/plain": {"schema": {"type": "string"}}}
-    paths["/healthz"] = {
+    paths.update(_status_paths({"type": "object"}, secured, metrics_public))
+    return _document(
+        "keel HTTP ingest",
+        "Department events into keel's input topics (docs/contract.md §8).",
+        paths,
+        {**converter.components, "Error": _error_schema()},
+        secured,
+        "$KEEL_WRITE_TOKEN",
+    )
+
+
+def status_document(
+    name: str, *, secured: bool = True, metrics_public: bool = False
+) -> dict[str, Any]:
+    """The OpenAPI document of connector ``name``'s status port (connectors/status.py).
+
+    >>> sorted(status_document("redis-sink")["paths"])
+    ['/healthz', '/metrics', '/openapi.json']
+    """
+    health = {
+        "type": "object",
+        "description": "ok, and what the connector reports of itself (e.g. whether this "
+        "outbox instance is the leader)",
+        "properties": {"status": {"const": "ok"}},
+        "required": ["status"],
+    }
+    paths = _status_paths(health, secured, metrics_public)
+    paths["/openapi.json"] = {
         "get": {
-            "operationId": "healthz",
-            "summary": "200 while the process lives",
-            "responses": {"200": reply("alive", {"type": "object"})},
+            "operationId": "openapi",
+            "summary": "This document",
+            "responses": {"200": _reply("the OpenAPI 3.1 document", {"type": "object"})},
         }
     }
+    return _document(
+        f"keel {name} status",
+        f"The status port of the {name} connector: liveness and metrics (docs/contract.md §8).",
+        paths,
+        {"Error": _error_schema()},
+        secured,
+        "$KEEL_METRICS_TOKEN",
+    )
+
+
+_ERROR = {"$ref": "#/components/schemas/Error"}
+
+
+def _reply(
+    description: str, schema: dict[str, Any], headers: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    reply = {"description": description, "content": {"application/json": {"schema": schema}}}
+    return {**reply, "headers": headers} if headers else reply
+
+
+def _guarded(operation: dict[str, Any], role: str, secured: bool) -> dict[str, Any]:
+    """``operation`` with the bearer requirement and the 401/403 of ``role`` (if ``secured``)."""
+    if not secured:
+        return operation
+    operation["description"] = (
+        f"{operation.get('description', operation['summary'])} Needs a bearer token with "
+        f"the {role} role."
+    )
+    operation["security"] = [{"bearer": []}]
+    operation["responses"]["401"] = _reply("no token, or one keel does not know", _ERROR)
+    operation["responses"]["403"] = _reply(f"the token lacks the {role} role", _ERROR)
+    return operation
+
+
+def _status_paths(health: dict[str, Any], secured: bool, metrics_public: bool) -> dict[str, Any]:
+    """``/healthz`` (open, its body ``health``) and ``/metrics`` (the metrics role)."""
     metrics = {
         "operationId": "metrics",
         "summary": "Prometheus text exposition",
-        "responses": {"200": {"description": "metrics", "content": text}},
+        "responses": {
+            "200": {
+                "description": "metrics",
+                "content": {"text/plain": {"schema": {"type": "string"}}},
+            }
+        },
     }
-    paths["/metrics"] = {"get": metrics if metrics_public else guarded(metrics, "metrics")}
-    components: dict[str, Any] = {"schemas": {**converter.components, "Error": _error_schema()}}
+    return {
+        "/healthz": {
+            "get": {
+                "operationId": "healthz",
+                "summary": "200 while the process lives",
+                "responses": {"200": _reply("alive", health)},
+            }
+        },
+        "/metrics": {"get": metrics if metrics_public else _guarded(metrics, "metrics", secured)},
+    }
+
+
+def _document(
+    title: str,
+    description: str,
+    paths: dict[str, Any],
+    schemas: dict[str, Any],
+    secured: bool,
+    example_token: str,
+) -> dict[str, Any]:
+    components: dict[str, Any] = {"schemas": schemas}
     if secured:
         components["securitySchemes"] = {
             "bearer": {
                 "type": "http",
                 "scheme": "bearer",
-                "description": "a keel token (docs/security.md), e.g. $KEEL_WRITE_TOKEN from "
+                "description": f"a keel token (docs/security.md), e.g. {example_token} from "
                 ".run/tokens.env",
             }
         }
     return {
         "openapi": "3.1.0",
-        "info": {
-            "title": "keel HTTP ingest",
-            "version": "1",
-            "description": "Department events into keel's input topics (docs/contract.md §8).",
-        },
+        "info": {"title": title, "version": "1", "description": description},
         "paths": paths,
         "components": components,
     }

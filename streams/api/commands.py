@@ -214,46 +214,53 @@ AGENT = spec.param(
     where="header",
     required=True,
 )
-_COMMON = {
-    "command_id": _field(200, "the request's id: a retry sends the same"),
-    "reason": _field(4000, "why, for the department and the audit trail"),
-}
-_NOT: spec.Schema = {"not": {}}
+_ORDER = _field(200, "the order acted on")
+_CONTACT = _field(200, "the contact acted on")
+
+
+def _command(
+    title: str, kind: str, fields: dict[str, spec.Schema], required: list[str]
+) -> spec.Schema:
+    """One command type as a whole object: a generated client gets a class per type."""
+    return {
+        "title": title,
+        "type": "object",
+        "properties": {
+            "command_id": _field(200, "the request's id: a retry sends the same"),
+            "type": {"const": kind},
+            "reason": _field(4000, "why, for the department and the audit trail"),
+            **fields,
+        },
+        "required": ["command_id", "type", "reason", *required],
+        "additionalProperties": False,
+    }
+
+
 COMMAND = {
-    "type": "object",
     "description": "one desk command (docs/commands.md); the customer is the path's (a "
     "customer_id field, if sent, must be the same)",
-    "properties": {
-        **_COMMON,
-        "type": {"enum": ["CANCEL_ORDER", "ADD_NOTE", "RESOLVE_CONTACT"]},
-        "order_id": _field(200, "CANCEL_ORDER's order; ADD_NOTE's without a contact"),
-        "contact_id": _field(200, "RESOLVE_CONTACT's contact; ADD_NOTE's on a contact"),
-        "note": _field(4000, "ADD_NOTE's text"),
-    },
-    "required": ["command_id", "type", "reason"],
-    "additionalProperties": False,
     "oneOf": [
+        _command("CancelOrder", "CANCEL_ORDER", {"order_id": _ORDER}, ["order_id"]),
+        _command("ResolveContact", "RESOLVE_CONTACT", {"contact_id": _CONTACT}, ["contact_id"]),
         {
-            "properties": {"type": {"const": "CANCEL_ORDER"}, "contact_id": _NOT, "note": _NOT},
-            "required": ["order_id"],
-        },
-        {
-            "properties": {"type": {"const": "RESOLVE_CONTACT"}, "order_id": _NOT, "note": _NOT},
-            "required": ["contact_id"],
-        },
-        {
-            "properties": {"type": {"const": "ADD_NOTE"}},
-            "required": ["note"],
+            **_command("AddNote", "ADD_NOTE", {
+                "note": _field(4000, "the note"),
+                "order_id": _field(200, "the order a new contact is about"),
+                "contact_id": _field(200, "the contact the note is added to"),
+            }, ["note"]),  # fmt: skip
             "not": {"required": ["order_id", "contact_id"]},
         },
     ],
 }
-ACCEPTED = {
+ACCEPTED: spec.Schema = {
     "type": "object",
     "properties": {
         "command_id": {"type": "string"},
         "agent": {"type": "string"},
-        "duplicate": {"const": True, "description": "the same command again: not published"},
+        "duplicate": {
+            "type": "boolean",
+            "description": "only there, and true, for the same command again (not published)",
+        },
     },
     "required": ["command_id"],
 }

@@ -23,7 +23,7 @@ import orjson
 from faust.web import Request, Response, View
 
 from streams.api import spec
-from streams.api.commands import AGENT, PUBLISH_TIMEOUT_S, _field, post_at_owner
+from streams.api.commands import ACCEPTED, AGENT, PUBLISH_TIMEOUT_S, _field, post_at_owner
 from streams.api.customers import _error, _json, _route
 from streams.app import app
 from streams.domain import unmatched
@@ -172,11 +172,7 @@ OPERATIONS = (
         "assignContact",
         "Assign an unmatched contact to a customer (docs/commands.md)",
         {
-            202: spec.json_reply("Kafka has the assignment (or had it: duplicate)", {
-                "type": "object",
-                "properties": {"command_id": {"type": "string"}, "duplicate": {"const": True}},
-                "required": ["command_id"],
-            }),  # fmt: skip
+            202: spec.json_reply("Kafka has the assignment (or had it: duplicate)", ACCEPTED),
             400: spec.error("an invalid assignment; field names the culprit"),
             404: spec.error("the contact is not unmatched"),
             409: spec.error("another command assigned it already"),

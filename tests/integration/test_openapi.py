@@ -1,5 +1,6 @@
-"""schemathesis against the worker's /openapi.json with each role's token: every answer the
-worker gives is the one the document promises, bad input is a 4xx and never a 5xx.
+"""schemathesis against the worker's /openapi.json with each role's token, and against each
+connector's status port: every answer is the one the document promises, bad input is a 4xx and
+never a 5xx. (The HTTP ingest's run is in test_connectors.py, beside its other tests.)
 
 One worker (its topics and a directory database of its own) serves every run; each run takes
 the token of one role — read (the query API), agent (commands, assignments, announcements),
@@ -17,10 +18,10 @@ from pathlib import Path
 import pytest
 
 from deploy.local.postgres import Postgres
-from deploy.local.stack import Kafka, free_port
+from deploy.local.stack import Kafka, Redis, free_port
 from tests.builders import unique
 from tests.integration import schemathesis_run
-from tests.integration.connectors_harness import fresh_database
+from tests.integration.connectors_harness import Processes, fresh_database
 from tests.integration.harness import EVERY_TOPIC, Worker, own_topics, token
 
 EXAMPLES = 10
@@ -58,3 +59,39 @@ def test_schemathesis_with_all_checks_passes_against_the_workers_openapi(
     # all but GET /openapi.json itself, which schemathesis leaves out of the run
     assert status == 200 and totals.operations == operations - 1, totals.output[-3000:]
     assert api_worker.get("/readyz")[0] == 200, api_worker.tail()
+
+
+#: connector module, its status port variable, what else it needs (filled in by the test)
+STATUS_PORTS = {
+    "redis-sink": ("connectors.sinks.redis", "KEEL_REDIS_SINK_PORT"),
+    "outbox": ("connectors.sources.postgres_outbox", "KEEL_OUTBOX_PORT"),
+    "inbox": ("connectors.sinks.postgres_inbox", "KEEL_INBOX_PORT"),
+    "webhook": ("connectors.sinks.webhook", "KEEL_WEBHOOK_PORT"),
+    "directory-sink": ("connectors.sinks.directory", "KEEL_DIRECTORY_SINK_PORT"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(STATUS_PORTS))
+def test_schemathesis_with_all_checks_passes_against_each_connectors_status_port(
+    name: str, processes: Processes, redis_server: Redis, postgres_server: Postgres,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    module, port_variable = STATUS_PORTS[name]
+    app_id = unique(f"keel-{name}")
+    database = fresh_database(postgres_server)
+    connector = processes.start(
+        module, port_variable, name, **own_topics(app_id, EVERY_TOPIC),
+        REDIS_URL=redis_server.url, POSTGRES_URL=database, KEEL_DIRECTORY_URL=database,
+        KEEL_WEBHOOK_URL=f"http://127.0.0.1:{free_port()}/nowhere",
+        KEEL_WEBHOOK_SECRET="status-fuzz-secret",
+        **{f"KEEL_{kind}_GROUP": unique(kind.lower())
+           for kind in ("REDIS_SINK", "INBOX", "WEBHOOK", "DIRECTORY_SINK")},
+    )  # fmt: skip
+    totals = schemathesis_run.run(
+        connector.url, tmp_path, EXAMPLES, 2025, f"Authorization: Bearer {token('metrics')}"
+    )
+    print(f"{name} status: {totals.operations} operations, {totals.cases} cases, "
+          f"{totals.failures} failures in {totals.seconds:.0f}s")  # fmt: skip
+    # /healthz and /metrics (schemathesis leaves the document's own route out)
+    assert totals.operations == 2, totals.output[-3000:]
+    assert connector.health()["status"] == "ok", connector.tail()
