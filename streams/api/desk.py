@@ -331,16 +331,16 @@ def _end_streams_on_shutdown(_app: Any, /, *_args: Any, **_kwargs: Any) -> None:
 # -- the OpenAPI document's view of these routes (streams/api/spec.py) ----------------------
 
 _STATE_EVENT = {
-    "type": "object",
-    "description": "state: data is the CustomerState (as GET /customers/{id}), id its version; "
-    'absent: data is {"customer_id": …}, keel does not know it (now); ping: {}',
-    "properties": {
-        "event": {"enum": ["state", "absent", "ping"]},
-        "id": {"type": "string", "pattern": "^[0-9]+$"},
-        "data": {"type": "string", "contentMediaType": "application/json"},
-    },
-    "required": ["event", "data"],
+    "oneOf": [
+        spec.event("state", spec.ref("CustomerState"), "the state (as GET /customers/{id}); "
+                   "id: its version", with_id=True),  # fmt: skip
+        spec.event("absent", {"type": "object", "properties": {"customer_id": {"type": "string"}},
+                              "required": ["customer_id"]},
+                   "keel does not know the customer (now)"),  # fmt: skip
+        spec.PING,
+    ]
 }
+
 
 OPERATIONS = (
     spec.Operation(

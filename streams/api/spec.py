@@ -123,3 +123,23 @@ class Operation:
     description: str = ""
     path_schemas: Mapping[str, Schema] | None = None
     """The schema of a path parameter other than a non-blank string (the default)."""
+
+
+def event(name: str, data: Schema, description: str, *, with_id: bool = False) -> Schema:
+    """One kind of Server-Sent Event: its ``event`` name, its ``data`` a line of JSON whose
+    schema is ``data`` (``contentSchema``), and an ``id`` if it has one."""
+    properties: dict[str, Any] = {
+        "event": {"const": name},
+        "data": {"type": "string", "contentMediaType": "application/json", "contentSchema": data},
+    }
+    if with_id:
+        properties["id"] = {"type": "string", "pattern": "^[0-9]+$"}
+    return {
+        "type": "object",
+        "description": description,
+        "properties": properties,
+        "required": ["event", "data", *(["id"] if with_id else [])],
+    }
+
+
+PING = event("ping", {"type": "object", "maxProperties": 0}, "nothing new: the stream is alive")

@@ -294,13 +294,7 @@ _ANNOUNCEMENT = {
     "additionalProperties": False,
 }
 _FEED_EVENT = {
-    "type": "object",
-    "description": "voice: data is the body of GET /voice; ping: {} between",
-    "properties": {
-        "event": {"enum": ["voice", "ping"]},
-        "data": {"type": "string", "contentMediaType": "application/json"},
-    },
-    "required": ["event", "data"],
+    "oneOf": [spec.event("voice", _AGGREGATES, "the body of GET /voice, now"), spec.PING]
 }
 _BUSY = spec.unavailable("recovering, the voice partition is moving, or its owner is away")
 

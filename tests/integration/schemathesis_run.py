@@ -8,6 +8,7 @@ schemathesis keeps a cache of past failures in its working directory.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -26,20 +27,31 @@ max-stream-events = 1
 
 @dataclass(frozen=True)
 class Totals:
-    """What one run reports: operations tested, test cases generated, failures; its output."""
+    """What one run reports: operations tested, test cases generated, failures; its output,
+    and every request it sent as (method, URL, status), from its HAR report."""
 
     operations: int
     cases: int
     failures: int
     seconds: float
     output: str
+    exchanges: list[tuple[str, str, int]]
+
+    def answered(self, method: str, status: int, *parts: str) -> int:
+        """How many ``method`` requests whose URL has each of ``parts`` got ``status``."""
+        return sum(
+            1
+            for m, url, got in self.exchanges
+            if m == method and got == status and all(p in url for p in parts)
+        )
 
 
-def run(url: str, where: Path, examples: int, seed: int, *headers: str) -> Totals:
+def run(url: str, where: Path, examples: int, seed: int, *headers: str, config: str = "") -> Totals:
     """Run schemathesis on ``url``/openapi.json, sending ``headers`` (``Name: value``) with
-    every request; fails the test with the output unless every check passes."""
+    every request; fails the test with the output unless every check passes. ``config``: more
+    of schemathesis.toml (e.g. dictionaries of known ids)."""
     where.mkdir(parents=True, exist_ok=True)
-    (where / "schemathesis.toml").write_text(CONFIG)
+    (where / "schemathesis.toml").write_text(CONFIG + config)
     command = [
         sys.executable, "-m", "schemathesis.cli", "--config-file", "schemathesis.toml",
         "run", f"{url}/openapi.json",
@@ -48,7 +60,7 @@ def run(url: str, where: Path, examples: int, seed: int, *headers: str) -> Total
         "--workers", "1", "--generation-database", "none",
         "--max-redirects", "0",  # /desk's 302 is the answer documented, not the page behind it
         "--request-timeout", "40",  # above keel's 30 s wait for Kafka: a slow ack is a 503
-        "--report", "junit", "--report-dir", str(where), "--no-color",
+        "--report", "junit,har", "--report-dir", str(where), "--no-color",
     ]  # fmt: skip
     for header in headers:
         command += ["--header", header]
@@ -65,5 +77,10 @@ def run(url: str, where: Path, examples: int, seed: int, *headers: str) -> Total
     generated = re.search(r"(\d+) generated", output)
     failures = re.search(r"(\d+) failures?", output)
     assert tested and generated, output[-3000:]
+    exchanges = [
+        (e["request"]["method"], e["request"]["url"], e["response"]["status"])
+        for har in where.glob("har-*.json")
+        for e in json.loads(har.read_text())["log"]["entries"]
+    ]
     return Totals(int(tested[1]), int(generated[1]), int(failures[1]) if failures else 0, took,
-                  output)  # fmt: skip
+                  output, exchanges)  # fmt: skip
