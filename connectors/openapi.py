@@ -171,7 +171,7 @@ def _guarded(operation: dict[str, Any], role: str, secured: bool) -> dict[str, A
         f"{operation.get('description', operation['summary'])} Needs a bearer token with "
         f"the {role} role."
     )
-    operation["security"] = [{"bearer": []}]
+    operation["security"] = [{"bearer": [role]}]  # OpenAPI 3.1: a bearer scheme's roles
     operation["responses"]["401"] = _reply("no token, or one keel does not know", _ERROR)
     operation["responses"]["403"] = _reply(f"the token lacks the {role} role", _ERROR)
     return operation
