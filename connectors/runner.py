@@ -131,7 +131,7 @@ def run(
             try:
                 status = StatusServer(
                     settings.bind, job.port, job.status or dict, settings.auth,
-                    tls=settings.keel.server_ssl_context(),
+                    tls=settings.keel.server_ssl_context(), name=name,
                 ).start()  # fmt: skip
             except ConnectorError as exc:
                 log.error("%s", exc)

@@ -1,5 +1,6 @@
-"""The HTTP status server of a connector without a web app of its own: ``/healthz`` and
-``/metrics`` on a port of their own."""
+"""The HTTP status server of a connector without a web app of its own: ``/healthz``,
+``/metrics`` and ``/openapi.json`` (connectors/openapi.py's ``status_document``) on a port of
+their own."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from typing import Any
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from connectors.contract import ConnectorError
+from connectors.openapi import status_document
 from streams.auth import AuthConfig, status_role
 
 log = logging.getLogger(__name__)
@@ -22,11 +24,14 @@ __all__ = ["StatusServer"]
 
 
 class StatusServer:
-    """``/healthz`` and ``/metrics`` on a port of their own, for connectors without a web app.
+    """``/healthz``, ``/metrics`` and ``/openapi.json`` on a port of their own, for connectors
+    without a web app.
 
     A thread of the connector process; ``/healthz`` is 200 while the process lives and says
     what ``status()`` reports (e.g. whether this outbox instance is the leader), to anyone;
-    ``/metrics`` needs a token with the metrics role unless ``auth`` says it is public.
+    ``/metrics`` needs a token with the metrics role unless ``auth`` says it is public;
+    ``/openapi.json`` describes the three for connector ``name``. Any other method is 405, any
+    other path 404, both as keel's JSON error.
     """
 
     def __init__(
@@ -36,8 +41,10 @@ class StatusServer:
         status: Callable[[], dict[str, Any]],
         auth: AuthConfig,
         tls: ssl.SSLContext | None = None,
+        name: str = "connector",
     ) -> None:
-        handler = _status_handler(status, auth)
+        document = status_document(name, secured=auth.enabled, metrics_public=auth.metrics_public)
+        handler = _status_handler(status, auth, json.dumps(document).encode())
         try:
             if tls is None:
                 self._server = ThreadingHTTPServer((bind, port), handler)
@@ -81,8 +88,11 @@ class _HTTPSServer(ThreadingHTTPServer):
         log.debug("status https: request from %s failed", client_address, exc_info=True)
 
 
+PATHS = ("/healthz", "/metrics", "/openapi.json")
+
+
 def _status_handler(
-    status: Callable[[], dict[str, Any]], auth: AuthConfig
+    status: Callable[[], dict[str, Any]], auth: AuthConfig, document: bytes
 ) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 - http.server's naming
@@ -96,9 +106,30 @@ def _status_handler(
             elif path == "/healthz":
                 body = {"status": "ok", **status()}
                 self._send(200, json.dumps(body).encode(), "application/json")
+            elif path == "/openapi.json":
+                self._send(200, document, "application/json")
             else:
-                body = {"error": f"no such resource {path}; try /healthz or /metrics"}
-                self._send(404, json.dumps(body).encode(), "application/json")
+                self._error(404, f"no such resource {path}; see /openapi.json")
+
+        def do_HEAD(self) -> None:  # noqa: N802
+            self._head_only = True
+            self.do_GET()
+
+        def _not_allowed(self) -> None:
+            path = self.path.split("?", 1)[0]
+            if path not in PATHS:
+                self._error(404, f"no such resource {path}; see /openapi.json")
+            else:
+                self._error(405, f"{self.command} is not allowed on {path}", {"Allow": "GET"})
+
+        def __getattr__(self, name: str) -> Any:
+            # http.server looks a method up as do_<METHOD>: every other one (POST, QUERY …)
+            if name.startswith("do_"):
+                return self._not_allowed
+            raise AttributeError(name)
+
+        def _error(self, code: int, message: str, headers: dict[str, str] | None = None) -> None:
+            self._send(code, json.dumps({"error": message}).encode(), "application/json", headers)
 
         def _send(
             self, code: int, body: bytes, content_type: str, headers: dict[str, str] | None = None
@@ -109,7 +140,8 @@ def _status_handler(
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
-            self.wfile.write(body)
+            if not getattr(self, "_head_only", False):
+                self.wfile.write(body)
 
         def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
             log.debug("status http: " + format, *args)

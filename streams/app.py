@@ -22,6 +22,7 @@ Settings that matter for correctness, not just speed:
   ``HttpClient`` that trusts ``KEEL_TLS_CA`` for the forwards to other workers (streams/tls.py).
 - ``_Consumer``: after a rebalance every stream partition is sought, those without a committed
   offset too (to their first offset), so records faust dropped around it are read again.
+- aiohttp's own 404/405s answer keel's JSON error (streams/weberrors.py), like the handlers;
 - every request to the web server passes streams/auth.py's check first (one aiohttp
   middleware, the role per path in ``auth.worker_role``), forwarded ones included: a worker
   forwards the caller's token and the owner checks it again.
@@ -44,6 +45,7 @@ from faust.types import TP
 from streams import auth, tls, tuning
 from streams.config import Settings
 from streams.kafka.config import faust_credentials
+from streams.weberrors import json_errors
 
 
 class _OrjsonCodec(codecs.Codec):
@@ -111,7 +113,10 @@ app = faust.App(
     table_standby_replicas=settings.standby_replicas,
     web_enabled=True,
     web_application_options={
-        "middlewares": [auth.middleware(auth_config, auth.worker_role, auth.sse_path)]
+        "middlewares": [
+            json_errors("see /openapi.json"),
+            auth.middleware(auth_config, auth.worker_role, auth.sse_path),
+        ]
     },
     web_bind=settings.api_bind,
     web_port=settings.api_port,

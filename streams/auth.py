@@ -377,8 +377,9 @@ def ingest_role(method: str, path: str) -> str | None:
 
 
 def status_role(path: str) -> str | None:
-    """The role a request to a connector's status port (``/healthz``, ``/metrics``) needs."""
-    if path == "/healthz":
+    """The role a request to a connector's status port (``/healthz``, ``/metrics``,
+    ``/openapi.json``) needs."""
+    if path in {"/healthz", "/openapi.json"}:
         return None
     return METRICS if path == "/metrics" else ANY
 

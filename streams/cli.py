@@ -47,6 +47,7 @@ def _worker(settings: Settings, auth: AuthConfig) -> int:
     import streams.api.deadletters  # noqa: F401  (registers /deadletters and its page)
     import streams.api.desk  # noqa: F401  (registers the service-desk console)
     import streams.api.directory  # noqa: F401  (registers GET /directory, the desk's search)
+    import streams.api.openapi  # noqa: F401  (registers GET /openapi.json)
     import streams.api.unmatched  # noqa: F401  (registers /unmatched and assign_contact)
     import streams.api.voice  # noqa: F401  (registers /voice, the board, announcements)
     import streams.worker.agent  # noqa: F401  (registers agents and tables)

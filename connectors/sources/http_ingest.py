@@ -45,6 +45,7 @@ from connectors.settings import ConnectorSettings, InputKind
 from streams import auth
 from streams.encoding.codec import CodecError, get_codec
 from streams.encoding.jsonconv import JsonFieldError, from_json
+from streams.weberrors import json_errors
 
 log = logging.getLogger("connectors.sources.http_ingest")  # not __main__ under python -m
 
@@ -140,7 +141,10 @@ class Ingest:
 
     def app(self) -> web.Application:
         app = web.Application(
-            middlewares=[_json_errors, auth.middleware(self.settings.auth, auth.ingest_role)],
+            middlewares=[
+                json_errors("see /openapi.json"),
+                auth.middleware(self.settings.auth, auth.ingest_role),
+            ],
             client_max_size=self.max_bytes + 1,
         )
         app.router.add_post("/events/{kind}", self.post_events)
@@ -278,28 +282,6 @@ def _json_kind(value: Any) -> str:
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
     return web.json_response({"error": message}, status=status, headers=headers)
-
-
-@web.middleware
-async def _json_errors(request: web.Request, handler: Any) -> web.StreamResponse:
-    """aiohttp's own 404/405/400s as JSON; an unexpected exception is logged as the bug it is."""
-    try:
-        response: web.StreamResponse = await handler(request)
-        return response
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
-        message = {
-            404: f"no such resource {request.path}; see /openapi.json",
-            405: f"{request.method} is not allowed on {request.path}",
-        }.get(exc.status, exc.text or exc.reason)
-        return _error(exc.status, message, headers)
-    except asyncio.CancelledError:
-        raise
-    except Exception:
-        log.exception("unexpected error handling %s %s", request.method, request.path)
-        return _error(500, "internal error; it is logged")
 
 
 def main(argv: list[str] | None = None) -> int:

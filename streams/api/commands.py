@@ -36,6 +36,7 @@ from faust.web import Request, Response, View
 from yarl import URL
 
 from streams import auth
+from streams.api import spec
 from streams.api.customers import (
     FORWARD_TIMEOUT,
     FORWARDED_HEADER,
@@ -81,14 +82,6 @@ _in_flight: dict[str, asyncio.Future[None]] = {}
 
 @app.page("/customers/{customer_id}/commands")
 class CustomerCommands(View):
-    async def get(self, request: Request, customer_id: str) -> Response:
-        return _json(
-            self,
-            {"error": "commands are sent with POST (JSON body); GET /customers/{id} reads"},
-            405,
-            {"Allow": "POST"},
-        )
-
     async def post(self, request: Request, customer_id: str) -> Response:
         return await post_at_owner(
             self, request, customers, customer_id,
@@ -204,3 +197,89 @@ FORWARD_TIMEOUT_POST = aiohttp.ClientTimeout(
     total=PUBLISH_TIMEOUT_S + (FORWARD_TIMEOUT.total or 5.0), connect=1.0
 )
 """The owner may wait up to PUBLISH_TIMEOUT_S for Kafka before it answers."""
+
+
+# -- the OpenAPI document's view of this route (streams/api/spec.py) ------------------------
+
+
+def _field(limit: int, description: str) -> spec.Schema:
+    return {"type": "string", "pattern": spec.NO_NUL_TEXT, "maxLength": limit,
+            "description": description}  # fmt: skip
+
+
+AGENT = spec.param(
+    AGENT_HEADER,
+    {"type": "string", "maxLength": 200, "pattern": spec.TEXT["pattern"]},
+    "the agent's name; required with a shared role token (a personal token names its holder)",
+    where="header",
+    required=True,
+)
+_ORDER = _field(200, "the order acted on")
+_CONTACT = _field(200, "the contact acted on")
+
+
+def _command(
+    title: str, kind: str, fields: dict[str, spec.Schema], required: list[str]
+) -> spec.Schema:
+    """One command type as a whole object: a generated client gets a class per type."""
+    return {
+        "title": title,
+        "type": "object",
+        "properties": {
+            "command_id": _field(200, "the request's id: a retry sends the same"),
+            "type": {"const": kind},
+            "reason": _field(4000, "why, for the department and the audit trail"),
+            **fields,
+        },
+        "required": ["command_id", "type", "reason", *required],
+        "additionalProperties": False,
+    }
+
+
+COMMAND = {
+    "description": "one desk command (docs/commands.md); the customer is the path's (a "
+    "customer_id field, if sent, must be the same)",
+    "oneOf": [
+        _command("CancelOrder", "CANCEL_ORDER", {"order_id": _ORDER}, ["order_id"]),
+        _command("ResolveContact", "RESOLVE_CONTACT", {"contact_id": _CONTACT}, ["contact_id"]),
+        {
+            **_command("AddNote", "ADD_NOTE", {
+                "note": _field(4000, "the note"),
+                "order_id": _field(200, "the order a new contact is about"),
+                "contact_id": _field(200, "the contact the note is added to"),
+            }, ["note"]),  # fmt: skip
+            "not": {"required": ["order_id", "contact_id"]},
+        },
+    ],
+}
+ACCEPTED: spec.Schema = {
+    "type": "object",
+    "properties": {
+        "command_id": {"type": "string"},
+        "agent": {"type": "string"},
+        "duplicate": {
+            "type": "boolean",
+            "description": "only there, and true, for the same command again (not published)",
+        },
+    },
+    "required": ["command_id"],
+}
+
+OPERATIONS = (
+    spec.Operation(
+        "POST",
+        "/customers/{customer_id}/commands",
+        "postCommand",
+        "A desk agent's command, published to the department (docs/commands.md)",
+        {
+            202: spec.json_reply("Kafka has the command (or had it: duplicate)", ACCEPTED),
+            400: spec.error("an invalid command; field names the culprit"),
+            404: spec.error("no such customer, or its state has no such order or contact"),
+            409: spec.error("the order or contact is closed already, or the id was used"),
+            413: spec.error("the body is larger than 64 KiB"),
+            503: spec.unavailable("Kafka did not acknowledge, or the owner does not answer"),
+        },
+        headers=(AGENT,),
+        request_body=spec.body(COMMAND, "the command"),
+    ),
+)

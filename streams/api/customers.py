@@ -37,6 +37,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from yarl import URL
 
 from streams import auth
+from streams.api import spec
 from streams.app import app
 from streams.domain.identity import normalize_email, normalize_phone
 from streams.domain.join import EMAIL, ORDER, PHONE
@@ -309,3 +310,126 @@ async def readyz(web: View, request: Request) -> Response:
 async def metrics_page(web: View, request: Request) -> Response:
     # aiohttp refuses a charset inside content_type; the exposition format is UTF-8 anyway.
     return web.bytes(generate_latest(), content_type=CONTENT_TYPE_LATEST.split("; charset")[0])
+
+
+# -- the OpenAPI document's view of these routes (streams/api/spec.py) ----------------------
+
+_UNAVAILABLE = spec.unavailable(
+    "the worker is recovering its tables, partitions are moving, or the owner does not answer"
+)
+_LOOKUP = {
+    "type": "object",
+    "properties": {
+        "email": {**spec.TEXT, "description": "an e-mail, any case"},
+        "phone": {
+            "type": "string",
+            "pattern": "[0-9]",
+            "description": "a phone number; only its digits (and a leading +) count",
+        },
+        "order_id": {**spec.TEXT, "description": "an order id"},
+    },
+    "additionalProperties": False,
+    "minProperties": 1,
+    "maxProperties": 1,
+}
+
+OPERATIONS = (
+    spec.Operation(
+        "GET",
+        "/customers/{customer_id}",
+        "getCustomer",
+        "A customer's state; with include=linked also the accounts linked to it",
+        {
+            200: spec.json_reply(
+                "the CustomerState (with include=linked: and its combined view)",
+                {"anyOf": [spec.ref("CustomerState"), spec.ref("CustomerWithLinked")]},
+            ),
+            400: spec.error("include has a value other than linked"),
+            404: spec.error("keel knows no such customer"),
+            503: _UNAVAILABLE,
+        },
+        query=(
+            spec.param("include", {"enum": ["linked"]}, "linked: add the combined view"),
+        ),
+    ),
+    spec.Operation(
+        "DELETE",
+        "/customers/{customer_id}",
+        "eraseCustomer",
+        "Erase a customer: publish an erasure request (docs/erasure.md)",
+        {
+            202: spec.json_reply("Kafka has the request", spec.ref("ErasureRequest")),
+            400: spec.error("the body is not JSON, or reason is missing"),
+            413: spec.error("the body is larger than 16 KiB"),
+            503: spec.unavailable("Kafka did not acknowledge: send it again (same request_id)"),
+        },
+        headers=(
+            spec.param("X-Keel-Agent", {"type": "string"}, "who asks (with a shared role "
+                       "token; default admin)", where="header"),  # fmt: skip
+        ),
+        request_body=spec.body(
+            {
+                "type": "object",
+                "properties": {
+                    "reason": {**spec.text(500), "description": "why: the audit trail"},
+                    "request_id": {
+                        "anyOf": [spec.TEXT, {"type": "null"}],
+                        "description": "a retry sends the same; null or left out: a new one",
+                    },
+                },
+                "required": ["reason"],
+            },
+            "why the customer is erased",
+        ),
+    ),
+    spec.Operation(
+        "GET",
+        "/customers",
+        "findCustomer",
+        "The state of the customer an e-mail, a phone number or an order id resolves to",
+        {
+            200: spec.json_reply("the customer's CustomerState", spec.ref("CustomerState")),
+            400: spec.error("not exactly one of email, phone, order_id, or an empty one"),
+            404: spec.error("no customer is known by it"),
+            503: _UNAVAILABLE,
+        },
+        query=(
+            {
+                **spec.param("lookup", _LOOKUP, "exactly one of email, phone, order_id",
+                             required=True),  # fmt: skip
+                "style": "form",
+                "explode": True,
+            },
+        ),
+    ),
+    spec.Operation(
+        "GET",
+        "/healthz",
+        "healthz",
+        "Whether the worker's loops are alive (for an orchestrator's liveness probe)",
+        {
+            200: spec.json_reply("alive", {"type": "object", "properties": {
+                "status": {"const": "ok"}}, "required": ["status"]}),  # fmt: skip
+            500: spec.json_reply("a loop failed", {"type": "object", "required": ["status",
+                "error", "failed"], "properties": {"status": {"const": "failed"}}}),  # fmt: skip
+        },
+    ),
+    spec.Operation(
+        "GET",
+        "/readyz",
+        "readyz",
+        "Whether the worker serves queries (tables recovered, partitions assigned)",
+        {
+            200: spec.json_reply("ready", {"type": "object", "properties": {
+                "status": {"const": "ready"}}, "required": ["status"]}),  # fmt: skip
+            503: spec.unavailable("recovering tables or waiting for partitions"),
+        },
+    ),
+    spec.Operation(
+        "GET",
+        "/metrics",
+        "metrics",
+        "Prometheus text exposition",
+        {200: spec.media_reply("the metrics", "text/plain")},
+    ),
+)

@@ -21,6 +21,7 @@ from aiohttp import web as aioweb
 from faust.web import Request, Response, View
 
 from streams import auth
+from streams.api import spec
 from streams.api.customers import _error, _json
 from streams.api.desk import _file
 from streams.app import app, auth_config, settings
@@ -64,9 +65,6 @@ class _Action(View):
 
     action = ""
 
-    async def get(self, request: Request, position: str) -> Response:
-        return _json(self, {"error": f"{self.action} is sent with POST"}, 405, {"Allow": "POST"})
-
     async def post(self, request: Request, position: str) -> Response:
         raw = await request.read()  # type: ignore[attr-defined]  # aiohttp's Request
         if len(raw) > MAX_BODY:
@@ -102,3 +100,95 @@ class Handled(_Action):
 @app.page("/desk/deadletters")
 async def deadletters_page(web: View, request: Request) -> Any:
     return _file("deadletters.html")
+
+
+# -- the OpenAPI document's view of these routes (streams/api/spec.py) ----------------------
+
+_POSITION = {"position": {"type": "string", "pattern": "^[0-9]+:[0-9]+$",
+                          "description": "partition:offset in the dead-letter topic"}}  # fmt: skip
+_SUMMARY = {
+    "type": "object",
+    "properties": {"position": {"type": "string"}, "status": {"enum": list(dl.STATUSES)}},
+    "required": ["position", "status"],
+}
+_MISSING = spec.error("no dead letter at that position")
+_ACTION_BODY = spec.body({"type": "object"}, "none needed", required=False)
+
+OPERATIONS = (
+    spec.Operation(
+        "GET",
+        "/deadletters",
+        "listDeadLetters",
+        "The dead-letter queue (docs/operations.md)",
+        {
+            200: spec.json_reply("the letters", {
+                "type": "object",
+                "properties": {"deadletters": {"type": "array", "items": _SUMMARY},
+                               "topic": {"type": "string"}},
+                "required": ["deadletters", "topic"],
+            }),  # fmt: skip
+            400: spec.error("an invalid since or status"),
+        },
+        query=(
+            spec.param("topic", {"type": "string"}, "only letters from this source topic"),
+            spec.param("reason", {"type": "string"}, "only letters whose reason has this"),
+            spec.param("since", {"anyOf": [{"type": "string", "pattern": "^[0-9]+[smhd]$"},
+                                           {"type": "string", "format": "date-time"},
+                                           {"type": "string", "format": "date"},
+                                           {"const": ""}]},
+                       "failed since: 30m, 2h, 7d ago, or an ISO-8601 time"),  # fmt: skip
+            spec.param("status", {"enum": [*dl.STATUSES, "all", ""]}, "default open"),
+        ),
+    ),
+    spec.Operation(
+        "GET",
+        "/deadletters/{position}",
+        "getDeadLetter",
+        "One dead letter: its headers, its value as JSON and as a hex dump",
+        {
+            200: spec.json_reply("the letter", {**_SUMMARY, "required": [
+                "position", "status", "headers", "json", "hex", "bytes"]}),  # fmt: skip
+            400: spec.error("not partition:offset"),
+            404: _MISSING,
+        },
+        path_schemas=_POSITION,
+    ),
+    spec.Operation(
+        "POST",
+        "/deadletters/{position}/replay",
+        "replayDeadLetter",
+        "Publish the letter to its source topic again",
+        {
+            202: spec.json_reply("replayed", {"type": "object", "required": ["replayed", "to"]}),
+            400: spec.error("not partition:offset, or the body is not a JSON object"),
+            404: _MISSING,
+            413: spec.error("the body is larger than 16 KiB"),
+        },
+        request_body=_ACTION_BODY,
+        path_schemas=_POSITION,
+    ),
+    spec.Operation(
+        "POST",
+        "/deadletters/{position}/handled",
+        "markDeadLetterHandled",
+        "Mark the letter handled: no replay needed, and why",
+        {
+            202: spec.json_reply("marked", {"type": "object", "required": ["handled"]}),
+            400: spec.error("no note, not partition:offset, or the body is not a JSON object"),
+            404: _MISSING,
+            413: spec.error("the body is larger than 16 KiB"),
+        },
+        request_body=spec.body(
+            {"type": "object", "properties": {"note": spec.TEXT}, "required": ["note"]},
+            "why no replay is needed",
+        ),
+        path_schemas=_POSITION,
+    ),
+    spec.Operation(
+        "GET",
+        "/desk/deadletters",
+        "deadLettersPage",
+        "The console's dead-letter page (HTML)",
+        {200: spec.media_reply("the page", "text/html")},
+    ),
+)

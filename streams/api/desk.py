@@ -48,6 +48,7 @@ from aiohttp import web as aioweb
 from faust.web import Request, View
 from yarl import URL
 
+from streams.api import spec
 from streams.api.customers import (
     FORWARDED_HEADER,
     _error,
@@ -325,3 +326,79 @@ def _end_streams_on_rebalance(_app: Any, /, *_args: Any, **_kwargs: Any) -> None
 def _end_streams_on_shutdown(_app: Any, /, *_args: Any, **_kwargs: Any) -> None:
     """Open streams would hold up the web server's shutdown for a minute."""
     live.hub.close_all()
+
+
+# -- the OpenAPI document's view of these routes (streams/api/spec.py) ----------------------
+
+_STATE_EVENT = {
+    "oneOf": [
+        spec.event("state", spec.ref("CustomerState"), "the state (as GET /customers/{id}); "
+                   "id: its version", with_id=True),  # fmt: skip
+        spec.event("absent", {"type": "object", "properties": {"customer_id": {"type": "string"}},
+                              "required": ["customer_id"]},
+                   "keel does not know the customer (now)"),  # fmt: skip
+        spec.PING,
+    ]
+}
+
+
+OPERATIONS = (
+    spec.Operation(
+        "GET",
+        "/desk",
+        "deskRedirect",
+        "To the console",
+        {302: {"description": "to /desk/", "headers": {"Location": {
+            "required": True, "schema": {"const": "/desk/"}}}}},  # fmt: skip
+    ),
+    spec.Operation(
+        "GET",
+        "/desk/",
+        "desk",
+        "The service-desk console (HTML)",
+        {200: spec.media_reply("the page", "text/html")},
+    ),
+    spec.Operation(
+        "GET",
+        "/desk/static/{name}",
+        "deskStatic",
+        "The console's scripts and style sheets",
+        {
+            200: {
+                "description": "the file",
+                "content": {t: {"schema": {"type": "string"}} for t in CONTENT_TYPES.values()},
+            },
+            404: spec.error("no such file"),
+        },
+        path_schemas={"name": {"enum": sorted(FILES)}},
+    ),
+    spec.Operation(
+        "GET",
+        "/desk/config.json",
+        "deskConfig",
+        "What the console needs of the worker's settings",
+        {
+            200: spec.json_reply("the settings", {
+                "type": "object",
+                "properties": {"stale_after_s": {"type": "number"},
+                               "heartbeat_s": {"type": "number"},
+                               "signals": {"type": "object",
+                                           "additionalProperties": {"type": "string"}}},
+                "required": ["stale_after_s", "heartbeat_s", "signals"],
+            })  # fmt: skip
+        },
+    ),
+    spec.Operation(
+        "GET",
+        "/desk/customers/{customer_id}/events",
+        "customerEvents",
+        "The customer's state, live: an event at once and after every change, ping between",
+        {
+            200: spec.media_reply("the stream (it does not end)", "text/event-stream",
+                                  _STATE_EVENT),  # fmt: skip
+            503: spec.unavailable("recovering, rebalancing, or the owner does not answer"),
+        },
+        description="Takes the token as Authorization: Bearer or as the cookie keel_token "
+        "(an EventSource sends no headers).",
+    ),
+)

@@ -23,6 +23,7 @@ from typing import Any
 
 from faust.web import Request, Response, View
 
+from streams.api import spec
 from streams.api.customers import _error, _json
 from streams.app import app, settings
 from streams.domain.directory import MIN_CHARS, Query, QueryError, query
@@ -118,3 +119,36 @@ async def get_directory(web: View, request: Request) -> Response:
     for row in rows:
         row["matched"] = "exact" if row.pop("exact") else ("phone" if q.phone else "words")
     return _json(web, {"customers": rows})
+
+
+# -- the OpenAPI document's view of this route (streams/api/spec.py) ------------------------
+
+OPERATIONS = (
+    spec.Operation(
+        "GET",
+        "/directory",
+        "searchDirectory",
+        "Find customers by part of a name, an e-mail, a phone number, an order or customer id",
+        {
+            200: spec.json_reply("the best matches first", {
+                "type": "object",
+                "properties": {"customers": {"type": "array", "items": {
+                    "type": "object",
+                    "properties": {"customer_id": {"type": "string"},
+                                   "matched": {"enum": ["exact", "words", "phone"]}},
+                    "required": ["customer_id", "name", "emails", "phones", "order_ids",
+                                 "updated_at", "matched"],
+                }}},
+                "required": ["customers"],
+            }),  # fmt: skip
+            400: spec.error("q has fewer than two letters or digits, or a bad limit"),
+            503: spec.unavailable("no directory configured, or PostgreSQL does not answer"),
+        },
+        query=(
+            spec.param("q", {"type": "string", "minLength": MIN_CHARS}, "what the caller said: "
+                       f"at least {MIN_CHARS} letters or digits", required=True),  # fmt: skip
+            spec.param("limit", {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT},
+                       "at most this many (default 10)"),  # fmt: skip
+        ),
+    ),
+)

@@ -22,7 +22,8 @@ from typing import Any
 import orjson
 from faust.web import Request, Response, View
 
-from streams.api.commands import PUBLISH_TIMEOUT_S, post_at_owner
+from streams.api import spec
+from streams.api.commands import ACCEPTED, AGENT, PUBLISH_TIMEOUT_S, _field, post_at_owner
 from streams.api.customers import _error, _json, _route
 from streams.app import app
 from streams.domain import unmatched
@@ -80,10 +81,6 @@ def _iso(entry: dict[str, Any]) -> dict[str, Any]:
 
 @app.page("/unmatched/{contact_id}/assign")
 class AssignContact(View):
-    async def get(self, request: Request, contact_id: str) -> Response:
-        return _json(self, {"error": "assign_contact is sent with POST (JSON body)"}, 405,
-                     {"Allow": "POST"})  # fmt: skip
-
     async def post(self, request: Request, contact_id: str) -> Response:
         return await post_at_owner(
             self, request, unmatched_table, unmatched.UNMATCHED_KEY,
@@ -120,3 +117,68 @@ async def assign(contact_id: str, raw: bytes, agent: str | None) -> tuple[int, d
     metrics.COMMANDS.labels(ASSIGN, "published").inc()
     log.info("assign_contact %s published by %s", command["command_id"], command["agent"])
     return 202, {"command_id": command["command_id"]}
+
+
+# -- the OpenAPI document's view of these routes (streams/api/spec.py) ----------------------
+
+_ASSIGNMENT = {
+    "type": "object",
+    "properties": {
+        "command_id": _field(unmatched.MAX_ID, "a retry sends the same"),
+        "customer_id": _field(unmatched.MAX_ID, "whose contact it is"),
+        "reason": _field(unmatched.MAX_TEXT, "why, for the audit trail"),
+    },
+    "required": ["command_id", "customer_id", "reason"],
+    "additionalProperties": False,
+}
+_ENTRY = {
+    "type": "object",
+    "properties": {
+        "contact_id": {"type": "string"},
+        "channel": {"type": ["string", "null"]},
+        "opened_at": {"type": ["string", "null"], "format": "date-time"},
+        "since": {"type": ["string", "null"], "format": "date-time"},
+        "why": {"type": "array", "items": {"type": "object"}},
+        "candidates": {"type": "array", "items": {"type": "string"}},
+    },
+    "required": ["contact_id", "channel", "opened_at", "since", "why", "candidates"],
+}
+
+OPERATIONS = (
+    spec.Operation(
+        "GET",
+        "/unmatched",
+        "listUnmatched",
+        "The contacts keel could not place with a customer, by contact id (docs/api.md)",
+        {
+            200: spec.json_reply("one page", {
+                "type": "object",
+                "properties": {"unmatched": {"type": "array", "items": _ENTRY},
+                               "next": {"type": ["string", "null"]}},
+                "required": ["unmatched", "next"],
+            }),  # fmt: skip
+            400: spec.error("limit is not a whole number from 1 to 1000"),
+            503: spec.unavailable("recovering, or the partition is moving"),
+        },
+        query=(
+            spec.param("limit", {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT},
+                       "entries per page (default 100)"),  # fmt: skip
+            spec.param("after", {"type": "string"}, "the next of the page before"),
+        ),
+    ),
+    spec.Operation(
+        "POST",
+        "/unmatched/{contact_id}/assign",
+        "assignContact",
+        "Assign an unmatched contact to a customer (docs/commands.md)",
+        {
+            202: spec.json_reply("Kafka has the assignment (or had it: duplicate)", ACCEPTED),
+            400: spec.error("an invalid assignment; field names the culprit"),
+            404: spec.error("the contact is not unmatched"),
+            409: spec.error("another command assigned it already"),
+            503: spec.unavailable("Kafka did not acknowledge, or the owner does not answer"),
+        },
+        headers=(AGENT,),
+        request_body=spec.body(_ASSIGNMENT, "the assignment"),
+    ),
+)

@@ -25,7 +25,8 @@ from aiohttp import web as aioweb
 from faust.web import Request, Response, View
 from yarl import URL
 
-from streams.api.commands import AGENT_HEADER, PUBLISH_TIMEOUT_S, post_at_owner
+from streams.api import spec
+from streams.api.commands import AGENT, AGENT_HEADER, PUBLISH_TIMEOUT_S, post_at_owner
 from streams.api.customers import (
     FORWARDED_HEADER,
     _error,
@@ -127,10 +128,6 @@ _announced: OrderedDict[str, tuple[tuple[Any, ...], dict[str, Any]]] = OrderedDi
 
 @app.page("/voice/announcements")
 class Announcements(View):
-    async def get(self, request: Request) -> Response:
-        return _json(self, {"error": "announcements are sent with POST (JSON body)"}, 405,
-                     {"Allow": "POST"})  # fmt: skip
-
     async def post(self, request: Request) -> Response:
         return await post_at_owner(self, request, voice_facts, voice.VOICE_KEY, announce)
 
@@ -263,3 +260,120 @@ async def board_events(web: View, request: Request) -> Any:
     if voice_worker.facts() is None:
         return _error(web, 503, "the voice partition is moving; try again shortly")
     return await _board_stream(web, request, *window)
+
+
+# -- the OpenAPI document's view of these routes (streams/api/spec.py) ----------------------
+
+_WINDOW = spec.param("window", {"enum": list(voice.WINDOWS)}, "the window (default 7d)")
+_AGGREGATES = {
+    "type": "object",
+    "properties": {
+        "window": {"enum": list(voice.WINDOWS)},
+        "as_of": {"type": "integer", "description": "epoch ms the window ends at"},
+        "window_ms": {"type": "integer"},
+        "from": {"type": "integer"},
+        "total": {"type": "object"},
+        "topics": {"type": "array", "items": {"type": "object"}},
+        "kinds": {"type": "object", "required": list(voice.KINDS)},
+        "products": {"type": "array", "items": {"type": "object"}},
+        "channels": {"type": "array", "items": {"type": "object"}},
+    },
+    "required": ["window", "as_of", "window_ms", "from", "total", "topics", "kinds",
+                 "products", "channels"],
+}  # fmt: skip
+_ANNOUNCEMENT = {
+    "type": "object",
+    "properties": {
+        "announcement_id": {**spec.text(200), "description": "a retry sends the same"},
+        "topic": {**spec.text(voice.MAX_TOPIC), "description": "the topic on the board"},
+        "text": {**spec.text(voice.MAX_ANNOUNCEMENT), "description": "what customers are told"},
+        "window": {"enum": list(voice.WINDOWS), "description": "default 7d"},
+        "kind": {"enum": list(voice.KINDS), "description": "default COMPLAINT"},
+    },
+    "required": ["announcement_id", "topic", "text"],
+    "additionalProperties": False,
+}
+_FEED_EVENT = {
+    "oneOf": [spec.event("voice", _AGGREGATES, "the body of GET /voice, now"), spec.PING]
+}
+_BUSY = spec.unavailable("recovering, the voice partition is moving, or its owner is away")
+
+OPERATIONS = (
+    spec.Operation(
+        "GET",
+        "/voice",
+        "getVoice",
+        "What customers said within a window: by topic, kind, product, channel (docs/voice.md)",
+        {
+            200: spec.json_reply("the aggregates", _AGGREGATES),
+            400: spec.error("an unknown window"),
+            503: _BUSY,
+        },
+        query=(_WINDOW,),
+    ),
+    spec.Operation(
+        "GET",
+        "/voice/customers",
+        "getVoiceCustomers",
+        "The customers behind a topic, with their words",
+        {
+            200: spec.json_reply("the customers", {
+                "type": "object",
+                "properties": {"topic": {"type": "string"}, "window": {"type": "string"},
+                               "kind": {"type": ["string", "null"]},
+                               "customers": {"type": "array", "items": {"type": "object"}}},
+                "required": ["topic", "window", "kind", "customers"],
+            }),  # fmt: skip
+            400: spec.error("no topic, an unknown window or kind"),
+            503: _BUSY,
+        },
+        query=(
+            _WINDOW,
+            spec.param("topic", spec.TEXT, "the topic", required=True),
+            spec.param("kind", {"enum": ["", *voice.KINDS]}, "only this kind"),
+        ),
+    ),
+    spec.Operation(
+        "POST",
+        "/voice/announcements",
+        "postAnnouncement",
+        "Tell every customer behind a topic: one ANNOUNCE command each",
+        {
+            202: spec.json_reply("Kafka has every command (or had: duplicate)", {
+                "type": "object",
+                "properties": {"announcement_id": {"type": "string"},
+                               "sent": {"type": "integer", "minimum": 0},
+                               "customers": {"type": "array", "items": {"type": "string"}},
+                               "command_ids": {"type": "array", "items": {"type": "string"}},
+                               "skipped": {"type": "object"}},
+                "required": ["announcement_id", "topic", "window", "kind", "sent", "customers",
+                             "command_ids", "skipped"],
+            }),  # fmt: skip
+            400: spec.error("an invalid announcement, or no agent"),
+            409: spec.error("the announcement_id was used for another announcement"),
+            503: _BUSY,
+        },
+        headers=(AGENT,),
+        request_body=spec.body(_ANNOUNCEMENT, "the announcement"),
+    ),
+    spec.Operation(
+        "GET",
+        "/desk/voice",
+        "voiceBoard",
+        "The Voice of the Customer board (HTML)",
+        {200: spec.media_reply("the page", "text/html")},
+    ),
+    spec.Operation(
+        "GET",
+        "/desk/voice/events",
+        "voiceFeed",
+        "The board's live feed: a voice event at once and after every change, ping between",
+        {
+            200: spec.media_reply("the stream (it does not end)", "text/event-stream",
+                                  _FEED_EVENT),  # fmt: skip
+            400: spec.error("an unknown window"),
+            503: _BUSY,
+        },
+        query=(_WINDOW,),
+    ),
+)

@@ -373,10 +373,10 @@ def announcement_of(body: Any) -> dict[str, Any]:
         out[name] = value.strip()
     out["topic"] = normalize_topic(out["topic"])
     out["window"] = body.get("window", "7d")
-    if out["window"] not in WINDOWS:
+    if not isinstance(out["window"], str) or out["window"] not in WINDOWS:  # {} is unhashable
         raise Refused(400, f"window must be one of {', '.join(WINDOWS)}", "window")
     out["kind"] = body.get("kind", "COMPLAINT")
-    if out["kind"] not in KINDS:
+    if not isinstance(out["kind"], str) or out["kind"] not in KINDS:
         raise Refused(400, f"kind must be one of {', '.join(KINDS)}", "kind")
     return out
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import string
 import time
 import uuid
@@ -151,8 +152,11 @@ def parse_since(text: str, now: datetime | None = None) -> datetime:
     """
     now = now or datetime.now(UTC)
     units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-    if text[:-1].isdigit() and text[-1:] in units:
-        return now - timedelta(seconds=int(text[:-1]) * units[text[-1]])
+    if re.fullmatch(r"[0-9]+[smhd]", text):  # ASCII digits: "²h".isdigit() is True too
+        try:
+            return now - timedelta(seconds=int(text[:-1]) * units[text[-1]])
+        except OverflowError:  # further back than year 1: every letter
+            return datetime.min.replace(tzinfo=UTC)
     try:
         when = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from deploy.local.postgres import Postgres
-from deploy.local.stack import Kafka, SaslSsl, free_port
+from deploy.local.stack import Kafka, Redis, SaslSsl, free_port
 from deploy.local.tls import Certificates, make_certificates
 from tests.integration.connectors_harness import Processes
 from tests.integration.harness import Cluster, Departments, Worker, ensure_tokens
@@ -79,6 +79,18 @@ def postgres_server() -> Iterator[Postgres]:
     finally:
         server.stop()
         shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Redis]:
+    """A Redis of the module's own (the Redis sink's)."""
+    base = tmp_path_factory.mktemp("redis")
+    server = Redis(base / "data", port=free_port(), log_file=base / "redis.log")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture

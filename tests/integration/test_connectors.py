@@ -1,19 +1,15 @@
 """The connectors end to end: HTTP ingest, PostgreSQL outbox and Redis sink, all real processes.
 
-Kafka and the worker are the session's (conftest); PostgreSQL and Redis are started here from
-deploy/local, on ports the OS hands out. What is checked is what a department or an app sees:
-HTTP answers, rows gone from keel_outbox, records on the topics, values in Redis.
+Kafka and the worker are the session's, Redis the module's (conftest); PostgreSQL is started
+here from deploy/local, on ports the OS hands out. What is checked is what a department or an
+app sees: HTTP answers, rows gone from keel_outbox, records on the topics, values in Redis.
 """
 
 from __future__ import annotations
 
 import http.client
 import json
-import os
-import re
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -30,7 +26,8 @@ from deploy.local.stack import Kafka, Redis, free_port
 from streams.encoding.codec import CodecError, get_codec
 from streams.encoding.jsonconv import to_json
 from tests.builders import T0, contact, order, shipment, unique
-from tests.integration.connectors_harness import ROOT, ConnectorProcess, ndjson, post
+from tests.integration import schemathesis_run
+from tests.integration.connectors_harness import ConnectorProcess, ndjson, post
 from tests.integration.harness import (
     Departments,
     Worker,
@@ -76,17 +73,6 @@ def fresh_database(server: Postgres) -> str:
     with psycopg.connect(server.url, autocommit=True) as conn:
         conn.execute(f"CREATE DATABASE {name}")
     return server.url.rsplit("/", 1)[0] + f"/{name}"
-
-
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Redis]:
-    base = tmp_path_factory.mktemp("redis")
-    server = Redis(base / "data", port=free_port(), log_file=base / "redis.log")
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")
@@ -387,59 +373,22 @@ SCHEMATHESIS_EXAMPLES = 40
 def test_schemathesis_with_all_checks_passes_against_the_ingests_openapi(
     side_ingest: ConnectorProcess, tmp_path: Path
 ) -> None:
-    """``schemathesis run --checks all`` on /openapi.json, as a client would check the ingest.
+    """``schemathesis run --checks all`` on /openapi.json, as a client would check the ingest
+    (tests/integration/schemathesis_run.py).
 
-    All checks, all phases, positive and negative cases: every answer is documented, valid
-    input is accepted (202) and invalid input is refused (4xx), never a 5xx. About 1,000
-    requests in ~15 s (40 fuzzed per operation, plus the examples and coverage phases). A fixed
-    seed keeps a failure reproducible: the output names the case and prints a curl command.
-    tests/integration/schemathesis_hooks.py adds the NDJSON serializer and drops the one
-    failure that is right (a date-time string outside years 0001..9999 UTC; see there).
+    Every answer is documented, valid input is accepted (202) and invalid input is refused
+    (4xx), never a 5xx. About 1,000 requests in ~15 s (40 fuzzed per operation, plus the
+    examples and coverage phases). tests/integration/schemathesis_hooks.py adds the NDJSON
+    serializer and drops the one failure that is right (a date-time string outside years
+    0001..9999 UTC; see there).
     """
     before = side_ingest.metrics()
-    command = [
-        sys.executable,
-        "-m",
-        "schemathesis.cli",
-        "run",
-        f"{side_ingest.url}/openapi.json",
-        "--checks",
-        "all",
-        "--mode",
-        "all",
-        "--max-examples",
-        str(SCHEMATHESIS_EXAMPLES),
-        "--seed",
-        "1011",
-        "--workers",
-        "1",
-        "--generation-database",
-        "none",
-        "--request-timeout",
-        "40",  # above the ingest's 30 s wait for Kafka: a slow ack is a 503, not a timeout
-        "--report",
-        "junit",
-        "--report-dir",
-        str(tmp_path),
-        "--no-color",
-        "--header",  # as a department would send its events; ignored_auth checks it is needed
-        f"Authorization: Bearer {token('write')}",
-    ]
-    env = {
-        **os.environ,
-        "SCHEMATHESIS_HOOKS": "tests.integration.schemathesis_hooks",
-        "PYTHONPATH": str(ROOT),
-    }
-    began = time.monotonic()
-    result = subprocess.run(  # in tmp_path: schemathesis keeps a cache of past failures in cwd
-        command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300, check=False
-    )
-    took = time.monotonic() - began
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, f"schemathesis failed after {took:.0f}s:\n{output[-20000:]}"
-    generated = re.search(r"(\d+) generated", output)
-    assert generated and int(generated[1]) >= 500, output[-3000:]  # no operation left out
-    assert "Tested: 5" in output, output[-3000:]
+    # as a department would send its events; ignored_auth checks the token is needed
+    totals = schemathesis_run.run(side_ingest.url, tmp_path, SCHEMATHESIS_EXAMPLES, 1011,
+                                  f"Authorization: Bearer {token('write')}")  # fmt: skip
+    print(f"ingest: {totals.operations} operations, {totals.cases} cases, "
+          f"{totals.failures} failures in {totals.seconds:.0f}s")  # fmt: skip
+    assert totals.cases >= 500 and totals.operations == 5, totals.output[-3000:]
 
     after = side_ingest.metrics()
     published = metric_value(after, "keel_connector_published_total") - metric_value(
@@ -448,7 +397,7 @@ def test_schemathesis_with_all_checks_passes_against_the_ingests_openapi(
     rejected = metric_value(after, "keel_connector_rejected_total") - metric_value(
         before, "keel_connector_rejected_total"
     )
-    assert published >= 20 and rejected >= 20, (published, rejected, output[-3000:])
+    assert published >= 20 and rejected >= 20, (published, rejected, totals.output[-3000:])
 
 
 # --- PostgreSQL outbox -----------------------------------------------------------------------

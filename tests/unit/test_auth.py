@@ -296,8 +296,8 @@ def test_the_ingest_document_declares_the_bearer_scheme() -> None:
     secured = openapi_document(inputs)
     assert secured["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
     post = secured["paths"]["/events/orders"]["post"]
-    assert post["security"] == [{"bearer": []}] and {"401", "403"} <= set(post["responses"])
-    assert secured["paths"]["/metrics"]["get"]["security"] == [{"bearer": []}]
+    assert post["security"] == [{"bearer": ["write"]}] and {"401", "403"} <= set(post["responses"])
+    assert secured["paths"]["/metrics"]["get"]["security"] == [{"bearer": ["metrics"]}]
     assert "security" not in secured["paths"]["/healthz"]["get"]
     public = openapi_document(inputs, metrics_public=True)
     assert "security" not in public["paths"]["/metrics"]["get"]

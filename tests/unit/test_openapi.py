@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from connectors.openapi import NDJSON, openapi_document
+from connectors.openapi import NDJSON, openapi_document, status_document
 from connectors.settings import INPUT_KINDS
 
 
@@ -22,3 +22,15 @@ def test_timestamps_say_their_range_in_words_and_as_epoch_milliseconds() -> None
     assert "0001-01-01T00:00:00Z..9999-12-31T23:59:59.999Z" in stamp["description"]
     epoch = next(b for b in stamp["anyOf"] if b["type"] == "integer")
     assert (epoch["minimum"], epoch["maximum"]) == (-62_135_596_800_000, 253_402_300_799_999)
+
+
+def test_a_status_port_documents_health_metrics_and_itself_with_metrics_behind_the_role() -> None:
+    document = status_document("redis-sink")
+    assert sorted(document["paths"]) == ["/healthz", "/metrics", "/openapi.json"]
+    metrics = document["paths"]["/metrics"]["get"]
+    assert metrics["security"] == [{"bearer": ["metrics"]}]
+    assert {"401", "403"} <= metrics["responses"].keys()
+    assert "security" not in document["paths"]["/healthz"]["get"]
+    public = status_document("redis-sink", metrics_public=True)
+    assert "security" not in public["paths"]["/metrics"]["get"]
+    assert "securitySchemes" not in status_document("x", secured=False)["components"]

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from streams.domain import voice
+from streams.domain.commands import Refused
 from streams.domain.state import apply_event, empty_state
 from tests.builders import T0, contact, order
 
@@ -295,3 +296,12 @@ def test_through_the_join_a_contact_that_moves_and_is_re_sent_is_one_fact_of_its
         assert facts["k-1"]["skus"] == ["kettle"]  # the order's, once the contact is on A
         week = voice.aggregate(facts.values(), NOW, voice.WINDOWS["7d"])
         assert week["total"]["count"] == 1 and week["total"]["open_complaints"] == 1
+
+
+def test_an_announcement_with_a_window_or_kind_that_is_no_string_is_refused() -> None:
+    """Found by schemathesis: {"window": {}} was a 500 (a dict is unhashable)."""
+    body = {"announcement_id": "a-1", "topic": "delivery", "text": "sorry"}
+    for field in ("window", "kind"):
+        with pytest.raises(Refused) as refused:
+            voice.announcement_of({**body, field: {}})
+        assert (refused.value.status, refused.value.field) == (400, field)
