@@ -75,6 +75,12 @@ VARIABLES: tuple[tuple[str, str, str], ...] = (
         "departments' topics (a backlog then waits there, where lag alerts see it); 0: no limit",
     ),
     (
+        "KEEL_READ_CACHE_MB",
+        "128",
+        "table values the join keeps decoded after reading or storing them (estimated at 4x "
+        "their stored JSON), so the next batch reads them without RocksDB; 0: off",
+    ),
+    (
         "KEEL_ROCKSDB_MEMORY_MB",
         "128",
         "memory of all the worker's table partitions together (one RocksDB block cache, "
@@ -323,6 +329,7 @@ class Settings:
     max_record_bytes: int
     hold_max_s: int
     rocksdb_memory_mb: int
+    read_cache_mb: int
     intake_ahead_records: int
     input_retention_ms: int
     deadletter_retention_ms: int
@@ -430,6 +437,7 @@ class Settings:
             max_record_bytes=_int("KEEL_MAX_RECORD_BYTES", get("KEEL_MAX_RECORD_BYTES"), 1024),
             hold_max_s=_int("KEEL_HOLD_MAX_S", get("KEEL_HOLD_MAX_S"), 1),
             rocksdb_memory_mb=_int("KEEL_ROCKSDB_MEMORY_MB", get("KEEL_ROCKSDB_MEMORY_MB"), 16),
+            read_cache_mb=_int("KEEL_READ_CACHE_MB", get("KEEL_READ_CACHE_MB"), 0),
             intake_ahead_records=_int(
                 "KEEL_INTAKE_AHEAD_RECORDS", get("KEEL_INTAKE_AHEAD_RECORDS"), 0
             ),

@@ -6,7 +6,9 @@ a real :class:`streams.worker.checkpoint.Transaction`, made durable by the real
 :func:`streams.worker.checkpoint.commit`. Only the edges are stand-ins:
 
 - the tables: one dict, read by ``tables.read`` and written by ``tables.write`` (orjson in
-  between, like RocksDB), patched while a run lasts;
+  between, like RocksDB), patched while a run lasts; the join's read cache
+  (streams/worker/read_cache.py) runs for real above them, checked against the dict after
+  every batch, and emptied by a crash as a new process would start empty;
 - Kafka: every internal record goes to a FIFO per (topic, partition), as Kafka keeps one
   partition in order; the intake's first hop (streams/worker/intake.py ``first_hop``) is how an
   input event enters, one record each;
@@ -224,9 +226,11 @@ class Worker:
                     else view(state) | {"customer_id": customer_id}
                 )  # fmt: skip
         else:  # a crash: faust delivers the batch's records again after the restart
+            checkpoint.read_cache.clear()  # a new process: nothing in memory
             self.crashes += 1
             for where, value in reversed(taken):
                 self._queues.setdefault(where, deque()).appendleft(value)
+        self._check_read_cache()
         self.held_seen = max(self.held_seen, self.held_count())
 
     def _timer(self) -> int:
@@ -251,9 +255,17 @@ class Worker:
         elif topic == emit.DEADLETTER_TOPIC:
             self.deadletters.append((key, value))
 
-    def _read(self, table: Any, partition: int, key: str) -> Any:
+    def _read(self, table: Any, partition: int, key: str) -> tuple[Any, int]:
         raw = self.rows.get((table.name, key))
-        return None if raw is None else orjson.loads(raw)
+        return (None, 0) if raw is None else (orjson.loads(raw), len(raw))
+
+    def _check_read_cache(self) -> None:
+        """Every value the join's read cache holds is what is stored (nothing it read was
+        changed in place, nothing of a batch that was not stored is in it)."""
+        names = {id(t): t.name for t in tables.TABLES}
+        for (table, key), value in checkpoint.read_cache.items():
+            raw = self.rows.get((names[table], key))
+            assert value == (None if raw is None else orjson.loads(raw)), (names[table], key)
 
     def _write(self, table: Any, partition: int, changed: list, offset: int) -> None:
         for key, value in changed:
@@ -269,6 +281,7 @@ class Worker:
         tables.read, tables.write = self._read, self._write  # type: ignore[assignment]
         clock.now_ms = lambda: self.now  # type: ignore[assignment]
         params.windows, params.limits, clock.event_clock = self.windows, self.limits, {}
+        checkpoint.read_cache.clear()  # another worker's process
         try:
             yield
         finally:

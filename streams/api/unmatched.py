@@ -96,8 +96,8 @@ async def assign(contact_id: str, raw: bytes, agent: str | None) -> tuple[int, d
         except orjson.JSONDecodeError as exc:
             raise Refused(400, f"the body is not JSON: {exc}") from None
         command = unmatched.assign_command(contact_id, body, agent, int(time.time() * 1000))
-        row = read(unmatched_table, partition_of(unmatched.UNMATCHED_KEY),
-                   unmatched.row_key(contact_id))  # fmt: skip
+        row, _ = read(unmatched_table, partition_of(unmatched.UNMATCHED_KEY),
+                      unmatched.row_key(contact_id))  # fmt: skip
         if not unmatched.check_assign(command, row):
             metrics.COMMANDS.labels(ASSIGN, "duplicate").inc()
             return 202, {"command_id": command["command_id"], "duplicate": True}

@@ -54,7 +54,7 @@ from streams.ops import health, metrics
 from streams.worker import clock, customers, live, references, unmatched
 from streams.worker import messages as msg
 from streams.worker import voice as voice_worker
-from streams.worker.checkpoint import Transaction, Turns, commit
+from streams.worker.checkpoint import Transaction, Turns, commit, read_cache
 from streams.worker.emit import (
     CUSTOMER_EVENTS,
     DEADLETTER_TOPIC,
@@ -276,12 +276,19 @@ async def store_batch(records: list[EventT]) -> Transaction | None:
         return app.consumer_generation_id == generation
 
     started, delay = time.monotonic(), 0.5
+    read_cache.follow(generation)
     while True:
         tx = Transaction(emitter.outbox())
         try:
             await handle_batch(tx, records)
-            return tx if await commit(tx, emitter, current) else None
-        except EmitError as exc:
+            if await commit(tx, emitter, current):
+                return tx
+            read_cache.clear()  # not stored: what its handlers read may have been changed
+            return None
+        except BaseException as exc:
+            read_cache.clear()
+            if not isinstance(exc, EmitError):
+                raise
             if not current():
                 return None
             waited = time.monotonic() - started

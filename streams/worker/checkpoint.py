@@ -55,12 +55,15 @@ from streams.ops import metrics
 from streams.worker import tables
 from streams.worker.emit import Emitter, Outbox
 from streams.worker.messages import Message
+from streams.worker.read_cache import MISS, ReadCache
 
 log = logging.getLogger(__name__)
 
 _GONE = object()
 STATE_TOPIC = settings.topics.state
 codec = get_codec()
+#: what the batches read or stored, decoded (streams/worker/read_cache.py)
+read_cache = ReadCache(settings.read_cache_mb * 1024**2)
 
 
 class Turns:
@@ -169,7 +172,11 @@ class Transaction:
         if writes is not None and key in writes:
             value = writes[key]
             return None if value is _GONE else value
-        return tables.read(table, self.partition, key)
+        value = read_cache.get(table, key)
+        if value is MISS:
+            value, size = tables.read(table, self.partition, key)
+            read_cache.put(table, key, value, size)
+        return value
 
     def set(self, table: Any, key: str, value: Any) -> None:
         self._writing(table)[key] = value
@@ -217,6 +224,14 @@ class Transaction:
             out.append((self._tables[table], partition, rows))
         return out
 
+    def remember(self, table: Any, partition: int, rows: list[tuple[bytes, bytes | None]]) -> None:
+        """``rows`` of ``table`` are stored: the read cache takes the values written."""
+        writes = self._writes[(id(table), partition)]
+        for key, raw in rows:
+            value = writes[key.decode()]
+            read_cache.put(table, key.decode(), None if value is _GONE else value,
+                           0 if raw is None else len(raw))  # fmt: skip
+
 
 async def commit(batch: Transaction, emitter: Emitter, current: Callable[[], bool]) -> bool:
     """Make ``batch`` durable in the order of the module docstring (steps 1-4).
@@ -259,4 +274,5 @@ async def commit(batch: Transaction, emitter: Emitter, current: Callable[[], boo
     for table, partition, rows in changes:
         offset = log_out.offsets[(tables.CHANGELOG_TOPIC[table], partition)]
         tables.write(table, partition, rows, offset)
+        batch.remember(table, partition, rows)
     return True

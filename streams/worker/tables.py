@@ -142,10 +142,11 @@ def partition_of(key: str) -> int:
     return (murmur2(key.encode()) & 0x7FFFFFFF) % settings.partitions
 
 
-def read(table: Any, partition: int, key: str) -> Any:
-    """The stored value of ``key`` in ``table``'s ``partition``, or None."""
+def read(table: Any, partition: int, key: str) -> tuple[Any, int]:
+    """The stored value of ``key`` in ``table``'s ``partition`` (None: not stored), and its
+    stored size in bytes."""
     raw = table.data._db_for_partition(partition).get(key.encode())
-    return None if raw is None else orjson.loads(raw)
+    return (None, 0) if raw is None else (orjson.loads(raw), len(raw))
 
 
 def write(table: Any, partition: int, rows: list[tuple[bytes, bytes | None]], offset: int) -> None:

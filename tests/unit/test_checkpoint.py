@@ -49,7 +49,7 @@ class _Emitter:
 @pytest.fixture
 def stored(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int, list, int]]:
     rows: list[tuple[str, int, list, int]] = []
-    monkeypatch.setattr(tables, "read", lambda table, partition, key: None)
+    monkeypatch.setattr(tables, "read", lambda table, partition, key: (None, 0))
     monkeypatch.setattr(
         tables, "write",
         lambda table, partition, r, offset: rows.append((table.name, partition, r, offset)),

@@ -58,7 +58,9 @@ def store(monkeypatch: pytest.MonkeyPatch) -> dict[tuple[str, str], Any]:
     """(table name, key) -> value: the tables, read by the handlers and written at commit."""
     monkeypatch.setattr(clock, "event_clock", {})  # no event time seen yet
     rows: dict[tuple[str, str], Any] = {}
-    monkeypatch.setattr(tables, "read", lambda table, partition, key: rows.get((table.name, key)))
+    monkeypatch.setattr(tables, "read",
+                        lambda table, partition, key: (rows.get((table.name, key)), 0))
+    monkeypatch.setattr(checkpoint.read_cache, "budget", 0)  # rows are changed by hand too
 
     def write(table: Any, partition: int, changed: list, offset: int) -> None:
         for key, value in changed:
