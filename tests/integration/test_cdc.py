@@ -1,0 +1,313 @@
+"""Departments' databases through Debezium: rows committed in PostgreSQL become keel's state.
+
+Real servers only: PostgreSQL (``wal_level=logical``), Kafka Connect in distributed mode with
+Debezium's PostgreSQL connector and Outbox Event Router (jars from Maven Central, as
+``make deps`` fetches them), the session's Kafka and keel worker. One Connect serves the
+module; the web shop's and the shipping department's outboxes are each read by a connector of
+their own. The tests check what a desk would read (the customer's state over the query API)
+and what a subscriber would get (the records on the input topics, the dead letters).
+"""
+
+from __future__ import annotations
+
+import shutil
+import statistics
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from connectors.sources.debezium_outbox import OutboxRow, outbox_row, schema_sql, write
+from deploy.local.connect import DEPARTMENTS, Connect, outbox_connector
+from deploy.local.postgres import Postgres
+from deploy.local.stack import Kafka, free_port
+from tests.builders import T0, order, shipment, unique
+from tests.integration.harness import Worker, customer_when, read_topic, wait_for
+
+pytestmark = pytest.mark.integration
+
+HOUR = 3_600_000
+
+
+@pytest.fixture(scope="module")
+def department_db() -> Iterator[Postgres]:
+    """The departments' PostgreSQL, restarted by one test (so not the shared one)."""
+    base = Path(tempfile.mkdtemp(prefix="keel-cdc-pg-"))
+    base.chmod(0o755)  # PostgreSQL runs as `postgres` when the tests run as root
+    server = Postgres(base, port=free_port(), log_file=base / "postgres.log")
+    server.start()
+    try:
+        with psycopg.connect(server.url, autocommit=True) as conn:
+            for department in DEPARTMENTS:
+                conn.execute(schema_sql(department))
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def connect(
+    kafka: Kafka, department_db: Postgres, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Connect]:
+    """One Connect worker with a connector per department, RUNNING before the first test."""
+    base = tmp_path_factory.mktemp("connect")
+    worker = Connect(base, kafka.bootstrap, port=free_port(), log_file=base / "connect.log",
+                     group=unique("keel-connect"))  # fmt: skip
+    began = time.monotonic()
+    worker.start()
+    ready = time.monotonic()
+    try:
+        for department in DEPARTMENTS:
+            worker.put_connector(*outbox_connector(department, department_db.url))
+        for department in DEPARTMENTS:
+            worker.wait_running(outbox_connector(department, department_db.url)[0])
+        print(f"\nConnect ready in {ready - began:.1f} s, connectors running after "
+              f"{time.monotonic() - began:.1f} s")  # fmt: skip
+        yield worker
+    finally:
+        worker.stop()
+
+
+def commit(url: str, department: str, rows: list[OutboxRow]) -> float:
+    """Write ``rows`` in one transaction; the wall-clock time the commit returned."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        with conn.transaction():
+            write(conn, department, rows)
+        return time.time()
+
+
+class Writer(threading.Thread):
+    """Commits one transaction per batch, ``pause`` apart, through outages of PostgreSQL: a
+    transaction whose commit went unanswered is looked up and written again only if absent."""
+
+    def __init__(self, url: str, department: str, batches: list[list[OutboxRow]],
+                 pause: float = 0.01) -> None:  # fmt: skip
+        super().__init__(daemon=True)
+        self.url, self.department, self.batches, self.pause = url, department, batches, pause
+        self.committed = 0
+        self.failures = 0
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        conn: psycopg.Connection[Any] | None = None
+        try:
+            for batch in self.batches:
+                deadline = time.monotonic() + 90
+                while True:
+                    try:
+                        if conn is None or conn.closed:
+                            conn = psycopg.connect(self.url, autocommit=True, connect_timeout=3)
+                        if not self._present(conn, batch[0].event_id):
+                            with conn.transaction():
+                                write(conn, self.department, batch)
+                        break
+                    except psycopg.OperationalError:
+                        self.failures += 1
+                        if time.monotonic() > deadline:
+                            raise
+                        conn = None
+                        time.sleep(0.2)
+                self.committed += 1
+                time.sleep(self.pause)
+        except BaseException as exc:  # the test reports it
+            self.error = exc
+        finally:
+            if conn is not None:
+                conn.close()
+
+    def _present(self, conn: psycopg.Connection[Any], event_id: str) -> bool:
+        table = f"{self.department}.keel_outbox"
+        return conn.execute(f"SELECT 1 FROM {table} WHERE event_id = %s",
+                            (event_id,)).fetchone() is not None  # fmt: skip
+
+
+def stories(customers: int) -> tuple[dict[str, list[dict]], dict[str, dict[str, str]]]:
+    """Per customer five order events over two orders, in the order they are written; and
+    the statuses its state must end with."""
+    written: dict[str, list[dict]] = {}
+    expected: dict[str, dict[str, str]] = {}
+    for _ in range(customers):
+        cid, first, second = unique("c-cdc"), unique("o"), unique("o")
+        steps = [(first, "PLACED"), (first, "AMENDED"), (second, "PLACED"),
+                 (first, "COMPLETED"), (second, "CANCELLED")]  # fmt: skip
+        written[cid] = [order(cid, oid, kind, T0 + i * HOUR)[1]
+                        for i, (oid, kind) in enumerate(steps)]  # fmt: skip
+        expected[cid] = {first: "COMPLETED", second: "CANCELLED"}
+    return written, expected
+
+
+def interleaved(written: dict[str, list[dict]], per_transaction: int) -> list[list[OutboxRow]]:
+    """The customers' events round-robin (each customer's in its own order), ``per_transaction``
+    rows to a transaction."""
+    rows = [outbox_row("orders.v1", events[i]) for i in range(5) for events in written.values()]
+    return [rows[i : i + per_transaction] for i in range(0, len(rows), per_transaction)]
+
+
+def records_of(kafka: Kafka, topic: str, keys: set[str]) -> list[tuple[str, str]]:
+    """(key, event id header) of each record of ``topic`` with one of ``keys``, in log order
+    per partition."""
+    out = []
+    for message in read_topic(kafka.bootstrap, topic, timeout=30):
+        key = (message.key() or b"").decode()
+        if key in keys:
+            out.append((key, dict(message.headers() or [])[ "id"].decode()))
+    return out
+
+
+def first_seen(records: list[tuple[str, str]]) -> dict[str, list[str]]:
+    """Per key the event ids in the order they first appear (a re-sent record repeats one)."""
+    order_of: dict[str, list[str]] = {}
+    for key, event_id in records:
+        seen = order_of.setdefault(key, [])
+        if event_id not in seen:
+            seen.append(event_id)
+    return order_of
+
+
+def wait_for_states(worker: Worker, expected: dict[str, dict[str, str]], timeout: float) -> None:
+    """Every customer's orders with exactly the expected statuses, each order once."""
+    def done() -> bool:
+        for cid, statuses in expected.items():
+            status, state = worker.get(f"/customers/{cid}")
+            if status != 200:
+                return False
+            if {o["order_id"]: o["status"] for o in state["orders"]} != statuses:
+                return False
+            assert len(state["orders"]) == len(statuses), state["orders"]
+        return True
+
+    wait_for("every customer's state", done, timeout, interval=0.5)
+
+
+def test_rows_of_one_transaction_become_events_in_order_for_both_departments(
+    connect: Connect, department_db: Postgres, worker: Worker, kafka: Kafka
+) -> None:
+    cid, oid, sid = unique("c-cdc"), unique("o"), unique("s")
+    orders = [order(cid, oid, kind, T0 + i * HOUR)[1]
+              for i, kind in enumerate(("PLACED", "AMENDED", "COMPLETED"))]  # fmt: skip
+    parcels = [shipment(oid, sid, kind, T0 + (i + 1) * HOUR)[1]
+               for i, kind in enumerate(("CREATED", "DISPATCHED", "DELIVERED"))]  # fmt: skip
+    commit(department_db.url, "webshop", [outbox_row("orders.v1", e) for e in orders])
+    commit(department_db.url, "shipping", [outbox_row("shipments.v1", e) for e in parcels])
+
+    state = customer_when(
+        worker, cid,
+        lambda s: s["orders"] and s["orders"][0]["status"] == "COMPLETED"
+        and s["orders"][0]["shipments"] and s["orders"][0]["shipments"][0]["status"] == "DELIVERED",
+    )  # fmt: skip
+    assert [o["order_id"] for o in state["orders"]] == [oid]
+    assert first_seen(records_of(kafka, "orders.v1", {cid})) == {
+        cid: [e["event_id"] for e in orders]
+    }
+    assert first_seen(records_of(kafka, "shipments.v1", {oid})) == {
+        oid: [e["event_id"] for e in parcels]
+    }
+
+
+def test_connect_killed_mid_stream_every_row_reaches_the_state_once_in_key_order(
+    connect: Connect, department_db: Postgres, worker: Worker, kafka: Kafka
+) -> None:
+    written, expected = stories(40)
+    batches = interleaved(written, per_transaction=2)
+    writer = Writer(department_db.url, "webshop", batches, pause=0.01)
+    writer.start()
+    wait_for("a third of the transactions", lambda: writer.committed >= len(batches) // 3, 60,
+             interval=0.01)  # fmt: skip
+    wait_for("some rows through Connect",
+             lambda: records_of(kafka, "orders.v1", set(written)), 60)  # fmt: skip
+    connect.kill()
+    killed_at = writer.committed
+    time.sleep(1.0)  # rows keep coming while Connect is down
+    connect.start()
+    writer.join(120)
+    assert writer.error is None, writer.error
+    assert writer.committed == len(batches)
+    assert 0 < killed_at < len(batches), "Connect was killed while rows were being written"
+
+    wait_for_states(worker, expected, timeout=120)
+    records = records_of(kafka, "orders.v1", set(written))
+    order_of = first_seen(records)
+    for cid, events in written.items():
+        assert order_of[cid] == [e["event_id"] for e in events], cid
+    rows = sum(len(events) for events in written.values())
+    print(f"\n{rows} rows, {len(records)} records on orders.v1 "
+          f"({len(records) - rows} sent again after the kill)")  # fmt: skip
+
+
+def test_postgres_restarted_mid_stream_nothing_is_lost(
+    connect: Connect, department_db: Postgres, worker: Worker, kafka: Kafka
+) -> None:
+    written, expected = stories(20)
+    batches = interleaved(written, per_transaction=1)
+    writer = Writer(department_db.url, "webshop", batches, pause=0.01)
+    writer.start()
+    wait_for("a third of the transactions", lambda: writer.committed >= len(batches) // 3, 60,
+             interval=0.01)  # fmt: skip
+    department_db.stop()  # a fast shutdown: sessions and the replication connection cut
+    stopped_at = writer.committed
+    time.sleep(1.0)
+    department_db.start()
+    writer.join(120)
+    assert writer.error is None, writer.error
+    assert writer.committed == len(batches)
+    assert stopped_at < len(batches) and writer.failures > 0, "PostgreSQL went down mid-stream"
+
+    wait_for_states(worker, expected, timeout=150)
+    order_of = first_seen(records_of(kafka, "orders.v1", set(written)))
+    for cid, events in written.items():
+        assert order_of[cid] == [e["event_id"] for e in events], cid
+
+
+def test_a_row_keel_cannot_decode_is_a_dead_letter_with_its_reason(
+    connect: Connect, department_db: Postgres, worker: Worker, kafka: Kafka
+) -> None:
+    cid, oid = unique("c-cdc"), unique("o")
+    garbage = b"not avro: " + cid.encode()
+    good = order(cid, oid)[1]
+    commit(department_db.url, "webshop", [
+        OutboxRow(unique("e"), "orders.v1", cid, garbage), outbox_row("orders.v1", good),
+    ])  # fmt: skip
+
+    def letter() -> Any:
+        return next((m for m in read_topic(kafka.bootstrap, "deadletter.v1", timeout=30)
+                     if m.value() == garbage), None)  # fmt: skip
+
+    dead = wait_for("the undecodable row's dead letter", letter, 60, interval=0.5)
+    headers = {k: v.decode() for k, v in dead.headers()}
+    assert dead.key() == cid.encode()
+    assert headers["x-source-topic"] == "orders.v1"
+    assert headers["x-error"].strip()
+    assert "decode" in headers["x-error"].lower() or "avro" in headers["x-error"].lower(), headers
+    state = customer_when(worker, cid, lambda s: bool(s["orders"]))
+    assert [o["order_id"] for o in state["orders"]] == [oid], "the good row behind it applies"
+
+
+def test_row_to_state_latency(
+    connect: Connect, department_db: Postgres, worker: Worker
+) -> None:
+    """Rows committed one at a time → the order visible in the query API: p50/p99 printed
+    for docs/connectors/debezium.md (a measurement, not a timed pass/fail)."""
+    latencies = []
+    for _ in range(60):
+        cid, oid = unique("c-cdc"), unique("o")
+        committed = commit(department_db.url, "webshop",
+                           [outbox_row("orders.v1", order(cid, oid)[1])])  # fmt: skip
+
+        def visible(cid: str = cid) -> bool:
+            status, state = worker.get(f"/customers/{cid}")
+            return status == 200 and bool(state["orders"])
+
+        wait_for(f"{cid} visible", visible, 60, interval=0.005)
+        latencies.append(time.time() - committed)
+    latencies.sort()
+    p50 = statistics.median(latencies)
+    p99 = latencies[min(len(latencies) - 1, round(0.99 * len(latencies)))]
+    print(f"\nrow committed -> state visible over {len(latencies)} rows: p50 {p50 * 1000:.0f} ms, "
+          f"p99 {p99 * 1000:.0f} ms, max {latencies[-1] * 1000:.0f} ms")  # fmt: skip
+    assert len(latencies) == 60
