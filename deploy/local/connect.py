@@ -88,6 +88,12 @@ def outbox_connector(
         # rows committed before the connector's first start are read too (as a snapshot)
         "snapshot.mode": "initial",
         "tombstones.on.delete": "false",
+        # how long the task waits for more changes before handing a batch to Connect: 500 ms
+        # by default, which would be most of a row's way into keel's state
+        "poll.interval.ms": "50",
+        # a lost database connection (PostgreSQL restarted) is retried for ever, 3 s apart
+        "errors.max.retries": "-1",
+        "retriable.restart.connector.wait.ms": "3000",
         # no __debezium.context.* headers on keel's input records: the row's event id only
         "extended.headers.enabled": "false",
         "key.converter": "org.apache.kafka.connect.storage.StringConverter",

@@ -15,7 +15,7 @@ import statistics
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -127,6 +127,23 @@ class Writer(threading.Thread):
                             (event_id,)).fetchone() is not None  # fmt: skip
 
 
+def write_through(url: str, batches: list[list[OutboxRow]], outage: Callable[[], None]
+                  ) -> Writer:  # fmt: skip
+    """Write ``batches`` to the web shop's outbox with ``outage`` once a third is committed;
+    the writer, once every batch is in."""
+    writer = Writer(url, "webshop", batches, pause=0.03)
+    writer.start()
+    wait_for("a third of the transactions", lambda: writer.committed >= len(batches) // 3, 60,
+             interval=0.01)  # fmt: skip
+    before = writer.committed
+    outage()
+    writer.join(120)
+    assert writer.error is None, writer.error
+    assert writer.committed == len(batches)
+    assert before < len(batches), "the outage came while rows were being written"
+    return writer
+
+
 def stories(customers: int) -> tuple[dict[str, list[dict]], dict[str, dict[str, str]]]:
     """Per customer five order events over two orders, in the order they are written; and
     the statuses its state must end with."""
@@ -215,20 +232,15 @@ def test_connect_killed_mid_stream_every_row_reaches_the_state_once_in_key_order
 ) -> None:
     written, expected = stories(40)
     batches = interleaved(written, per_transaction=2)
-    writer = Writer(department_db.url, "webshop", batches, pause=0.01)
-    writer.start()
-    wait_for("a third of the transactions", lambda: writer.committed >= len(batches) // 3, 60,
-             interval=0.01)  # fmt: skip
-    wait_for("some rows through Connect",
-             lambda: records_of(kafka, "orders.v1", set(written)), 60)  # fmt: skip
-    connect.kill()
-    killed_at = writer.committed
-    time.sleep(1.0)  # rows keep coming while Connect is down
-    connect.start()
-    writer.join(120)
-    assert writer.error is None, writer.error
-    assert writer.committed == len(batches)
-    assert 0 < killed_at < len(batches), "Connect was killed while rows were being written"
+
+    def kill_and_restart() -> None:
+        wait_for("some rows through Connect",
+                 lambda: records_of(kafka, "orders.v1", set(written)), 60)  # fmt: skip
+        connect.kill()
+        time.sleep(1.0)  # rows keep coming while Connect is down
+        connect.start()
+
+    write_through(department_db.url, batches, kill_and_restart)
 
     wait_for_states(worker, expected, timeout=120)
     records = records_of(kafka, "orders.v1", set(written))
@@ -244,19 +256,14 @@ def test_postgres_restarted_mid_stream_nothing_is_lost(
     connect: Connect, department_db: Postgres, worker: Worker, kafka: Kafka
 ) -> None:
     written, expected = stories(20)
-    batches = interleaved(written, per_transaction=1)
-    writer = Writer(department_db.url, "webshop", batches, pause=0.01)
-    writer.start()
-    wait_for("a third of the transactions", lambda: writer.committed >= len(batches) // 3, 60,
-             interval=0.01)  # fmt: skip
-    department_db.stop()  # a fast shutdown: sessions and the replication connection cut
-    stopped_at = writer.committed
-    time.sleep(1.0)
-    department_db.start()
-    writer.join(120)
-    assert writer.error is None, writer.error
-    assert writer.committed == len(batches)
-    assert stopped_at < len(batches) and writer.failures > 0, "PostgreSQL went down mid-stream"
+
+    def restart() -> None:
+        department_db.stop()  # a fast shutdown: sessions and the replication connection cut
+        time.sleep(1.0)
+        department_db.start()
+
+    writer = write_through(department_db.url, interleaved(written, per_transaction=1), restart)
+    assert writer.failures > 0, "the writer saw PostgreSQL go down"
 
     wait_for_states(worker, expected, timeout=150)
     order_of = first_seen(records_of(kafka, "orders.v1", set(written)))
