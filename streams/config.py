@@ -244,6 +244,9 @@ OTHER_KNOWN = frozenset(
         "KEEL_DEMO_CUSTOMERS",
         "KEEL_DEMO_RATE",
         "KEEL_SHOP_PORT",
+        "KEEL_CDC",
+        "KEEL_CONNECT_PORT",
+        "KEEL_CONNECT_JVM_FLAGS",
     }
 )
 

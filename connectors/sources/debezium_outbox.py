@@ -24,15 +24,19 @@ import psycopg
 
 from streams.encoding.codec import get_codec
 
-__all__ = ["KIND_OF_TOPIC", "OutboxRow", "outbox_row", "schema_sql", "write"]
+__all__ = ["DEPARTMENT_OF_KIND", "KINDS", "OutboxRow", "outbox_row", "schema_sql", "write"]
 
 TABLE = "keel_outbox"
-#: topic -> (schema of its values, the field its records are keyed by), contract §1
-KIND_OF_TOPIC = {
-    "orders.v1": ("OrderEvent", "customer_id"),
-    "shipments.v1": ("ShipmentEvent", "order_id"),
-    "contacts.v1": ("ContactEvent", "contact_id"),
+#: kind -> (its default topic, the schema of its values, the field its records are keyed by),
+#: as contract §1 has them
+KINDS = {
+    "order": ("orders.v1", "OrderEvent", "customer_id"),
+    "shipment": ("shipments.v1", "ShipmentEvent", "order_id"),
+    "contact": ("contacts.v1", "ContactEvent", "contact_id"),
 }
+#: the demo's departments that write through Debezium (deploy/local/connect.py DEPARTMENTS):
+#: the web shop its orders, shipping its parcels
+DEPARTMENT_OF_KIND = {"order": "webshop", "shipment": "shipping"}
 
 
 class OutboxRow(NamedTuple):
@@ -66,11 +70,12 @@ CREATE TABLE IF NOT EXISTS {department}.{TABLE} (
 """
 
 
-def outbox_row(topic: str, event: dict[str, Any]) -> OutboxRow:
-    """The row for ``event`` on ``topic`` (one of the input topics): encoded, keyed."""
-    schema, key_field = KIND_OF_TOPIC[topic]
+def outbox_row(kind: str, event: dict[str, Any], topic: str | None = None) -> OutboxRow:
+    """The row for an ``event`` of ``kind`` (order, shipment, contact): encoded, keyed, for
+    ``topic`` (default: the kind's topic of the contract)."""
+    default_topic, schema, key_field = KINDS[kind]
     payload = get_codec().encode(schema, event)
-    return OutboxRow(event["event_id"], topic, str(event[key_field]), payload)
+    return OutboxRow(event["event_id"], topic or default_topic, str(event[key_field]), payload)
 
 
 def write(conn: psycopg.Connection[Any], department: str, rows: Iterable[OutboxRow]) -> int:

@@ -27,6 +27,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -35,13 +36,13 @@ from deploy.local.provision import ensure_connect_jars, ensure_debezium_plugin, 
 from deploy.local.stack import HOST, LOG4J_CONFIG, _Service
 
 __all__ = [
-    "CONNECT_TOPICS", "DEPARTMENTS", "OUTBOX_TABLE", "Connect", "connector_name",
+    "CONNECT_TOPICS", "DEPARTMENTS", "OUTBOX_TABLE", "Connect", "cdc_from_env", "connector_name",
     "outbox_connector",
 ]  # fmt: skip
 
 #: the departments whose outboxes `KEEL_CDC=debezium make run` reads, each a schema of keel's
-#: demo database: department -> the topic its rows go to in the demo
-DEPARTMENTS = {"webshop": "orders.v1", "shipping": "shipments.v1"}
+#: demo database (the web shop writes orders, shipping its parcels)
+DEPARTMENTS = ("webshop", "shipping")
 #: each department's outbox table, in the department's own schema
 OUTBOX_TABLE = "keel_outbox"
 #: Connect's config, offset and status topics in keel's Kafka
@@ -49,6 +50,15 @@ CONNECT_TOPICS = ("keel-connect-configs", "keel-connect-offsets", "keel-connect-
 
 JVM_FLAGS = ("-Xmx512m", "-XX:+UseSerialGC", "-XX:+ExitOnOutOfMemoryError",
              "-Djava.awt.headless=true")  # fmt: skip
+
+
+def cdc_from_env(env: Mapping[str, str] | None = None) -> str:
+    """``KEEL_CDC``: how departments' databases reach Kafka in `make run` — ``""`` (keel's
+    outbox poller, connectors/sources/postgres_outbox.py) or ``"debezium"`` (this module)."""
+    raw = ((os.environ if env is None else env).get("KEEL_CDC") or "").strip().lower()
+    if raw not in ("", "debezium"):
+        raise StackError(f"KEEL_CDC={raw!r}: leave it empty (keel's outbox poller) or say debezium")
+    return raw
 
 
 def connector_name(department: str) -> str:

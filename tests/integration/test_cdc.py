@@ -162,7 +162,7 @@ def stories(customers: int) -> tuple[dict[str, list[dict]], dict[str, dict[str, 
 def interleaved(written: dict[str, list[dict]], per_transaction: int) -> list[list[OutboxRow]]:
     """The customers' events round-robin (each customer's in its own order), ``per_transaction``
     rows to a transaction."""
-    rows = [outbox_row("orders.v1", events[i]) for i in range(5) for events in written.values()]
+    rows = [outbox_row("order", events[i]) for i in range(5) for events in written.values()]
     return [rows[i : i + per_transaction] for i in range(0, len(rows), per_transaction)]
 
 
@@ -210,8 +210,8 @@ def test_rows_of_one_transaction_become_events_in_order_for_both_departments(
               for i, kind in enumerate(("PLACED", "AMENDED", "COMPLETED"))]  # fmt: skip
     parcels = [shipment(oid, sid, kind, T0 + (i + 1) * HOUR)[1]
                for i, kind in enumerate(("CREATED", "DISPATCHED", "DELIVERED"))]  # fmt: skip
-    commit(department_db.url, "webshop", [outbox_row("orders.v1", e) for e in orders])
-    commit(department_db.url, "shipping", [outbox_row("shipments.v1", e) for e in parcels])
+    commit(department_db.url, "webshop", [outbox_row("order", e) for e in orders])
+    commit(department_db.url, "shipping", [outbox_row("shipment", e) for e in parcels])
 
     state = customer_when(
         worker, cid,
@@ -278,7 +278,7 @@ def test_a_row_keel_cannot_decode_is_a_dead_letter_with_its_reason(
     garbage = b"not avro: " + cid.encode()
     good = order(cid, oid)[1]
     commit(department_db.url, "webshop", [
-        OutboxRow(unique("e"), "orders.v1", cid, garbage), outbox_row("orders.v1", good),
+        OutboxRow(unique("e"), "orders.v1", cid, garbage), outbox_row("order", good),
     ])  # fmt: skip
 
     def letter() -> Any:
@@ -304,7 +304,7 @@ def test_row_to_state_latency(
     for _ in range(60):
         cid, oid = unique("c-cdc"), unique("o")
         committed = commit(department_db.url, "webshop",
-                           [outbox_row("orders.v1", order(cid, oid)[1])])  # fmt: skip
+                           [outbox_row("order", order(cid, oid)[1])])  # fmt: skip
 
         def visible(cid: str = cid) -> bool:
             status, state = worker.get(f"/customers/{cid}")
