@@ -140,12 +140,16 @@ class Connect(_Service):
         *,
         replication: int = 1,
         group: str = "keel-connect",
+        offset_flush_ms: int = 1000,
     ) -> None:
         super().__init__(data_dir, log_file)
         self.bootstrap = bootstrap
         self.port = port
         self.replication = replication
         self.group = group
+        #: how often source offsets (and so the slot's confirmed LSN) are committed: what a
+        #: crash sends again is at most this much of the stream
+        self.offset_flush_ms = offset_flush_ms
 
     @property
     def url(self) -> str:
@@ -206,9 +210,7 @@ class Connect(_Service):
             "listeners": f"http://{HOST}:{self.port}",
             "rest.advertised.host.name": HOST,
             "rest.advertised.port": self.port,
-            # how much a crash sends again: source offsets (and so the slot's confirmed LSN)
-            # are committed every second
-            "offset.flush.interval.ms": 1000,
+            "offset.flush.interval.ms": self.offset_flush_ms,
             # a worker that crashed and came back gets its connectors at once, not after the
             # 5-minute grace Connect gives a lost worker by default
             "scheduled.rebalance.max.delay.ms": 0,
