@@ -10,11 +10,14 @@ and what a subscriber would get (the records on the input topics, the dead lette
 
 from __future__ import annotations
 
+import json
 import shutil
 import statistics
+import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -23,19 +26,24 @@ import psycopg
 import pytest
 from confluent_kafka import OFFSET_END, Consumer, TopicPartition
 
+from connectors.demo.shop import cancel_event_id
 from connectors.sources.debezium_outbox import OutboxRow, outbox_row, schema_sql, write
 from deploy.local.connect import DEPARTMENTS, Connect, outbox_connector
+from deploy.local.envfile import read_env
 from deploy.local.postgres import Postgres
+from deploy.local.process import Child
 from deploy.local.stack import Kafka, free_port
 from streams.kafka.config import client_config
 from tests.builders import T0, order, shipment, unique
 from tests.integration.harness import (
+    ROOT,
     Worker,
     customer_when,
     metric_value,
     read_topic,
     wait_for,
 )
+from tests.integration.test_make_targets import stack_env, target, wait_well
 
 pytestmark = pytest.mark.integration
 
@@ -401,3 +409,74 @@ def test_row_to_state_latency(
     print(f"\nover {ROWS_MEASURED} rows, row committed -> record on orders.v1: "
           f"{percentiles(to_topic)}; -> state visible: {percentiles(to_state)}")
     assert len(to_state) == len(to_topic) == ROWS_MEASURED
+
+
+def test_make_run_with_keel_cdc_debezium_plays_the_demo_and_the_desk_stories_through_it(
+    tmp_path: Path,
+) -> None:
+    """`KEEL_CDC=debezium make run`: Connect instead of the poller, the demo's orders and
+    parcels and the shop's cancellations through Debezium, and the desk's two cancel stories."""
+    base = Path(tempfile.mkdtemp(prefix="keel-cdc-stack-"))
+    base.chmod(0o755)  # PostgreSQL runs as `postgres`
+    env = {**stack_env(base / "run"), "KEEL_CDC": "debezium", "KEEL_CONNECT_PORT": str(free_port())}
+    launcher = Child("make run", tmp_path / "make-run.log")
+    launcher.start([sys.executable, "-m", "deploy.local.run"], cwd=ROOT, env=env)
+    try:
+        status = wait_well(env)
+        assert "keel: connect " in status and "/health 200" in status, status
+        assert "postgres-outbox" not in status, "Debezium instead of the poller"
+        wait_for("make run's ready", lambda: "keel: ready:" in launcher_log(tmp_path), 240, 1)
+        api = f"http://127.0.0.1:{env['KEEL_API_PORT']}"
+        tokens = read_env(base / "run" / "tokens.env")
+        cancels = {"c-dup": "o-dup-2", "c-late": "o-late-1"}
+        commands = {cid: desk_cancel(api, tokens["KEEL_AGENT_TOKEN"], cid, oid)
+                    for cid, oid in cancels.items()}  # fmt: skip
+
+        def state(cid: str) -> dict[str, Any]:
+            request = urllib.request.Request(f"{api}/customers/{cid}", headers={
+                "Authorization": f"Bearer {tokens['KEEL_READ_TOKEN']}"})  # fmt: skip
+            with urllib.request.urlopen(request, timeout=10) as resp:
+                return json.loads(resp.read())  # type: ignore[no-any-return]
+
+        wait_for("o-dup-2 cancelled", lambda: {o["order_id"]: o["status"] for o in
+                 state("c-dup")["orders"]}.get("o-dup-2") == "CANCELLED", 90, 1)  # fmt: skip
+        refused = wait_for("o-late-1's cancellation refused", lambda: next(
+            (s for s in state("c-late")["signals"] if s["type"] == "COMMAND_FAILED"), None),
+            90, 1)  # fmt: skip
+        assert "already shipped" in refused["detail"], refused
+        assert {o["order_id"]: o["status"] for o in state("c-late")["orders"]}["o-late-1"] \
+            == "PLACED"  # fmt: skip
+
+        postgres = f"postgresql://keel@127.0.0.1:{env['KEEL_POSTGRES_PORT']}/keel"
+        with psycopg.connect(postgres) as conn:
+            cancelled = conn.execute(
+                "SELECT key FROM webshop.keel_outbox WHERE event_id = %s",
+                (cancel_event_id(commands["c-dup"]),)).fetchall()  # fmt: skip
+            parcels = conn.execute("SELECT count(*) FROM shipping.keel_outbox").fetchone()
+            poller_rows = conn.execute("SELECT count(*) FROM keel_outbox").fetchone()
+        assert cancelled == [("c-dup",)], "the shop's CANCELLED went through its outbox"
+        assert parcels and parcels[0] > 0, "the demo's parcels went through shipping's outbox"
+        assert poller_rows == (0,), "nothing for the poller"
+    finally:
+        target(env, "--down")
+        launcher.stop(60)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def launcher_log(tmp_path: Path) -> str:
+    return (tmp_path / "make-run.log").read_text()
+
+
+def desk_cancel(api: str, agent_token: str, customer_id: str, order_id: str) -> str:
+    """A desk agent's CANCEL_ORDER of ``order_id``, accepted (202); its command id."""
+    command_id = unique("cmd")
+    body = {"command_id": command_id, "type": "CANCEL_ORDER", "order_id": order_id,
+            "reason": "the customer asked"}  # fmt: skip
+    request = urllib.request.Request(
+        f"{api}/customers/{customer_id}/commands", data=json.dumps(body).encode(), method="POST",
+        headers={"Authorization": f"Bearer {agent_token}", "X-Keel-Agent": "rep-7",
+                 "Content-Type": "application/json"},
+    )  # fmt: skip
+    with urllib.request.urlopen(request, timeout=30) as resp:
+        assert resp.status in (200, 202), resp.status
+    return command_id
