@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import random
 import sys
 import time
@@ -31,6 +30,7 @@ from typing import Any
 
 import psycopg
 
+from connectors.settings import ConnectorSettings
 from connectors.sources.debezium_outbox import DEPARTMENT_OF_KIND, outbox_row, schema_sql, write
 from streams.config import Settings
 from streams.encoding.codec import get_codec
@@ -324,16 +324,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=50.0, help="events per second")
     parser.add_argument("--api", default="http://127.0.0.1:6066")
     parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument(
-        "--cdc", choices=("", "debezium"), default=(os.environ.get("KEEL_CDC") or "").lower(),
-        help="debezium: orders and shipments into the departments' outbox tables (KEEL_CDC)",
-    )  # fmt: skip
     args = parser.parse_args(argv)
     logging.basicConfig(level="INFO", format="%(asctime)s demo-feed %(message)s")
-    settings = Settings.from_env()
+    connector_settings = ConnectorSettings.from_env()
+    settings = connector_settings.keel
     items = Feed(seed=args.seed).history(args.customers)
-    departments = Departments(settings, os.environ.get("POSTGRES_URL") or "", args.cdc)
-    via = " (orders and shipments through their outboxes and Debezium)" if args.cdc else ""
+    cdc = connector_settings.cdc
+    departments = Departments(settings, connector_settings.postgres_url, cdc)
+    via = " (orders and shipments through their outboxes and Debezium)" if cdc else ""
     print(
         f"demo feed: {len(items)} events for {args.customers + 4} customers "
         f"at {args.rate:g}/s{via}; try, while it runs:",

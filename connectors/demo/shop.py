@@ -201,7 +201,7 @@ class Shop:
         self.topic = settings.keel.topics.orders
         self.orders = orders
         #: KEEL_CDC: "debezium" sends the cancellations through Debezium (see _publish)
-        self.cdc = (os.environ.get("KEEL_CDC") or "").strip().lower()
+        self.cdc = settings.cdc
         self._conn: psycopg.Connection[Any] | None = None
         self.handled = 0
 

@@ -12,6 +12,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from connectors.settings import ConfigError, ConnectorSettings
 from connectors.sources.debezium_outbox import DEPARTMENT_OF_KIND, schema_sql
 from deploy.local.connect import DEPARTMENTS, Connect, cdc_from_env, outbox_connector
 from deploy.local.errors import StackError
@@ -101,3 +102,10 @@ def test_keel_cdc_is_empty_or_debezium() -> None:
     assert cdc_from_env({"KEEL_CDC": " Debezium "}) == "debezium"
     with pytest.raises(StackError, match="KEEL_CDC"):
         cdc_from_env({"KEEL_CDC": "maxwell"})
+
+
+def test_the_connectors_read_keel_cdc_validated() -> None:
+    assert ConnectorSettings.from_env({}).cdc == ""
+    assert ConnectorSettings.from_env({"KEEL_CDC": "debezium"}).cdc == "debezium"
+    with pytest.raises(ConfigError, match="KEEL_CDC"):
+        ConnectorSettings.from_env({"KEEL_CDC": "poll"})
