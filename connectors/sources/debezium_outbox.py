@@ -55,10 +55,8 @@ def schema_sql(department: str) -> str:
     ``event_id`` becomes the record's ``id`` header. Every column is required: a row with no
     payload would be a tombstone on an input topic.
     """
-    if not department.isidentifier():
-        raise ValueError(f"department {department!r}: letters, digits and _ only")
     return f"""
-CREATE SCHEMA IF NOT EXISTS {department};
+CREATE SCHEMA IF NOT EXISTS {_checked(department)};
 CREATE TABLE IF NOT EXISTS {department}.{TABLE} (
     id         bigserial PRIMARY KEY,
     event_id   text NOT NULL,
@@ -81,12 +79,17 @@ def outbox_row(kind: str, event: dict[str, Any], topic: str | None = None) -> Ou
 def write(conn: psycopg.Connection[Any], department: str, rows: Iterable[OutboxRow]) -> int:
     """Insert ``rows`` into the department's outbox in the caller's transaction; how many."""
     rows = list(rows)
-    if not department.isidentifier():
-        raise ValueError(f"department {department!r}: letters, digits and _ only")
     with conn.cursor() as cursor:
         cursor.executemany(
-            f"INSERT INTO {department}.{TABLE} (event_id, topic, key, payload) "
+            f"INSERT INTO {_checked(department)}.{TABLE} (event_id, topic, key, payload) "
             "VALUES (%s, %s, %s, %s)",
             rows,
         )
     return len(rows)
+
+
+def _checked(department: str) -> str:
+    """The department's name as its schema's: an SQL identifier, never quoted input."""
+    if not department.isidentifier():
+        raise ValueError(f"department {department!r}: letters, digits and _ only")
+    return department

@@ -66,16 +66,15 @@ def connector_name(department: str) -> str:
     return f"keel-outbox-{department}"
 
 
-def outbox_connector(
-    department: str, postgres_url: str, *, database_host: str | None = None
-) -> tuple[str, dict[str, str]]:
+def outbox_connector(department: str, postgres_url: str) -> tuple[str, dict[str, str]]:
     """(name, config) of the Debezium connector reading ``<department>.keel_outbox``.
 
-    ``postgres_url`` is the department database's libpq URL (``postgresql://user:pw@host:port/db``);
-    ``database_host`` overrides its host as Connect must reach it (compose: the service name).
-    The Outbox Event Router sends each inserted row to the topic in its ``topic`` column, keyed
-    by its ``key`` column, its ``payload`` bytes unchanged (``ByteArrayConverter``: the row
-    carries the Avro single-object encoding) and its ``event_id`` as header ``id``.
+    ``postgres_url`` is the department database's libpq URL as Connect reaches it
+    (``postgresql://user:pw@host:port/db``; a password may be a config provider's reference,
+    ``${env:POSTGRES_PASSWORD}``, resolved by the Connect worker). The Outbox Event Router
+    sends each inserted row to the topic in its ``topic`` column, keyed by its ``key`` column,
+    its ``payload`` bytes unchanged (``ByteArrayConverter``: the row carries the Avro
+    single-object encoding) and its ``event_id`` as header ``id``.
     """
     url = urllib.parse.urlsplit(postgres_url)
     if not department.isidentifier():
@@ -85,7 +84,7 @@ def outbox_connector(
         "connector.class": "io.debezium.connector.postgresql.PostgresConnector",
         "tasks.max": "1",
         "plugin.name": "pgoutput",
-        "database.hostname": database_host or url.hostname or HOST,
+        "database.hostname": url.hostname or HOST,
         "database.port": str(url.port or 5432),
         "database.user": urllib.parse.unquote(url.username or "keel"),
         "database.password": urllib.parse.unquote(url.password or ""),
