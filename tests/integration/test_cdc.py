@@ -24,7 +24,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from confluent_kafka import OFFSET_END, Consumer, TopicPartition
+from confluent_kafka import Consumer, TopicPartition
 
 from connectors.demo.shop import cancel_event_id
 from connectors.sources.debezium_outbox import OutboxRow, outbox_row, schema_sql, write
@@ -40,7 +40,6 @@ from tests.integration.harness import (
     Worker,
     customer_when,
     metric_value,
-    read_topic,
     wait_for,
 )
 from tests.integration.test_make_targets import stack_env, target, wait_well
@@ -185,15 +184,59 @@ def interleaved(written: dict[str, list[dict]], per_transaction: int) -> list[li
     return [rows[i : i + per_transaction] for i in range(0, len(rows), per_transaction)]
 
 
-def records_of(kafka: Kafka, topic: str, keys: set[str]) -> list[tuple[str, str]]:
-    """(key, event id header) of each record of ``topic`` with one of ``keys``, in log order
-    per partition."""
-    out = []
-    for message in read_topic(kafka.bootstrap, topic, timeout=30):
-        key = (message.key() or b"").decode()
-        if key in keys:
-            out.append((key, dict(message.headers() or [])[ "id"].decode()))
-    return out
+class Tail(threading.Thread):
+    """Every record of ``topics`` written after it started, as it arrives: a test reads what
+    its own rows made without reading the shared topics from their beginning::
+
+        with Tail(kafka, "orders.v1") as tail:
+            ...
+            tail.of({"c-1"})   # [(key, event id header), ...] in arrival order per partition
+    """
+
+    def __init__(self, kafka: Kafka, *topics: str) -> None:
+        super().__init__(daemon=True)
+        self.consumer = Consumer(client_config(kafka.bootstrap, **{
+            "group.id": unique("cdc-tail"), "enable.auto.commit": False}))  # fmt: skip
+        starts = []
+        for topic in topics:  # explicit end offsets: nothing written after this is missed
+            for p in self.consumer.list_topics(topic, timeout=10).topics[topic].partitions:
+                end = self.consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+                starts.append(TopicPartition(topic, p, end))
+        self.consumer.assign(starts)
+        #: (topic, message, wall-clock arrival) of each record, in arrival order
+        self.records: list[tuple[str, Any, float]] = []
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopping.is_set():
+            message = self.consumer.poll(0.05)
+            if message is not None and not message.error():
+                self.records.append((message.topic(), message, time.time()))
+        self.consumer.close()
+
+    def __enter__(self) -> Tail:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stopping.set()
+        self.join(10)
+
+    def of(self, keys: set[str], topic: str = "orders.v1") -> list[tuple[str, str]]:
+        """(key, event id header) of each record of ``topic`` with one of ``keys``."""
+        return [(key, dict(m.headers() or [])["id"].decode())
+                for t, m, _ in list(self.records)
+                if t == topic and (key := (m.key() or b"").decode()) in keys]  # fmt: skip
+
+    def wait_for_all(self, written: dict[str, list[dict]]) -> None:
+        """Until a record of every event of ``written`` (key -> events) has arrived."""
+        ids = {e["event_id"] for events in written.values() for e in events}
+        wait_for("a record of every row", lambda: ids <= {i for _, i in self.of(set(written))})
+
+    def arrived(self, key: str, topic: str = "orders.v1") -> float | None:
+        """When the first record of ``key`` on ``topic`` arrived, if it did."""
+        return next((at for t, m, at in list(self.records)
+                     if t == topic and m.key() == key.encode()), None)  # fmt: skip
 
 
 def first_seen(records: list[tuple[str, str]]) -> dict[str, list[str]]:
@@ -259,21 +302,19 @@ def test_rows_of_one_transaction_become_events_in_order_for_both_departments(
               for i, kind in enumerate(("PLACED", "AMENDED", "COMPLETED"))]  # fmt: skip
     parcels = [shipment(oid, sid, kind, T0 + (i + 1) * HOUR)[1]
                for i, kind in enumerate(("CREATED", "DISPATCHED", "DELIVERED"))]  # fmt: skip
-    commit(department_db.url, "webshop", [outbox_row("order", e) for e in orders])
-    commit(department_db.url, "shipping", [outbox_row("shipment", e) for e in parcels])
+    with Tail(kafka, "orders.v1", "shipments.v1") as tail:
+        commit(department_db.url, "webshop", [outbox_row("order", e) for e in orders])
+        commit(department_db.url, "shipping", [outbox_row("shipment", e) for e in parcels])
 
-    state = customer_when(
-        worker, cid,
-        lambda s: s["orders"] and s["orders"][0]["status"] == "COMPLETED"
-        and s["orders"][0]["shipments"] and s["orders"][0]["shipments"][0]["status"] == "DELIVERED",
-    )  # fmt: skip
+        state = customer_when(
+            worker, cid,
+            lambda s: s["orders"] and s["orders"][0]["status"] == "COMPLETED"
+            and s["orders"][0]["shipments"]
+            and s["orders"][0]["shipments"][0]["status"] == "DELIVERED",
+        )  # fmt: skip
     assert [o["order_id"] for o in state["orders"]] == [oid]
-    assert first_seen(records_of(kafka, "orders.v1", {cid})) == {
-        cid: [e["event_id"] for e in orders]
-    }
-    assert first_seen(records_of(kafka, "shipments.v1", {oid})) == {
-        oid: [e["event_id"] for e in parcels]
-    }
+    assert first_seen(tail.of({cid})) == {cid: [e["event_id"] for e in orders]}
+    assert first_seen(tail.of({oid}, "shipments.v1")) == {oid: [e["event_id"] for e in parcels]}
 
 
 def test_connect_killed_mid_stream_every_row_reaches_the_state_once_in_key_order(
@@ -283,17 +324,17 @@ def test_connect_killed_mid_stream_every_row_reaches_the_state_once_in_key_order
     batches = interleaved(written, per_transaction=2)
 
     def kill_and_restart() -> None:
-        wait_for("some rows through Connect",
-                 lambda: records_of(kafka, "orders.v1", set(written)), 60)  # fmt: skip
+        wait_for("some rows through Connect", lambda: tail.of(set(written)), 60)
         connect.kill()
         time.sleep(1.0)  # rows keep coming while Connect is down
         connect.start()
 
     before = events_counted(worker)
-    write_through(department_db.url, batches, kill_and_restart)
-
-    wait_for_states(worker, expected, timeout=120)
-    records = records_of(kafka, "orders.v1", set(written))
+    with Tail(kafka, "orders.v1") as tail:
+        write_through(department_db.url, batches, kill_and_restart)
+        wait_for_states(worker, expected, timeout=120)
+        tail.wait_for_all(written)
+    records = tail.of(set(written))
     order_of = first_seen(records)
     for cid, events in written.items():
         assert order_of[cid] == [e["event_id"] for e in events], cid
@@ -316,11 +357,13 @@ def test_postgres_restarted_mid_stream_nothing_is_lost(
         department_db.start()
 
     before = events_counted(worker)
-    writer = write_through(department_db.url, interleaved(written, per_transaction=1), restart)
-    assert writer.failures > 0, "the writer saw PostgreSQL go down"
-
-    wait_for_states(worker, expected, timeout=150)
-    records = records_of(kafka, "orders.v1", set(written))
+    with Tail(kafka, "orders.v1") as tail:
+        writer = write_through(department_db.url, interleaved(written, per_transaction=1),
+                               restart)  # fmt: skip
+        assert writer.failures > 0, "the writer saw PostgreSQL go down"
+        wait_for_states(worker, expected, timeout=150)
+        tail.wait_for_all(written)
+    records = tail.of(set(written))
     order_of = first_seen(records)
     for cid, events in written.items():
         assert order_of[cid] == [e["event_id"] for e in events], cid
@@ -334,15 +377,12 @@ def test_a_row_keel_cannot_decode_is_a_dead_letter_with_its_reason(
     cid, oid = unique("c-cdc"), unique("o")
     garbage = b"not avro: " + cid.encode()
     good = order(cid, oid)[1]
-    commit(department_db.url, "webshop", [
-        OutboxRow(unique("e"), "orders.v1", cid, garbage), outbox_row("order", good),
-    ])  # fmt: skip
-
-    def letter() -> Any:
-        return next((m for m in read_topic(kafka.bootstrap, "deadletter.v1", timeout=30)
-                     if m.value() == garbage), None)  # fmt: skip
-
-    dead = wait_for("the undecodable row's dead letter", letter, 60, interval=0.5)
+    with Tail(kafka, "deadletter.v1") as tail:
+        commit(department_db.url, "webshop", [
+            OutboxRow(unique("e"), "orders.v1", cid, garbage), outbox_row("order", good),
+        ])  # fmt: skip
+        dead = wait_for("the undecodable row's dead letter", lambda: next(
+            (m for _, m, _ in list(tail.records) if m.value() == garbage), None), 60)  # fmt: skip
     headers = {k: v.decode() for k, v in dead.headers()}
     assert dead.key() == cid.encode()
     assert headers["x-source-topic"] == "orders.v1"
@@ -350,27 +390,6 @@ def test_a_row_keel_cannot_decode_is_a_dead_letter_with_its_reason(
     assert headers["x-error"].startswith("not Avro single-object encoding"), headers
     state = customer_when(worker, cid, lambda s: bool(s["orders"]))
     assert [o["order_id"] for o in state["orders"]] == [oid], "the good row behind it applies"
-
-
-class Arrivals(threading.Thread):
-    """When each key first appeared on ``topic`` (wall clock), from the topic's end onwards."""
-
-    def __init__(self, kafka: Kafka, topic: str) -> None:
-        super().__init__(daemon=True)
-        self.consumer = Consumer(client_config(kafka.bootstrap, **{
-            "group.id": unique("arrivals"), "enable.auto.commit": False,
-            "auto.offset.reset": "latest"}))  # fmt: skip
-        partitions = self.consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        self.consumer.assign([TopicPartition(topic, p, OFFSET_END) for p in partitions])
-        self.seen: dict[str, float] = {}
-        self.stopping = threading.Event()
-
-    def run(self) -> None:
-        while not self.stopping.is_set():
-            message = self.consumer.poll(0.05)
-            if message is not None and not message.error():
-                self.seen.setdefault((message.key() or b"").decode(), time.time())
-        self.consumer.close()
 
 
 def percentiles(samples: list[float]) -> str:
@@ -386,10 +405,8 @@ def test_row_to_state_latency(
     """Rows committed one at a time → the record on orders.v1 → the order visible in the
     query API: p50/p99 printed for docs/connectors/debezium.md (a measurement, not a timed
     pass/fail)."""
-    arrivals = Arrivals(kafka, "orders.v1")
-    arrivals.start()
     to_topic, to_state = [], []
-    try:
+    with Tail(kafka, "orders.v1") as tail:
         for _ in range(ROWS_MEASURED):
             cid, oid = unique("c-cdc"), unique("o")
             committed = commit(department_db.url, "webshop",
@@ -401,11 +418,8 @@ def test_row_to_state_latency(
 
             wait_for(f"{cid} visible", visible, 60, interval=0.005)
             to_state.append(time.time() - committed)
-            to_topic.append(wait_for(f"{cid} on orders.v1", lambda c=cid: arrivals.seen.get(c))
+            to_topic.append(wait_for(f"{cid} on orders.v1", lambda c=cid: tail.arrived(c))
                             - committed)  # fmt: skip
-    finally:
-        arrivals.stopping.set()
-        arrivals.join(10)
     print(f"\nover {ROWS_MEASURED} rows, row committed -> record on orders.v1: "
           f"{percentiles(to_topic)}; -> state visible: {percentiles(to_state)}")
     assert len(to_state) == len(to_topic) == ROWS_MEASURED
