@@ -11,13 +11,16 @@ and what a subscriber would get (the records on the input topics, the dead lette
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import statistics
 import sys
 import tempfile
 import threading
 import time
+import urllib.parse
 import urllib.request
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -33,15 +36,18 @@ from deploy.local.envfile import read_env
 from deploy.local.postgres import Postgres
 from deploy.local.process import Child
 from deploy.local.stack import Kafka, free_port
-from streams.kafka.config import client_config
+from deploy.local.tls import Certificates
+from streams.kafka.config import KafkaSecurity, client_config
 from tests.builders import T0, order, shipment, unique
 from tests.integration.harness import (
     ROOT,
     Worker,
     customer_when,
     metric_value,
+    read_topic,
     wait_for,
 )
+from tests.integration.secure import KAFKA_PASSWORD, KAFKA_USER, kafka_env
 from tests.integration.test_make_targets import stack_env, target, wait_well
 
 pytestmark = pytest.mark.integration
@@ -494,3 +500,77 @@ def desk_cancel(api: str, agent_token: str, customer_id: str, order_id: str) -> 
     with urllib.request.urlopen(request, timeout=30) as resp:
         assert resp.status in (200, 202), resp.status
     return command_id
+
+
+class ShippedConnect(Connect):
+    """A Connect worker run with a shipped worker file (compose's or Kubernetes'), only what
+    points at places adapted to this machine; its secrets come from ``env`` through the env
+    config provider, as in a container."""
+
+    def __init__(self, shipped: Path, base: Path, kafka: Kafka, ca: Path,
+                 env: dict[str, str]) -> None:  # fmt: skip
+        super().__init__(base, kafka.sasl_bootstrap, free_port(), log_file=base / "connect.log")
+        self.shipped, self.ca, self.env = shipped, ca, env
+        self.group = unique("keel-connect")
+
+    def _properties(self, plugins: Path) -> str:
+        here = {"bootstrap.servers": self.bootstrap, "plugin.path": str(plugins),
+                "listeners": self.url, "rest.advertised.host.name": "127.0.0.1",
+                "rest.advertised.port": str(self.port), "group.id": self.group}  # fmt: skip
+        lines = []
+        for line in self.shipped.read_text().splitlines():
+            key, _, value = line.partition("=")
+            if key in here:
+                value = here[key]
+            elif key.endswith("ssl.truststore.location"):
+                value = str(self.ca)
+            elif key.endswith("replication.factor"):
+                value = "1"  # one broker here
+            elif key.endswith(".storage.topic"):
+                value = f"{self.group}-{key.split('.')[0]}"
+            lines.append(f"{key}={value}" if _ else line)
+        return "\n".join(lines) + "\n"
+
+    def _popen_options(self) -> dict[str, Any]:
+        return {"env": {**os.environ, **self.env}}
+
+
+@pytest.mark.parametrize("deployment", ["compose", "k8s"])
+def test_the_shipped_connect_worker_and_connector_files_work_against_a_sasl_ssl_kafka(
+    deployment: str, secure_kafka: Kafka, certs: Certificates, department_db: Postgres,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    """deploy/compose/connect and deploy/k8s/debezium as shipped: the worker logs in to a
+    SASL_SSL Kafka (PLAIN in compose, SCRAM-SHA-512 on Kubernetes), the connector JSON with its
+    ``${env:…}`` references reads the web shop's outbox, a row arrives on orders.v1."""
+    folder = ROOT / "deploy" / ("compose/connect" if deployment == "compose" else "k8s/debezium")
+    db = urllib.parse.urlsplit(department_db.url)
+    env = {"KAFKA_SASL_USERNAME": KAFKA_USER, "KAFKA_SASL_PASSWORD": KAFKA_PASSWORD,
+           "POSTGRES_PASSWORD": "unused-with-trust", "POD_IP": "127.0.0.1",
+           "KEEL_CDC_DATABASE_HOST": "127.0.0.1", "KEEL_CDC_DATABASE_PORT": str(db.port),
+           "KEEL_CDC_DATABASE_USER": "keel", "KEEL_CDC_DATABASE_PASSWORD": "unused-with-trust",
+           "KEEL_CDC_DATABASE_NAME": "keel"}  # fmt: skip
+    worker = ShippedConnect(folder / "connect-distributed.properties", tmp_path, secure_kafka,
+                            certs.ca, env)  # fmt: skip
+    config = json.loads((folder / "keel-outbox-webshop.json").read_text())
+    if deployment == "compose":  # its database is the service `postgres` on 5432
+        config |= {"database.hostname": "127.0.0.1", "database.port": str(db.port)}
+    slot = f"keel_{deployment}_{uuid.uuid4().hex[:8]}"  # the module's connector has keel_webshop
+    config |= {"slot.name": slot, "publication.name": slot, "topic.prefix": slot}
+    worker.start()
+    try:
+        worker.put_connector("keel-outbox-webshop", config)
+        worker.wait_running("keel-outbox-webshop")
+        cid = unique("c-cdc")
+        event = order(cid, unique("o"))[1]
+        commit(department_db.url, "webshop", [outbox_row("order", event)])
+        security = KafkaSecurity.from_env(kafka_env(secure_kafka, certs))
+        found = wait_for("the row on the SASL_SSL Kafka's orders.v1", lambda: [
+            m for m in read_topic(secure_kafka.sasl_bootstrap, "orders.v1", security=security)
+            if m.key() == cid.encode()], 60, interval=1)  # fmt: skip
+        assert [dict(m.headers())["id"].decode() for m in found] == [event["event_id"]]
+        assert found[0].value() == outbox_row("order", event).payload
+    finally:
+        worker.stop()
+        with psycopg.connect(department_db.url, autocommit=True) as conn:
+            conn.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
