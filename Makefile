@@ -12,6 +12,7 @@ PYTEST_ARGS ?=
 
 help:
 	@echo "make run    set up and run the whole local stack with a demo feed (Ctrl-C stops it)"
+	@echo "           KEEL_CDC=debezium make run: the departments' databases through Debezium in Kafka Connect"
 	@echo "make up     start the stack in the background (no demo feed); returns once ready"
 	@echo "make status every process of the stack (make run's or make up's) with its health answer"
 	@echo "make down   stop whatever runs, started by 'make run' or 'make up'"
@@ -40,7 +41,8 @@ $(TEST_STAMP): $(STAMP)
 
 venv: $(STAMP)
 
-# apt packages (redis-server, postgresql, prometheus) and the Kafka jars, each only if missing.
+# apt packages (redis-server, postgresql, prometheus) and the Kafka, Kafka Connect and Debezium
+# jars (Maven Central, cached in ~/.cache/keel), each only if missing.
 deps: venv
 	@$(PY) -m deploy.local fetch
 

@@ -51,6 +51,13 @@ def _int(name: str, raw: str, minimum: int, maximum: int | None = None) -> int:
     return value
 
 
+def _choice(name: str, raw: str, allowed: tuple[str, ...]) -> str:
+    if raw not in allowed:
+        options = ", ".join(repr(a) for a in allowed)
+        raise ConfigError(f"{name}={raw!r} must be one of {options}")
+    return raw
+
+
 @dataclass(frozen=True)
 class ConnectorSettings:
     """What the connectors read from the environment (see docs/configuration.md)."""
@@ -64,6 +71,9 @@ class ConnectorSettings:
     outbox_port: int
     outbox_batch: int
     outbox_poll_seconds: float
+    #: KEEL_CDC: "" (keel's outbox poller) or "debezium" (departments' outboxes read by
+    #: Debezium; the demo feed and shop write there)
+    cdc: str
     redis_sink_port: int
     redis_sink_group: str
     redis_sink_batch: int
@@ -98,6 +108,7 @@ class ConnectorSettings:
             outbox_port=_int("KEEL_OUTBOX_PORT", get("KEEL_OUTBOX_PORT"), 1, 65535),
             outbox_batch=_int("KEEL_OUTBOX_BATCH", get("KEEL_OUTBOX_BATCH"), 1, 100_000),
             outbox_poll_seconds=_int("KEEL_OUTBOX_POLL_MS", get("KEEL_OUTBOX_POLL_MS"), 1) / 1000,
+            cdc=_choice("KEEL_CDC", get("KEEL_CDC").strip().lower(), ("", "debezium")),
             redis_sink_port=_int("KEEL_REDIS_SINK_PORT", get("KEEL_REDIS_SINK_PORT"), 1, 65535),
             redis_sink_group=get("KEEL_REDIS_SINK_GROUP"),
             redis_sink_batch=_int(

@@ -224,6 +224,13 @@ VARIABLES: tuple[tuple[str, str, str], ...] = (
     ("KEEL_OUTBOX_PORT", "8089", "outbox connector's /metrics and /healthz port"),
     ("KEEL_OUTBOX_BATCH", "500", "outbox rows published per round trip"),
     (
+        "KEEL_CDC",
+        "",
+        "how departments' databases reach Kafka in `make run` and the demo: empty, keel's outbox "
+        "connector polls keel_outbox; `debezium`, Debezium in Kafka Connect reads the "
+        "departments' outbox tables (docs/connectors/debezium.md)",
+    ),
+    (
         "KEEL_OUTBOX_POLL_MS",
         "200",
         "idle outbox connector: how often it looks for rows (a standby: for the lock)",
@@ -262,6 +269,8 @@ OTHER_KNOWN = frozenset(
         "KEEL_DEMO_CUSTOMERS",
         "KEEL_DEMO_RATE",
         "KEEL_SHOP_PORT",
+        "KEEL_CONNECT_PORT",
+        "KEEL_CONNECT_JVM_FLAGS",
     }
 )
 

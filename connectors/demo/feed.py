@@ -28,6 +28,10 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
+import psycopg
+
+from connectors.settings import ConnectorSettings
+from connectors.sources.debezium_outbox import DEPARTMENT_OF_KIND, outbox_row, schema_sql, write
 from streams.config import Settings
 from streams.encoding.codec import get_codec
 from streams.kafka.producer import ConfirmedProducer
@@ -281,6 +285,39 @@ def encoded(items: list[Item], settings: Settings) -> Iterator[tuple[str, bytes,
         yield topic, event[KEY_OF_KIND[kind]].encode(), codec.encode(SCHEMA_OF_KIND[kind], event)
 
 
+class Departments:
+    """Where the feed's events go: straight to Kafka, or with ``KEEL_CDC=debezium`` the shop's
+    orders and shipping's parcels into their outbox tables in PostgreSQL (``POSTGRES_URL``),
+    one transaction per department and batch, for Debezium to read (contacts still go to
+    Kafka: the contact centre writes there itself)."""
+
+    def __init__(self, settings: Settings, postgres_url: str, cdc: str) -> None:
+        self.settings = settings
+        self.producer = ConfirmedProducer(settings.kafka_bootstrap)
+        self.outboxes: psycopg.Connection[Any] | None = None
+        if cdc == "debezium":
+            self.outboxes = psycopg.connect(postgres_url, autocommit=True, connect_timeout=10)
+            for department in set(DEPARTMENT_OF_KIND.values()):
+                self.outboxes.execute(schema_sql(department))
+
+    def send(self, items: list[Item]) -> None:
+        if self.outboxes is not None:
+            for kind, department in DEPARTMENT_OF_KIND.items():
+                topic = getattr(self.settings.topics, TOPIC_OF_KIND[kind])
+                rows = [outbox_row(kind, event, topic) for k, event in items if k == kind]
+                if rows:
+                    with self.outboxes.transaction():
+                        write(self.outboxes, department, rows)
+            items = [item for item in items if item[0] not in DEPARTMENT_OF_KIND]
+        records = list(encoded(items, self.settings))
+        for topic in {r[0] for r in records}:
+            self.producer.publish(topic, [(k, v) for tp, k, v in records if tp == topic])
+
+    def close(self) -> None:
+        if self.outboxes is not None:
+            self.outboxes.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--customers", type=int, default=300)
@@ -289,12 +326,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args(argv)
     logging.basicConfig(level="INFO", format="%(asctime)s demo-feed %(message)s")
-    settings = Settings.from_env()
+    connector_settings = ConnectorSettings.from_env()
+    settings = connector_settings.keel
     items = Feed(seed=args.seed).history(args.customers)
-    producer = ConfirmedProducer(settings.kafka_bootstrap)
+    cdc = connector_settings.cdc
+    departments = Departments(settings, connector_settings.postgres_url, cdc)
+    via = " (orders and shipments through their outboxes and Debezium)" if cdc else ""
     print(
         f"demo feed: {len(items)} events for {args.customers + 4} customers "
-        f"at {args.rate:g}/s; try, while it runs:",
+        f"at {args.rate:g}/s{via}; try, while it runs:",
         flush=True,
     )
     auth = '-H "Authorization: Bearer $KEEL_READ_TOKEN" '  # after `. .run/tokens.env`
@@ -302,16 +342,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  curl -s {auth}{args.api}/customers/{cid}", flush=True)
     print(f"  curl -s {auth}'{args.api}/customers?email=<an address>'", flush=True)
     batch = max(1, int(args.rate))
-    records = list(encoded(items, settings))
     try:
-        for start in range(0, len(records), batch):
-            chunk = records[start : start + batch]
-            for topic in {r[0] for r in chunk}:
-                producer.publish(topic, [(k, v) for tp, k, v in chunk if tp == topic])
-            log.info("sent %d/%d events", min(start + batch, len(records)), len(records))
+        for start in range(0, len(items), batch):
+            departments.send(items[start : start + batch])
+            log.info("sent %d/%d events", min(start + batch, len(items)), len(items))
             time.sleep(1.0)
     except KeyboardInterrupt:
         return 130
+    finally:
+        departments.close()
     print("demo feed: done; the stack keeps running (Ctrl-C stops it)", flush=True)
     return 0
 

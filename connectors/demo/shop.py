@@ -5,6 +5,7 @@
         ┌───────────────────────────────────────────────────────────────────── keel_inbox ◄┘
         ▼
     this shop ─► keel_outbox (CANCELLED, same transaction) ─► outbox connector ─► orders.v1
+                 (KEEL_CDC=debezium: webshop.keel_outbox ─► Debezium in Kafka Connect)
         ─► keel's CustomerState ─► the desk page
 
 The shop knows its orders by reading ``orders.v1`` (the demo feed plays the shop's and the
@@ -63,6 +64,7 @@ from connectors.settings import ConnectorSettings
 from connectors.sinks.postgres_inbox import COLUMNS
 from connectors.sinks.postgres_inbox import SCHEMA_SQL as INBOX_SQL
 from connectors.sinks.webhook import COMMAND_ID_HEADER, SIGNATURE_HEADER, sign
+from connectors.sources.debezium_outbox import DEPARTMENT_OF_KIND, outbox_row, schema_sql, write
 from connectors.sources.postgres_outbox import SCHEMA_SQL as OUTBOX_SQL
 from streams.encoding.codec import CodecError, get_codec
 from streams.encoding.jsonconv import JsonFieldError, from_json, to_json
@@ -198,6 +200,8 @@ class Shop:
         self.url = settings.inbox_postgres_url
         self.topic = settings.keel.topics.orders
         self.orders = orders
+        #: KEEL_CDC: "debezium" sends the cancellations through Debezium (see _publish)
+        self.cdc = settings.cdc
         self._conn: psycopg.Connection[Any] | None = None
         self.handled = 0
 
@@ -208,6 +212,7 @@ class Shop:
                 conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
                 conn.execute(INBOX_SQL)
                 conn.execute(OUTBOX_SQL)
+                conn.execute(schema_sql(DEPARTMENT_OF_KIND["order"]))
                 conn.execute(SHOP_SQL)
             self._conn = conn
         return self._conn
@@ -231,13 +236,22 @@ class Shop:
                     order = self.orders.get(order_id)
                     assert order is not None
                     event = cancelled_event(order, command_id, int(time.time() * 1000))
-                    payload = json.dumps(to_json("OrderEvent", event))
-                    conn.execute(_OUTBOX, (self.topic, event["customer_id"], payload))
+                    self._publish(conn, event)
                 conn.execute(_HANDLED, (command_id, outcome))
             log.info("command %s for order %s: %s", command_id, order_id, outcome)
             settled += 1
         self.handled += settled
         return settled
+
+    def _publish(self, conn: psycopg.Connection[Any], event: dict[str, Any]) -> None:
+        """The CANCELLED into the shop's outbox, in the caller's transaction: keel_outbox
+        (JSON, for keel's poller) or with ``KEEL_CDC=debezium`` webshop.keel_outbox (Avro,
+        for Debezium)."""
+        if self.cdc == "debezium":
+            write(conn, DEPARTMENT_OF_KIND["order"], [outbox_row("order", event, self.topic)])
+        else:
+            payload = json.dumps(to_json("OrderEvent", event))
+            conn.execute(_OUTBOX, (self.topic, event["customer_id"], payload))
 
     def _decide(
         self, command_id: str, order_id: str, customer_id: str, age: float,

@@ -20,7 +20,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 from deploy.local.errors import MissingTool, PortInUse, StackError
-from deploy.local.provision import DEFAULT_APT_PACKAGES, ensure_apt_packages, ensure_kafka_jars
+from deploy.local.provision import (
+    DEFAULT_APT_PACKAGES,
+    ensure_apt_packages,
+    ensure_connect_jars,
+    ensure_debezium_plugin,
+    ensure_kafka_jars,
+)
 from deploy.local.stack import Kafka, KafkaCluster, Redis, is_running, local_kafka, stop_pid
 
 Service = Kafka | Redis
@@ -31,7 +37,9 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m deploy.local", description=__doc__.splitlines()[0]
     )
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("fetch", help="download Kafka's jars and apt-install what is missing")
+    commands.add_parser(
+        "fetch", help="download Kafka's, Connect's and Debezium's jars; apt-install what is missing"
+    )
     for name, text in (("up", "start detached"), ("down", "stop"), ("status", "show state")):
         command = commands.add_parser(name, help=f"{text} the local Kafka and Redis")
         command.add_argument("--dir", type=Path, default=Path(".run"), help="pid files, data, logs")
@@ -69,6 +77,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _fetch(args: argparse.Namespace) -> int:
     print(f"Kafka jars: {ensure_kafka_jars()}")
+    print(f"Kafka Connect jars: {ensure_connect_jars()}")  # KEEL_CDC=debezium, tests/test_cdc
+    print(f"Debezium plugin: {ensure_debezium_plugin()}")
     ensure_apt_packages(DEFAULT_APT_PACKAGES)
     print(f"apt packages present: {', '.join(DEFAULT_APT_PACKAGES)}")
     return 0

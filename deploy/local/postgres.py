@@ -134,6 +134,8 @@ class Postgres(_Service):
             "-k", str(self.cluster),
             "-c", f"listen_addresses={HOST}",
             "-c", "shared_buffers=32MB",
+            # logical decoding (pgoutput) for Debezium's connector (deploy/local/connect.py)
+            "-c", "wal_level=logical",
             *self._hba(),
         ]  # fmt: skip
 

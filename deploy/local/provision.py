@@ -1,10 +1,13 @@
-"""Get the programs the local stack runs: Kafka's jars from Maven Central, the rest from apt.
+"""Get the programs the local stack runs: Kafka's, Connect's and Debezium's jars from Maven
+Central, the rest from apt.
 
 There is no Kafka package for Debian and no Docker here, so the broker is the plain
 ``kafka_2.13`` jar and its dependencies, fetched once by Maven (``pom.xml`` next to this file)
 into a cache outside git::
 
     lib = ensure_kafka_jars()      # ~/.cache/keel/kafka-3.9.1/lib, or $KEEL_CACHE/...
+    ensure_connect_jars()          # Kafka Connect's runtime, ~/.cache/keel/connect-3.9.1/lib
+    ensure_debezium_plugin()       # Debezium's PostgreSQL connector, a Connect plugin
     ensure_apt_packages()          # redis-server, postgresql, prometheus, chromium (root only)
 
 Progress goes to the ``logging`` logger of this module and to Maven's own output; the CLI in
@@ -28,7 +31,10 @@ log = logging.getLogger(__name__)
 
 KAFKA_VERSION = "3.9.1"
 SCALA_VERSION = "2.13"
+DEBEZIUM_VERSION = "3.6.1.Final"
 POM = Path(__file__).with_name("pom.xml")
+CONNECT_POM = Path(__file__).with_name("connect-pom.xml")
+DEBEZIUM_POM = Path(__file__).with_name("debezium-pom.xml")
 DEPENDENCY_PLUGIN = "org.apache.maven.plugins:maven-dependency-plugin:3.6.1:copy-dependencies"
 JAVA_HINT = "apt-get install openjdk-17-jre-headless maven"
 # chromium and chromium-driver: the desk console's browser tests (tests/integration/test_desk.py)
@@ -70,44 +76,74 @@ def java_binary() -> str:
 
 
 def ensure_kafka_jars() -> Path:
-    """Return the directory holding Kafka's jars, downloading them on the first call only.
+    """Return the directory holding Kafka's jars, downloading them on the first call only."""
+    return _ensure_jars(
+        POM, cache_dir() / f"kafka-{KAFKA_VERSION}", "lib", _broker_jar_name(),
+        f"Kafka {KAFKA_VERSION} jars (first run only, ~50 MB)",
+    )  # fmt: skip
+
+
+def ensure_connect_jars() -> Path:
+    """Kafka Connect's runtime (the broker's version, ~30 MB): its ``lib`` directory."""
+    return _ensure_jars(
+        CONNECT_POM, cache_dir() / f"connect-{KAFKA_VERSION}", "lib",
+        f"connect-runtime-{KAFKA_VERSION}.jar",
+        f"Kafka Connect {KAFKA_VERSION} jars (first use only, ~30 MB)",
+    )  # fmt: skip
+
+
+def ensure_debezium_plugin() -> Path:
+    """Debezium's PostgreSQL connector (~25 MB) as a Connect plugin; returns the directory to
+    give Connect as ``plugin.path`` (it holds the one plugin directory)."""
+    base = cache_dir() / f"debezium-{DEBEZIUM_VERSION}"
+    _ensure_jars(
+        DEBEZIUM_POM, base, "debezium-connector-postgres",
+        f"debezium-connector-postgres-{DEBEZIUM_VERSION}.jar",
+        f"Debezium {DEBEZIUM_VERSION} PostgreSQL connector (first use only, ~25 MB)",
+        "-DexcludeGroupIds=org.apache.kafka,org.slf4j",
+    )  # fmt: skip
+    return base
+
+
+def _ensure_jars(pom: Path, base: Path, leaf: str, marker: str, what: str, *extra: str) -> Path:
+    """``base/leaf`` holding the runtime jars of ``pom``, fetched by Maven on the first call.
 
     Maven copies into a temporary sibling directory which is then renamed into place, so an
-    interrupted download never leaves a half-filled cache that later runs would trust.
+    interrupted download never leaves a half-filled cache that later runs would trust
+    (``marker``, a jar of the download, is how a complete one is told).
     """
-    java_binary()  # the jars are useless without it: say so before downloading 50 MB
-    base = cache_dir() / f"kafka-{KAFKA_VERSION}"
-    lib = base / "lib"
-    if _is_complete(lib):
+    java_binary()  # the jars are useless without it: say so before downloading them
+    lib = base / leaf
+    if (lib / marker).is_file():
         return lib
     mvn = shutil.which("mvn")
     if mvn is None:
         raise MissingTool(f"mvn not found; install it: {JAVA_HINT}")
     base.mkdir(parents=True, exist_ok=True)
     _remove_abandoned_downloads(base)
-    if lib.exists() and not _is_complete(lib):
-        # Renames are atomic, so an incomplete lib/ is debris from a hand edit: start over.
+    if lib.exists():
+        # Renames are atomic, so an incomplete directory is debris from a hand edit: start over.
         shutil.rmtree(lib)
-    log.info("fetching Kafka %s jars (first run only, ~50 MB)…", KAFKA_VERSION)
+    log.info("fetching %s…", what)
     tmp = Path(tempfile.mkdtemp(prefix=f".lib-{os.getpid()}-", dir=base))
     try:
         command = [
-            mvn, "-B", "-f", str(POM), DEPENDENCY_PLUGIN,
-            "-DincludeScope=runtime", f"-DoutputDirectory={tmp}",
+            mvn, "-B", "-f", str(pom), DEPENDENCY_PLUGIN,
+            "-DincludeScope=runtime", f"-DoutputDirectory={tmp}", *extra,
         ]  # fmt: skip
         result = subprocess.run(command, stdin=subprocess.DEVNULL, check=False)
         if result.returncode != 0:
-            raise StackError(f"mvn failed (exit {result.returncode}) fetching Kafka's jars")
-        if not _is_complete(tmp):
-            raise StackError(f"mvn finished but {_broker_jar_name()} is not in {tmp}")
+            raise StackError(f"mvn failed (exit {result.returncode}) fetching {what}")
+        if not (tmp / marker).is_file():
+            raise StackError(f"mvn finished but {marker} is not in {tmp}")
         try:
             tmp.rename(lib)
         except OSError:
-            if not _is_complete(lib):  # not a concurrent fetch that won the race
+            if not (lib / marker).is_file():  # not a concurrent fetch that won the race
                 raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    log.info("Kafka jars cached in %s", lib)
+    log.info("cached in %s", lib)
     return lib
 
 
@@ -140,10 +176,6 @@ def ensure_apt_packages(packages: Iterable[str] = DEFAULT_APT_PACKAGES) -> None:
 
 def _broker_jar_name() -> str:
     return f"kafka_{SCALA_VERSION}-{KAFKA_VERSION}.jar"
-
-
-def _is_complete(lib: Path) -> bool:
-    return (lib / _broker_jar_name()).is_file()
 
 
 def _remove_abandoned_downloads(base: Path) -> None:

@@ -41,6 +41,7 @@ from typing import Any
 
 from deploy.local import record
 from deploy.local.compose_secrets import ensure_compose_secrets
+from deploy.local.connect import DEPARTMENTS, Connect, cdc_from_env, outbox_connector
 from deploy.local.envfile import read_env, write_private
 from deploy.local.errors import StackError
 from deploy.local.postgres import Postgres
@@ -168,6 +169,14 @@ class Stack:
         self.api_port = _port("KEEL_API_PORT", 6066)
         self.api = f"http://127.0.0.1:{self.api_port}"
         self.kafka = local_kafka(run_dir, self.kafka_port)
+        #: KEEL_CDC=debezium: Kafka Connect with Debezium reads the departments' outboxes
+        #: (deploy/local/connect.py) instead of keel's outbox poller
+        self.cdc = cdc_from_env()
+        self.connect = (
+            Connect(run_dir / "connect", self.kafka.bootstrap, _port("KEEL_CONNECT_PORT", 8083),
+                    log_file=run_dir / "connect.log", replication=self.kafka.replication)
+            if self.cdc == "debezium" else None
+        )  # fmt: skip
         self.redis = Redis(run_dir / "redis", port=self.redis_port, log_file=run_dir / "redis.log")
         self.postgres = Postgres(
             run_dir / "postgres", port=self.postgres_port, log_file=run_dir / "postgres.log"
@@ -175,11 +184,6 @@ class Stack:
         self.connectors = [
             Connector(
                 "http-ingest", "connectors.sources.http_ingest", _port("KEEL_INGEST_PORT", 8088)
-            ),
-            Connector(
-                "postgres-outbox",
-                "connectors.sources.postgres_outbox",
-                _port("KEEL_OUTBOX_PORT", 8089),
             ),
             Connector("redis-sink", "connectors.sinks.redis", _port("KEEL_REDIS_SINK_PORT", 8090)),
             Connector(
@@ -191,6 +195,11 @@ class Stack:
                 _port("KEEL_DIRECTORY_SINK_PORT", 8094),
             ),
         ]
+        if self.connect is None:  # keel's own poller of keel_outbox
+            self.connectors.insert(1, Connector(
+                "postgres-outbox", "connectors.sources.postgres_outbox",
+                _port("KEEL_OUTBOX_PORT", 8089),
+            ))  # fmt: skip
         webhook_env: dict[str, str] = {}
         if demo:
             shop_port = _port("KEEL_SHOP_PORT", 8093)
@@ -257,9 +266,28 @@ class Stack:
             raise
         return children
 
+    def start_connect(self) -> None:
+        """Kafka Connect, each department's outbox table and its Debezium connector; returns
+        once every connector runs (KEEL_CDC=debezium only)."""
+        if self.connect is None:
+            return
+        import psycopg  # the venv's; `make down` runs this module without it
+
+        from connectors.sources.debezium_outbox import schema_sql
+
+        url = self.env["POSTGRES_URL"]
+        with psycopg.connect(url, autocommit=True, connect_timeout=10) as conn:
+            for department in DEPARTMENTS:
+                conn.execute(schema_sql(department))
+        self.connect.start()
+        for department in DEPARTMENTS:
+            self.connect.put_connector(*outbox_connector(department, url))
+        for department in DEPARTMENTS:
+            self.connect.wait_running(outbox_connector(department, url)[0])
+
     def hints(self) -> list[str]:
         url = {c.name: c.url for c in self.connectors}
-        ingest, outbox, sink = url["http-ingest"], url["postgres-outbox"], url["redis-sink"]
+        ingest, sink = url["http-ingest"], url["redis-sink"]
         if self.tokens_env is not None:
             auth = [
                 f"tokens         {self.tokens_env} (one per role; mode 600): "
@@ -283,8 +311,7 @@ class Stack:
             f"voice board    {self.api}/desk/voice  (GET {self.api}/voice?window=7d)",
             f"HTTP ingest    POST {ingest}/events/orders|shipments|contacts"
             f"  ({ingest}/openapi.json)",
-            f"outbox         INSERT INTO keel_outbox(topic, key, payload)"
-            f" at {self.env['POSTGRES_URL']}  (metrics {outbox}/metrics)",
+            *self._outbox_hints(url),
             f"Redis sink     redis-cli -p {self.redis_port} GET keel:customer:<id>"
             f"  (metrics {sink}/metrics)",
             f"commands       POST {self.api}/customers/<id>/commands -> keel_inbox"
@@ -307,6 +334,20 @@ class Stack:
         return lines
 
 
+    def _outbox_hints(self, url: dict[str, str]) -> list[str]:
+        at = self.env["POSTGRES_URL"]
+        if self.connect is None:
+            return [f"outbox         INSERT INTO keel_outbox(topic, key, payload) at {at}"
+                    f"  (metrics {url['postgres-outbox']}/metrics)"]  # fmt: skip
+        tables = " / ".join(f"{d}.keel_outbox" for d in DEPARTMENTS)
+        return [
+            f"outboxes       INSERT INTO {tables}(event_id, topic, key, payload) at {at},"
+            " payload Avro-encoded (docs/connectors/debezium.md)",
+            f"               read by Debezium in Kafka Connect: {self.connect.url}/connectors"
+            f"?expand=status (log: {self.run_dir}/connect.log)",
+        ]
+
+
 def run_foreground(stack: Stack, customers: int, rate: float) -> int:
     children: list[Child] = []
     stopping = False
@@ -326,6 +367,10 @@ def run_foreground(stack: Stack, customers: int, rate: float) -> int:
         children.append(stack.start_worker())
         _say(f"starting the connectors (logs: {stack.run_dir}/<connector>.log)")
         children += stack.start_connectors()
+        if stack.connect is not None:
+            _say(f"starting Kafka Connect with Debezium on {stack.connect.url} "
+                 f"(log: {stack.run_dir}/connect.log)")  # fmt: skip
+            stack.start_connect()
         for line in stack.hints():
             _say(line)
         services = list(children)  # the worker and the connectors; the feed may finish
@@ -363,6 +408,8 @@ def run_foreground(stack: Stack, customers: int, rate: float) -> int:
         if stopping:
             _say("stopping")
         stop_all(reversed(children))  # newest first
+        if stack.connect is not None:
+            stack.connect.stop()
         stack.postgres.stop()
         stack.redis.stop()
         stack.kafka.stop()
@@ -381,6 +428,11 @@ def _services(stack: Stack, pids: dict[str, int | None] | None = None) -> list[r
         if pid is not None:
             found.append(record.Process(service.name, pid, service.marker.decode(),
                                         f"tcp://127.0.0.1:{service.port}"))  # fmt: skip
+    connect = stack.connect
+    pid = None if connect is None else pids.get(connect.name, connect.pid)
+    if connect is not None and pid is not None:
+        found.append(record.Process(connect.name, pid, connect.marker.decode(),
+                                    f"{connect.url}/health"))  # fmt: skip
     return found
 
 
@@ -451,8 +503,12 @@ def run_background(stack: Stack) -> int:
         connectors = stack.start_connectors()
         for child in connectors:
             _pid_file(stack, child.name).write_text(str(child.pid))
+        if stack.connect is not None:
+            _say(f"starting Kafka Connect with Debezium on {stack.connect.url}")
+            stack.start_connect()
+            _pid_file(stack, "connect").write_text(f"{stack.connect.pid}\n")
         pids = {name: _read_pid(_pid_file(stack, name))
-                for name in ("kafka", "redis", "postgres")}  # fmt: skip
+                for name in ("kafka", "redis", "postgres", "connect")}  # fmt: skip
         pids |= {node.name: _read_pid(_pid_file(stack, node.name))
                  for node in getattr(stack.kafka, "nodes", [])}  # fmt: skip
         record.write(stack.run_dir, "make up", None,
@@ -503,6 +559,7 @@ def run_down(stack: Stack) -> int:
         _stop_from_pid_file(stack, "webhook", b"connectors.sinks.webhook")
     for connector in reversed(stack.connectors):
         _stop_from_pid_file(stack, connector.name, connector.marker)
+    _stop_from_pid_file(stack, "connect", Connect.marker, "Kafka Connect")
     _stop_from_pid_file(stack, "worker", WORKER_MARKER, "the stream worker")
     _stop_from_pid_file(stack, "postgres", Postgres.marker, "PostgreSQL")
     subprocess.run(
