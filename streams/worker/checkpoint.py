@@ -12,7 +12,8 @@ its steps in this order:
 3. Produce the changelog record of every table key the batch changed (its last value,
    once), and wait until Kafka confirmed them.
 4. Write each table partition's changes into its RocksDB database in one write batch,
-   together with the changelog offset they were confirmed at.
+   together with the changelog offset they were confirmed at; the read cache
+   (streams/worker/read_cache.py) takes the values written, so it holds only what is stored.
 5. (the caller) Acknowledge the batch's input records, so faust may commit their offsets.
 
 Why this order: everything an event causes (step 1) is in Kafka before the state that
