@@ -9,7 +9,8 @@
   (both ordered with it); the first to claim it owns it and keeps it (docs/contract.md §4), so the
   sink never moves an index key the worker did not move, whatever order it reads states in.
   An index key stays when its customer's state no longer lists it (retention dropped the
-  order), as the API still answers for it; it may precede its customer key by a moment;
+  order), as the API still answers for it. Index keys and customer keys come from different
+  topics, so either may reach Redis a moment before the other;
 - a tombstone (null value) deletes the customer key and the index keys its last state listed
   that still point at it.
 
