@@ -167,7 +167,21 @@ def parse(argv: list[str] | None = None) -> BenchSettings:
         "(BENCH_PROFILE_LIVE_RATE; 0: the backlog only)",
     )
     p.add_argument("--no-peer", action="store_true", help="skip the Quix Streams peer")
+    p.add_argument(
+        "--worker-env",
+        action="append",
+        default=os.environ.get("BENCH_WORKER_ENV", "").split(),
+        metavar="KEEL_NAME=VALUE",
+        help="a setting of the measured worker (repeatable; BENCH_WORKER_ENV, space-separated), "
+        "e.g. --worker-env KEEL_BATCH_WAIT_MS=20 for an A/B of one knob",
+    )
     args = p.parse_args(argv)
+    worker_env = {}
+    for item in args.worker_env:
+        name, sep, value = item.partition("=")
+        if not sep or not name.startswith("KEEL_"):
+            p.error(f"--worker-env: not KEEL_NAME=VALUE: {item!r}")
+        worker_env[name] = value
     s = replace(base, **QUICK) if args.quick else base
     scales = s.scales
     events, customers = args.events or _env("events", 0), args.customers or _env("customers", 0)
@@ -192,6 +206,7 @@ def parse(argv: list[str] | None = None) -> BenchSettings:
         profile=args.profile,
         profile_live_rate=args.profile_live if not args.quick else 100.0,
         peer=s.peer and not args.no_peer,
+        worker_env=worker_env,
     )
     if any(e < 100 or c < 10 for e, c in s.scales):
         p.error("events must be at least 100 and customers at least 10")

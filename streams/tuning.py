@@ -42,6 +42,12 @@ KAFKA_OUTAGE_RETRY_S = 600.0
 #: its states, producing its changelog records), so a query waits for at most about that
 SLICE_S = 0.004
 
+#: restore at disk speed (streams/worker/restore.py): changelog records read and written per
+#: RocksDB write batch, and how long a restore waits for records before it leaves the rest of a
+#: table's changelog to faust's recovery
+RESTORE_BATCH = 20_000
+RESTORE_STALL_S = 30.0
+
 #: RocksDB options of every table partition (faust's defaults give each of the worker's
 #: databases, 15 tables x 8 partitions, a 2 GB block cache and up to 3 x 64 MB memtables).
 #: The block cache is one for all of them, of KEEL_ROCKSDB_MEMORY_MB, and their memtables

@@ -24,7 +24,9 @@ Kafka confirmed its changelog records. Reads go to the partition's database dire
 
 from __future__ import annotations
 
+import asyncio
 import functools
+import logging
 from typing import Any
 
 import faust
@@ -39,6 +41,9 @@ from streams.app import app, settings
 from streams.domain.join import NAMESPACES
 from streams.domain.links import IDENTIFIERS
 from streams.kafka import admin
+from streams.worker import restore
+
+log = logging.getLogger(__name__)
 
 
 class _KeelTable(faust.Table):
@@ -52,6 +57,28 @@ class _KeelTable(faust.Table):
 
     def _serializer_from_type(self, typ: Any) -> str:
         return "raw" if typ is str else "orjson"
+
+    async def on_rebalance(
+        self, assigned: Any, revoked: Any, newly_assigned: Any, generation_id: int = 0
+    ) -> None:
+        """faust opens the newly assigned partitions' databases; keel then reads what their
+        changelogs hold past each database's offset straight into it (streams/worker/restore.py),
+        in a thread, before faust's recovery reads what is left record by record."""
+        await super().on_rebalance(assigned, revoked, newly_assigned, generation_id)
+        topic = self.changelog_topic.get_topic_name()
+        standby = self.app.assignor.assigned_standbys()
+        partitions = sorted(
+            tp.partition for tp in newly_assigned if tp.topic == topic and tp not in standby
+        )
+        if not partitions:
+            return
+        try:
+            await asyncio.get_running_loop().run_in_executor(
+                None, restore.restore, self.data, topic, partitions,
+                settings.kafka_bootstrap, settings.app_id,
+            )  # fmt: skip
+        except Exception:  # noqa: BLE001 - faust's recovery reads whatever is left
+            log.exception("restoring %s at disk speed failed; faust's recovery reads it", topic)
 
 
 class _OneBudget(RocksDBOptions):

@@ -108,5 +108,9 @@ def test_events_held_for_an_unknown_order_survive_sigkill_and_a_lost_disk(
         state = wait_for("held shipment and contact applied after the restart", complete)
         assert state["orders"][0]["shipments"][0]["status"] == "OUT_FOR_DELIVERY"
         assert state["contacts"][0]["notes"][0]["text"] == "where is it?"
+        # the held events came back through keel's own restore (streams/worker/restore.py)
+        assert f"changelog records of {app_id}-order-held-changelog" in (
+            restarted.log_file.read_text()
+        )
     finally:
         restarted.stop()
