@@ -8,6 +8,11 @@ from __future__ import annotations
 
 from typing import Any
 
+#: how long faust's consumer (aiokafka) waits for data before a fetch answers empty: faust
+#: fixes 1,500 ms, and every recovery step waits for the fetch in flight. 10 ms cost +40 % CPU
+#: live (empty fetches); 200 ms is 5 empty fetches a second when idle.
+FAUST_FETCH_MAX_WAIT_MS = 200
+
 #: faust's own producer now only carries what faust writes itself (offset commits go to the
 #: group coordinator; the tables' changelogs go through the emitter): 5 ms batches those.
 FAUST_PRODUCER_LINGER_MS = 5
