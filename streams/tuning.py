@@ -147,6 +147,9 @@ def describe(batch_max: int, batch_wait_ms: int) -> dict[str, Any]:
         "outputs": "one confluent-kafka producer, confirmed per batch before acking it",
         "emitter": emitter,
         "faust_producer_linger_ms": FAUST_PRODUCER_LINGER_MS,
+        "faust_fetch_max_wait_ms": FAUST_FETCH_MAX_WAIT_MS,
+        "restore": f"changelogs read by confluent-kafka into RocksDB write batches of "
+        f"{RESTORE_BATCH} records before faust's recovery",
         "internal_topics": f"packed per destination partition, records <= {PACK_BYTES} bytes",
         "slice_ms": SLICE_S * 1000,
         "table_writes": "once per key per batch: changelog record confirmed, then one RocksDB "
