@@ -20,6 +20,8 @@ Settings that matter for correctness, not just speed:
   (streams/kafka/config.py), so aiokafka and librdkafka connect the same way.
 - ``web_ssl_context``: HTTPS when ``KEEL_TLS_CERT``/``KEEL_TLS_KEY`` are set, and an
   ``HttpClient`` that trusts ``KEEL_TLS_CA`` for the forwards to other workers (streams/tls.py).
+- ``_ConsumerThread``: aiokafka's fetch waits at most 200 ms for data, not faust's fixed 1.5 s
+  (a restart waited for it three times).
 - ``_Consumer``: after a rebalance every stream partition is sought, those without a committed
   offset too (to their first offset), so records faust dropped around it are read again.
 - aiohttp's own 404/405s answer keel's JSON error (streams/weberrors.py), like the handlers;
@@ -62,6 +64,18 @@ codecs.register("orjson", _OrjsonCodec())
 log = logging.getLogger(__name__)
 
 
+class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
+    """faust's consumer thread, with a fetch that waits at most ``tuning.FAUST_FETCH_MAX_WAIT_MS``
+    for data (faust fixes 1,500 ms). Every call faust makes through the thread (recovery's
+    high-water marks and offsets, seeks after a rebalance) waits for the fetch in flight, so
+    each took up to 1.5 s when nothing arrived: 4.5 s of every restart."""
+
+    def _create_worker_consumer(self, transport: Any) -> Any:
+        consumer = super()._create_worker_consumer(transport)
+        consumer._fetch_max_wait_ms = tuning.FAUST_FETCH_MAX_WAIT_MS  # read by start()
+        return consumer
+
+
 class _Consumer(faust_aiokafka.Consumer):
     """faust's consumer, with a seek after each rebalance that reaches every stream partition.
 
@@ -73,6 +87,9 @@ class _Consumer(faust_aiokafka.Consumer):
     go back to their first offset, where a group without a committed offset starts anyway
     (``consumer_auto_offset_reset="earliest"``); what is read twice is a duplicate by id.
     """
+
+    def _new_consumer_thread(self) -> _ConsumerThread:
+        return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
     async def seek_to_committed(self) -> Mapping[TP, int]:
         committed = await super().seek_to_committed()

@@ -77,7 +77,7 @@ VARIABLES: tuple[tuple[str, str, str], ...] = (
     (
         "KEEL_READ_CACHE_MB",
         "128",
-        "table values the join keeps decoded after reading or storing them (estimated at 4x "
+        "table values the join keeps decoded after reading or storing them (estimated at 6x "
         "their stored JSON), so the next batch reads them without RocksDB; 0: off",
     ),
     (

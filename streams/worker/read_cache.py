@@ -13,7 +13,8 @@ nothing behind. It is emptied whenever the group's generation changes (faust res
 under a new assignment, not through keel), and whenever a batch is not stored (its
 handlers may have read values they then changed in place). Bounded by
 ``KEEL_READ_CACHE_MB``, least recently used first out; a value's size is estimated from its
-stored bytes (decoded Python objects take ~4 times their JSON).
+stored bytes: decoded Python objects take 5-6 times their JSON (customer states of the
+200,000-event bench, ``sys.getsizeof`` summed over each object: p50 5.2, p90 6.0 times).
 """
 
 from __future__ import annotations
@@ -22,8 +23,9 @@ from collections import OrderedDict
 from typing import Any
 
 MISS = object()
-#: decoded Python objects per byte of their JSON, and what an entry costs besides its value
-_DECODED_PER_BYTE = 4
+#: decoded Python objects per byte of their JSON (p90 measured), and what an entry costs
+#: besides its value
+_DECODED_PER_BYTE = 6
 _ENTRY = 200
 
 

@@ -106,8 +106,8 @@ def _read(consumer: Consumer, store: Any, spans: dict[int, Span]) -> int:
         for m in messages:
             err, partition, offset, key = m.error(), m.partition(), m.offset(), m.key()
             if err is not None:
-                if err.code() == KafkaError._PARTITION_EOF and partition in left:
-                    del left[partition]  # the end came sooner (the records were compacted)
+                if err.code() == KafkaError._PARTITION_EOF:  # (sooner if compacted at the end)
+                    left.pop(partition, None)  # type: ignore[arg-type]
                     continue
                 log.warning("restore of %s stops at an error: %s", m.topic(), err)
                 left.clear()

@@ -55,18 +55,20 @@ class Store:
             db.close()
 
 
-def changelog(kafka: Kafka) -> str:
+def changelog(kafka: Kafka, partitions: int = 2) -> str:
     topic = unique("restore-changelog")
     admin = AdminClient({"bootstrap.servers": kafka.bootstrap})
-    for future in admin.create_topics([NewTopic(topic, 2, 1)]).values():
+    for future in admin.create_topics([NewTopic(topic, partitions, 1)]).values():
         future.result(30)
     return topic
 
 
 def produce(kafka: Kafka, topic: str, records: list[tuple[int, bytes, bytes | None]]) -> None:
     producer = Producer({"bootstrap.servers": kafka.bootstrap, "linger.ms": 5})
-    for partition, key, value in records:
+    for i, (partition, key, value) in enumerate(records):
         producer.produce(topic, value, key, partition=partition)
+        if i % 50_000 == 49_999:
+            assert producer.flush(30) == 0
     assert producer.flush(30) == 0
 
 
@@ -114,6 +116,28 @@ def test_a_changelog_is_restored_batch_by_batch_and_resumes_from_the_stored_offs
         produce(kafka, topic, [(0, b"k-new", b"{}"), (1, b"k-new", b"{}")])
         assert restore(store, topic, [1], kafka.bootstrap, unique("app")) == 1
         assert b"k-new" in store.rows(1) and b"k-new" not in store.rows(0)
+    finally:
+        store.close()
+
+
+def test_partitions_that_end_first_do_not_stop_the_others(
+    kafka: Kafka, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Four partitions of 1 KB records, 100 to 40,000 of them (~65 MB, more than one fetch):
+    the ends of the small ones arrive while the big ones are still read."""
+    monkeypatch.setattr(tuning, "RESTORE_BATCH", 2_000)
+    sizes = {0: 100, 1: 5_000, 2: 20_000, 3: 40_000}
+    topic = changelog(kafka, partitions=len(sizes))
+    pad = b"x" * 1000
+    records = [(p, f"k-{i}".encode(), b'{"v": %d, "pad": "%s"}' % (i, pad))
+               for p, n in sizes.items() for i in range(n)]  # fmt: skip
+    produce(kafka, topic, records)
+    store = Store(tmp_path / "db")
+    try:
+        assert restore(store, topic, list(sizes), kafka.bootstrap, unique("app")) == len(records)
+        for partition, n in sizes.items():
+            assert store.offset(partition) == n - 1
+            assert store.rows(partition) == last_values(records, partition)
     finally:
         store.close()
 
