@@ -118,6 +118,7 @@ class Worker:
     max_step_ms: int = 0
     timer_ms: int = 10_000
     crash_rate: float = 0.0
+    max_batches: int | None = None  # a run that takes more is stuck (messages going round)
     rows: dict[tuple[str, str], bytes] = field(default_factory=dict)
     signals: list[dict[str, Any]] = field(default_factory=list)  # customer-signals.v1
     published: list[dict[str, Any]] = field(default_factory=list)  # customer-state.v1
@@ -182,6 +183,8 @@ class Worker:
                     topic, key, message = first_hop(kind, event, TOPIC_OF_KIND[kind], NAMES)
                 self._send(topic, key, message)
             if self._queues:
+                if self.max_batches is not None and self.batches >= self.max_batches:
+                    raise AssertionError(f"still busy after {self.batches} batches")
                 await self._batch()
         self.now = max(self.now, until_ms)
         if self._timer():

@@ -21,7 +21,9 @@ moved away leaves a record (``_moved[contact_id] = [customer_id, rank]``, the ne
 on to the new one, and a second move (a re-sent message) changes nothing.
 
 A move only goes to a stronger rank than the contact has where it is (:func:`move_out`), and
-ranks only get stronger, so a contact never moves back and moves at most four times.
+ranks only get stronger, so a contact moves at most four times. It may come back to a
+customer it left, through a stronger reference of theirs (its phone was A's, its e-mail B's,
+its order A's): A takes its events then, whatever ``_moved`` says.
 Nothing here touches Faust or Kafka.
 """
 

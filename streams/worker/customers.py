@@ -78,10 +78,12 @@ def apply_to_customer(
     ``appended``: when Kafka appended the input record (ms), for the apply-lag metric.
 
     ``rank``: how a contact was joined to this customer (streams/domain/placement.py). One that
-    moved away from here goes on to where it moved; one given up here (an identifier of it
-    became ambiguous), or joined through an identifier this state knows to be ambiguous, is
-    resolved again (``fresh``: this is such a resolution, where it moved before counts no
-    more).
+    moved away from here goes on to where it moved, at the rank of the move, unless it comes
+    through a stronger reference than the move's (it comes back: its phone was this
+    customer's, its e-mail another's, its order this one's). One given up here (an identifier
+    of it became ambiguous), or joined through an identifier this state knows to be
+    ambiguous, is refused: resolved again (``fresh``: this is such a resolution, where it
+    moved before counts no more).
     """
     clock.saw(tx.partition, event_time(kind, event))
     before = tx.get(customers, customer_id)
@@ -93,13 +95,17 @@ def apply_to_customer(
     if kind == "contact" and rank != NAMED and before is not None:
         moved = moved_to(before, event["contact_id"])
         if moved is not None and not fresh:
-            if moved[0] is None:
-                resolve_again(tx, event, topic)
-            else:
-                tx.internal.send(CUSTOMER_EVENTS, moved[0], msg.event(kind, event, topic, rank))
-            return
+            to, by = moved
+            if to is None:  # given up here
+                refuse(tx, customer_id, before, event, topic)
+                return
+            if rank >= by:  # it belongs there by the reference it moved by (if that is
+                # ambiguous now, that customer resolves it again), not by the one it came by
+                tx.internal.send(CUSTOMER_EVENTS, to, msg.event(kind, event, topic, by))
+                return
+            # else it comes back here, through a stronger reference than the move's
         if joined_ambiguously(before, event, rank):
-            resolve_again(tx, event, topic)
+            refuse(tx, customer_id, before, event, topic)
             return
     if kind == "command":  # a desk command: its lifecycle shows as signals
         state, changed = apply_command(before or _new_state(customer_id, erased_at), event, now)
@@ -120,6 +126,8 @@ def apply_to_customer(
             noted = {**noted, "version": state["version"] + 1, "updated_at": now}
         changed = changed or noted is not state
         state = noted
+    if fresh and kind == "contact" and before is not None:
+        rebind_case(tx, customer_id, before, event)
     if not changed:
         metrics.count_event(topic, "duplicate")
         return
@@ -164,6 +172,38 @@ def joined_ambiguously(state: dict, event: dict, rank: int) -> bool:
         return False
     record = (state.get("_ids") or {}).get(f"{ns}:{value}")
     return value is not None and ambiguity(ns, value, record) is not None
+
+
+def refuse(tx: Transaction, customer_id: str, state: dict, event: dict, topic: str) -> None:
+    """Resolve a contact event again that this customer does not take (it gave the contact
+    up, or the event came through an identifier it knows to be ambiguous).
+
+    If the contact is not here, its case must not name this customer: a move's rebind may
+    have given it the case ahead of the contact (which then did not come, or was given up
+    before the rebind arrived), and the case would send it back here for ever. The release
+    goes first, so the lookup finds the case unknown (a case this customer does not own
+    stays as it is).
+    """
+    if not had_contact(state, event["contact_id"]):
+        tx.internal.send(REF_TOPIC[CONTACT], event["contact_id"], msg.release(customer_id))
+    resolve_again(tx, event, topic)
+
+
+def rebind_case(tx: Transaction, customer_id: str, before: dict, event: dict) -> None:
+    """A contact resolved again (``fresh``) reached this customer, which has it already: its
+    case is this customer's again. The bind this state sent when the contact first came lost
+    to the case's owner then (first bind wins), which may have released it since (it gave
+    the contact up or refused it), leaving the case naming no one, and a copy marked
+    unmatched there that only the case's bind takes off the list."""
+    if event["contact_id"] in before["_contacts"]:
+        tx.internal.send(REF_TOPIC[CONTACT], event["contact_id"], msg.bind(customer_id))
+
+
+def had_contact(state: dict, contact_id: str) -> bool:
+    """Whether the contact is here, or was until retention dropped it (its case is this
+    customer's then, whatever its identifiers say now)."""
+    retired = (state.get("_retired") or {}).get("contact") or {}
+    return contact_id in state["_contacts"] or contact_id in retired
 
 
 def resolve_again(tx: Transaction, event: dict, topic: str) -> None:

@@ -39,7 +39,8 @@ unhold             refs   customers.apply_to_customer,            references.on_
 expire             refs   timers.held_clock                       references.on_expire
 placed             refs   customers.apply_to_customer             references.placed
 rebind             refs   customers.move_contact                  references.rebind
-release            refs   customers.update_identity               references.release
+release            refs   customers.update_identity,              references.release
+                          customers.apply_to_customer (refused)
 erase              refs   customers.drop_erased,                  references.erase_ref
                           customers.erase_customer (``unbind``)
 unmatched          refs   references.send_unmatched               unmatched.unmatched_at_case

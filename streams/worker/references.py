@@ -128,14 +128,19 @@ def lookup(tx: Transaction, ns: str, ref: str, message: msg.Lookup) -> None:
         "held_wall": clock.now_ms(),
     }
     waiting = add_held(before, {**message, **clocks})
-    if waiting is None:
+    if waiting is not None:
+        if ns == CONTACT and any(x.get("unmatched") for x in before or ()):
+            waiting = mark_unmatched(waiting)  # its contact is unmatched: so is this event
+        tx.set(held[ns], ref, waiting)
+        if len(waiting) > len(before or ()):  # else a later version of a held id replaced it
+            metrics.HELD.inc()
+            metrics.count_event(message["topic"], "held")
+    elif not message.get("fresh"):
         return  # already held here, and already passed down the chain
-    if ns == CONTACT and any(x.get("unmatched") for x in before or ()):
-        waiting = mark_unmatched(waiting)  # its contact is unmatched: so is this event
-    tx.set(held[ns], ref, waiting)
-    if len(waiting) > len(before or ()):  # else a later version of a held id replaced it
-        metrics.HELD.inc()
-        metrics.count_event(message["topic"], "held")
+    # (else this version waits here already, but this is a contact resolved again, given
+    # up by the customer an identifier further down placed it on, which is ambiguous now:
+    # the copy here went down the chain before that, so this one must go on too, or it
+    # ends nowhere; a re-delivered lookup leaves such a copy next to a *placed* one)
     rest = message["refs"]
     if rest:
         (next_ns, next_ref), *after = rest
@@ -368,9 +373,12 @@ def dead_letter_held(tx: Transaction, message: dict, reason: str) -> None:
 
 
 def release(tx: Transaction, ns: str, ref: str, m: msg.Release) -> None:
-    """``ref`` was given up by its customer (streams/domain/placement.py ``give_up``): it
-    names no one until it is bound again."""
-    if tx.get(owners[ns], ref) == m["from"]:
+    """``ref`` was given up by its customer (streams/domain/placement.py ``give_up``), or
+    its contact was refused there (it came through an identifier the customer knows to be
+    ambiguous, streams/worker/customers.py): it names no one until it is bound again. A case
+    an agent assigned to that customer stays theirs."""
+    owner = tx.get(owners[ns], ref)
+    if owner == m["from"] and not (ns == CONTACT and tx.get(assigned, ref) == owner):
         tx.delete(owners[ns], ref)
 
 
