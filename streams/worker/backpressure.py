@@ -8,7 +8,11 @@ internal topics, and an event that arrives later waits behind all of it there as
 
 So the intake asks, about every ``tuning.INTAKE_AHEAD_CHECK_S``, how many records of the
 internal topics the join group (every worker's join agent, ``KEEL_APP_ID``) has not
-committed yet: their end offsets and the group's committed offsets, two requests to Kafka.
+committed yet: their end offsets (an admin client's ListOffsets) and the group's committed
+offsets (a consumer's ``committed()``, under the join's group id, that never joins it: the
+admin client's ``list_consumer_group_offsets`` crashed the worker with a segfault in
+librdkafka 2.16 when the group's coordinator moved — an OffsetFetch answered NOT_COORDINATOR
+in a client without a group, seen in test_cluster's whole-cluster outage).
 Above ``KEEL_INTAKE_AHEAD_RECORDS`` it pauses its partitions until the join is down to half
 of that (it keeps polling, so it stays in its group). A backlog then waits in the
 departments' topics, where the lag metric and alert see it. If Kafka cannot say, the intake
@@ -24,7 +28,7 @@ from __future__ import annotations
 import logging
 import time
 
-from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
 from streams import tuning
@@ -45,9 +49,9 @@ class JoinLag:
         self.behind: int | None = None
         self.waiting = False
         self._partitions = [TopicPartition(t, p) for t in topics for p in range(partitions)]
-        self._admin = AdminClient(
-            client_config(bootstrap, None, logger=logging.getLogger("librdkafka"))
-        )
+        self._bootstrap = bootstrap
+        self._admin: AdminClient | None = None
+        self._reader: Consumer | None = None
         self._at = float("-inf")  # the first call looks
 
     def wait(self) -> bool:
@@ -68,17 +72,33 @@ class JoinLag:
         metrics.INTAKE_WAITING.set(1 if self.waiting else 0)
         return self.waiting
 
+    def close(self) -> None:
+        """Let go of the clients (the reader commits nothing: it never joined the group)."""
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
+        self._admin = None
+
+    def _clients(self) -> tuple[AdminClient, Consumer]:
+        if self._admin is None or self._reader is None:
+            librdkafka = logging.getLogger("librdkafka")
+            self._admin = AdminClient(client_config(self._bootstrap, None, logger=librdkafka))
+            self._reader = Consumer(client_config(
+                self._bootstrap, None, logger=librdkafka,
+                **{"group.id": self.group, "enable.auto.commit": False},
+            ))  # fmt: skip
+        return self._admin, self._reader
+
     def _look(self) -> int | None:
         try:
-            ends = self._admin.list_offsets(
+            admin, reader = self._clients()
+            ends = admin.list_offsets(
                 {tp: OffsetSpec.latest() for tp in self._partitions},
                 request_timeout=5,
             )
-            request = ConsumerGroupTopicPartitions(self.group, self._partitions)
-            [committed] = self._admin.list_consumer_group_offsets([request]).values()
             done = {
                 (tp.topic, tp.partition): tp.offset
-                for tp in committed.result(timeout=5).topic_partitions
+                for tp in reader.committed(self._partitions, timeout=5)
                 if tp.error is None
             }
             behind = 0

@@ -276,6 +276,7 @@ class Intake:
         finally:
             producer.flush(10)
             consumer.close()
+            ahead.close()
 
     def _erasures_first(self, producer: BaseProducer) -> bool:
         """Pass on every erasure request in erasures.v1 and wait until Kafka confirmed them.
