@@ -12,7 +12,8 @@ committed yet: their end offsets (an admin client's ListOffsets) and the group's
 offsets (a consumer's ``committed()``, under the join's group id, that never joins it: the
 admin client's ``list_consumer_group_offsets`` crashed the worker with a segfault in
 librdkafka 2.16 when the group's coordinator moved — an OffsetFetch answered NOT_COORDINATOR
-in a client without a group, seen in test_cluster's whole-cluster outage).
+in a client without a group, seen in test_cluster's whole-cluster outage). A partition the
+join has not committed yet counts from its first offset, where the join starts reading it.
 Above ``KEEL_INTAKE_AHEAD_RECORDS`` it pauses its partitions until the join is down to half
 of that (it keeps polling, so it stays in its group). A backlog then waits in the
 departments' topics, where the lag metric and alert see it. If Kafka cannot say, the intake
@@ -101,13 +102,18 @@ class JoinLag:
                 for tp in reader.committed(self._partitions, timeout=5)
                 if tp.error is None
             }
-            behind = 0
-            for tp, future in ends.items():
-                end = future.result(timeout=5).offset
-                at = done.get((tp.topic, tp.partition), -1)
-                if at >= 0:  # a partition the join never committed is not counted
-                    behind += max(0, end - at)
-            return behind
+            end = {(tp.topic, tp.partition): f.result(timeout=5).offset for tp, f in ends.items()}
+            # a partition the join has not committed yet it reads from its first offset (the
+            # group's auto.offset.reset): right after a start that is every partition, and a
+            # backlog must wait from the first second, not from the join's first commit
+            fresh = [tp for tp in self._partitions
+                     if done.get((tp.topic, tp.partition), -1) < 0]  # fmt: skip
+            if fresh:
+                firsts = admin.list_offsets({tp: OffsetSpec.earliest() for tp in fresh},
+                                            request_timeout=5)  # fmt: skip
+                for tp, f in firsts.items():
+                    done[(tp.topic, tp.partition)] = f.result(timeout=5).offset
+            return sum(max(0, at_end - done[where]) for where, at_end in end.items())
         except (KafkaException, TimeoutError, ValueError) as exc:
             log.debug("intake: how far the join is behind is unknown (%s); reading on", exc)
             return None

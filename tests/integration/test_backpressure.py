@@ -55,7 +55,8 @@ def test_a_backlog_waits_in_the_departments_topic_not_in_keels_internal_topics(
     events = [order(f"c-{n % 6000}", f"o-{n}", event_id=f"e-{n}") for n in range(EVENTS)]
     encoded = [(e["customer_id"].encode(), departments.codec.encode(SCHEMA["order"], e))
                for _, e in events]  # fmt: skip
-    #: (the join's internal lag, the intake's lag on the orders topic, events applied, when)
+    #: (the join's internal lag, the intake's lag on the orders topic, events applied, when
+    #: the sample began)
     samples: list[tuple[int, int, float, float]] = []
     waiting_seen: list[float] = []
     done = threading.Event()
@@ -70,9 +71,10 @@ def test_a_backlog_waits_in_the_departments_topic_not_in_keels_internal_topics(
     def watch() -> None:
         while not done.is_set():
             try:
+                began = time.monotonic()  # a sample begun after the publication saw all of it
                 samples.append((_lag(admin, app_id, internal),
                                 _lag(admin, f"{app_id}-intake", [orders_topic]), applied(),
-                                time.monotonic()))
+                                began))
                 waiting_seen.append(metric("keel_intake_waiting"))
             except Exception:  # noqa: BLE001 - a sample missed while topics are created
                 pass
