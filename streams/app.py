@@ -14,6 +14,10 @@ Settings that matter for correctness, not just speed:
   streams/worker/emit.py instead; what is left on faust's producer is little.
 - ``broker_session_timeout`` of 10 s (faust's default is 60 s): a crashed worker's
   partitions move to the others after at most that long.
+- ``consumer_group_instance_id`` (KEEL_INSTANCE_ID, static membership): a worker that
+  comes back within the session timeout is the same group member again and gets its
+  partitions back with no rebalance; a stopped worker sends no LeaveGroup, so its partitions
+  move to the others only once its session has timed out.
 - ``canonical_url`` must be reachable by the other workers: ``table_route`` forwards
   queries for keys this worker does not own to that URL.
 - ``broker_credentials`` from the same ``KAFKA_*`` variables as every librdkafka client
@@ -145,6 +149,7 @@ app = faust.App(
     producer_linger_ms=tuning.FAUST_PRODUCER_LINGER_MS,
     broker_session_timeout=10.0,
     broker_heartbeat_interval=2.0,
+    consumer_group_instance_id=settings.instance_id,
     key_serializer="raw",
     value_serializer="raw",
 )

@@ -13,6 +13,8 @@ to a default.
 from __future__ import annotations
 
 import os
+import re
+import socket
 import ssl
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
@@ -44,6 +46,13 @@ VARIABLES: tuple[tuple[str, str, str], ...] = (
     ("KEEL_API_PORT", "6066", "query API port"),
     ("KEEL_CANONICAL_URL", "", "URL other workers reach this one at (default http://BIND:PORT)"),
     ("KEEL_STANDBY_REPLICAS", "1", "standby table replicas kept by other workers"),
+    (
+        "KEEL_INSTANCE_ID",
+        "",
+        "this worker's static member id in its consumer groups (Kafka group.instance.id; "
+        "default HOST-PORT; unique per worker, the same across its restarts): a restart within "
+        "the session timeout gets its partitions back with no rebalance; none: dynamic membership",
+    ),
     ("KEEL_KEEP_CLOSED", "50", "closed orders / resolved contacts kept per customer"),
     ("KEEL_MAX_NOTES", "20", "notes kept per contact"),
     (
@@ -325,6 +334,8 @@ class Settings:
     api_bind: str
     api_port: int
     canonical_url: str
+    #: group.instance.id of the worker's consumers (static membership); None: dynamic
+    instance_id: str | None
     tls_cert: str
     tls_key: str
     tls_ca: str
@@ -429,6 +440,7 @@ class Settings:
             api_bind=bind,
             api_port=port,
             canonical_url=canonical,
+            instance_id=_instance_id(get("KEEL_INSTANCE_ID"), port),
             tls_cert=tls_cert,
             tls_key=tls_key,
             tls_ca=tls_ca,
@@ -494,6 +506,22 @@ class Settings:
 def settings_field_names() -> list[str]:
     """Names of the Settings fields (used by tests to keep VARIABLES complete)."""
     return [f.name for f in fields(Settings)]
+
+
+def _instance_id(value: str, port: int) -> str | None:
+    """KEEL_INSTANCE_ID: Kafka's group.instance.id (ASCII letters, digits, ``.``, ``_``,
+    ``-``; at most 249), by default this host's name and the API port, so two workers on one
+    host differ and a restarted one is the same member again; ``none`` turns it off."""
+    if value.strip().lower() == "none":
+        return None
+    if not value:
+        value = re.sub(r"[^A-Za-z0-9._-]", "-", f"{socket.gethostname()}-{port}")[-249:]
+    if not re.fullmatch(r"[A-Za-z0-9._-]{1,249}", value):
+        raise ConfigError(
+            f"KEEL_INSTANCE_ID={value!r} is not a Kafka group.instance.id: 1-249 ASCII letters, "
+            "digits, '.', '_' or '-' (or none for dynamic membership)"
+        )
+    return value
 
 
 def _region(value: str) -> str:

@@ -241,6 +241,8 @@ class Intake:
                 "fetch.wait.max.ms": 100,
                 "session.timeout.ms": 10_000,
                 "heartbeat.interval.ms": 2_000,
+                # static membership like the join's consumer (streams/app.py)
+                **({"group.instance.id": s.instance_id} if s.instance_id else {}),
                 "logger": logging.getLogger("librdkafka"),  # not raw on stderr
             }
         )

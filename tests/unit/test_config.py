@@ -3,6 +3,8 @@ reads it."""
 
 from __future__ import annotations
 
+import re
+import socket
 from pathlib import Path
 
 import pytest
@@ -98,3 +100,17 @@ def test_tls_needs_cert_and_key_and_makes_the_canonical_url_https(tmp_path: Path
     with pytest.raises(ConfigError, match="KEEL_TLS_CA=/nonexistent: no such file"):
         Settings.from_env({"KEEL_TLS_CA": "/nonexistent"})
     assert Settings.from_env({}).server_ssl_context() is None
+
+
+def test_the_instance_id_is_the_host_and_port_by_default_or_the_one_given() -> None:
+    host = re.sub(r"[^A-Za-z0-9._-]", "-", socket.gethostname())
+    assert Settings.from_env({"KEEL_API_PORT": "6070"}).instance_id == f"{host}-6070"
+    given = Settings.from_env({"KEEL_INSTANCE_ID": "keel-worker-0"})
+    assert given.instance_id == "keel-worker-0"
+    assert Settings.from_env({"KEEL_INSTANCE_ID": "none"}).instance_id is None
+
+
+@pytest.mark.parametrize("value", ["worker 1", "w/1", "ü", "x" * 250])
+def test_an_instance_id_kafka_would_refuse_is_an_error_naming_it(value: str) -> None:
+    with pytest.raises(ConfigError, match="KEEL_INSTANCE_ID"):
+        Settings.from_env({"KEEL_INSTANCE_ID": value})

@@ -1,0 +1,88 @@
+"""Static group membership (KEEL_INSTANCE_ID, streams/config.py): a worker that is SIGKILLed
+and comes back with its data dir inside the session timeout is the same member of its groups
+again, so nothing moves: the other worker keeps its partitions and is never revoked, and the
+restarted one gets its own back and applies what was sent meanwhile.
+
+With dynamic membership (``KEEL_INSTANCE_ID=none``) the same restart is a new member and the
+group rebalances, revoking the other worker's partitions too: the second test shows that this
+test can tell the two apart.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import pytest
+from confluent_kafka.admin import AdminClient
+
+from deploy.local.stack import Kafka
+from tests.builders import order, unique
+from tests.integration.harness import (
+    Cluster,
+    Departments,
+    Worker,
+    assigned_partitions,
+    split_partitions,
+    wait_for,
+)
+
+pytestmark = pytest.mark.integration
+
+REVOKED = "Revoking previously assigned partitions"
+
+
+def revocations(worker: Worker) -> int:
+    """How often the worker's join consumer gave its partitions up (aiokafka logs each)."""
+    return worker.log_file.read_text(errors="replace").count(REVOKED)
+
+
+def group_instance_ids(kafka: Kafka, group: str) -> set[str | None]:
+    admin = AdminClient({"bootstrap.servers": kafka.bootstrap})
+    described = admin.describe_consumer_groups([group])[group].result(timeout=15)
+    return {m.group_instance_id for m in described.members}
+
+
+def restart_after_sigkill(
+    cluster: Cluster, departments: Departments, env: dict[str, str]
+) -> tuple[Worker, Worker, int, int]:
+    """Two workers; SIGKILL the second, start it again on its port and data dir at once.
+    Returns both, and the first's revocations before and after (once it applied an order
+    sent while the second was down and one sent after it came back)."""
+    first, second = cluster(2, "keel-member", env=env)
+    split_partitions([first, second])
+    before = revocations(first)
+    second.kill()
+    during, after = unique("c"), unique("c")
+    departments.send([order(during, unique("o"))])
+    second.start()
+    departments.send([order(after, unique("o"))])
+    for cid in (during, after):
+        wait_for(f"{cid} applied", lambda c=cid: first.get(f"/customers/{c}")[0] == 200, 60)  # type: ignore[misc]
+    time.sleep(2)  # a rebalance the rejoin caused would have begun by now
+    return first, second, before, revocations(first)
+
+
+def test_a_worker_back_within_the_session_timeout_moves_no_partition(
+    cluster: Cluster, departments: Departments, kafka: Kafka
+) -> None:
+    first, second, before, after = restart_after_sigkill(cluster, departments, {})
+    app_id = first.env["KEEL_APP_ID"]
+    assert group_instance_ids(kafka, app_id) == {
+        f"{socket.gethostname()}-{w.port}" for w in (first, second)
+    }
+    assert group_instance_ids(kafka, f"{app_id}-intake") == group_instance_ids(kafka, app_id)
+    parts = split_partitions([first, second])
+    assert all(parts), parts
+    assert after == before, first.tail()
+
+
+def test_without_static_membership_the_same_restart_rebalances(
+    cluster: Cluster, departments: Departments, kafka: Kafka
+) -> None:
+    first, _, before, after = restart_after_sigkill(
+        cluster, departments, {"KEEL_INSTANCE_ID": "none"}
+    )
+    assert group_instance_ids(kafka, first.env["KEEL_APP_ID"]) == {None}
+    assert after > before
+    assert assigned_partitions(first)
