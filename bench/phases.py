@@ -180,6 +180,23 @@ def live_cpu(before: dict[str, Any], after: dict[str, Any], events: int) -> dict
     }
 
 
+def idle_cpu(worker: KeelWorker, seconds: float) -> dict[str, Any]:
+    """The worker's CPU while it has nothing to do (caught up, no input, no queries), per
+    second and per thread group: the fixed cost its timers, gauges and consumers pay whatever
+    the load, which a live step's CPU per event includes (spread over its events)."""
+    before = worker.threads_cpu()
+    time.sleep(seconds)
+    split = cpu_split(before, worker.threads_cpu())
+    groups = split["by_group"]
+    return {
+        "seconds": seconds,
+        "cpu_s_per_s": round(split["seconds"] / seconds, 4),
+        "by_group_s_per_s": None
+        if groups is None
+        else {g: round(groups[g] / seconds, 4) for g in CPU_GROUPS},
+    }
+
+
 def _offer_plan(
     s: BenchSettings,
     bootstrap: str,
@@ -247,6 +264,7 @@ def freshness(
     end of its grace period: ``until``).
     """
     steps: list[dict[str, Any]] = []
+    idle = idle_cpu(worker, s.idle_s)
 
     def step(rate: float, duration: float) -> dict[str, Any]:
         plan = _offer_plan(s, bootstrap, names, history_file, worker.url, [(rate, duration)])
@@ -275,6 +293,7 @@ def freshness(
                 break
     unsaturated = [st["offered_per_s"] for st in steps if not st["saturated"]]
     return {
+        "idle": idle,
         "base": base,
         "steps": sorted(steps, key=lambda st: st["offered_per_s"]),
         "max_unsaturated_rate": max(unsaturated) if unsaturated else None,

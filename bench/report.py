@@ -70,6 +70,8 @@ REQUIRED = (
     "freshness.base.api_answers",
     "freshness.base.worker_cpu.ms_per_event",
     "freshness.base.worker_cpu.ms_per_event_by_group",
+    "freshness.idle.cpu_s_per_s",
+    "freshness.idle.by_group_s_per_s",
     "freshness.backlog_at_start.lag_records",
     "query.backlog_at_start.lag_records",
     "freshness.steps",
@@ -231,6 +233,10 @@ def _pair(r: dict[str, Any], a: str, b: str) -> str:
     return f"{_fmt(_maybe(r, a))} / {_fmt(_maybe(r, b))}"
 
 
+def _percent(share: float | None) -> float | None:
+    return None if share is None else round(100 * share, 1)
+
+
 def table(r: dict[str, Any]) -> str:
     """The short table printed at the end of a run: the machine first, then the figures."""
     s = r.get("settings") or {}
@@ -260,6 +266,11 @@ def table(r: dict[str, Any]) -> str:
             "librdkafka / other CPU per read (ms)",
             _pair(r, f"{cpu}.librdkafka_ms_per_event", f"{cpu}.other_ms_per_event"),
         ),
+        (
+            "worker CPU idle, caught up (% of a core)",
+            _percent(_maybe(r, "freshness.idle.cpu_s_per_s")),
+        ),
+        ("  of which join (%)", _percent(_maybe(r, "freshness.idle.by_group_s_per_s.join"))),
         (f"worker CPU per event live @{_fmt(rate)}/s (ms)", _maybe(r, f"{live}.ms_per_event")),
         (
             "  of which join / intake (ms)",

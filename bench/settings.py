@@ -55,6 +55,9 @@ class BenchSettings:
     fresh_down_steps: tuple[float, ...] = (1000.0, 500.0, 250.0)  # when it does not
     fresh_duration_s: float = 15.0
     fresh_step_duration_s: float = 8.0
+    # seconds the caught-up worker is watched doing nothing before the live steps (its fixed
+    # CPU per second)
+    idle_s: float = 5.0
     probes_per_s: float = 40.0
     poll_ms: float = 5.0
     grace_s: float = 10.0
@@ -90,6 +93,7 @@ QUICK = {
     "fresh_down_steps": (),
     "fresh_duration_s": 1.5,
     "fresh_step_duration_s": 1.0,
+    "idle_s": 1.0,
     "probes_per_s": 20.0,
     "grace_s": 2.0,
     "query_rate": 200.0,
