@@ -94,7 +94,11 @@ def footprint(worker: KeelWorker, customers: int, base_rss: int) -> dict[str, An
 
 
 def skip_backlog(bootstrap: str, worker: KeelWorker, names: KeelNames, timeout: float) -> int:
-    """Stop the worker, move its group past every unread record, start it again.
+    """Stop the worker, move its groups past every unread record, start it again.
+
+    The worker is a static member of its groups (KEEL_INSTANCE_ID): they keep it until its
+    session times out, and Kafka moves no offset of a group with a member, so this waits
+    for that.
 
     Used when a phase left more than the worker can drain in time, so the next phase starts
     from a worker that keeps up; internal topics (forwards, lookups, binds) are skipped too,
@@ -112,7 +116,13 @@ def skip_backlog(bootstrap: str, worker: KeelWorker, names: KeelNames, timeout: 
         deadline = time.monotonic() + timeout
         while True:
             try:
-                admin.alter_consumer_group_offsets([request])[group].result(timeout=30)
+                done = admin.alter_consumer_group_offsets([request])[group].result(timeout=30)
+                # refused partitions come back with an error, not as an exception: while the
+                # stopped worker is still a (static) member of the group, until its session
+                # ends, every partition is refused
+                refused = [tp for tp in done.topic_partitions or () if tp.error is not None]
+                if refused:
+                    raise BenchError(f"{len(refused)} partition(s) refused: {refused[0].error}")
                 break
             except Exception as exc:  # noqa: BLE001 - the group may still be winding down
                 if time.monotonic() > deadline:
