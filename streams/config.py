@@ -16,6 +16,7 @@ import os
 import re
 import socket
 import ssl
+import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -49,9 +50,10 @@ VARIABLES: tuple[tuple[str, str, str], ...] = (
     (
         "KEEL_INSTANCE_ID",
         "",
-        "this worker's static member id in its consumer groups (Kafka group.instance.id; "
-        "default HOST-PORT; unique per worker, the same across its restarts): a restart within "
-        "the session timeout gets its partitions back with no rebalance; none: dynamic membership",
+        "this worker's static member id in its consumer groups (Kafka group.instance.id, with a "
+        "hash of the canonical URL appended; default HOST-PORT; the same across its restarts): "
+        "a restart within the session timeout gets its partitions back with no rebalance; "
+        "none: dynamic membership",
     ),
     ("KEEL_KEEP_CLOSED", "50", "closed orders / resolved contacts kept per customer"),
     ("KEEL_MAX_NOTES", "20", "notes kept per contact"),
@@ -440,7 +442,7 @@ class Settings:
             api_bind=bind,
             api_port=port,
             canonical_url=canonical,
-            instance_id=_instance_id(get("KEEL_INSTANCE_ID"), port),
+            instance_id=_instance_id(get("KEEL_INSTANCE_ID"), port, canonical),
             tls_cert=tls_cert,
             tls_key=tls_key,
             tls_ca=tls_ca,
@@ -508,20 +510,23 @@ def settings_field_names() -> list[str]:
     return [f.name for f in fields(Settings)]
 
 
-def _instance_id(value: str, port: int) -> str | None:
-    """KEEL_INSTANCE_ID: Kafka's group.instance.id (ASCII letters, digits, ``.``, ``_``,
-    ``-``; at most 249), by default this host's name and the API port, so two workers on one
-    host differ and a restarted one is the same member again; ``none`` turns it off."""
+def _instance_id(value: str, port: int, canonical_url: str) -> str | None:
+    """KEEL_INSTANCE_ID, made Kafka's group.instance.id (ASCII letters, digits, ``.``, ``_``,
+    ``-``; at most 249): the value (by default this host's name and the API port, so two
+    workers on one host differ) and a short hash of the canonical URL. faust's assignment
+    carries each member's URL and a static member that comes back is handed its last
+    assignment unchanged, so a worker back at another URL must be a new member, and two
+    workers given the same value by mistake (at different URLs) are two members; ``none``
+    turns static membership off."""
     if value.strip().lower() == "none":
         return None
-    if not value:
-        value = re.sub(r"[^A-Za-z0-9._-]", "-", f"{socket.gethostname()}-{port}")[-249:]
-    if not re.fullmatch(r"[A-Za-z0-9._-]{1,249}", value):
+    if value and not re.fullmatch(r"[A-Za-z0-9._-]{1,240}", value):
         raise ConfigError(
-            f"KEEL_INSTANCE_ID={value!r} is not a Kafka group.instance.id: 1-249 ASCII letters, "
-            "digits, '.', '_' or '-' (or none for dynamic membership)"
+            f"KEEL_INSTANCE_ID={value!r} is not a Kafka group.instance.id: 1-240 ASCII "
+            "letters, digits, '.', '_' or '-' (or none for dynamic membership)"
         )
-    return value
+    base = value or re.sub(r"[^A-Za-z0-9._-]", "-", f"{socket.gethostname()}-{port}")[-240:]
+    return f"{base}-{zlib.crc32(canonical_url.encode()):08x}"
 
 
 def _region(value: str) -> str:

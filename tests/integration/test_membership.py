@@ -10,13 +10,13 @@ test can tell the two apart.
 
 from __future__ import annotations
 
-import socket
 import time
 
 import pytest
 from confluent_kafka.admin import AdminClient
 
 from deploy.local.stack import Kafka
+from streams.config import Settings
 from tests.builders import order, unique
 from tests.integration.harness import (
     Cluster,
@@ -69,7 +69,7 @@ def test_a_worker_back_within_the_session_timeout_moves_no_partition(
     first, second, before, after = restart_after_sigkill(cluster, departments, {})
     app_id = first.env["KEEL_APP_ID"]
     assert group_instance_ids(kafka, app_id) == {
-        f"{socket.gethostname()}-{w.port}" for w in (first, second)
+        Settings.from_env(dict(w.env)).instance_id for w in (first, second)
     }
     assert group_instance_ids(kafka, f"{app_id}-intake") == group_instance_ids(kafka, app_id)
     parts = split_partitions([first, second])
@@ -86,3 +86,15 @@ def test_without_static_membership_the_same_restart_rebalances(
     assert group_instance_ids(kafka, first.env["KEEL_APP_ID"]) == {None}
     assert after > before
     assert assigned_partitions(first)
+
+
+def test_two_workers_given_the_same_instance_id_are_two_members(
+    cluster: Cluster, departments: Departments, kafka: Kafka
+) -> None:
+    """A mistake a deployment can make (one KEEL_INSTANCE_ID for two workers): the URL hash
+    keeps them apart; as one member, the second would take the first's assignment, with the
+    first's URL in it, and faust's assignor stops on it (the second never gets ready)."""
+    first, second = cluster(2, "keel-member", env={"KEEL_INSTANCE_ID": "same"})
+    assert all(split_partitions([first, second]))
+    ids = group_instance_ids(kafka, first.env["KEEL_APP_ID"])
+    assert len(ids) == 2 and all(i is not None and i.startswith("same-") for i in ids)

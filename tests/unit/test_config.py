@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import socket
+import zlib
 from pathlib import Path
 
 import pytest
@@ -102,15 +103,21 @@ def test_tls_needs_cert_and_key_and_makes_the_canonical_url_https(tmp_path: Path
     assert Settings.from_env({}).server_ssl_context() is None
 
 
-def test_the_instance_id_is_the_host_and_port_by_default_or_the_one_given() -> None:
+def test_the_instance_id_is_the_host_and_port_or_the_one_given_with_the_url_hashed() -> None:
     host = re.sub(r"[^A-Za-z0-9._-]", "-", socket.gethostname())
-    assert Settings.from_env({"KEEL_API_PORT": "6070"}).instance_id == f"{host}-6070"
-    given = Settings.from_env({"KEEL_INSTANCE_ID": "keel-worker-0"})
-    assert given.instance_id == "keel-worker-0"
+    default = Settings.from_env({"KEEL_API_PORT": "6070"})
+    assert default.instance_id == f"{host}-6070-{zlib.crc32(b'http://127.0.0.1:6070'):08x}"
+    given = Settings.from_env({"KEEL_INSTANCE_ID": "keel-worker-0"}).instance_id
+    assert given is not None and given.startswith("keel-worker-0-")
+    # the same id at another URL is another member: faust's assignment carries the URL
+    moved = Settings.from_env(
+        {"KEEL_INSTANCE_ID": "keel-worker-0", "KEEL_CANONICAL_URL": "http://other:6066"}
+    ).instance_id
+    assert moved is not None and moved.startswith("keel-worker-0-") and moved != given
     assert Settings.from_env({"KEEL_INSTANCE_ID": "none"}).instance_id is None
 
 
-@pytest.mark.parametrize("value", ["worker 1", "w/1", "ü", "x" * 250])
+@pytest.mark.parametrize("value", ["worker 1", "w/1", "ü", "x" * 241])
 def test_an_instance_id_kafka_would_refuse_is_an_error_naming_it(value: str) -> None:
     with pytest.raises(ConfigError, match="KEEL_INSTANCE_ID"):
         Settings.from_env({"KEEL_INSTANCE_ID": value})
