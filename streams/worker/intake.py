@@ -185,6 +185,20 @@ def dead_letter_record(
     return key, value, headers
 
 
+class _ConsumerFenced(KeelError):
+    """The intake's consumer hit a fatal error (librdkafka: the consumer is unusable), e.g.
+    ``FENCED_INSTANCE_ID``: as a static member (KEEL_INSTANCE_ID) whose session expired while
+    the brokers were away, it rejoined under a new member id and the old one's requests were
+    refused. A new consumer takes over."""
+
+
+def _fatal(err: KafkaError) -> bool:
+    """Whether the consumer is unusable after ``err`` (librdkafka reports its fatal error as
+    ``_FATAL`` on the consumer's queue, without the fatal flag; a commit refused as fenced
+    comes before it)."""
+    return bool(err.fatal()) or err.code() in (KafkaError._FATAL, KafkaError.FENCED_INSTANCE_ID)
+
+
 class Intake:
     """A thread reading the input topics in batches for the whole life of the worker."""
 
@@ -224,11 +238,22 @@ class Intake:
         return dict(self._lag)
 
     def _run(self) -> None:
-        try:
-            self._loop()
-        except Exception as exc:  # noqa: BLE001 - reported as unhealthy, not swallowed
-            log.exception("intake failed")
-            health.fail("intake", f"the intake thread failed: {exc!r}")
+        while not self._stop.is_set():
+            try:
+                self._loop()
+                return
+            except _ConsumerFenced as exc:
+                # librdkafka's consumer is unusable after a fatal error; a new one rejoins as
+                # the same static member, and reads again from the committed offsets what
+                # the old one had not committed (applied once, by event_id)
+                log.warning("intake: its consumer stopped on a fatal error (%s); starting a "
+                            "new one", exc)  # fmt: skip
+                self._committed.clear()
+                self._stop.wait(1.0)
+            except Exception as exc:  # noqa: BLE001 - reported as unhealthy, not swallowed
+                log.exception("intake failed")
+                health.fail("intake", f"the intake thread failed: {exc!r}")
+                return
 
     def _loop(self) -> None:
         s = self.settings
@@ -277,7 +302,10 @@ class Intake:
                 self._handle(consumer, producer, messages)
         finally:
             producer.flush(10)
-            consumer.close()
+            try:
+                consumer.close()
+            except KafkaException as exc:  # a fenced consumer may refuse to leave cleanly
+                log.warning("intake: closing its consumer: %s", exc)
             ahead.close()
 
     def _erasures_first(self, producer: BaseProducer) -> bool:
@@ -381,6 +409,8 @@ class Intake:
         for msg in messages:
             err = msg.error()
             if err is not None:
+                if _fatal(err):  # e.g. fenced: its session expired while Kafka was away
+                    raise _ConsumerFenced(err.str())
                 if err.code() != KafkaError._PARTITION_EOF:
                     log.warning("intake: consumer error %s", err.str())
                 continue
@@ -407,6 +437,8 @@ class Intake:
                 asynchronous=False,
             )
         except KafkaException as exc:
+            if exc.args and _fatal(exc.args[0]):
+                raise _ConsumerFenced(exc.args[0].str()) from None
             # Everything the batch caused is confirmed, so an offset not committed only means
             # it is read again (after a rebalance or a restart) and the merge finds nothing
             # new: e.g. the group forgot this member while the cluster was down.
