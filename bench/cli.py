@@ -16,7 +16,11 @@ and its own worker (its own ``KEEL_APP_ID``, topic names, data dir and API port)
    worker's CPU per thread over each step, per event;
 6. **query latency**: ids and e-mails from another process while 2,000 events/s go in
    (both live phases start on a worker with no backlog: drained, or skipped, first);
-7. **recovery**: SIGKILL and restart with the RocksDB dir kept, then wiped.
+7. **recovery**: SIGKILL and restart with the RocksDB dir kept, then wiped;
+8. **failover** (bench/failover.py): a second worker joins; under 1,000 events/s, one of the
+   two is SIGKILLed, then both restarted one after the other, then one restored from nothing,
+   while a client asks for customers all along: time until all are answered again and until
+   processing resumed, failed and stale answers, freshness through each fault.
 
 Results: ``bench/results/<run>.json`` (every figure, the machine and its load average at the
 start and the end, versions, settings), a PNG chart beside it, logs in ``bench/results/<run>/``,
@@ -47,6 +51,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bench import failover as bench_failover
 from bench import phases, report
 from bench import throughput as tp
 from bench.generator import DAY, History
@@ -118,6 +123,12 @@ _RECOVERY_UNMEASURED = {
     "wiped": {"ready_s": None},
     "wiped_ready_s_for_100k": None,
 }
+_FAILOVER_UNMEASURED = {
+    "kill": {"answered_again_s": None, "processing_resumed_s": None, "failed": None,
+             "stale": None},
+    "rolling": {"failed": None},
+    "lost_disk": {"ready_s": None, "failed": None},
+}  # fmt: skip
 
 
 def _attempt(what: str, phase: Callable[[], dict[str, Any]], unmeasured: dict) -> dict[str, Any]:
@@ -434,6 +445,16 @@ def run(s: BenchSettings) -> dict[str, Any]:
             "customers": held,
             **_attempt("recovery", recovery, _RECOVERY_UNMEASURED),
         }
+
+        def failover() -> dict[str, Any]:
+            settle()
+            return bench_failover.run(
+                s, bootstrap, worker, env, r.names, history_file, r.work, r.scratch,
+                ordered, _free_port(),
+            )  # fmt: skip
+
+        r.phase("failover: a second worker, then SIGKILL, a rolling restart, a lost disk")
+        res["failover"] = _attempt("failover", failover, _FAILOVER_UNMEASURED)
     path = _finish(r)
     res["targets"] = report.targets(res)
     res["empty_figures"] = report.empty_figures(res)

@@ -87,6 +87,13 @@ REQUIRED = (
     "recovery.wiped.ready_s",
     "recovery.customers",
     "recovery.wiped_ready_s_for_100k",
+    "failover.kill.answered_again_s",
+    "failover.kill.processing_resumed_s",
+    "failover.kill.failed",
+    "failover.kill.stale",
+    "failover.rolling.failed",
+    "failover.lost_disk.ready_s",
+    "failover.lost_disk.failed",
     "throughput.keel.events_merged",
     "throughput.keel.inputs_read_per_s",
     "footprint.rss_bytes",
@@ -193,6 +200,10 @@ def targets(r: dict[str, Any]) -> list[dict[str, Any]]:
         ("restart ready, from changelog (s)", "recovery.wiped.ready_s", "<=", 60),
         ("  same, scaled to 100k customers (s)", "recovery.wiped_ready_s_for_100k", "<=", 60),
         ("RSS per 100k customers (MB)", "footprint.rss_mb_per_100k_customers", "<=", 400),
+        ("SIGKILL 1 of 2: all answered again (s)", "failover.kill.answered_again_s", "<=", 5),
+        ("  processing resumed (s)", "failover.kill.processing_resumed_s", "<=", 5),
+        ("  failed queries", "failover.kill.failed", "<=", 0),
+        ("rolling restart: failed queries", "failover.rolling.failed", "<=", 0),
     ]
     out = []
     for name, key, op, goal in rows:
@@ -291,6 +302,16 @@ def table(r: dict[str, Any]) -> str:
         ("API probe answers not 2xx", not_2xx(r)),
         ("query answers not 200", _maybe(r, "query.errors")),
         ("disk per 100k customers (MB)", _maybe(r, "footprint.disk_mb_per_100k_customers")),
+        (
+            f"failover @{_fmt(_maybe(r, 'failover.rate'))}/s, stale / all answers",
+            _pair(r, "failover.kill.stale", "failover.kill.answers"),
+        ),
+        ("  topic p50 / p99 while killed (ms)", _pair(
+            r, "failover.kill.topic.p50_ms", "failover.kill.topic.p99_ms")),
+        ("  same, rolling restart (ms)", _pair(
+            r, "failover.rolling.topic.p50_ms", "failover.rolling.topic.p99_ms")),
+        ("  lost disk: ready (s) / failed", _pair(
+            r, "failover.lost_disk.ready_s", "failover.lost_disk.failed")),
     ]
     for name, value in extra:
         lines.append(f"{'':5}{name:36}{_fmt(value):>14}")

@@ -62,6 +62,9 @@ class BenchSettings:
     poll_ms: float = 5.0
     grace_s: float = 10.0
     saturated_p99_s: float = 10.0  # or when more than 1 % is still unseen after grace_s
+    # two workers under this many events/s for failover_s per fault (bench/failover.py)
+    failover_rate: float = 1000.0
+    failover_s: float = 30.0
     query_rate: float = 250.0
     query_duration_s: float = 15.0
     query_threads: int = 8
@@ -96,6 +99,8 @@ QUICK = {
     "idle_s": 1.0,
     "probes_per_s": 20.0,
     "grace_s": 2.0,
+    "failover_rate": 50.0,
+    "failover_s": 12.0,
     "query_rate": 200.0,
     "query_duration_s": 1.0,
     "query_threads": 4,

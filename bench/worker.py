@@ -49,10 +49,13 @@ def auth_header(role: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {os.environ[f'KEEL_{role.upper()}_TOKEN']}"}
 
 
-def http_get(url: str, timeout: float = 5.0, role: str | None = None) -> tuple[int, Any]:
-    """GET a JSON resource with ``role``'s token (None: none); (status, body); status 0 when
-    nothing answered."""
-    request = urllib.request.Request(url, headers=auth_header(role) if role else {})
+def http_get(
+    url: str, timeout: float = 5.0, role: str | None = None, headers: dict[str, str] | None = None
+) -> tuple[int, Any]:
+    """GET a JSON resource with ``role``'s token (None: none) and ``headers``; (status, body);
+    status 0 when nothing answered."""
+    sent = {**(auth_header(role) if role else {}), **(headers or {})}
+    request = urllib.request.Request(url, headers=sent)
     try:
         with urllib.request.urlopen(request, timeout=timeout) as resp:
             status, body = resp.status, resp.read()

@@ -12,8 +12,10 @@ Settings that matter for correctness, not just speed:
 - ``producer_linger_ms=5`` (streams/tuning.py): faust's default (0) sends every record in
   a request of its own. The agents' outputs and table changelogs go through
   streams/worker/emit.py instead; what is left on faust's producer is little.
-- ``broker_session_timeout`` of 10 s (faust's default is 60 s): a crashed worker's
-  partitions move to the others after at most that long.
+- ``broker_session_timeout`` of ``KEEL_SESSION_TIMEOUT_MS`` (3 s; faust's default is 60 s),
+  heartbeats every third of it: a crashed worker's partitions move to the others after at
+  most that long (docs/fault-tolerance.md has the trade-off). The intake's consumer uses the
+  same (streams/worker/intake.py).
 - ``consumer_group_instance_id`` (KEEL_INSTANCE_ID, static membership): a worker that
   comes back within the session timeout is the same group member again and gets its
   partitions back with no rebalance; a stopped worker sends no LeaveGroup, so its partitions
@@ -147,8 +149,8 @@ app = faust.App(
     **_http_client_options,
     consumer_auto_offset_reset="earliest",
     producer_linger_ms=tuning.FAUST_PRODUCER_LINGER_MS,
-    broker_session_timeout=10.0,
-    broker_heartbeat_interval=2.0,
+    broker_session_timeout=settings.session_timeout_ms / 1000,
+    broker_heartbeat_interval=settings.heartbeat_ms / 1000,
     consumer_group_instance_id=settings.instance_id,
     key_serializer="raw",
     value_serializer="raw",

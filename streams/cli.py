@@ -24,7 +24,7 @@ from streams.ops.logs import configure as configure_logging
 
 
 def _worker(settings: Settings, auth: AuthConfig) -> int:
-    from streams.kafka.admin import TopicError, ensure_topics
+    from streams.kafka.admin import TopicError, ensure_topics, session_timeout_refused
 
     log = logging.getLogger("keel")
     log.info("%s", auth.describe())
@@ -39,6 +39,10 @@ def _worker(settings: Settings, auth: AuthConfig) -> int:
         return 2
     if created:
         log.info("created topics: %s", ", ".join(created))
+    refused = session_timeout_refused(settings)
+    if refused:
+        print(f"keel: {refused}", file=sys.stderr)
+        return 2
 
     from faust import Worker
 

@@ -48,6 +48,13 @@ VARIABLES: tuple[tuple[str, str, str], ...] = (
     ("KEEL_CANONICAL_URL", "", "URL other workers reach this one at (default http://BIND:PORT)"),
     ("KEEL_STANDBY_REPLICAS", "1", "standby table replicas kept by other workers"),
     (
+        "KEEL_SESSION_TIMEOUT_MS",
+        "3000",
+        "consumer-group session timeout of the workers (heartbeats every third of it): a "
+        "crashed worker's partitions move after this long; the brokers' "
+        "group.min.session.timeout.ms (Kafka's default 6000) must allow it",
+    ),
+    (
         "KEEL_INSTANCE_ID",
         "",
         "this worker's static member id in its consumer groups (Kafka group.instance.id, with a "
@@ -342,6 +349,7 @@ class Settings:
     tls_key: str
     tls_ca: str
     standby_replicas: int
+    session_timeout_ms: int
     keep_closed: int
     max_notes: int
     keep_retired: int
@@ -382,6 +390,11 @@ class Settings:
     @property
     def batch_wait_s(self) -> float:
         return self.batch_wait_ms / 1000
+
+    @property
+    def heartbeat_ms(self) -> int:
+        """Heartbeats every third of the session: two may be lost before the session ends."""
+        return max(self.session_timeout_ms // 3, 100)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -447,6 +460,9 @@ class Settings:
             tls_key=tls_key,
             tls_ca=tls_ca,
             standby_replicas=_int("KEEL_STANDBY_REPLICAS", get("KEEL_STANDBY_REPLICAS")),
+            session_timeout_ms=_int(
+                "KEEL_SESSION_TIMEOUT_MS", get("KEEL_SESSION_TIMEOUT_MS"), 1000
+            ),
             keep_closed=_int("KEEL_KEEP_CLOSED", get("KEEL_KEEP_CLOSED")),
             max_notes=_int("KEEL_MAX_NOTES", get("KEEL_MAX_NOTES"), 1),
             keep_retired=_int("KEEL_KEEP_RETIRED", get("KEEL_KEEP_RETIRED")),

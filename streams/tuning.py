@@ -13,6 +13,16 @@ from typing import Any
 #: live (empty fetches); 200 ms is 5 empty fetches a second when idle.
 FAUST_FETCH_MAX_WAIT_MS = 200
 
+#: how often a worker applies what its standby copies have buffered and notes how current each
+#: copy is (streams/worker/copies.py): an answer from a copy while partitions move is at most
+#: about this much older than it has to be
+COPY_TICK_S = 0.5
+
+#: /readyz waits at most this long (after the worker is ready) for its standby copies to be
+#: known current once (streams/worker/copies.py ``warm``): bounded, so a standby that cannot
+#: catch up never keeps a worker out of service
+WARMUP_MAX_S = 60.0
+
 #: faust's own producer now only carries what faust writes itself (offset commits go to the
 #: group coordinator; the tables' changelogs go through the emitter): 5 ms batches those.
 FAUST_PRODUCER_LINGER_MS = 5

@@ -349,6 +349,9 @@ class Kafka(_Service):
             "min.insync.replicas": min_insync(self.replication),
             "transaction.state.log.num.partitions": 1,
             "group.initial.rebalance.delay.ms": 0,
+            # keel's workers ask for a 3 s session (KEEL_SESSION_TIMEOUT_MS); Kafka's least
+            # is 6 s by default
+            "group.min.session.timeout.ms": 1000,
             "log.cleaner.dedupe.buffer.size": 16 * 1024 * 1024,
             # After a kill the restarted node is refused (DUPLICATE_BROKER_REGISTRATION) until
             # its previous incarnation's session expires: 9 s by default, 3 s here.

@@ -124,10 +124,23 @@ def _schemas() -> dict[str, Any]:
         },
         "required": ["accounts", "orders", "parcels", "contacts", "signals", "unavailable"],
     }  # fmt: skip
+    from_copy = {
+        "stale": {"const": True, "description": "answered from a copy that may be behind: "
+                  "the customer's owner could not answer (partitions moving, a worker gone)"},
+        "as_of": {"type": "string", "format": "date-time", "description": "the copy holds "
+                  "every change made up to this time; later ones may be missing"},
+    }  # fmt: skip
+    stale = {
+        **state,
+        "description": "CustomerState from a worker's copy while the owner cannot answer",
+        "properties": {**state["properties"], **from_copy},
+        "required": [*state["required"], "stale", "as_of"],
+    }
     with_linked = {
         **state,
-        "description": "CustomerState with the combined view of its linked accounts",
-        "properties": {**state["properties"], "combined": combined},
+        "description": "CustomerState with the combined view of its linked accounts "
+        "(stale and as_of when any part came from a copy)",
+        "properties": {**state["properties"], "combined": combined, **from_copy},
         "required": [*state["required"], "combined"],
     }
     error = {
@@ -139,7 +152,12 @@ def _schemas() -> dict[str, Any]:
         },
         "required": ["error"],
     }
-    return {**converter.components, "CustomerWithLinked": with_linked, "Error": error}
+    return {
+        **converter.components,
+        "CustomerFromCopy": stale,
+        "CustomerWithLinked": with_linked,
+        "Error": error,
+    }
 
 
 def document(config: auth.AuthConfig, ops: Iterable[spec.Operation] | None = None) -> dict:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 
 from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
 from streams import tuning
 from streams.config import Settings
@@ -137,3 +137,34 @@ def ensure_topics(settings: Settings, timeout: float = 60.0) -> list[str]:
             if "TOPIC_ALREADY_EXISTS" not in str(exc):
                 raise TopicError(f"cannot create topic {name}: {exc}") from exc
     return [t.topic for t in missing]
+
+
+def session_timeout_refused(settings: Settings, timeout: float = 10.0) -> str | None:
+    """Why the brokers would refuse the workers' session timeout (KEEL_SESSION_TIMEOUT_MS
+    outside their group.min/max.session.timeout.ms), or None. A consumer asking for a timeout
+    they refuse never joins its group: better to stop at start, saying which setting to change.
+    When the broker's settings cannot be read (no DescribeConfigs right), None: the join will
+    tell."""
+    admin = AdminClient(
+        client_config(settings.kafka_bootstrap, logger=logging.getLogger("librdkafka"))
+    )
+    try:
+        brokers = admin.list_topics(timeout=timeout).brokers
+        if not brokers:
+            return None
+        resource = ConfigResource(ConfigResource.Type.BROKER, str(min(brokers)))
+        found = admin.describe_configs([resource])[resource].result(timeout=timeout)
+        least = int(found["group.min.session.timeout.ms"].value)
+        most = int(found["group.max.session.timeout.ms"].value)
+    except (KafkaException, KeyError, ValueError, TypeError) as exc:
+        log.info("could not read the brokers' session timeout bounds (%s)", exc)
+        return None
+    wanted = settings.session_timeout_ms
+    if least <= wanted <= most:
+        return None
+    return (
+        f"KEEL_SESSION_TIMEOUT_MS={wanted} is outside what the brokers allow "
+        f"(group.min.session.timeout.ms={least}, group.max.session.timeout.ms={most}): set "
+        f"KEEL_SESSION_TIMEOUT_MS within them, or change the brokers' bound "
+        "(docs/fault-tolerance.md: the trade-off)"
+    )

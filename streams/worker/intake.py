@@ -264,8 +264,8 @@ class Intake:
                 "enable.auto.commit": False,
                 "auto.offset.reset": "earliest",
                 "fetch.wait.max.ms": 100,
-                "session.timeout.ms": 10_000,
-                "heartbeat.interval.ms": 2_000,
+                "session.timeout.ms": s.session_timeout_ms,  # as the join's (streams/app.py)
+                "heartbeat.interval.ms": s.heartbeat_ms,
                 # static membership like the join's consumer (streams/app.py)
                 **({"group.instance.id": s.instance_id} if s.instance_id else {}),
                 "logger": logging.getLogger("librdkafka"),  # not raw on stderr

@@ -35,7 +35,7 @@ from streams.app import app, settings
 from streams.errors import KeelError
 from streams.ops import metrics
 from streams.worker.intake import intake
-from streams.worker.tables import customers, held
+from streams.worker.tables import customers, held, views_ready
 
 log = logging.getLogger(__name__)
 
@@ -56,14 +56,15 @@ _EMPTY_SIGNALS = b'"signals":[]'
 
 
 def ready() -> bool:
-    """True once table recovery finished and the worker is not rebalancing.
+    """True once table recovery finished and the worker is not rebalancing or stopping.
 
     faust sets ``rebalancing`` when the group starts a rebalance and clears it only after
     the tables of the new assignment are recovered, so this is False for the whole window
-    in which a worker's answers could come from an incomplete or no-longer-owned table.
+    in which a worker's answers could come from an incomplete or no-longer-owned table. A
+    stopping worker closes its tables first and its web server last: in between it would
+    answer 404 for every customer (found by tests/integration/test_failover.py).
     """
-    recovery = app.tables.recovery  # type: ignore[attr-defined]  # TableManager, not its ABC
-    return bool(recovery.completed.is_set() and not app.rebalancing)
+    return views_ready()
 
 
 def _rebalances() -> int:

@@ -192,5 +192,6 @@ def write(table: Any, partition: int, rows: list[tuple[bytes, bytes | None]], of
 
 
 def views_ready() -> bool:
-    """Tables recovered and not rebalancing (the same test as /readyz)."""
-    return bool(app.tables.recovery.completed.is_set() and not app.rebalancing)  # type: ignore[attr-defined]
+    """Tables recovered, not rebalancing, not stopping (the same test as /readyz)."""
+    recovery = app.tables.recovery  # type: ignore[attr-defined]  # TableManager, not its ABC
+    return bool(recovery.completed.is_set() and not app.rebalancing and not app.should_stop)

@@ -241,7 +241,7 @@ def test_quick_benchmark_reports_every_figure(kafka: Kafka, tmp_path: Path) -> N
     run = subprocess.run(
         [sys.executable, "-m", "bench", "--quick", "--no-peer", "--events", "1000",
          "--bootstrap", kafka.bootstrap, "--out", str(out)],
-        cwd=ROOT, capture_output=True, text=True, timeout=240, check=False,
+        cwd=ROOT, capture_output=True, text=True, timeout=420, check=False,
     )  # fmt: skip
     assert run.returncode == 0, f"{run.stdout[-2000:]}\n{run.stderr[-4000:]}"
     assert "throughput, one worker" in run.stdout
@@ -308,6 +308,17 @@ def test_quick_benchmark_reports_every_figure(kafka: Kafka, tmp_path: Path) -> N
         assert r["recovery"][mode]["ready_s"] > 0
     assert r["recovery"]["same_state_after_restore"].split("/")[0] != "0"
     assert r["footprint"]["rss_bytes"] > 0 and r["footprint"]["disk_bytes"] > 0
+
+    # two workers: the SIGKILLed one's customers answered from the survivor's copy (stale),
+    # processing resumed on every partition; no query failed through any of the faults
+    fo = r["failover"]
+    assert "error" not in fo, fo["error"]
+    kill = fo["kill"]
+    assert kill["answered_again_s"] is not None and kill["processing_resumed_s"] is not None
+    assert kill["stale"] > 0 and kill["events"] > 0 and kill["topic"]["count"] > 0, kill
+    for fault in ("kill", "rolling", "lost_disk"):
+        assert fo[fault]["answers"] > 0 and fo[fault]["failed"] == 0, (fault, fo[fault])
+    assert fo["lost_disk"]["ready_s"] > 0
 
     assert [t["key"] for t in r["targets"]] == [t["key"] for t in targets(r)]
     assert all(t["met"] in (True, False, None) for t in r["targets"])

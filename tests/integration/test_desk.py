@@ -379,10 +379,20 @@ def test_any_worker_streams_any_customer_and_the_page_follows_a_rebalance(
         browser.execute_script("keelDesk.liveHistory = []; window.__sameDocument = 1;")
         owner.stop()  # a clean stop: the group moves its partitions to the front worker
         assert forwarded.ended() and direct.ended()
+        # Until then (a static member sends no LeaveGroup: its session has to end first) the
+        # front answers a search from its standby copy, and the page says it may be behind.
+        box = browser.find_element(By.ID, "q")
+        box.clear()
+        box.send_keys(cid, Keys.ENTER)
+        _until(browser, "the copy's warning", lambda d: d.find_element(By.ID, "stale")
+               .is_displayed() and "May be out of date" in section_text(d, "stale"))  # fmt: skip
+        assert shown_customer(browser) == cid
         wait_for("the front worker to own everything", lambda: front.get("/readyz")[0] == 200)
         _until(browser, "live again", lambda d: live_text(d) == "live", timeout=60)
+        _until(browser, "the warning gone with the owner's state",
+               lambda d: not d.find_element(By.ID, "stale").is_displayed())  # fmt: skip
         history = browser.execute_script("return keelDesk.liveHistory")
-        assert history[0] == "reconnecting" and history[-1] == "on", history
+        assert "reconnecting" in history and history[-1] == "on", history
 
         departments.send([contact(kid, "NOTE_ADDED", at=now_ms(), customer_id=cid, note=SECOND)])
         _until(browser, "a note after the rebalance", lambda d: len(notes_shown(d, kid)) == 2)

@@ -10,7 +10,11 @@ test can tell the two apart.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 from confluent_kafka.admin import AdminClient
@@ -19,6 +23,7 @@ from deploy.local.stack import Kafka
 from streams.config import Settings
 from tests.builders import order, unique
 from tests.integration.harness import (
+    ROOT,
     Cluster,
     Departments,
     Worker,
@@ -98,3 +103,26 @@ def test_two_workers_given_the_same_instance_id_are_two_members(
     assert all(split_partitions([first, second]))
     ids = group_instance_ids(kafka, first.env["KEEL_APP_ID"])
     assert len(ids) == 2 and all(i is not None and i.startswith("same-") for i in ids)
+
+
+def test_a_session_timeout_the_brokers_refuse_stops_the_worker_at_start_saying_so(
+    kafka: Kafka, tmp_path: Path
+) -> None:
+    """A consumer asking for a session the brokers refuse never joins its group (aiokafka
+    raises InvalidSessionTimeoutError inside faust's consumer thread): the worker checks the
+    brokers' bounds first and stops, naming the setting and the brokers' bound."""
+    env = {
+        **os.environ,
+        "KAFKA_BOOTSTRAP": kafka.bootstrap,
+        "KEEL_APP_ID": unique("keel-session"),
+        "KEEL_DATA_DIR": str(tmp_path / "worker"),
+        # the local brokers allow 1 s to 30 min (group.max.session.timeout.ms, Kafka's default)
+        "KEEL_SESSION_TIMEOUT_MS": "2000000",
+    }
+    run = subprocess.run(
+        [sys.executable, "-m", "streams", "worker"], cwd=ROOT, env=env, capture_output=True,
+        text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert run.returncode == 2, run.stderr[-2000:]
+    assert "KEEL_SESSION_TIMEOUT_MS=2000000 is outside what the brokers allow" in run.stderr
+    assert "group.min.session.timeout.ms=1000, group.max.session.timeout.ms=1800000" in run.stderr

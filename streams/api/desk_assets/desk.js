@@ -335,6 +335,7 @@ function show(state) {
   $("help").hidden = true;
   $("customer").hidden = false;
   renderWho(state);
+  renderStale(state);
   renderSources(state);
   if (fresh) desk.actions = {};
   redraw();
@@ -363,6 +364,22 @@ function renderWho(s) {
     idRow("Spent", s.orders.length ? money(s.total_spent_cents, s.orders[0].currency) : "—"),
     idRow("Changed", el("span", {}, when(s.updated_at), ` (v${s.version})`)),
   );
+}
+
+// An answer from a copy (the customer's worker could not answer: partitions moving, a worker
+// restarting): shown, with how old it may be; the live stream replaces it once the move is done.
+function renderStale(s) {
+  const box = $("stale");
+  if (!s.stale) {
+    box.hidden = true;
+    fill(box);
+    return;
+  }
+  fill(box, el("strong", {}, "May be out of date: "),
+    "keel is moving this customer between its workers, so this is a copy holding every change " +
+    "up to ", when(s.as_of), ". Changes since then may be missing; the page updates by itself " +
+    "once the move is done.");
+  box.hidden = false;
 }
 
 // A COMMAND_PENDING whose every command was asked by the agent at this desk: not an alarm.
