@@ -68,12 +68,13 @@ integration: deps $(TEST_STAMP)
 	$(PY) -m pytest tests/integration $(PYTEST_ARGS)
 
 # The fault suite (broker and worker kills, a whole-cluster outage, Redis and PostgreSQL
-# outages, poison and 10,000 malformed records) at 4x the customers `make test` runs it with; each test prints
-# its figures.
+# outages, poison and 10,000 malformed records, failover of one of two workers, a rolling
+# restart) at 4x the customers `make test` runs it with; each test prints its figures.
 CHAOS_SCALE ?= 4
 chaos: deps $(TEST_STAMP)
 	CHAOS_SCALE=$(CHAOS_SCALE) $(PY) -m pytest -s tests/integration/test_cluster.py tests/integration/test_faults.py \
-		tests/integration/test_store_outages.py tests/integration/test_malformed.py $(PYTEST_ARGS)
+		tests/integration/test_store_outages.py tests/integration/test_malformed.py \
+		tests/integration/test_failover.py $(PYTEST_ARGS)
 
 # Benchmarks on the real local stack (own broker, own worker; < 25 min on 2 cores): one run
 # at 1,000,000 events / 100,000 customers (the reference), one at 200,000 / 20,000;

@@ -12,6 +12,7 @@ failed answers) are printed; ``make bench``'s failover phase measures the same u
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import threading
 import time
@@ -38,6 +39,8 @@ from tests.integration.harness import (
 pytestmark = pytest.mark.integration
 
 HOUR = 3_600_000
+#: customers per partition; ``make chaos`` runs these with CHAOS_SCALE=4
+PER_PARTITION = 3 * int(os.environ.get("CHAOS_SCALE", "1"))
 
 
 @dataclass
@@ -147,7 +150,7 @@ def test_sigkill_of_one_worker_fails_no_query_and_the_survivor_takes_over_in_sec
 ) -> None:
     survivor, victim = workers = cluster(2, "keel-failover")
     _, victim_parts = split_partitions(workers)
-    by_partition = customers_on_every_partition(per_partition=3)
+    by_partition = customers_on_every_partition(per_partition=PER_PARTITION)
     customers = [cid for ids in by_partition.values() for cid in ids]
     orders = {cid: unique("o") for cid in customers}
     departments.send(
@@ -210,7 +213,7 @@ def test_a_rolling_restart_and_a_lost_disk_fail_no_query(
 ) -> None:
     workers = cluster(2, "keel-rolling")
     parts = split_partitions(workers)
-    by_partition = customers_on_every_partition(per_partition=3)
+    by_partition = customers_on_every_partition(per_partition=PER_PARTITION)
     customers = [cid for ids in by_partition.values() for cid in ids]
     departments.send(order(cid, unique("o")) for cid in customers)
     before = settle(workers, customers, lambda s: bool(s["orders"]))
