@@ -29,7 +29,8 @@ Settings that matter for correctness, not just speed:
 - ``_ConsumerThread``: aiokafka's fetch waits at most 200 ms for data, not faust's fixed 1.5 s
   (a restart waited for it three times).
 - ``_Consumer``: after a rebalance every stream partition is sought, those without a committed
-  offset too (to their first offset), so records faust dropped around it are read again.
+  offset too (to their first offset), so records faust dropped around it are read again; and
+  heartbeats go on while faust handles an assignment (aiokafka sends none until it returns).
 - aiohttp's own 404/405s answer keel's JSON error (streams/weberrors.py), like the handlers;
 - every request to the web server passes streams/auth.py's check first (one aiohttp
   middleware, the role per path in ``auth.worker_role``), forwarded ones included: a worker
@@ -38,8 +39,10 @@ Settings that matter for correctness, not just speed:
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import faust
@@ -97,6 +100,19 @@ class _Consumer(faust_aiokafka.Consumer):
     def _new_consumer_thread(self) -> _ConsumerThread:
         return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
+    async def on_partitions_assigned(self, assigned: set[TP], generation_id: int = 0) -> None:
+        """faust's handling of an assignment, with heartbeats to the group meanwhile.
+
+        aiokafka starts its heartbeat task only once the assignment callback has returned, and
+        faust's callback opens every table partition and keel's restores the new ones
+        (streams/worker/tables.py) inside it: seconds, longer than the 3 s session, so the
+        worker was thrown out of its group and the group rebalanced again and again
+        (bench/failover.py found it). The heartbeats go out on the consumer's own thread,
+        which is free meanwhile: its coordinator only awaits the callback.
+        """
+        async with _heartbeating(self._thread):
+            await super().on_partitions_assigned(assigned, generation_id)
+
     async def seek_to_committed(self) -> Mapping[TP, int]:
         committed = await super().seek_to_committed()
         changelogs = self.app.tables.changelog_topics
@@ -111,6 +127,29 @@ class _Consumer(faust_aiokafka.Consumer):
             except IllegalStateError as exc:  # reassigned meanwhile: the next rebalance seeks
                 log.warning("partitions without a committed offset not sought (%s)", exc)
         return committed
+
+@contextlib.asynccontextmanager
+async def _heartbeating(thread: Any) -> AsyncIterator[None]:
+    """A heartbeat to the join's group at once and then every ``settings.heartbeat_ms``, sent
+    by the consumer ``thread``'s coordinator, while the block runs."""
+    coordinator = thread._ensure_consumer()._coordinator
+
+    async def beat() -> None:
+        while True:
+            try:
+                await thread.call_thread(coordinator._do_heartbeat)
+            except Exception as exc:  # noqa: BLE001 - the group is rebalancing again, or gone
+                log.debug("heartbeat during an assignment failed: %r", exc)
+            await asyncio.sleep(settings.heartbeat_ms / 1000)
+
+    task = asyncio.ensure_future(beat())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
 
 settings = Settings.from_env()
 auth_config = auth.AuthConfig.from_env()

@@ -25,10 +25,8 @@ Kafka confirmed its changelog records. Reads go to the partition's database dire
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
-from collections.abc import AsyncIterator
 from typing import Any
 
 import faust
@@ -75,45 +73,13 @@ class _KeelTable(faust.Table):
         if not partitions:
             return
         try:
-            async with _heartbeating(self.app):
-                await asyncio.get_running_loop().run_in_executor(
-                    None, restore.restore, self.data, topic, partitions,
-                    settings.kafka_bootstrap, settings.app_id,
-                )  # fmt: skip
+            await asyncio.get_running_loop().run_in_executor(
+                None, restore.restore, self.data, topic, partitions,
+                settings.kafka_bootstrap, settings.app_id,
+            )  # fmt: skip
         except Exception:  # noqa: BLE001 - faust's recovery reads whatever is left
             log.exception("restoring %s at disk speed failed; faust's recovery reads it", topic)
 
-
-@contextlib.asynccontextmanager
-async def _heartbeating(app: Any) -> AsyncIterator[None]:
-    """Heartbeats to the join's group while the block runs, every ``settings.heartbeat_ms``.
-
-    aiokafka starts its heartbeat task only after the assignment callback returns, and the
-    restore above runs inside that callback: a restore longer than the session timeout
-    (3 s; 20,000 customers take ~2.5 s, 100,000 ~10 s) got the worker thrown out of the group
-    and the group rebalanced again (bench/failover.py found it; once faust's recovery then
-    crashed on the second rebalance). The heartbeat is sent on the consumer's own thread,
-    which is free meanwhile: its coordinator only awaits the callback.
-    """
-    thread = app.consumer._thread
-
-    async def beat() -> None:
-        # one at once: the tables are restored one after the other, each maybe in a moment
-        coordinator = thread._ensure_consumer()._coordinator
-        while True:
-            try:
-                await thread.call_thread(coordinator._do_heartbeat)
-            except Exception as exc:  # noqa: BLE001 - the group is rebalancing again, or gone
-                log.debug("heartbeat during a restore failed: %r", exc)
-            await asyncio.sleep(settings.heartbeat_ms / 1000)
-
-    task = asyncio.ensure_future(beat())
-    try:
-        yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 class _OneBudget(RocksDBOptions):
@@ -156,9 +122,21 @@ class _OneBudget(RocksDBOptions):
 rocksdb_memory = _OneBudget(settings.rocksdb_memory_mb * 1024**2, **tuning.ROCKSDB)
 
 
+def _revoke_without_gc(store: Any, table: Any, tps: Any) -> None:
+    """faust's RocksDB store's ``revoke_partitions`` without its ``gc.collect()``: faust ran a
+    full collection per table at every rebalance (15 here), seconds on a worker holding
+    20,000 customers, all of it on the event loop and holding the GIL inside the assignment
+    callback (no heartbeats: bench/failover.py's rebalances went on and on). A dropped
+    database closes when its last reference goes; none is kept in a cycle."""
+    for tp in tps:
+        if tp.topic in table.changelog_topic.topics:
+            store._dbs.pop(tp.partition, None)
+
+
 def _table(name: str) -> Any:
     table = _KeelTable(app, name=name, key_type=str, options=tuning.ROCKSDB)
     table.data.rocksdb_options = rocksdb_memory  # type: ignore[attr-defined]  # a RocksDB Store; before any partition's database is opened
+    table.data.revoke_partitions = functools.partial(_revoke_without_gc, table.data)  # type: ignore[attr-defined]  # a RocksDB Store
     return app.tables.add(table)
 
 
