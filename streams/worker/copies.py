@@ -9,8 +9,9 @@ A worker holds two kinds of copy of a table partition in its RocksDB databases:
   fetch, and :func:`keep_current` applies what it has buffered every ``tuning.COPY_TICK_S``.
 
 Every tick notes, per partition, the time up to which the copy is known to hold every change
-(:func:`as_of`): an active one while the worker is ready, a standby one when what it applied
-reached the end of its changelog as last fetched. That time only ever moves forward, and is
+(:func:`as_of`): an active one while the worker is ready, a standby one once what it applied
+reached the end its changelog had (as last fetched) at a tick: that tick's time — under steady
+traffic the tick before, more is always on its way. That time only ever moves forward, and is
 a lower bound: a copy noted 3 s ago may well be current, but it is not known to be. A copy
 whose time is unknown (a standby still catching up after a start, a partition restored from
 nothing) is not answered from. Revoked partitions' databases are closed by faust: no copy.
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -37,6 +39,9 @@ __all__ = ["as_of", "keep_current", "read", "warm"]
 _TABLE_OF_TOPIC = {topic: table for table, topic in CHANGELOG_TOPIC.items()}
 #: (changelog topic, partition) -> epoch seconds up to which the copy holds every change
 _as_of: dict[tuple[str, int], float] = {}
+#: standby partition -> (tick time, its changelog's end as last fetched then), oldest first
+_ends: dict[TP, deque[tuple[float, int]]] = {}
+_ENDS_KEPT = 120  # a minute of ticks: a copy further behind is not noted until it catches up
 
 
 def _note(topic: str, partition: int, at: float) -> None:
@@ -89,8 +94,18 @@ def keep_current(
             end = highwater(tp)  # as of the last fetch, no request
         except Exception:  # noqa: BLE001 - not fetched yet, or reassigned under us
             continue
-        if applied is not None and end is not None and applied + 1 >= end:
-            _note(tp.topic, tp.partition, now)
+        if applied is None or end is None:
+            continue
+        # Under steady traffic the copy never quite reaches the newest end fetched (more is
+        # always on its way), but it passes the ends seen at earlier ticks: it holds every
+        # change made up to the tick that saw the highest end it has now passed.
+        seen = _ends.setdefault(tp, deque(maxlen=_ENDS_KEPT))
+        seen.append((now, end))
+        passed = [at for at, offset in seen if applied + 1 >= offset]
+        if passed:
+            _note(tp.topic, tp.partition, max(passed))
+            while seen and seen[0][0] <= max(passed):
+                seen.popleft()
     return _cold(recovery.standby_tps)
 
 

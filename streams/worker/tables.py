@@ -133,10 +133,17 @@ def _revoke_without_gc(store: Any, table: Any, tps: Any) -> None:
             store._dbs.pop(tp.partition, None)
 
 
+async def _stop_without_gc(store: Any) -> None:
+    """faust's RocksDB store's ``stop`` without its ``gc.collect()`` (one per table: a stopping
+    worker holding 20,000 customers spent 11 s there, its partitions unowned meanwhile)."""
+    store._dbs.clear()
+
+
 def _table(name: str) -> Any:
     table = _KeelTable(app, name=name, key_type=str, options=tuning.ROCKSDB)
     table.data.rocksdb_options = rocksdb_memory  # type: ignore[attr-defined]  # a RocksDB Store; before any partition's database is opened
     table.data.revoke_partitions = functools.partial(_revoke_without_gc, table.data)  # type: ignore[attr-defined]  # a RocksDB Store
+    table.data.stop = functools.partial(_stop_without_gc, table.data)  # type: ignore[method-assign]
     return app.tables.add(table)
 
 

@@ -45,6 +45,7 @@ PER_PARTITION = 3 * int(os.environ.get("CHAOS_SCALE", "1"))
 
 @dataclass
 class Answer:
+    asked: float
     at: float
     customer_id: str
     status: int
@@ -79,13 +80,14 @@ class Asker:
         n = 0
         while not self._stop.is_set():
             cid = self.customers[n % len(self.customers)]
+            asked = time.monotonic()
             for i in range(len(self.workers)):
                 w = self.workers[(n + i) % len(self.workers)]
                 status, body = http_get(f"{w.url}/customers/{cid}", timeout=10, role="read")
                 if status not in (0, 503):
                     break
             stale = status == 200 and bool(body.get("stale"))
-            self.answers.append(Answer(time.monotonic(), cid, status, stale, w.url))
+            self.answers.append(Answer(asked, time.monotonic(), cid, status, stale, w.url))
             n += 1
             time.sleep(0.01)
 
@@ -94,15 +96,19 @@ class Asker:
 
 
 def answered_again(answers: list[Answer], customers: list[str], t0: float) -> float:
-    """Seconds from ``t0`` until every customer had been answered 200 at least once since
-    ``t0`` (the slowest customer's first answer: p100)."""
-    first: dict[str, float] = {}
+    """The longest any customer waited for an answer after ``t0``: from the first time it was
+    asked to its first 200 (p100 over the customers)."""
+    asked: dict[str, float] = {}
+    waited: dict[str, float] = {}
     for a in answers:
-        if a.at >= t0 and a.status == 200:
-            first.setdefault(a.customer_id, a.at)
-    missing = set(customers) - set(first)
+        if a.asked < t0 or a.customer_id in waited:
+            continue
+        asked.setdefault(a.customer_id, a.asked)
+        if a.status == 200:
+            waited[a.customer_id] = a.at - asked[a.customer_id]
+    missing = set(customers) - set(waited)
     assert not missing, f"never answered after the fault: {sorted(missing)[:5]}"
-    return max(first.values()) - t0
+    return max(waited.values())
 
 
 def settle(workers: list[Worker], customers: list[str], ready: Callable[[dict], bool]) -> dict:
@@ -188,7 +194,7 @@ def test_sigkill_of_one_worker_fails_no_query_and_the_survivor_takes_over_in_sec
     again = answered_again(after, customers, killed_at)
     failed = [a for a in after if a.status != 200]
     stale = [a for a in after if a.stale]
-    print(f"\nSIGKILL of one of two workers: every customer answered again after {again:.2f} s, "
+    print(f"\nSIGKILL of one of two workers: the longest wait for an answer {again * 1000:.0f} ms, "
           f"the victim's partitions processed again after {resumed:.1f} s; {len(after)} "
           f"answers since, {len(stale)} stale, {len(failed)} failed")  # fmt: skip
     record_property("answered_again_s", round(again, 2))

@@ -38,6 +38,7 @@ class DB(dict):
 @pytest.fixture(autouse=True)
 def clean(monkeypatch: pytest.MonkeyPatch) -> dict[int, DB]:
     monkeypatch.setattr(copies, "_as_of", {})
+    monkeypatch.setattr(copies, "_ends", {})
     dbs: dict[int, DB] = {}
     monkeypatch.setattr(customers.data, "_dbs", dbs)
     return dbs
@@ -108,3 +109,16 @@ def test_ready_waits_for_every_standby_to_be_known_current_once_for_at_most_a_wh
     monkeypatch.setattr(copies, "_cold_standbys", copies.keep_current(11.0, True, [], recovery,
                                                                      lambda tp: 10))  # fmt: skip
     assert copies.warm(now=101.0)
+
+
+def test_under_steady_traffic_a_standby_is_current_as_of_the_tick_whose_end_it_passed(
+    clean: dict[int, DB],
+) -> None:
+    clean[3] = DB()
+    recovery = Recovery({3: 0})
+    tp = TP(TOPIC, 3)
+    for tick, (applied, end) in enumerate([(4, 10), (12, 20), (25, 30), (33, 40)]):
+        recovery.standby_offsets[tp] = applied
+        copies.keep_current(500.0 + tick, True, [], recovery, lambda _tp, e=end: e)
+    # it never reached the newest end, but passed 10 (seen at 500), 20 (501) and 30 (502)
+    assert copies.as_of(customers, 3) == 502.0
