@@ -251,14 +251,25 @@ def test_make_run_with_keel_cdc_debezium_plays_the_demo_and_the_desk_stories_thr
         api = f"http://127.0.0.1:{env['KEEL_API_PORT']}"
         tokens = read_env(base / "run" / "tokens.env")
         cancels = {"c-dup": "o-dup-2", "c-late": "o-late-1"}
-        commands = {cid: desk_cancel(api, tokens["KEEL_AGENT_TOKEN"], cid, oid)
-                    for cid, oid in cancels.items()}  # fmt: skip
 
         def state(cid: str) -> dict[str, Any]:
             request = urllib.request.Request(f"{api}/customers/{cid}", headers={
                 "Authorization": f"Bearer {tokens['KEEL_READ_TOKEN']}"})  # fmt: skip
             with urllib.request.urlopen(request, timeout=10) as resp:
                 return json.loads(resp.read())  # type: ignore[no-any-return]
+
+        # "ready" means c-dup is known, not yet every order of the story: the agent cancels
+        # an order the desk shows (a command for an order not in the state is a 404)
+        def has_order(cid: str, oid: str) -> bool:
+            try:
+                return oid in {x["order_id"] for x in state(cid)["orders"]}
+            except OSError:  # 404: not known yet; 503: a moment's rebalance
+                return False
+
+        for cid, oid in cancels.items():
+            wait_for(f"{oid} in {cid}'s state", lambda c=cid, o=oid: has_order(c, o), 90, 1)
+        commands = {cid: desk_cancel(api, tokens["KEEL_AGENT_TOKEN"], cid, oid)
+                    for cid, oid in cancels.items()}  # fmt: skip
 
         wait_for("o-dup-2 cancelled", lambda: {o["order_id"]: o["status"] for o in
                  state("c-dup")["orders"]}.get("o-dup-2") == "CANCELLED", 90, 1)  # fmt: skip
